@@ -1,0 +1,98 @@
+//! The ABI shared by the kernel programs (`memprof-ebpf`) and the daemon (`memprof`):
+//! map values, ring-buffer events and the names of the `.rodata` globals userspace fills in.
+#![no_std]
+
+/// Armed level meaning "never report": the process is not ours to watch, or it was just
+/// reported and userspace has not re-armed it yet.
+pub const DISARMED: u64 = u64::MAX;
+
+/// `ProcState::level` of a process the kernel has just met: the next counter change reports
+/// it once so that userspace can arm its real level.
+pub const UNARMED: u64 = 0;
+
+/// Capacity of the per-process map; processes beyond it are seen by the safety-net poll only.
+pub const MAX_PROCS: u32 = 16384;
+
+/// `mm->rss_stat[]` members that make up RSS (`MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`;
+/// index 2 is `MM_SWAPENTS`, which is not resident).
+pub const RSS_MEMBERS: [u32; 3] = [0, 1, 3];
+/// Number of `rss_stat` members the kernel keeps (`NR_MM_COUNTERS`).
+pub const NR_MM_COUNTERS: usize = 4;
+
+/// Per-process state, keyed by the host (init-namespace) tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcState {
+    /// RSS in bytes at or above which the kernel reports the process (see `DISARMED`/`UNARMED`).
+    pub level: u64,
+    /// The process's PID as memprof's own PID namespace sees it (0: not visible there).
+    pub ns_pid: u32,
+    pub _pad: u32,
+    /// Last counter values seen by the classic tracepoint (bytes); unused by the BTF program,
+    /// which reads the live counters from `mm` instead.
+    pub counters: [i64; NR_MM_COUNTERS],
+}
+
+/// What an event reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The process's RSS reached its armed level (or it was first seen, when unarmed).
+    Crossed = 1,
+    /// The OOM killer chose this process (`oom/mark_victim`).
+    OomVictim = 2,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `EventKind` as u32 (a plain integer keeps the struct `Pod`).
+    pub kind: u32,
+    /// Host (init-namespace) tgid.
+    pub host_pid: u32,
+    /// PID in memprof's namespace, 0 when not visible there.
+    pub ns_pid: u32,
+    pub _pad: u32,
+    /// RSS in bytes as the kernel counted it.
+    pub rss: u64,
+    /// The level that was crossed.
+    pub level: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at detection.
+    pub ktime_ns: u64,
+}
+
+/// Names of the `.rodata` globals the kernel programs read; userspace overrides them at load
+/// time with offsets read from the running kernel's BTF, so the verifier sees constants.
+pub mod globals {
+    /// Offset of `mm_struct.rss_stat` plus the offset of the counter inside an element.
+    pub const RSS_COUNT_OFF: &str = "RSS_COUNT_OFF";
+    /// Distance between two `rss_stat` elements (40 for `percpu_counter`, 8 for `atomic_long_t`).
+    pub const RSS_STRIDE: &str = "RSS_STRIDE";
+    pub const MM_OWNER_OFF: &str = "MM_OWNER_OFF";
+    pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
+    pub const TASK_GROUP_LEADER_OFF: &str = "TASK_GROUP_LEADER_OFF";
+    pub const TASK_THREAD_PID_OFF: &str = "TASK_THREAD_PID_OFF";
+    pub const PID_LEVEL_OFF: &str = "PID_LEVEL_OFF";
+    pub const PID_NUMBERS_OFF: &str = "PID_NUMBERS_OFF";
+    pub const UPID_SIZE: &str = "UPID_SIZE";
+    pub const UPID_NR_OFF: &str = "UPID_NR_OFF";
+    pub const UPID_NS_OFF: &str = "UPID_NS_OFF";
+    pub const PIDNS_INUM_OFF: &str = "PIDNS_INUM_OFF";
+    /// Inode number of memprof's own PID namespace (`/proc/self/ns/pid`).
+    pub const MY_PIDNS_INUM: &str = "MY_PIDNS_INUM";
+    pub const PAGE_SHIFT: &str = "PAGE_SHIFT";
+    /// Classic `kmem/rss_stat` record field offsets (from the tracepoint's format file).
+    pub const TP_MM_ID_OFF: &str = "TP_MM_ID_OFF";
+    pub const TP_CURR_OFF: &str = "TP_CURR_OFF";
+    pub const TP_MEMBER_OFF: &str = "TP_MEMBER_OFF";
+    pub const TP_SIZE_OFF: &str = "TP_SIZE_OFF";
+    /// `oom/mark_victim` record: offset of `pid`.
+    pub const TP_OOM_PID_OFF: &str = "TP_OOM_PID_OFF";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers with explicit padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::ProcState {}
+    unsafe impl aya::Pod for super::Event {}
+}

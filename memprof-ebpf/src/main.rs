@@ -1,0 +1,33 @@
+//! memprof's kernel programs. Each file holds one concern:
+//! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
+//! `exit.rs` forgets processes, `oom.rs` reports OOM-killer victims,
+//! `task.rs` resolves a task's tgid and its PID in memprof's namespace.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod exit;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod oom;
+#[cfg(target_arch = "bpf")]
+mod rss;
+#[cfg(target_arch = "bpf")]
+mod task;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// The programs only exist for the BPF target; this lets `cargo test --workspace` build the
+/// crate on the host.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,98 @@
+//! Maps shared by the programs, and the `.rodata` globals userspace fills in at load time.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use memprof_common::{ProcState, MAX_PROCS};
+
+/// Per-process state keyed by host tgid.
+#[map]
+pub static PROCS: LruHashMap<u32, ProcState> = LruHashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Classic tracepoint only: `mm_id` → tgid, learned from events raised by the owner itself, so
+/// that events raised on another task's mm (`curr == 0`) can be attributed.
+#[map]
+pub static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Crossing and OOM events for userspace.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Invalidation counters for the per-CPU caches: [0] bumped by the kernel (exit, crossing),
+/// [1] bumped by userspace after it re-arms a level. Two slots so neither writer loses the
+/// other's bump.
+#[map]
+pub static EPOCH: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The fast path's one-entry cache per CPU: consecutive `rss_stat` events nearly always
+/// concern the same mm (a process faulting in pages), so the hash lookup is skipped.
+#[repr(C)]
+pub struct MmCache {
+    pub mm: u64,
+    pub level: u64,
+    pub kernel_epoch: u64,
+    pub user_epoch: u64,
+    pub host_pid: u32,
+    pub ns_pid: u32,
+}
+
+#[map]
+pub static MM_CACHE: PerCpuArray<MmCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Declares `.rodata` globals and a reader for each. The reads are volatile so the compiler
+/// cannot fold the placeholder zero; the verifier sees the loaded, frozen value as a constant.
+macro_rules! globals {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[unsafe(no_mangle)]
+            static $name: $ty = 0;
+        )*
+        pub mod g {
+            $(
+                #[allow(non_snake_case)]
+                #[inline(always)]
+                pub fn $name() -> $ty {
+                    unsafe { core::ptr::read_volatile(&super::$name) }
+                }
+            )*
+        }
+    };
+}
+
+globals! {
+    RSS_COUNT_OFF: u64,
+    RSS_STRIDE: u64,
+    MM_OWNER_OFF: u64,
+    TASK_TGID_OFF: u64,
+    TASK_GROUP_LEADER_OFF: u64,
+    TASK_THREAD_PID_OFF: u64,
+    PID_LEVEL_OFF: u64,
+    PID_NUMBERS_OFF: u64,
+    UPID_SIZE: u64,
+    UPID_NR_OFF: u64,
+    UPID_NS_OFF: u64,
+    PIDNS_INUM_OFF: u64,
+    MY_PIDNS_INUM: u64,
+    PAGE_SHIFT: u64,
+    TP_MM_ID_OFF: u64,
+    TP_CURR_OFF: u64,
+    TP_MEMBER_OFF: u64,
+    TP_SIZE_OFF: u64,
+    TP_OOM_PID_OFF: u64,
+}
+
+/// Bumps slot `idx` of `EPOCH`, making every CPU's cache re-read `PROCS`. The BPF target has
+/// no 64-bit fetch-add in Rust; two racing bumps may count as one, which still changes the
+/// value every cache compares against.
+#[inline(always)]
+pub fn bump_epoch(idx: u32) {
+    if let Some(p) = EPOCH.get_ptr_mut(idx) {
+        // SAFETY: the pointer is a valid, aligned map value for the program's lifetime.
+        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+    }
+}
+
+#[inline(always)]
+pub fn epoch(idx: u32) -> u64 {
+    EPOCH.get(idx).copied().unwrap_or(0)
+}

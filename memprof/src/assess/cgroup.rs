@@ -1,0 +1,197 @@
+//! A process's memory limit from its cgroup: v1 `memory.limit_in_bytes` or v2 `memory.max`,
+//! taking the tightest limit on the way up the hierarchy (a Kubernetes pod-level limit sits
+//! above the container's own cgroup).
+use std::path::{Path, PathBuf};
+
+/// A cgroup filesystem mount, from /proc/self/mountinfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMount {
+    pub v2: bool,
+    /// Root of the hierarchy that this mount shows (usually "/").
+    pub root: String,
+    pub mount_point: PathBuf,
+}
+
+/// Memory-cgroup mounts: cgroup2 mounts, and v1 mounts that carry the memory controller.
+pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split_whitespace().collect();
+            let mut right = right.split_whitespace();
+            let fs_type = right.next()?;
+            let _source = right.next();
+            let super_options = right.next().unwrap_or_default();
+            let v2 = match fs_type {
+                "cgroup2" => true,
+                "cgroup" if super_options.split(',').any(|o| o == "memory") => false,
+                _ => return None,
+            };
+            Some(CgroupMount {
+                v2,
+                root: unescape(left.get(3)?),
+                mount_point: PathBuf::from(unescape(left.get(4)?)),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes spaces and the like as octal (`\040`).
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            if let Ok(n) = u8::from_str_radix(&code, 8) {
+                out.push(n as char);
+                continue;
+            }
+            out.push(c);
+            out.push_str(&code);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The process's memory cgroup path and whether it is v2, from /proc/<pid>/cgroup. A v1 memory
+/// controller line wins over the v2 line on hybrid hosts, because v1 is where limits apply there.
+pub fn parse_proc_cgroup(text: &str) -> Option<(bool, String)> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some((false, path.to_string()));
+        }
+        if id == "0" && controllers.is_empty() {
+            v2 = Some((true, path.to_string()));
+        }
+    }
+    v2
+}
+
+/// Parses a limit file; `None` means unlimited.
+pub fn parse_limit(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text == "max" {
+        return None;
+    }
+    let n: u64 = text.parse().ok()?;
+    // cgroup v1 says "unlimited" with PAGE_COUNTER_MAX pages, a number near i64::MAX.
+    (n < 1 << 62).then_some(n)
+}
+
+/// The directory of the process's memory cgroup under one of `mounts`.
+pub fn cgroup_dir(mounts: &[CgroupMount], v2: bool, path: &str) -> Option<(PathBuf, PathBuf)> {
+    mounts.iter().filter(|m| m.v2 == v2).find_map(|m| {
+        let root = m.root.trim_end_matches('/');
+        let rel = path.strip_prefix(root)?;
+        if !(rel.is_empty() || rel.starts_with('/')) {
+            return None;
+        }
+        Some((m.mount_point.join(rel.trim_start_matches('/')), m.mount_point.clone()))
+    })
+}
+
+/// The tightest limit from `dir` up to the mount point, reading files through `read`.
+pub fn effective_limit(
+    dir: &Path,
+    mount_point: &Path,
+    v2: bool,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<u64> {
+    let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+    let mut limit: Option<u64> = None;
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if let Some(l) = read(&d.join(file)).and_then(|t| parse_limit(&t)) {
+            limit = Some(limit.map_or(l, |cur| cur.min(l)));
+        }
+        if d == mount_point {
+            break;
+        }
+        cur = d.parent().filter(|p| p.starts_with(mount_point));
+    }
+    limit
+}
+
+/// The memory limit of `pid`'s cgroup, or `None` when it has none (or it cannot be found).
+pub fn limit_of(pid: u32, mounts: &[CgroupMount]) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (v2, path) = parse_proc_cgroup(&text)?;
+    let (dir, mount_point) = cgroup_dir(mounts, v2, &path)?;
+    effective_limit(&dir, &mount_point, v2, |p| std::fs::read_to_string(p).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const MOUNTINFO_HYBRID: &str = include_str!("../../tests/fixtures/mountinfo.v1-hybrid");
+    const MOUNTINFO_V2: &str = include_str!("../../tests/fixtures/mountinfo.v2");
+    const CGROUP_V1: &str = include_str!("../../tests/fixtures/proc-cgroup.v1-hybrid");
+    const CGROUP_V2: &str = include_str!("../../tests/fixtures/proc-cgroup.v2");
+
+    #[test]
+    fn mounts_of_a_hybrid_host() {
+        let mounts = parse_mountinfo(MOUNTINFO_HYBRID);
+        assert!(mounts.contains(&CgroupMount {
+            v2: false,
+            root: "/".into(),
+            mount_point: "/sys/fs/cgroup/memory".into()
+        }));
+        assert!(mounts.iter().any(|m| m.v2 && m.mount_point == Path::new("/sys/fs/cgroup/unified")));
+        assert!(!mounts.iter().any(|m| m.mount_point == Path::new("/sys/fs/cgroup/cpu")));
+    }
+
+    #[test]
+    fn v1_memory_line_wins_on_hybrid() {
+        assert_eq!(parse_proc_cgroup(CGROUP_V1), Some((false, "/kubepods/burstable/pod1/c1".into())));
+        let (v2, path) = parse_proc_cgroup(CGROUP_V2).unwrap();
+        assert!(v2);
+        assert_eq!(path, "/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope");
+    }
+
+    #[test]
+    fn limits_and_unlimited() {
+        assert_eq!(parse_limit("536870912\n"), Some(512 << 20));
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_limit("garbage"), None);
+    }
+
+    #[test]
+    fn tightest_limit_up_the_tree_v2() {
+        let mounts = parse_mountinfo(MOUNTINFO_V2);
+        let (_, path) = parse_proc_cgroup(CGROUP_V2).unwrap();
+        let (dir, mp) = cgroup_dir(&mounts, true, &path).unwrap();
+        assert_eq!(mp, Path::new("/sys/fs/cgroup"));
+        let files: HashMap<PathBuf, &str> = [
+            (dir.join("memory.max"), "max\n"),
+            (dir.parent().unwrap().join("memory.max"), "268435456\n"),
+            (mp.join("kubepods.slice/memory.max"), "1073741824\n"),
+        ]
+        .into_iter()
+        .collect();
+        let limit = effective_limit(&dir, &mp, true, |p| files.get(p).map(|s| s.to_string()));
+        assert_eq!(limit, Some(256 << 20));
+    }
+
+    #[test]
+    fn v1_limit_file_and_namespaced_root() {
+        // Inside a container the mount's root is the container's own cgroup.
+        let mounts = vec![CgroupMount { v2: false, root: "/kubepods/pod1/c1".into(), mount_point: "/sys/fs/cgroup/memory".into() }];
+        let (dir, mp) = cgroup_dir(&mounts, false, "/kubepods/pod1/c1").unwrap();
+        assert_eq!(dir, mp);
+        let limit = effective_limit(&dir, &mp, false, |p| {
+            (p == Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes")).then(|| "104857600".into())
+        });
+        assert_eq!(limit, Some(100 << 20));
+        assert_eq!(cgroup_dir(&mounts, false, "/other"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
+//! over HTTP (`pprof`); other kinds (in-kernel heap walks, JVM, generic snapshots) plug in here.
+pub mod pprof;
+
+/// A captured profile, ready for delivery.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// What kind of evidence, used in the file name (e.g. "heap").
+    pub kind: &'static str,
+    /// File extension (e.g. "pb.gz").
+    pub extension: &'static str,
+    pub bytes: Vec<u8>,
+}

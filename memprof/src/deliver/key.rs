@@ -1,0 +1,108 @@
+//! Object keys: `<prefix>/<namespace>/<pod>/<comm>/<UTC time>_pid-<PID>_<PCT>pct.<kind>.<ext>`.
+//! Pod facts come from the downward API (`POD_NAMESPACE`, `POD_NAME`); a plain node or laptop
+//! uses `host` and the host name.
+use chrono::{DateTime, Utc};
+
+/// Where memprof runs, for the key's middle segments.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub namespace: String,
+    pub pod: String,
+}
+
+impl Place {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            namespace: var("POD_NAMESPACE").unwrap_or_else(|| "host".into()),
+            pod: var("POD_NAME").or_else(|| var("NODE_NAME")).unwrap_or_else(hostname),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Keeps a key segment to characters safe in S3 keys and file names.
+fn segment(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
+    match clean.trim_matches('.') {
+        "" => "_".into(),
+        s => s.to_string(),
+    }
+}
+
+pub struct KeyParts<'a> {
+    pub prefix: &'a str,
+    pub place: &'a Place,
+    pub comm: &'a str,
+    pub pid: u32,
+    pub percent: f64,
+    pub kind: &'a str,
+    pub extension: &'a str,
+    pub time: DateTime<Utc>,
+}
+
+pub fn object_key(k: &KeyParts) -> String {
+    let file = format!(
+        "{}_pid-{}_{}pct.{}.{}",
+        k.time.format("%Y%m%dT%H%M%S%.3fZ"),
+        k.pid,
+        k.percent.floor() as u64,
+        k.kind,
+        k.extension
+    );
+    let mut parts: Vec<String> = k.prefix.split('/').filter(|s| !s.is_empty()).map(segment).collect();
+    parts.extend([segment(&k.place.namespace), segment(&k.place.pod), segment(k.comm), file]);
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn parts<'a>(place: &'a Place, comm: &'a str, percent: f64) -> KeyParts<'a> {
+        KeyParts {
+            prefix: "memprof",
+            place,
+            comm,
+            pid: 4242,
+            percent,
+            kind: "heap",
+            extension: "pb.gz",
+            time: Utc.with_ymd_and_hms(2026, 11, 25, 3, 4, 5).unwrap(),
+        }
+    }
+
+    #[test]
+    fn key_names_pid_and_percent() {
+        let place = Place { namespace: "shop".into(), pod: "cart-7d9f".into() };
+        assert_eq!(
+            object_key(&parts(&place, "cart", 83.9)),
+            "memprof/shop/cart-7d9f/cart/20261125T030405.000Z_pid-4242_83pct.heap.pb.gz"
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_cleaned() {
+        let place = Place { namespace: "..".into(), pod: "a/b".into() };
+        let key = object_key(&parts(&place, "kworker/0:1 x", 100.0));
+        assert_eq!(key, "memprof/_/a_b/kworker_0_1_x/20261125T030405.000Z_pid-4242_100pct.heap.pb.gz");
+    }
+
+    #[test]
+    fn nested_prefix_is_kept() {
+        let place = Place { namespace: "ns".into(), pod: "p".into() };
+        let mut p = parts(&place, "c", 80.0);
+        p.prefix = "team/memprof";
+        assert!(object_key(&p).starts_with("team/memprof/ns/p/c/"));
+    }
+}

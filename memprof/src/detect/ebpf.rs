@@ -1,0 +1,184 @@
+//! The kernel detector: loads memprof-ebpf, attaches it, reads crossings from the ring buffer
+//! and lets the daemon arm per-process levels.
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+};
+use memprof_common::{globals as g, Event, EventKind, ProcState, NR_MM_COUNTERS};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, warn};
+
+use super::{btf::Btf, layout, Candidate, Source};
+
+/// The compiled kernel programs, built by build.rs.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memprof-ebpf"));
+
+/// Which `rss_stat` hook to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `tp_btf/rss_stat`: counters read straight from `mm` (≈4 % page-fault overhead).
+    Btf,
+    /// `tracepoint/kmem/rss_stat`: for kernels without BTF tracepoints (≈10 %).
+    Classic,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::Btf => "tp_btf/rss_stat",
+            Hook::Classic => "tracepoint/kmem/rss_stat",
+        })
+    }
+}
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Kernel {
+    pub hook: Hook,
+    pub rss_layout: Option<layout::RssLayout>,
+    bpf: Ebpf,
+    arm: Arm,
+}
+
+/// Userspace's handle on the per-process levels.
+#[derive(Clone)]
+pub struct Arm {
+    procs: Arc<Mutex<HashMap<MapData, u32, ProcState>>>,
+    epoch: Arc<Mutex<Array<MapData, u64>>>,
+}
+
+impl Arm {
+    /// Arms `host_pid` to report once its RSS reaches `level` bytes. `counters` seeds the classic
+    /// hook's per-member sizes (bytes: file, anon, swap, shmem), which it otherwise learns only
+    /// as each counter changes.
+    pub fn set(&self, host_pid: u32, ns_pid: u32, level: u64, counters: [i64; NR_MM_COUNTERS]) {
+        let state = ProcState { level, ns_pid, _pad: 0, counters };
+        if let Err(e) = self.procs.lock().expect("procs lock").insert(host_pid, state, 0) {
+            warn!(host_pid, "arming level failed: {e}");
+            return;
+        }
+        // Make every CPU's cached copy of this level stale.
+        let mut epoch = self.epoch.lock().expect("epoch lock");
+        let next = epoch.get(&1, 0).unwrap_or(0).wrapping_add(1);
+        if let Err(e) = epoch.set(1, next, 0) {
+            warn!("bumping the cache epoch failed: {e}");
+        }
+    }
+}
+
+impl Kernel {
+    /// Loads and attaches with `hook`; any failure is returned so the caller can fall back.
+    pub fn load(hook: Hook) -> Result<Self> {
+        let tracefs = layout::tracefs()?;
+        let btf = Btf::from_sys_fs();
+        let mut globals: Vec<(&'static str, u64)> = vec![
+            (g::MY_PIDNS_INUM, layout::own_pidns_inum()?),
+            (g::PAGE_SHIFT, layout::page_shift()),
+        ];
+        let mut rss_layout = None;
+        let btf = btf.context("kernel BTF is needed to translate PIDs")?;
+        globals.extend(layout::task_offsets(&btf)?);
+        match hook {
+            Hook::Btf => {
+                let rss = layout::rss_offsets(&btf)?;
+                globals.push((g::RSS_COUNT_OFF, rss.count_off));
+                globals.push((g::RSS_STRIDE, rss.stride));
+                rss_layout = Some(rss.layout);
+            }
+            Hook::Classic => {
+                let format = layout::read_format(tracefs, "kmem", "rss_stat")?;
+                for (name, field) in [
+                    (g::TP_MM_ID_OFF, "mm_id"),
+                    (g::TP_CURR_OFF, "curr"),
+                    (g::TP_MEMBER_OFF, "member"),
+                    (g::TP_SIZE_OFF, "size"),
+                ] {
+                    globals.push((name, layout::tracepoint_field(&format, field)?));
+                }
+            }
+        }
+        let oom_format = layout::read_format(tracefs, "oom", "mark_victim")?;
+        globals.push((g::TP_OOM_PID_OFF, layout::tracepoint_field(&oom_format, "pid")?));
+        debug!(?globals, "kernel offsets");
+
+        let mut loader = EbpfLoader::new();
+        for (name, value) in &globals {
+            loader.override_global(name, value, true);
+        }
+        let mut bpf = loader.load(BPF_OBJECT).context("loading BPF object")?;
+        match hook {
+            Hook::Btf => {
+                let aya_btf = AyaBtf::from_sys_fs()?;
+                let prog: &mut BtfTracePoint = program(&mut bpf, "rss_stat_btf")?.try_into()?;
+                prog.load("rss_stat", &aya_btf).context("verifying rss_stat_btf")?;
+                prog.attach().context("attaching tp_btf/rss_stat")?;
+            }
+            Hook::Classic => attach_tracepoint(&mut bpf, "rss_stat_classic", "kmem", "rss_stat")?,
+        }
+        attach_tracepoint(&mut bpf, "process_exit", "sched", "sched_process_exit")?;
+        attach_tracepoint(&mut bpf, "oom_mark_victim", "oom", "mark_victim")?;
+
+        let procs = HashMap::try_from(bpf.take_map("PROCS").context("map PROCS")?)?;
+        let epoch = Array::try_from(bpf.take_map("EPOCH").context("map EPOCH")?)?;
+        let arm = Arm { procs: Arc::new(Mutex::new(procs)), epoch: Arc::new(Mutex::new(epoch)) };
+        Ok(Self { hook, rss_layout, bpf, arm })
+    }
+
+    pub fn arm(&self) -> Arm {
+        self.arm.clone()
+    }
+
+    /// Forwards ring-buffer events until the receiver goes away. Keeps `self` (and thereby the
+    /// attached programs) alive for as long as it runs.
+    pub async fn run(mut self, tx: tokio::sync::mpsc::Sender<Candidate>) -> Result<()> {
+        let ring = RingBuf::try_from(self.bpf.take_map("EVENTS").context("map EVENTS")?)?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
+        // AsyncFd (and the ring buffer inside it) is dropped.
+        let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                let Some(event) = parse_event(&item) else { continue };
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+fn program<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    bpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
+}
+
+fn attach_tracepoint(bpf: &mut Ebpf, name: &str, category: &str, event: &str) -> Result<()> {
+    let prog: &mut TracePoint = program(bpf, name)?.try_into()?;
+    prog.load().with_context(|| format!("verifying {name}"))?;
+    prog.attach(category, event).with_context(|| format!("attaching {category}/{event}"))?;
+    Ok(())
+}
+
+fn parse_event(bytes: &[u8]) -> Option<Candidate> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: the kernel wrote an `Event`; read_unaligned copes with any alignment.
+    let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let source = match e.kind {
+        k if k == EventKind::Crossed as u32 => Source::Kernel { rss: e.rss, level: e.level },
+        k if k == EventKind::OomVictim as u32 => Source::OomVictim,
+        _ => return None,
+    };
+    Some(Candidate {
+        ns_pid: e.ns_pid,
+        host_pid: Some(e.host_pid),
+        detected: super::monotonic_from_ktime(e.ktime_ns),
+        source,
+    })
+}
