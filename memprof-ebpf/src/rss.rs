@@ -90,7 +90,8 @@ fn remember(host_pid: u32, ns_pid: u32) -> ProcState {
         _pad: 0,
         counters: [0; NR_MM_COUNTERS],
     };
-    let _ = PROCS.insert(host_pid, state, 0);
+    // BPF_NOEXIST: never overwrite a level userspace armed meanwhile.
+    let _ = PROCS.insert(host_pid, state, 1);
     state
 }
 

@@ -150,6 +150,7 @@ struct LoopState {
 
 impl LoopState {
     fn handle(&mut self, c: Candidate) {
+        tracing::trace!(?c, "candidate");
         if let Source::OomVictim = c.source {
             info!(pid = c.ns_pid, host_pid = c.host_pid, "OOM killer chose process");
             return;

@@ -1,11 +1,6 @@
-//! memprof: notices in the kernel that a process nears its memory limit and stores its heap
-//! profile before the OOM killer strikes. Pipeline: detect → assess → capture → deliver.
-mod assess;
-mod capture;
-mod config;
-mod daemon;
-mod deliver;
-mod detect;
+//! The memprof command: configuration, logging, and the daemon's exit codes
+//! (0 clean shutdown, 1 runtime failure, 2 bad configuration).
+use memprof::{config, daemon};
 
 use std::process::ExitCode;
 

@@ -1,0 +1,9 @@
+//! memprof: notices in the kernel that a process nears its memory limit and stores its heap
+//! profile before the OOM killer strikes. Pipeline: detect → assess → capture → deliver; each
+//! stage is a module, wired together by `daemon`.
+pub mod assess;
+pub mod capture;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod detect;

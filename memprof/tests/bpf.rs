@@ -1,0 +1,77 @@
+//! The kernel detector on the real kernel: load and attach the BPF object, arm a level for a
+//! growing process, and check the crossing event (PID, RSS) against procfs.
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use memprof::{
+    assess::Assessor,
+    detect::{
+        ebpf::{Hook, Kernel},
+        Source,
+    },
+};
+
+fn crossing_is_reported(hook: Hook) {
+    if !require(is_root(), "root (CAP_BPF, CAP_PERFMON)")
+        || !require(std::path::Path::new("/sys/kernel/btf/vmlinux").exists(), "kernel BTF")
+    {
+        return;
+    }
+    let Some(go) = go_service() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let kernel = Kernel::load(hook).unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
+    let arm = kernel.arm();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    rt.spawn(kernel.run(tx));
+
+    let mut child = Command::new(go)
+        .args(["-addr", "127.0.0.1:0", "-rate", "64", "-delay", "300ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    first_line(&mut child);
+    let pid = child.id();
+    let assessor = Assessor::new().unwrap();
+    let start = assessor.read(pid).expect("child readable in procfs");
+    let level = start.rss + (96 << 20);
+    arm.set(pid, pid, level, start.counters);
+
+    let event = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let c = rx.recv().await.expect("ring buffer reader stopped");
+                if c.host_pid == Some(pid) && matches!(c.source, Source::Kernel { level: l, .. } if l == level) {
+                    return c;
+                }
+            }
+        })
+        .await
+        .expect("no crossing event within 20 s")
+    });
+    let procfs_rss = assessor.read(pid).unwrap().rss;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let Source::Kernel { rss, .. } = event.source else { unreachable!() };
+    assert_eq!(event.ns_pid, pid, "PID as memprof's namespace sees it");
+    assert!(rss >= level, "reported {rss} below the armed level {level}");
+    let diff = (rss as f64 - procfs_rss as f64).abs() / procfs_rss as f64;
+    println!("{hook}: kernel rss {rss}, procfs rss {procfs_rss}, difference {:.2} %", diff * 100.0);
+    assert!(diff < 0.05, "kernel RSS {rss} differs from procfs {procfs_rss} by {:.1} %", diff * 100.0);
+}
+
+#[test]
+fn btf_tracepoint_reports_crossing() {
+    crossing_is_reported(Hook::Btf);
+}
+
+#[test]
+fn classic_tracepoint_reports_crossing() {
+    crossing_is_reported(Hook::Classic);
+}

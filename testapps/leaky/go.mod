@@ -1,0 +1,3 @@
+module memprof.test/leaky
+
+go 1.19

@@ -1,0 +1,49 @@
+// leaky is a Go service that retains memory at a fixed rate and serves net/http/pprof, the
+// kind of process memprof exists for. memprof's end-to-end tests run it in a memory cgroup
+// until the OOM killer takes it, and check that its heap profile names leakyRetain.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
+	"os"
+	"time"
+)
+
+var retained [][]byte
+
+// leakyRetain allocates n bytes, touches every page so they count in RSS, and keeps them.
+//
+//go:noinline
+func leakyRetain(n int) {
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	retained = append(retained, b)
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:6060", "pprof listen address")
+	rate := flag.Float64("rate", 200, "MiB retained per second")
+	delay := flag.Duration("delay", 0, "wait this long before leaking")
+	flag.Parse()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatalf("listen %s: %v", *addr, err)
+	}
+	go func() { log.Fatal(http.Serve(ln, nil)) }()
+	fmt.Fprintf(os.Stdout, "ready pid=%d addr=%s\n", os.Getpid(), ln.Addr())
+
+	time.Sleep(*delay)
+	const tick = 10 * time.Millisecond
+	chunk := int(*rate * (1 << 20) * tick.Seconds())
+	for range time.Tick(tick) {
+		leakyRetain(chunk)
+	}
+}
