@@ -1,12 +1,12 @@
 //! memprof's kernel programs. Each file holds one concern:
 //! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
-//! `exit.rs` forgets processes, `oom.rs` reports OOM-killer victims,
+//! `lifecycle.rs` forgets processes on exec and exit, `oom.rs` reports OOM-killer victims,
 //! `task.rs` resolves a task's tgid and its PID in memprof's namespace.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod exit;
+mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -118,6 +118,7 @@ impl Kernel {
             }
             Hook::Classic => attach_tracepoint(&mut bpf, "rss_stat_classic", "kmem", "rss_stat")?,
         }
+        attach_tracepoint(&mut bpf, "process_exec", "sched", "sched_process_exec")?;
         attach_tracepoint(&mut bpf, "process_exit", "sched", "sched_process_exit")?;
         attach_tracepoint(&mut bpf, "oom_mark_victim", "oom", "mark_victim")?;
 
