@@ -1,0 +1,152 @@
+//! Benchmarks, every mode side by side in one run:
+//!
+//! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
+//!   no memprof, and with memprof running each detector, in ABBA order;
+//! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
+//!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build_release, cargo, workspace_root};
+
+const MODES: [&str; 4] = ["none", "btf", "classic", "poll"];
+const CHUNK: usize = 300 << 20;
+const PAGE: usize = 4096;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut rounds = 12;
+    let mut latency_runs = 5;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().context("missing value")?.parse::<usize>().context("not a number");
+        match a.as_str() {
+            "--rounds" => rounds = value()?,
+            "--latency-runs" => latency_runs = value()?,
+            other => bail!("unknown bench option {other} (use --rounds N, --latency-runs N)"),
+        }
+    }
+    crate::setup::all()?;
+    let bin = build_release()?;
+    page_fault_overhead(&bin, rounds)?;
+    latency(latency_runs)
+}
+
+/// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.
+fn fault_loop() -> Duration {
+    let start = Instant::now();
+    for _ in 0..7 {
+        let mut v = vec![0u8; CHUNK];
+        for i in (0..CHUNK).step_by(PAGE) {
+            v[i] = 1;
+        }
+        std::hint::black_box(&v);
+    }
+    start.elapsed()
+}
+
+fn start_memprof(bin: &std::path::Path, detector: &str, dir: &std::path::Path) -> Result<Child> {
+    let mut child = Command::new(bin)
+        .args(["--detector", detector])
+        .arg("--local-dir")
+        .arg(dir.join("profiles"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    for line in lines.by_ref() {
+        if line?.contains("memprof started") {
+            // Keep draining so memprof never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(child);
+        }
+    }
+    bail!("memprof ({detector}) exited before it started")
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("memprof-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!("page-fault loop (7 × 300 MiB fresh anonymous memory), {rounds} rounds, ABBA order");
+    fault_loop(); // warm-up
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        let order: Vec<&str> =
+            if round % 2 == 0 { MODES.to_vec() } else { MODES.iter().rev().copied().collect() };
+        for mode in order {
+            let memprof = match mode {
+                "none" => None,
+                detector => Some(start_memprof(bin, detector, &dir)?),
+            };
+            let t = fault_loop();
+            if let Some(m) = memprof {
+                stop(m);
+            }
+            samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&samples["none"]);
+    println!("{:<10} {:>12} {:>12} {:>12} {:>10}", "mode", "median ms", "min ms", "max ms", "slowdown");
+    for mode in MODES {
+        let v = &samples[mode];
+        let (min, max) = v.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let m = median(v);
+        println!("{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%", (m / base - 1.0) * 100.0);
+    }
+    Ok(())
+}
+
+/// Runs the end-to-end scenarios `runs` times and collects memprof's detection-to-stored times.
+fn latency(runs: usize) -> Result<()> {
+    println!("\ndetection → stored in S3 (real Go service, 512 MiB cgroup, s3s-fs), {runs} runs per scenario");
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..runs {
+        let out = cargo()
+            .args(["test", "--release", "-p", "memprof", "--test", "e2e", "--", "--nocapture", "--test-threads", "1"])
+            .current_dir(workspace_root())
+            .stderr(Stdio::inherit())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            println!("{stdout}");
+            bail!("end-to-end run failed");
+        }
+        for line in stdout.lines().filter(|l| l.contains("profile stored")) {
+            let scenario = line.split(':').next().unwrap_or_default().to_string();
+            let ms = line
+                .split("detect_to_stored_ms=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            if let Some(ms) = ms {
+                times.entry(scenario).or_default().push(ms);
+            }
+        }
+    }
+    println!("{:<12} {:>6} {:>12} {:>10} {:>10}", "scenario", "runs", "median ms", "min ms", "max ms");
+    for (scenario, mut v) in times {
+        v.sort_by(f64::total_cmp);
+        println!("{scenario:<12} {:>6} {:>12.2} {:>10.2} {:>10.2}", v.len(), v[v.len() / 2], v[0], v[v.len() - 1]);
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Installs what memprof's build and tests need, each step only when missing:
+//! the nightly `rust-src` (to build the BPF programs), `bpf-linker` built against the
+//! nightly's own LLVM, Go (the test service), and the S3 test server `s3s-fs`.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, sh};
+
+const S3S_FS_VERSION: &str = "0.14.1";
+
+/// `$CARGO_HOME/bin` first on PATH, where `cargo install` puts its binaries.
+pub fn path_with_cargo_bin() -> String {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", home.join("bin").display())
+}
+
+fn works(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .env("PATH", path_with_cargo_bin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// What `cargo build` needs: the BPF programs are built by memprof's build script.
+pub fn build_prerequisites() -> Result<()> {
+    rust_src()?;
+    bpf_linker()
+}
+
+pub fn all() -> Result<()> {
+    build_prerequisites()?;
+    go()?;
+    s3s_fs()
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    if !works("rustup", &["run", "nightly", "rustc", "--version"]) {
+        step("installing the nightly toolchain");
+        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    Ok(PathBuf::from(output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?.trim()))
+}
+
+fn rust_src() -> Result<()> {
+    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    step("adding rust-src to the nightly toolchain");
+    sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker has no prebuilt download for this toolchain, so it is built against the LLVM
+/// shared library that ships inside the nightly toolchain (same LLVM as the nightly rustc).
+fn bpf_linker() -> Result<()> {
+    if works("bpf-linker", &["--version"]) {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot()?;
+    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("nightly rustc does not report its LLVM version")?
+        .to_string();
+    let lib = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so")))
+        .context("no libLLVM.so in the nightly toolchain")?;
+    let prefix = crate::workspace_root().join("target/llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link)?;
+    step(&format!("building bpf-linker against the nightly's LLVM {major}"));
+    sh(cargo()
+        .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix))
+}
+
+fn go() -> Result<()> {
+    if works("go", &["version"]) {
+        return Ok(());
+    }
+    step("installing Go (golang-go) for the test service");
+    apt_install(&["golang-go"])
+}
+
+fn s3s_fs() -> Result<()> {
+    if works("s3s-fs", &["--version"]) {
+        return Ok(());
+    }
+    step("installing the S3 test server s3s-fs");
+    sh(cargo().args(["install", "s3s-fs", "--locked", "--features", "binary", "--version", S3S_FS_VERSION]))
+}
+
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    sh(Command::new("apt-get").arg("update"))?;
+    if !install() {
+        bail!("apt-get install {} failed", packages.join(" "));
+    }
+    Ok(())
+}
+
+pub fn step(what: &str) {
+    eprintln!("xtask setup: {what}");
+}

@@ -1,0 +1,70 @@
+//! Runs the BPF integration tests and one end-to-end test on Debian 12's 6.1 kernel with
+//! cgroup v2, booted with virtme-ng under emulation. 6.1 keeps `mm->rss_stat` as atomic
+//! counters and has an older, stricter verifier, so it is the other half of production.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, setup, sh, workspace_root};
+
+/// Tests run in the guest: all of the BPF integration tests and the eBPF end-to-end test.
+const GUEST_TESTS: &[(&str, &str)] = &[("bpf", ""), ("e2e", "ebpf_profile_beats_the_oom_killer")];
+
+pub fn run() -> Result<()> {
+    setup::all()?;
+    let kernel = kernel_6_1()?;
+    if !Command::new("vng").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        setup::step("installing virtme-ng");
+        sh(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))?;
+    }
+    let mut script = String::from(
+        "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
+         echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; ",
+    );
+    for (test, filter) in GUEST_TESTS {
+        let exe = test_executable(test)?;
+        let select = if filter.is_empty() { String::new() } else { format!("{filter} --exact") };
+        script.push_str(&format!(
+            "echo '== {test} {filter}'; {} {select} --test-threads 1 --nocapture; ",
+            exe.display()
+        ));
+    }
+    sh(Command::new("vng")
+        .args(["--disable-kvm", "-r"])
+        .arg(&kernel)
+        .args(["--memory", "2G", "--cwd"])
+        .arg(workspace_root().join("memprof"))
+        .args(["--", &script])
+        .env("PATH", setup::path_with_cargo_bin()))
+}
+
+fn kernel_6_1() -> Result<PathBuf> {
+    let find = || {
+        std::fs::read_dir("/boot").ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-6.1."))
+        })
+    };
+    if let Some(k) = find() {
+        return Ok(k);
+    }
+    setup::step("installing Debian's 6.1 kernel, qemu and busybox for the VM");
+    setup::apt_install(&["qemu-system-x86", "linux-image-amd64", "busybox-static"])?;
+    find().context("no /boot/vmlinuz-6.1.* after installing linux-image-amd64")
+}
+
+/// Builds an integration test binary and returns its path.
+fn test_executable(name: &str) -> Result<PathBuf> {
+    let out = cargo()
+        .args(["test", "-p", "memprof", "--test", name, "--no-run", "--message-format", "json"])
+        .current_dir(workspace_root())
+        .output()?;
+    if !out.status.success() {
+        bail!("building test {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter(|l| l.contains("\"executable\":\"") && l.contains(&format!("\"name\":\"{name}\"")))
+        .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(PathBuf::from))
+        .with_context(|| format!("no executable for test {name}"))
+}
