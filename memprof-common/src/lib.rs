@@ -68,6 +68,9 @@ pub mod globals {
     pub const RSS_COUNT_OFF: &str = "RSS_COUNT_OFF";
     /// Distance between two `rss_stat` elements (40 for `percpu_counter`, 8 for `atomic_long_t`).
     pub const RSS_STRIDE: &str = "RSS_STRIDE";
+    /// 1 when the counters must be read with `bpf_probe_read_kernel`: 6.1's verifier refuses
+    /// plain loads into its `atomic_long_t count[]` array ("Type 'atomic_long_t' is not a struct").
+    pub const RSS_PROBE_READ: &str = "RSS_PROBE_READ";
     pub const MM_OWNER_OFF: &str = "MM_OWNER_OFF";
     pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
     pub const TASK_GROUP_LEADER_OFF: &str = "TASK_GROUP_LEADER_OFF";

@@ -62,6 +62,7 @@ macro_rules! globals {
 globals! {
     RSS_COUNT_OFF: u64,
     RSS_STRIDE: u64,
+    RSS_PROBE_READ: u64,
     MM_OWNER_OFF: u64,
     TASK_TGID_OFF: u64,
     TASK_GROUP_LEADER_OFF: u64,

@@ -6,7 +6,7 @@
 //! * `rss_stat_classic` (`kmem/rss_stat`, fallback for kernels without BTF tracepoints): the
 //!   record carries one member's absolute size, so the other members are kept in `PROCS`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -47,15 +47,23 @@ fn on_btf_event(mm: *const u8) -> Option<()> {
     Some(())
 }
 
-/// Sum of the resident counters, read with plain loads: the verifier allows them because `mm`
-/// is a typed BTF pointer and the offsets are frozen constants.
+/// Sum of the resident counters. Plain loads where the verifier allows them (`mm` is a typed
+/// BTF pointer and the offsets are frozen constants); 6.1's verifier cannot walk its atomic
+/// counter array, so there the (slower) probe read is used.
 #[inline(always)]
 fn mm_rss(mm: *const u8) -> u64 {
-    let (base, stride) = (g::RSS_COUNT_OFF(), g::RSS_STRIDE());
+    let (base, stride, probe) = (g::RSS_COUNT_OFF(), g::RSS_STRIDE(), g::RSS_PROBE_READ() != 0);
     let mut pages: i64 = 0;
     for member in RSS_MEMBERS {
-        // SAFETY: offset of `rss_stat[member].count` in the running kernel's `mm_struct`.
-        let count = unsafe { *(mm.add((base + member as u64 * stride) as usize) as *const i64) };
+        // SAFETY: offset of `rss_stat[member]`'s count in the running kernel's `mm_struct`.
+        let count = unsafe {
+            let p = mm.add((base + member as u64 * stride) as usize) as *const i64;
+            if probe {
+                bpf_probe_read_kernel(p).unwrap_or(0)
+            } else {
+                *p
+            }
+        };
         // Per-CPU counters are approximations and can read negative for a young process.
         pages += count.max(0);
     }

@@ -99,7 +99,21 @@ fn launch(s: &Scenario, go: &std::path::Path, cg: &MemCgroup, env: Vec<(&'static
     Running { child, ns_pid, host_pid, log, memprof: None, _dir: dir }
 }
 
+/// `MEMPROF_E2E_LIMIT_MIB` and `MEMPROF_E2E_RATE_MIB_S` shrink a scenario where the machine is
+/// slow (the emulated VM of `cargo xtask vm-test`).
+fn scaled(mut s: Scenario) -> Scenario {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(limit) = var("MEMPROF_E2E_LIMIT_MIB") {
+        s.limit_mib = limit;
+    }
+    if let Some(rate) = var("MEMPROF_E2E_RATE_MIB_S") {
+        s.rate_mib_s = rate as u32;
+    }
+    s
+}
+
 fn run(s: Scenario) {
+    let s = scaled(s);
     let Some(go) = prerequisites() else { return };
     let s3 = S3Server::start("profiles");
     let client = s3.client();

@@ -17,8 +17,12 @@ pub fn path_with_cargo_bin() -> String {
     let home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    let bin = home.join("bin").display().to_string();
     let path = std::env::var("PATH").unwrap_or_default();
-    format!("{}:{path}", home.join("bin").display())
+    if path.split(':').any(|p| p == bin) {
+        return path;
+    }
+    format!("{bin}:{path}")
 }
 
 fn works(cmd: &str, args: &[&str]) -> bool {
@@ -70,7 +74,8 @@ fn rust_src() -> Result<()> {
 /// bpf-linker has no prebuilt download for this toolchain, so it is built against the LLVM
 /// shared library that ships inside the nightly toolchain (same LLVM as the nightly rustc).
 fn bpf_linker() -> Result<()> {
-    if works("bpf-linker", &["--version"]) {
+    // It finds the nightly's libLLVM only when run through the nightly (as aya-build does).
+    if works("rustup", &["run", "nightly", "bpf-linker", "--version"]) {
         return Ok(());
     }
     let sysroot = nightly_sysroot()?;

@@ -86,6 +86,7 @@ impl Kernel {
                 let rss = layout::rss_offsets(&btf)?;
                 globals.push((g::RSS_COUNT_OFF, rss.count_off));
                 globals.push((g::RSS_STRIDE, rss.stride));
+                globals.push((g::RSS_PROBE_READ, (rss.layout == layout::RssLayout::AtomicArray) as u64));
                 rss_layout = Some(rss.layout);
             }
             Hook::Classic => {

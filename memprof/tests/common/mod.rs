@@ -44,21 +44,29 @@ pub fn have(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// Builds the Go test service (testapps/leaky) once per test binary with the system's Go.
+/// Where the Go test service is built (`cargo xtask vm-test` builds it there before boot,
+/// because the VM sees the host's files read-only).
+pub fn go_service_path() -> PathBuf {
+    target_dir().join("testapps").join("leaky")
+}
+
+/// Builds the Go test service (testapps/leaky) with the system's Go, unless the binary is
+/// newer than its source.
 pub fn go_service() -> Option<PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
+        let out = go_service_path();
+        let src = workspace_root().join("testapps/leaky");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let fresh = ["main.go", "go.mod"].iter().all(|f| modified(&src.join(f)) <= modified(&out));
+        if fresh {
+            return Some(out);
+        }
         if !require(have("go"), "Go toolchain (golang-go)") {
             return None;
         }
-        let out = target_dir().join("testapps").join("leaky");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(workspace_root().join("testapps/leaky"))
-            .status()
-            .expect("running go build");
+        let status =
+            Command::new("go").args(["build", "-o"]).arg(&out).arg(".").current_dir(&src).status().expect("running go build");
         assert!(status.success(), "go build of testapps/leaky failed");
         Some(out)
     })
