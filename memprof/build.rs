@@ -5,7 +5,11 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={root}/src");
     println!("cargo:rerun-if-changed=../memprof-common/src");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "memprof-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "memprof-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }

@@ -4,7 +4,9 @@
 //! place the process before exec), so it must be reported afresh for userspace to arm a level
 //! against its new limit. After exit its tgid (or its `mm_struct` address, cached per CPU)
 //! may be recycled and must start fresh.
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 
 use crate::maps::{bump_epoch, PROCS};
 

@@ -6,7 +6,9 @@
 //! * `rss_stat_classic` (`kmem/rss_stat`, fallback for kernels without BTF tracepoints): the
 //!   record carries one member's absolute size, so the other members are kept in `PROCS`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -52,7 +54,11 @@ fn on_btf_event(mm: *const u8) -> Option<()> {
 /// counter array, so there the (slower) probe read is used.
 #[inline(always)]
 fn mm_rss(mm: *const u8) -> u64 {
-    let (base, stride, probe) = (g::RSS_COUNT_OFF(), g::RSS_STRIDE(), g::RSS_PROBE_READ() != 0);
+    let (base, stride, probe) = (
+        g::RSS_COUNT_OFF(),
+        g::RSS_STRIDE(),
+        g::RSS_PROBE_READ() != 0,
+    );
     let mut pages: i64 = 0;
     for member in RSS_MEMBERS {
         // SAFETY: offset of `rss_stat[member]`'s count in the running kernel's `mm_struct`.

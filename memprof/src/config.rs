@@ -19,7 +19,11 @@ pub enum DetectorChoice {
 /// Raw command line / environment. Numbers arrive as strings so that validation can name the
 /// variable in a single line instead of clap's multi-line usage error.
 #[derive(Parser, Debug)]
-#[command(name = "memprof", version, about = "Captures a process's heap profile before the OOM killer does its work")]
+#[command(
+    name = "memprof",
+    version,
+    about = "Captures a process's heap profile before the OOM killer does its work"
+)]
 pub struct Args {
     /// Alert when a process's RSS reaches this percentage (1-100) of its memory limit.
     #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
@@ -37,10 +41,18 @@ pub struct Args {
     #[arg(long, env = "MEMPROF_KEY_PREFIX", default_value = "memprof")]
     pub key_prefix: String,
     /// Directory for profiles when no BUCKET is set.
-    #[arg(long, env = "MEMPROF_LOCAL_DIR", default_value = "/var/lib/memprof/profiles")]
+    #[arg(
+        long,
+        env = "MEMPROF_LOCAL_DIR",
+        default_value = "/var/lib/memprof/profiles"
+    )]
     pub local_dir: PathBuf,
     /// Profiles wait here until they are stored; leftovers are retried on start-up.
-    #[arg(long, env = "MEMPROF_SPOOL_DIR", default_value = "/var/lib/memprof/spool")]
+    #[arg(
+        long,
+        env = "MEMPROF_SPOOL_DIR",
+        default_value = "/var/lib/memprof/spool"
+    )]
     pub spool_dir: PathBuf,
     /// Detector to use.
     #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
@@ -123,7 +135,14 @@ impl Config {
             100,
             "percent",
         )?;
-        let watch_ms = number(&a.watch_time, "WATCH_TIME", "watch-time", 1u64, 3_600_000, "milliseconds")?;
+        let watch_ms = number(
+            &a.watch_time,
+            "WATCH_TIME",
+            "watch-time",
+            1u64,
+            3_600_000,
+            "milliseconds",
+        )?;
         let safety_ms = number(
             &a.safety_net_ms,
             "MEMPROF_SAFETY_NET_MS",
@@ -132,8 +151,22 @@ impl Config {
             86_400_000,
             "milliseconds",
         )?;
-        let cooldown = number(&a.cooldown_secs, "MEMPROF_COOLDOWN_SECS", "cooldown-secs", 0u64, 86_400 * 7, "seconds")?;
-        let pprof_port = number(&a.pprof_port, "PPROF_PORT", "pprof-port", 1u16, 65535, "port")?;
+        let cooldown = number(
+            &a.cooldown_secs,
+            "MEMPROF_COOLDOWN_SECS",
+            "cooldown-secs",
+            0u64,
+            86_400 * 7,
+            "seconds",
+        )?;
+        let pprof_port = number(
+            &a.pprof_port,
+            "PPROF_PORT",
+            "pprof-port",
+            1u16,
+            65535,
+            "port",
+        )?;
         let timeout_ms = number(
             &a.capture_timeout_ms,
             "MEMPROF_CAPTURE_TIMEOUT_MS",
@@ -200,7 +233,12 @@ mod tests {
     #[test]
     fn defaults_match_the_seed() {
         // The test environment must not leak seed variables into the defaults.
-        for var in ["MEMORY_CRITICAL_PERCENTAGE", "WATCH_TIME", "BUCKET", "AWS_REGION"] {
+        for var in [
+            "MEMORY_CRITICAL_PERCENTAGE",
+            "WATCH_TIME",
+            "BUCKET",
+            "AWS_REGION",
+        ] {
             if std::env::var_os(var).is_some() {
                 return;
             }
@@ -220,22 +258,40 @@ mod tests {
             assert!(e.contains("MEMORY_CRITICAL_PERCENTAGE"), "{e}");
             assert!(!e.contains('\n'));
         }
-        assert_eq!(parse(&["--memory-critical-percentage", "1"]).unwrap().threshold_pct, 1);
-        assert_eq!(parse(&["--memory-critical-percentage", "100"]).unwrap().threshold_pct, 100);
+        assert_eq!(
+            parse(&["--memory-critical-percentage", "1"])
+                .unwrap()
+                .threshold_pct,
+            1
+        );
+        assert_eq!(
+            parse(&["--memory-critical-percentage", "100"])
+                .unwrap()
+                .threshold_pct,
+            100
+        );
     }
 
     #[test]
     fn watch_time_must_be_numeric() {
         assert!(error(&["--watch-time", "fast"]).contains("WATCH_TIME"));
         assert!(error(&["--watch-time", "0"]).contains("WATCH_TIME"));
-        assert_eq!(parse(&["--watch-time", "250"]).unwrap().watch_interval, Duration::from_millis(250));
+        assert_eq!(
+            parse(&["--watch-time", "250"]).unwrap().watch_interval,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
     fn bucket_needs_region() {
         assert!(error(&["--bucket", "b", "--aws-region", ""]).contains("AWS_REGION"));
-        match parse(&["--bucket", "b", "--aws-region", "eu-west-1"]).unwrap().destination {
-            Destination::S3 { bucket, region } => assert_eq!((bucket.as_str(), region.as_str()), ("b", "eu-west-1")),
+        match parse(&["--bucket", "b", "--aws-region", "eu-west-1"])
+            .unwrap()
+            .destination
+        {
+            Destination::S3 { bucket, region } => {
+                assert_eq!((bucket.as_str(), region.as_str()), ("b", "eu-west-1"))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -44,17 +44,31 @@ struct Shared {
 
 pub async fn run(cfg: Config) -> Result<()> {
     let assessor = Assessor::new()?;
-    let pprof = Pprof::new(cfg.pprof_port, &cfg.pprof_path, cfg.capture_timeout, cfg.capture_max_bytes)?;
+    let pprof = Pprof::new(
+        cfg.pprof_port,
+        &cfg.pprof_path,
+        cfg.capture_timeout,
+        cfg.capture_max_bytes,
+    )?;
     let sink = match &cfg.destination {
         Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
         Destination::Local(dir) => Sink::local(dir),
     };
     let deliverer = Deliverer::new(Spool::open(&cfg.spool_dir)?, sink);
-    let shared = Arc::new(Shared { pprof, deliverer, place: Place::from_env(), key_prefix: cfg.key_prefix.clone() });
+    let shared = Arc::new(Shared {
+        pprof,
+        deliverer,
+        place: Place::from_env(),
+        key_prefix: cfg.key_prefix.clone(),
+    });
 
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (arm, detector) = start_detector(&cfg, tx.clone())?;
-    let poll_every = if arm.is_some() { cfg.safety_net_interval } else { cfg.watch_interval };
+    let poll_every = if arm.is_some() {
+        cfg.safety_net_interval
+    } else {
+        cfg.watch_interval
+    };
     info!(
         detector,
         poll_every_ms = poll_every.as_millis() as u64,
@@ -116,7 +130,9 @@ fn start_detector(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<A
                 };
                 tokio::spawn(async move {
                     if let Err(e) = kernel.run(tx).await {
-                        error!("ring buffer reader stopped: {e:#}; only the safety-net poll remains");
+                        error!(
+                            "ring buffer reader stopped: {e:#}; only the safety-net poll remains"
+                        );
                     }
                 });
                 return Ok((Some(arm), name));
@@ -128,10 +144,17 @@ fn start_detector(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<A
         }
     }
     if cfg.detector != DetectorChoice::Auto && cfg.detector != DetectorChoice::Poll {
-        bail!("detector {:?} could not start: {}", cfg.detector, failures.join("; "));
+        bail!(
+            "detector {:?} could not start: {}",
+            cfg.detector,
+            failures.join("; ")
+        );
     }
     if !failures.is_empty() {
-        warn!("BPF detectors unavailable; falling back to polling procfs every {:?}", cfg.watch_interval);
+        warn!(
+            "BPF detectors unavailable; falling back to polling procfs every {:?}",
+            cfg.watch_interval
+        );
     }
     Ok((None, "procfs poll".to_string()))
 }
@@ -152,7 +175,11 @@ impl LoopState {
     fn handle(&mut self, c: Candidate) {
         tracing::trace!(?c, "candidate");
         if let Source::OomVictim = c.source {
-            info!(pid = c.ns_pid, host_pid = c.host_pid, "OOM killer chose process");
+            info!(
+                pid = c.ns_pid,
+                host_pid = c.host_pid,
+                "OOM killer chose process"
+            );
             return;
         }
         if c.ns_pid == 0 || c.ns_pid == std::process::id() {
@@ -163,8 +190,13 @@ impl LoopState {
             // The kernel disarms a process when it reports it.
             self.armed.remove(&c.ns_pid);
         }
-        let Some(reading) = self.assessor.read(c.ns_pid) else { return };
-        match self.policy.observe(c.ns_pid, reading.rss, reading.limit, Instant::now()) {
+        let Some(reading) = self.assessor.read(c.ns_pid) else {
+            return;
+        };
+        match self
+            .policy
+            .observe(c.ns_pid, reading.rss, reading.limit, Instant::now())
+        {
             Decision::Arm(level) => self.arm_level(c.ns_pid, level, &reading),
             Decision::Capture => self.capture(c, reading),
             Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
@@ -172,7 +204,9 @@ impl LoopState {
     }
 
     fn arm_level(&mut self, pid: u32, level: u64, reading: &Reading) {
-        let (Some(arm), Some(&host)) = (&self.arm, self.hosts.get(&pid)) else { return };
+        let (Some(arm), Some(&host)) = (&self.arm, self.hosts.get(&pid)) else {
+            return;
+        };
         if self.armed.get(&pid) == Some(&level) {
             return;
         }
@@ -189,7 +223,12 @@ impl LoopState {
             let profile = match shared.pprof.capture().await {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!(pid, comm = reading.comm, percent = format!("{percent:.1}"), "capture failed: {e:#}");
+                    warn!(
+                        pid,
+                        comm = reading.comm,
+                        percent = format!("{percent:.1}"),
+                        "capture failed: {e:#}"
+                    );
                     return;
                 }
             };
@@ -218,10 +257,14 @@ impl LoopState {
                     bytes = profile.bytes.len(),
                     key,
                     detector,
-                    detect_to_stored_ms = format!("{:.2}", c.detected.elapsed().as_secs_f64() * 1e3),
+                    detect_to_stored_ms =
+                        format!("{:.2}", c.detected.elapsed().as_secs_f64() * 1e3),
                     "profile stored"
                 ),
-                Err(e) => warn!(pid, key, "profile kept in the spool, delivery failed: {e:#}"),
+                Err(e) => warn!(
+                    pid,
+                    key, "profile kept in the spool, delivery failed: {e:#}"
+                ),
             }
         });
     }

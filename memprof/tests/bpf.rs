@@ -18,12 +18,18 @@ use memprof::{
 
 fn crossing_is_reported(hook: Hook) {
     if !require(is_root(), "root (CAP_BPF, CAP_PERFMON)")
-        || !require(std::path::Path::new("/sys/kernel/btf/vmlinux").exists(), "kernel BTF")
+        || !require(
+            std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+            "kernel BTF",
+        )
     {
         return;
     }
     let Some(go) = go_service() else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let kernel = Kernel::load(hook).unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
@@ -46,7 +52,9 @@ fn crossing_is_reported(hook: Hook) {
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let c = rx.recv().await.expect("ring buffer reader stopped");
-                if c.host_pid == Some(pid) && matches!(c.source, Source::Kernel { level: l, .. } if l == level) {
+                if c.host_pid == Some(pid)
+                    && matches!(c.source, Source::Kernel { level: l, .. } if l == level)
+                {
                     return c;
                 }
             }
@@ -58,12 +66,21 @@ fn crossing_is_reported(hook: Hook) {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let Source::Kernel { rss, .. } = event.source else { unreachable!() };
+    let Source::Kernel { rss, .. } = event.source else {
+        unreachable!()
+    };
     assert_eq!(event.ns_pid, pid, "PID as memprof's namespace sees it");
     assert!(rss >= level, "reported {rss} below the armed level {level}");
     let diff = (rss as f64 - procfs_rss as f64).abs() / procfs_rss as f64;
-    println!("{hook}: kernel rss {rss}, procfs rss {procfs_rss}, difference {:.2} %", diff * 100.0);
-    assert!(diff < 0.05, "kernel RSS {rss} differs from procfs {procfs_rss} by {:.1} %", diff * 100.0);
+    println!(
+        "{hook}: kernel rss {rss}, procfs rss {procfs_rss}, difference {:.2} %",
+        diff * 100.0
+    );
+    assert!(
+        diff < 0.05,
+        "kernel RSS {rss} differs from procfs {procfs_rss} by {:.1} %",
+        diff * 100.0
+    );
 }
 
 #[test]

@@ -44,7 +44,12 @@ fn prerequisites() -> Option<std::path::PathBuf> {
     go_service()
 }
 
-fn launch(s: &Scenario, go: &std::path::Path, cg: &MemCgroup, env: Vec<(&'static str, String)>) -> Running {
+fn launch(
+    s: &Scenario,
+    go: &std::path::Path,
+    cg: &MemCgroup,
+    env: Vec<(&'static str, String)>,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let rate = s.rate_mib_s.to_string();
     if !s.pid_namespace {
@@ -59,7 +64,14 @@ fn launch(s: &Scenario, go: &std::path::Path, cg: &MemCgroup, env: Vec<(&'static
         let mut child = child.spawn().unwrap();
         first_line(&mut child);
         let pid = child.id();
-        return Running { child, ns_pid: pid, host_pid: pid, log: memprof.log.clone(), memprof: Some(memprof), _dir: dir };
+        return Running {
+            child,
+            ns_pid: pid,
+            host_pid: pid,
+            log: memprof.log.clone(),
+            memprof: Some(memprof),
+            _dir: dir,
+        };
     }
     let log = dir.path().join("memprof.log");
     let go_out = dir.path().join("service.out");
@@ -89,14 +101,31 @@ fn launch(s: &Scenario, go: &std::path::Path, cg: &MemCgroup, env: Vec<(&'static
         .spawn()
         .unwrap();
     let mut ns_pid = 0;
-    wait_for("the service to start in the namespace", Duration::from_secs(30), || {
-        let out = std::fs::read_to_string(&go_out).unwrap_or_default();
-        ns_pid = out.split_whitespace().find_map(|w| w.strip_prefix("pid=")?.parse().ok()).unwrap_or(0);
-        ns_pid != 0
-    });
+    wait_for(
+        "the service to start in the namespace",
+        Duration::from_secs(30),
+        || {
+            let out = std::fs::read_to_string(&go_out).unwrap_or_default();
+            ns_pid = out
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+                .unwrap_or(0);
+            ns_pid != 0
+        },
+    );
     let host_pid = cg.pids().first().copied().expect("service in the cgroup");
-    assert_ne!(ns_pid, host_pid, "the service should have its own PID inside the namespace");
-    Running { child, ns_pid, host_pid, log, memprof: None, _dir: dir }
+    assert_ne!(
+        ns_pid, host_pid,
+        "the service should have its own PID inside the namespace"
+    );
+    Running {
+        child,
+        ns_pid,
+        host_pid,
+        log,
+        memprof: None,
+        _dir: dir,
+    }
 }
 
 /// `MEMPROF_E2E_LIMIT_MIB` and `MEMPROF_E2E_RATE_MIB_S` shrink a scenario where the machine is
@@ -132,7 +161,10 @@ fn run(s: Scenario) {
         let keys = client.keys();
         let alive = cg.pids().contains(&r.host_pid);
         if let Some(key) = keys.into_iter().find(|k| k.contains(&marker)) {
-            assert!(alive, "profile {key} arrived only after the service was gone");
+            assert!(
+                alive,
+                "profile {key} arrived only after the service was gone"
+            );
             stored_while_alive = Some((key, started.elapsed()));
             break;
         }
@@ -142,15 +174,30 @@ fn run(s: Scenario) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (key, seen_after) = stored_while_alive.unwrap_or_else(|| {
-        panic!("no profile for pid {} in the bucket while the service lived; memprof said:\n{}", r.ns_pid, std::fs::read_to_string(&r.log).unwrap_or_default())
+        panic!(
+            "no profile for pid {} in the bucket while the service lived; memprof said:\n{}",
+            r.ns_pid,
+            std::fs::read_to_string(&r.log).unwrap_or_default()
+        )
     });
 
-    wait_for("the OOM killer to take the service", Duration::from_secs(120), || !cg.pids().contains(&r.host_pid));
+    wait_for(
+        "the OOM killer to take the service",
+        Duration::from_secs(120),
+        || !cg.pids().contains(&r.host_pid),
+    );
     let killed_after = started.elapsed();
-    assert!(cg.oom_kills() >= 1, "the service was not killed by the OOM killer");
+    assert!(
+        cg.oom_kills() >= 1,
+        "the service was not killed by the OOM killer"
+    );
     let status = r.child.wait().unwrap();
     if !s.pid_namespace {
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "service should die by SIGKILL, got {status:?}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "service should die by SIGKILL, got {status:?}"
+        );
     }
     println!("{}: profile in the bucket {seen_after:?} after start, OOM kill seen {killed_after:?} after start", s.name);
 
@@ -158,9 +205,15 @@ fn run(s: Scenario) {
         .rsplit('_')
         .find_map(|part| part.split('.').next()?.strip_suffix("pct")?.parse().ok())
         .unwrap_or_else(|| panic!("no percentage in {key}"));
-    assert!(pct >= 80, "percentage {pct} in {key} is below the threshold");
+    assert!(
+        pct >= 80,
+        "percentage {pct} in {key} is below the threshold"
+    );
     let top = pprof_top(&client.get(&key));
-    assert!(top.contains("main.leakyRetain"), "the heap profile does not name the leaking function:\n{top}");
+    assert!(
+        top.contains("main.leakyRetain"),
+        "the heap profile does not name the leaking function:\n{top}"
+    );
 
     let log = match r.memprof.take() {
         Some(m) => {
@@ -170,12 +223,16 @@ fn run(s: Scenario) {
         }
         None => std::fs::read_to_string(&r.log).unwrap(),
     };
-    let stored = log.lines().find(|l| l.contains("profile stored") && l.contains(&format!("pid={}", r.ns_pid)));
-    let stored = stored.unwrap_or_else(|| panic!("no 'profile stored' line for pid {}:\n{log}", r.ns_pid));
+    let stored = log
+        .lines()
+        .find(|l| l.contains("profile stored") && l.contains(&format!("pid={}", r.ns_pid)));
+    let stored =
+        stored.unwrap_or_else(|| panic!("no 'profile stored' line for pid {}:\n{log}", r.ns_pid));
     println!("{}: {stored}", s.name);
     if s.detector != "poll" {
         assert!(
-            log.lines().any(|l| l.contains("OOM killer chose process") && l.contains(&format!("pid={}", r.ns_pid))),
+            log.lines().any(|l| l.contains("OOM killer chose process")
+                && l.contains(&format!("pid={}", r.ns_pid))),
             "memprof did not see the OOM kill of pid {}:\n{log}",
             r.ns_pid
         );
@@ -184,20 +241,44 @@ fn run(s: Scenario) {
 
 #[test]
 fn ebpf_profile_beats_the_oom_killer() {
-    run(Scenario { name: "ebpf", detector: "btf", limit_mib: 512, rate_mib_s: 200, pid_namespace: false });
+    run(Scenario {
+        name: "ebpf",
+        detector: "btf",
+        limit_mib: 512,
+        rate_mib_s: 200,
+        pid_namespace: false,
+    });
 }
 
 #[test]
 fn ebpf_profile_beats_the_oom_killer_in_a_pid_namespace() {
-    run(Scenario { name: "ebpf-pidns", detector: "btf", limit_mib: 512, rate_mib_s: 200, pid_namespace: true });
+    run(Scenario {
+        name: "ebpf-pidns",
+        detector: "btf",
+        limit_mib: 512,
+        rate_mib_s: 200,
+        pid_namespace: true,
+    });
 }
 
 #[test]
 fn classic_tracepoint_profile_beats_the_oom_killer() {
-    run(Scenario { name: "classic", detector: "classic", limit_mib: 512, rate_mib_s: 200, pid_namespace: false });
+    run(Scenario {
+        name: "classic",
+        detector: "classic",
+        limit_mib: 512,
+        rate_mib_s: 200,
+        pid_namespace: false,
+    });
 }
 
 #[test]
 fn poll_fallback_profile_beats_the_oom_killer() {
-    run(Scenario { name: "poll", detector: "poll", limit_mib: 256, rate_mib_s: 20, pid_namespace: false });
+    run(Scenario {
+        name: "poll",
+        detector: "poll",
+        limit_mib: 256,
+        rate_mib_s: 20,
+        pid_namespace: false,
+    });
 }

@@ -24,7 +24,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut latency_runs = 5;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || it.next().context("missing value")?.parse::<usize>().context("not a number");
+        let mut value = || {
+            it.next()
+                .context("missing value")?
+                .parse::<usize>()
+                .context("not a number")
+        };
         match a.as_str() {
             "--rounds" => rounds = value()?,
             "--latency-runs" => latency_runs = value()?,
@@ -85,8 +90,11 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
     fault_loop(); // warm-up
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
-        let order: Vec<&str> =
-            if round % 2 == 0 { MODES.to_vec() } else { MODES.iter().rev().copied().collect() };
+        let order: Vec<&str> = if round % 2 == 0 {
+            MODES.to_vec()
+        } else {
+            MODES.iter().rev().copied().collect()
+        };
         for mode in order {
             let memprof = match mode {
                 "none" => None,
@@ -106,12 +114,20 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
         v[v.len() / 2]
     };
     let base = median(&samples["none"]);
-    println!("{:<10} {:>12} {:>12} {:>12} {:>10}", "mode", "median ms", "min ms", "max ms", "slowdown");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>10}",
+        "mode", "median ms", "min ms", "max ms", "slowdown"
+    );
     for mode in MODES {
         let v = &samples[mode];
-        let (min, max) = v.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (min, max) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let m = median(v);
-        println!("{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%", (m / base - 1.0) * 100.0);
+        println!(
+            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%",
+            (m / base - 1.0) * 100.0
+        );
     }
     Ok(())
 }
@@ -122,7 +138,18 @@ fn latency(runs: usize) -> Result<()> {
     let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..runs {
         let out = cargo()
-            .args(["test", "--release", "-p", "memprof", "--test", "e2e", "--", "--nocapture", "--test-threads", "1"])
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "memprof",
+                "--test",
+                "e2e",
+                "--",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .current_dir(workspace_root())
             .stderr(Stdio::inherit())
             .output()?;
@@ -143,10 +170,19 @@ fn latency(runs: usize) -> Result<()> {
             }
         }
     }
-    println!("{:<12} {:>6} {:>12} {:>10} {:>10}", "scenario", "runs", "median ms", "min ms", "max ms");
+    println!(
+        "{:<12} {:>6} {:>12} {:>10} {:>10}",
+        "scenario", "runs", "median ms", "min ms", "max ms"
+    );
     for (scenario, mut v) in times {
         v.sort_by(f64::total_cmp);
-        println!("{scenario:<12} {:>6} {:>12.2} {:>10.2} {:>10.2}", v.len(), v[v.len() / 2], v[0], v[v.len() - 1]);
+        println!(
+            "{scenario:<12} {:>6} {:>12.2} {:>10.2} {:>10.2}",
+            v.len(),
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        );
     }
     Ok(())
 }

@@ -21,7 +21,13 @@ const USAGE: &str = "usage: cargo xtask <command>
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = match args.split_first() {
-        Some((cmd, rest)) => (cmd.as_str(), rest.iter().skip_while(|a| *a == "--").cloned().collect::<Vec<_>>()),
+        Some((cmd, rest)) => (
+            cmd.as_str(),
+            rest.iter()
+                .skip_while(|a| *a == "--")
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
         None => ("help", Vec::new()),
     };
     let result = match cmd {
@@ -65,18 +71,26 @@ pub fn cargo() -> Command {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn build_release() -> Result<std::path::PathBuf> {
-    sh(cargo().args(["build", "--release", "-p", "memprof"]).current_dir(workspace_root()))?;
+    sh(cargo()
+        .args(["build", "--release", "-p", "memprof"])
+        .current_dir(workspace_root()))?;
     Ok(workspace_root().join("target/release/memprof"))
 }
 
 fn run(args: &[String]) -> Result<()> {
     setup::build_prerequisites()?;
     let bin = build_release()?;
-    let status = Command::new(&bin).args(args).status().with_context(|| format!("starting {}", bin.display()))?;
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 
@@ -89,7 +103,9 @@ fn test(args: &[String]) -> Result<()> {
         .args(["--test-threads", "1"])
         .args(args)
         .current_dir(workspace_root()))?;
-    if std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var_os("MEMPROF_VM_TEST").is_some() {
+    if std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var_os("MEMPROF_VM_TEST").is_some()
+    {
         vm::run()
     } else {
         eprintln!("xtask: the 6.1-kernel VM stage runs under CI=true or MEMPROF_VM_TEST=1 (or: cargo xtask vm-test)");

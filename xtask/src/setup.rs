@@ -58,13 +58,25 @@ pub fn all() -> Result<()> {
 fn nightly_sysroot() -> Result<PathBuf> {
     if !works("rustup", &["run", "nightly", "rustc", "--version"]) {
         step("installing the nightly toolchain");
-        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    Ok(PathBuf::from(output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?.trim()))
+    Ok(PathBuf::from(
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?
+            .trim(),
+    ))
 }
 
 fn rust_src() -> Result<()> {
-    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+    if nightly_sysroot()?
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
         return Ok(());
     }
     step("adding rust-src to the nightly toolchain");
@@ -89,16 +101,27 @@ fn bpf_linker() -> Result<()> {
     let lib = std::fs::read_dir(sysroot.join("lib"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so"))
+        })
         .context("no libLLVM.so in the nightly toolchain")?;
     let prefix = crate::workspace_root().join("target/llvm-prefix");
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&lib, &link)?;
-    step(&format!("building bpf-linker against the nightly's LLVM {major}"));
+    step(&format!(
+        "building bpf-linker against the nightly's LLVM {major}"
+    ));
     sh(cargo()
-        .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))
 }
@@ -116,7 +139,15 @@ fn s3s_fs() -> Result<()> {
         return Ok(());
     }
     step("installing the S3 test server s3s-fs");
-    sh(cargo().args(["install", "s3s-fs", "--locked", "--features", "binary", "--version", S3S_FS_VERSION]))
+    sh(cargo().args([
+        "install",
+        "s3s-fs",
+        "--locked",
+        "--features",
+        "binary",
+        "--version",
+        S3S_FS_VERSION,
+    ]))
 }
 
 pub fn apt_install(packages: &[&str]) -> Result<()> {

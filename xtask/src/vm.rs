@@ -14,7 +14,11 @@ const GUEST_TESTS: &[(&str, &str)] = &[("bpf", ""), ("e2e", "ebpf_profile_beats_
 pub fn run() -> Result<()> {
     setup::all()?;
     let kernel = kernel_6_1()?;
-    if !Command::new("vng").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if !Command::new("vng")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         setup::step("installing virtme-ng");
         sh(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))?;
     }
@@ -32,7 +36,11 @@ pub fn run() -> Result<()> {
     );
     for (test, filter) in GUEST_TESTS {
         let exe = test_executable(test)?;
-        let select = if filter.is_empty() { String::new() } else { format!("{filter} --exact") };
+        let select = if filter.is_empty() {
+            String::new()
+        } else {
+            format!("{filter} --exact")
+        };
         script.push_str(&format!(
             "echo '== {test} {filter}'; {} {select} --test-threads 1 --nocapture; ",
             exe.display()
@@ -49,9 +57,14 @@ pub fn run() -> Result<()> {
 
 fn kernel_6_1() -> Result<PathBuf> {
     let find = || {
-        std::fs::read_dir("/boot").ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-6.1."))
-        })
+        std::fs::read_dir("/boot")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-6.1."))
+            })
     };
     if let Some(k) = find() {
         return Ok(k);
@@ -64,16 +77,34 @@ fn kernel_6_1() -> Result<PathBuf> {
 /// Builds an integration test binary and returns its path.
 fn test_executable(name: &str) -> Result<PathBuf> {
     let out = cargo()
-        .args(["test", "-p", "memprof", "--test", name, "--no-run", "--message-format", "json"])
+        .args([
+            "test",
+            "-p",
+            "memprof",
+            "--test",
+            name,
+            "--no-run",
+            "--message-format",
+            "json",
+        ])
         .current_dir(workspace_root())
         .output()?;
     if !out.status.success() {
-        bail!("building test {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "building test {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
         .filter(|l| l.contains("\"executable\":\"") && l.contains(&format!("\"name\":\"{name}\"")))
-        .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(PathBuf::from))
+        .find_map(|l| {
+            l.split("\"executable\":\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(PathBuf::from)
+        })
         .with_context(|| format!("no executable for test {name}"))
 }

@@ -92,7 +92,10 @@ pub fn cgroup_dir(mounts: &[CgroupMount], v2: bool, path: &str) -> Option<(PathB
         if !(rel.is_empty() || rel.starts_with('/')) {
             return None;
         }
-        Some((m.mount_point.join(rel.trim_start_matches('/')), m.mount_point.clone()))
+        Some((
+            m.mount_point.join(rel.trim_start_matches('/')),
+            m.mount_point.clone(),
+        ))
     })
 }
 
@@ -103,7 +106,11 @@ pub fn effective_limit(
     v2: bool,
     read: impl Fn(&Path) -> Option<String>,
 ) -> Option<u64> {
-    let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+    let file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
     let mut limit: Option<u64> = None;
     let mut cur = Some(dir);
     while let Some(d) = cur {
@@ -145,16 +152,26 @@ mod tests {
             root: "/".into(),
             mount_point: "/sys/fs/cgroup/memory".into()
         }));
-        assert!(mounts.iter().any(|m| m.v2 && m.mount_point == Path::new("/sys/fs/cgroup/unified")));
-        assert!(!mounts.iter().any(|m| m.mount_point == Path::new("/sys/fs/cgroup/cpu")));
+        assert!(mounts
+            .iter()
+            .any(|m| m.v2 && m.mount_point == Path::new("/sys/fs/cgroup/unified")));
+        assert!(!mounts
+            .iter()
+            .any(|m| m.mount_point == Path::new("/sys/fs/cgroup/cpu")));
     }
 
     #[test]
     fn v1_memory_line_wins_on_hybrid() {
-        assert_eq!(parse_proc_cgroup(CGROUP_V1), Some((false, "/kubepods/burstable/pod1/c1".into())));
+        assert_eq!(
+            parse_proc_cgroup(CGROUP_V1),
+            Some((false, "/kubepods/burstable/pod1/c1".into()))
+        );
         let (v2, path) = parse_proc_cgroup(CGROUP_V2).unwrap();
         assert!(v2);
-        assert_eq!(path, "/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope");
+        assert_eq!(
+            path,
+            "/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope"
+        );
     }
 
     #[test]
@@ -185,11 +202,16 @@ mod tests {
     #[test]
     fn v1_limit_file_and_namespaced_root() {
         // Inside a container the mount's root is the container's own cgroup.
-        let mounts = vec![CgroupMount { v2: false, root: "/kubepods/pod1/c1".into(), mount_point: "/sys/fs/cgroup/memory".into() }];
+        let mounts = vec![CgroupMount {
+            v2: false,
+            root: "/kubepods/pod1/c1".into(),
+            mount_point: "/sys/fs/cgroup/memory".into(),
+        }];
         let (dir, mp) = cgroup_dir(&mounts, false, "/kubepods/pod1/c1").unwrap();
         assert_eq!(dir, mp);
         let limit = effective_limit(&dir, &mp, false, |p| {
-            (p == Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes")).then(|| "104857600".into())
+            (p == Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+                .then(|| "104857600".into())
         });
         assert_eq!(limit, Some(100 << 20));
         assert_eq!(cgroup_dir(&mounts, false, "/other"), None);

@@ -34,9 +34,14 @@ pub struct Assessor {
 
 impl Assessor {
     pub fn new() -> Result<Self> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-        let meminfo = procfs::Meminfo::from_file("/proc/meminfo").context("reading /proc/meminfo")?;
-        Ok(Self { mounts: cgroup::parse_mountinfo(&mountinfo), mem_total: meminfo.mem_total })
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+        let meminfo =
+            procfs::Meminfo::from_file("/proc/meminfo").context("reading /proc/meminfo")?;
+        Ok(Self {
+            mounts: cgroup::parse_mountinfo(&mountinfo),
+            mem_total: meminfo.mem_total,
+        })
     }
 
     /// `None` when the process is gone or has no memory of its own (a kernel thread).
@@ -92,7 +97,13 @@ mod tests {
 
     #[test]
     fn percent_of_limit() {
-        let r = Reading { comm: "x".into(), rss: 400 << 20, counters: [0; 4], limit: 512 << 20, unlimited: false };
+        let r = Reading {
+            comm: "x".into(),
+            rss: 400 << 20,
+            counters: [0; 4],
+            limit: 512 << 20,
+            unlimited: false,
+        };
         assert!((r.percent() - 78.125).abs() < 1e-9);
     }
 }

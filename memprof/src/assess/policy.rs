@@ -38,7 +38,11 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(threshold_pct: u8, cooldown: Duration) -> Self {
-        Self { threshold_pct, cooldown, procs: HashMap::new() }
+        Self {
+            threshold_pct,
+            cooldown,
+            procs: HashMap::new(),
+        }
     }
 
     /// Records that `pid` uses `rss` of `limit` bytes at `now`, and decides.
@@ -53,7 +57,9 @@ impl Policy {
             return Decision::Hold(HoldReason::AlreadyCaptured);
         }
         p.above = true;
-        if p.last_capture.is_some_and(|t| now.duration_since(t) < self.cooldown) {
+        if p.last_capture
+            .is_some_and(|t| now.duration_since(t) < self.cooldown)
+        {
             return Decision::Hold(HoldReason::Cooldown);
         }
         p.last_capture = Some(now);
@@ -75,7 +81,10 @@ mod tests {
     #[test]
     fn below_arms_at_threshold() {
         let mut p = Policy::new(80, Duration::from_secs(60));
-        assert_eq!(p.observe(1, 100 * MIB, 1000 * MIB, Instant::now()), Decision::Arm(800 * MIB));
+        assert_eq!(
+            p.observe(1, 100 * MIB, 1000 * MIB, Instant::now()),
+            Decision::Arm(800 * MIB)
+        );
     }
 
     #[test]
@@ -83,8 +92,14 @@ mod tests {
         let mut p = Policy::new(80, Duration::ZERO);
         let t = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t), Decision::Capture);
-        assert_eq!(p.observe(1, 900 * MIB, 1000 * MIB, t), Decision::Hold(HoldReason::AlreadyCaptured));
-        assert_eq!(p.observe(1, 700 * MIB, 1000 * MIB, t), Decision::Arm(800 * MIB));
+        assert_eq!(
+            p.observe(1, 900 * MIB, 1000 * MIB, t),
+            Decision::Hold(HoldReason::AlreadyCaptured)
+        );
+        assert_eq!(
+            p.observe(1, 700 * MIB, 1000 * MIB, t),
+            Decision::Arm(800 * MIB)
+        );
         assert_eq!(p.observe(1, 850 * MIB, 1000 * MIB, t), Decision::Capture);
     }
 
@@ -93,13 +108,28 @@ mod tests {
         let mut p = Policy::new(80, Duration::from_secs(60));
         let t0 = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t0), Decision::Capture);
-        assert!(matches!(p.observe(1, 10 * MIB, 1000 * MIB, t0), Decision::Arm(_)));
+        assert!(matches!(
+            p.observe(1, 10 * MIB, 1000 * MIB, t0),
+            Decision::Arm(_)
+        ));
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t1), Decision::Hold(HoldReason::Cooldown));
+        assert_eq!(
+            p.observe(1, 810 * MIB, 1000 * MIB, t1),
+            Decision::Hold(HoldReason::Cooldown)
+        );
         // The held crossing is not captured late; the next one after the cooldown is.
-        assert_eq!(p.observe(1, 820 * MIB, 1000 * MIB, t0 + Duration::from_secs(61)), Decision::Hold(HoldReason::AlreadyCaptured));
-        assert!(matches!(p.observe(1, 10 * MIB, 1000 * MIB, t1), Decision::Arm(_)));
-        assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t0 + Duration::from_secs(61)), Decision::Capture);
+        assert_eq!(
+            p.observe(1, 820 * MIB, 1000 * MIB, t0 + Duration::from_secs(61)),
+            Decision::Hold(HoldReason::AlreadyCaptured)
+        );
+        assert!(matches!(
+            p.observe(1, 10 * MIB, 1000 * MIB, t1),
+            Decision::Arm(_)
+        ));
+        assert_eq!(
+            p.observe(1, 810 * MIB, 1000 * MIB, t0 + Duration::from_secs(61)),
+            Decision::Capture
+        );
     }
 
     #[test]
@@ -110,6 +140,9 @@ mod tests {
         assert_eq!(p.observe(2, 60, 100, t), Decision::Capture);
         p.retain(|pid| pid != 1);
         assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
-        assert_eq!(p.observe(2, 60, 100, t), Decision::Hold(HoldReason::AlreadyCaptured));
+        assert_eq!(
+            p.observe(2, 60, 100, t),
+            Decision::Hold(HoldReason::AlreadyCaptured)
+        );
     }
 }

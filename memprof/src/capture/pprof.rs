@@ -21,7 +21,11 @@ impl Pprof {
             .no_proxy()
             .build()
             .context("building the HTTP client")?;
-        Ok(Self { client, url: format!("http://127.0.0.1:{port}{path}"), max_bytes })
+        Ok(Self {
+            client,
+            url: format!("http://127.0.0.1:{port}{path}"),
+            max_bytes,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -39,7 +43,11 @@ impl Pprof {
             bail!("GET {}: HTTP {}", self.url, resp.status());
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {}", self.url))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("reading {}", self.url))?
+        {
             if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
                 bail!("profile from {} exceeds {} bytes", self.url, self.max_bytes);
             }
@@ -48,6 +56,10 @@ impl Pprof {
         if bytes.is_empty() {
             bail!("GET {}: empty profile", self.url);
         }
-        Ok(Profile { kind: "heap", extension: "pb.gz", bytes })
+        Ok(Profile {
+            kind: "heap",
+            extension: "pb.gz",
+            bytes,
+        })
     }
 }

@@ -15,7 +15,9 @@ impl Place {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Self {
             namespace: var("POD_NAMESPACE").unwrap_or_else(|| "host".into()),
-            pod: var("POD_NAME").or_else(|| var("NODE_NAME")).unwrap_or_else(hostname),
+            pod: var("POD_NAME")
+                .or_else(|| var("NODE_NAME"))
+                .unwrap_or_else(hostname),
         }
     }
 }
@@ -30,7 +32,13 @@ fn hostname() -> String {
 fn segment(s: &str) -> String {
     let clean: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     match clean.trim_matches('.') {
         "" => "_".into(),
@@ -58,8 +66,18 @@ pub fn object_key(k: &KeyParts) -> String {
         k.kind,
         k.extension
     );
-    let mut parts: Vec<String> = k.prefix.split('/').filter(|s| !s.is_empty()).map(segment).collect();
-    parts.extend([segment(&k.place.namespace), segment(&k.place.pod), segment(k.comm), file]);
+    let mut parts: Vec<String> = k
+        .prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(segment)
+        .collect();
+    parts.extend([
+        segment(&k.place.namespace),
+        segment(&k.place.pod),
+        segment(k.comm),
+        file,
+    ]);
     parts.join("/")
 }
 
@@ -84,7 +102,10 @@ mod tests {
 
     #[test]
     fn key_names_pid_and_percent() {
-        let place = Place { namespace: "shop".into(), pod: "cart-7d9f".into() };
+        let place = Place {
+            namespace: "shop".into(),
+            pod: "cart-7d9f".into(),
+        };
         assert_eq!(
             object_key(&parts(&place, "cart", 83.9)),
             "memprof/shop/cart-7d9f/cart/20261125T030405.000Z_pid-4242_83pct.heap.pb.gz"
@@ -93,14 +114,23 @@ mod tests {
 
     #[test]
     fn hostile_names_are_cleaned() {
-        let place = Place { namespace: "..".into(), pod: "a/b".into() };
+        let place = Place {
+            namespace: "..".into(),
+            pod: "a/b".into(),
+        };
         let key = object_key(&parts(&place, "kworker/0:1 x", 100.0));
-        assert_eq!(key, "memprof/_/a_b/kworker_0_1_x/20261125T030405.000Z_pid-4242_100pct.heap.pb.gz");
+        assert_eq!(
+            key,
+            "memprof/_/a_b/kworker_0_1_x/20261125T030405.000Z_pid-4242_100pct.heap.pb.gz"
+        );
     }
 
     #[test]
     fn nested_prefix_is_kept() {
-        let place = Place { namespace: "ns".into(), pod: "p".into() };
+        let place = Place {
+            namespace: "ns".into(),
+            pod: "p".into(),
+        };
         let mut p = parts(&place, "c", 80.0);
         p.prefix = "team/memprof";
         assert!(object_key(&p).starts_with("team/memprof/ns/p/c/"));

@@ -7,7 +7,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use tracing::{info, warn};
 
 pub enum Sink {
-    S3 { client: aws_sdk_s3::Client, bucket: String },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+    },
     Local(PathBuf),
 }
 
@@ -22,7 +25,9 @@ impl Sink {
             .load()
             .await;
         let custom_endpoint = shared.endpoint_url().is_some();
-        let conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .build();
         let client = aws_sdk_s3::Client::from_conf(conf);
         if let Some(provider) = shared.credentials_provider() {
             if let Err(e) = provider.provide_credentials().await {
@@ -31,9 +36,17 @@ impl Sink {
         }
         match client.head_bucket().bucket(bucket).send().await {
             Ok(_) => info!(bucket, region, "S3 bucket reachable"),
-            Err(e) => warn!(bucket, region, "S3 bucket not reachable yet: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+            Err(e) => warn!(
+                bucket,
+                region,
+                "S3 bucket not reachable yet: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ),
         }
-        Ok(Sink::S3 { client, bucket: bucket.to_string() })
+        Ok(Sink::S3 {
+            client,
+            bucket: bucket.to_string(),
+        })
     }
 
     pub fn local(dir: &Path) -> Self {
@@ -51,7 +64,9 @@ impl Sink {
     pub async fn store(&self, key: &str, path: &Path) -> Result<()> {
         match self {
             Sink::S3 { client, bucket } => {
-                let body = ByteStream::from_path(path).await.with_context(|| format!("reading {}", path.display()))?;
+                let body = ByteStream::from_path(path)
+                    .await
+                    .with_context(|| format!("reading {}", path.display()))?;
                 client
                     .put_object()
                     .bucket(bucket)
@@ -66,10 +81,19 @@ impl Sink {
             Sink::Local(dir) => {
                 let dest = dir.join(key);
                 let parent = dest.parent().context("key without a file name")?;
-                tokio::fs::create_dir_all(parent).await.with_context(|| format!("creating {}", parent.display()))?;
-                let tmp = parent.join(format!(".{}.tmp", dest.file_name().unwrap_or_default().to_string_lossy()));
-                tokio::fs::copy(path, &tmp).await.with_context(|| format!("writing {}", tmp.display()))?;
-                tokio::fs::rename(&tmp, &dest).await.with_context(|| format!("renaming to {}", dest.display()))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .with_context(|| format!("creating {}", parent.display()))?;
+                let tmp = parent.join(format!(
+                    ".{}.tmp",
+                    dest.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                tokio::fs::copy(path, &tmp)
+                    .await
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                tokio::fs::rename(&tmp, &dest)
+                    .await
+                    .with_context(|| format!("renaming to {}", dest.display()))?;
             }
         }
         Ok(())

@@ -26,17 +26,27 @@ fn key_of(file_name: &str) -> String {
 
 impl Spool {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating spool {}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating spool {}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Writes atomically (temp file + rename), so a crash never leaves half a profile behind.
     pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<Entry> {
         let path = self.dir.join(file_name(key));
         let tmp = self.dir.join(format!(".{}.tmp", file_name(key)));
-        tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path).await.with_context(|| format!("renaming {}", tmp.display()))?;
-        Ok(Entry { key: key.to_string(), path })
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .with_context(|| format!("renaming {}", tmp.display()))?;
+        Ok(Entry {
+            key: key.to_string(),
+            path,
+        })
     }
 
     pub async fn remove(&self, entry: &Entry) -> Result<()> {
@@ -48,14 +58,22 @@ impl Spool {
     /// Profiles still waiting for delivery, oldest first.
     pub fn pending(&self) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
-        for e in std::fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))? {
+        for e in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+        {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
             let modified = e.metadata().and_then(|m| m.modified()).ok();
-            entries.push((modified, Entry { key: key_of(&name), path: e.path() }));
+            entries.push((
+                modified,
+                Entry {
+                    key: key_of(&name),
+                    path: e.path(),
+                },
+            ));
         }
         entries.sort_by_key(|(t, _)| *t);
         Ok(entries.into_iter().map(|(_, e)| e).collect())

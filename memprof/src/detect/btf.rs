@@ -104,7 +104,12 @@ impl Btf {
         if pos != end {
             bail!("BTF type section is malformed");
         }
-        Ok(Self { strings: hdr_len + str_off, strings_len: str_len, data, types })
+        Ok(Self {
+            strings: hdr_len + str_off,
+            strings_len: str_len,
+            data,
+            types,
+        })
     }
 
     fn u32_at(&self, off: usize) -> u32 {
@@ -118,7 +123,10 @@ impl Btf {
     }
 
     fn get(&self, id: u32) -> Result<Type> {
-        self.types.get(id as usize).copied().with_context(|| format!("BTF type id {id} out of range"))
+        self.types
+            .get(id as usize)
+            .copied()
+            .with_context(|| format!("BTF type id {id} out of range"))
     }
 
     /// The id of the struct called `name`.
@@ -187,11 +195,18 @@ impl Btf {
             let (name_off, type_id, raw_off) =
                 (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
             // With kind_flag set, the high 8 bits hold a bitfield size.
-            let bits = if t.kind_flag { raw_off & 0xff_ffff } else { raw_off } as u64;
+            let bits = if t.kind_flag {
+                raw_off & 0xff_ffff
+            } else {
+                raw_off
+            } as u64;
             let offset = bits / 8;
             if name_off == 0 {
                 if let Some(inner) = self.find_member(type_id, name)? {
-                    return Ok(Some(Member { offset: offset + inner.offset, ..inner }));
+                    return Ok(Some(Member {
+                        offset: offset + inner.offset,
+                        ..inner
+                    }));
                 }
             } else if self.name(name_off) == name {
                 return Ok(Some(Member { offset, type_id }));
@@ -205,7 +220,9 @@ impl Btf {
         let mut id = self.struct_id(root)?;
         let mut offset = 0;
         for name in path.split('.') {
-            let m = self.member(id, name).with_context(|| format!("{root}.{path}"))?;
+            let m = self
+                .member(id, name)
+                .with_context(|| format!("{root}.{path}"))?;
             offset += m.offset;
             id = m.type_id;
         }

@@ -55,8 +55,18 @@ impl Arm {
     /// hook's per-member sizes (bytes: file, anon, swap, shmem), which it otherwise learns only
     /// as each counter changes.
     pub fn set(&self, host_pid: u32, ns_pid: u32, level: u64, counters: [i64; NR_MM_COUNTERS]) {
-        let state = ProcState { level, ns_pid, _pad: 0, counters };
-        if let Err(e) = self.procs.lock().expect("procs lock").insert(host_pid, state, 0) {
+        let state = ProcState {
+            level,
+            ns_pid,
+            _pad: 0,
+            counters,
+        };
+        if let Err(e) = self
+            .procs
+            .lock()
+            .expect("procs lock")
+            .insert(host_pid, state, 0)
+        {
             warn!(host_pid, "arming level failed: {e}");
             return;
         }
@@ -86,7 +96,10 @@ impl Kernel {
                 let rss = layout::rss_offsets(&btf)?;
                 globals.push((g::RSS_COUNT_OFF, rss.count_off));
                 globals.push((g::RSS_STRIDE, rss.stride));
-                globals.push((g::RSS_PROBE_READ, (rss.layout == layout::RssLayout::AtomicArray) as u64));
+                globals.push((
+                    g::RSS_PROBE_READ,
+                    (rss.layout == layout::RssLayout::AtomicArray) as u64,
+                ));
                 rss_layout = Some(rss.layout);
             }
             Hook::Classic => {
@@ -102,7 +115,10 @@ impl Kernel {
             }
         }
         let oom_format = layout::read_format(tracefs, "oom", "mark_victim")?;
-        globals.push((g::TP_OOM_PID_OFF, layout::tracepoint_field(&oom_format, "pid")?));
+        globals.push((
+            g::TP_OOM_PID_OFF,
+            layout::tracepoint_field(&oom_format, "pid")?,
+        ));
         debug!(?globals, "kernel offsets");
 
         let mut loader = EbpfLoader::new();
@@ -114,7 +130,8 @@ impl Kernel {
             Hook::Btf => {
                 let aya_btf = AyaBtf::from_sys_fs()?;
                 let prog: &mut BtfTracePoint = program(&mut bpf, "rss_stat_btf")?.try_into()?;
-                prog.load("rss_stat", &aya_btf).context("verifying rss_stat_btf")?;
+                prog.load("rss_stat", &aya_btf)
+                    .context("verifying rss_stat_btf")?;
                 prog.attach().context("attaching tp_btf/rss_stat")?;
             }
             Hook::Classic => attach_tracepoint(&mut bpf, "rss_stat_classic", "kmem", "rss_stat")?,
@@ -125,8 +142,16 @@ impl Kernel {
 
         let procs = HashMap::try_from(bpf.take_map("PROCS").context("map PROCS")?)?;
         let epoch = Array::try_from(bpf.take_map("EPOCH").context("map EPOCH")?)?;
-        let arm = Arm { procs: Arc::new(Mutex::new(procs)), epoch: Arc::new(Mutex::new(epoch)) };
-        Ok(Self { hook, rss_layout, bpf, arm })
+        let arm = Arm {
+            procs: Arc::new(Mutex::new(procs)),
+            epoch: Arc::new(Mutex::new(epoch)),
+        };
+        Ok(Self {
+            hook,
+            rss_layout,
+            bpf,
+            arm,
+        })
     }
 
     pub fn arm(&self) -> Arm {
@@ -139,13 +164,16 @@ impl Kernel {
         let ring = RingBuf::try_from(self.bpf.take_map("EVENTS").context("map EVENTS")?)?;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
         // AsyncFd (and the ring buffer inside it) is dropped.
-        let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
         loop {
             let mut guard = fd.readable_mut().await?;
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                let Some(event) = parse_event(&item) else { continue };
+                let Some(event) = parse_event(&item) else {
+                    continue;
+                };
                 if tx.send(event).await.is_err() {
                     return Ok(());
                 }
@@ -156,13 +184,15 @@ impl Kernel {
 }
 
 fn program<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    bpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
+    bpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
 }
 
 fn attach_tracepoint(bpf: &mut Ebpf, name: &str, category: &str, event: &str) -> Result<()> {
     let prog: &mut TracePoint = program(bpf, name)?.try_into()?;
     prog.load().with_context(|| format!("verifying {name}"))?;
-    prog.attach(category, event).with_context(|| format!("attaching {category}/{event}"))?;
+    prog.attach(category, event)
+        .with_context(|| format!("attaching {category}/{event}"))?;
     Ok(())
 }
 
@@ -173,7 +203,10 @@ fn parse_event(bytes: &[u8]) -> Option<Candidate> {
     // SAFETY: the kernel wrote an `Event`; read_unaligned copes with any alignment.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let source = match e.kind {
-        k if k == EventKind::Crossed as u32 => Source::Kernel { rss: e.rss, level: e.level },
+        k if k == EventKind::Crossed as u32 => Source::Kernel {
+            rss: e.rss,
+            level: e.level,
+        },
         k if k == EventKind::OomVictim as u32 => Source::OomVictim,
         _ => return None,
     };

@@ -37,9 +37,13 @@ pub fn rss_offsets(btf: &Btf) -> Result<RssOffsets> {
             stride: btf.size_of(elem)?,
         })
     } else {
-        let count = btf.member(member.type_id, "count").context("mm_rss_stat.count")?;
+        let count = btf
+            .member(member.type_id, "count")
+            .context("mm_rss_stat.count")?;
         let (elem, _) = btf.array(count.type_id)?;
-        let counter = btf.member(elem, "counter").context("atomic_long_t.counter")?;
+        let counter = btf
+            .member(elem, "counter")
+            .context("atomic_long_t.counter")?;
         Ok(RssOffsets {
             layout: RssLayout::AtomicArray,
             count_off: member.offset + count.offset + counter.offset,
@@ -56,20 +60,31 @@ pub fn task_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
     Ok(vec![
         (g::MM_OWNER_OFF, btf.offset_of("mm_struct", "owner")?),
         (g::TASK_TGID_OFF, btf.offset_of("task_struct", "tgid")?),
-        (g::TASK_GROUP_LEADER_OFF, btf.offset_of("task_struct", "group_leader")?),
-        (g::TASK_THREAD_PID_OFF, btf.offset_of("task_struct", "thread_pid")?),
+        (
+            g::TASK_GROUP_LEADER_OFF,
+            btf.offset_of("task_struct", "group_leader")?,
+        ),
+        (
+            g::TASK_THREAD_PID_OFF,
+            btf.offset_of("task_struct", "thread_pid")?,
+        ),
         (g::PID_LEVEL_OFF, btf.offset_of("pid", "level")?),
         (g::PID_NUMBERS_OFF, btf.offset_of("pid", "numbers")?),
         (g::UPID_SIZE, btf.size_of(upid)?),
         (g::UPID_NR_OFF, btf.offset_of("upid", "nr")?),
         (g::UPID_NS_OFF, btf.offset_of("upid", "ns")?),
-        (g::PIDNS_INUM_OFF, ns.offset + btf.member(ns.type_id, "inum")?.offset),
+        (
+            g::PIDNS_INUM_OFF,
+            ns.offset + btf.member(ns.type_id, "inum")?.offset,
+        ),
     ])
 }
 
 /// Inode number of memprof's own PID namespace.
 pub fn own_pidns_inum() -> Result<u64> {
-    Ok(std::fs::metadata("/proc/self/ns/pid").context("stat /proc/self/ns/pid")?.ino())
+    Ok(std::fs::metadata("/proc/self/ns/pid")
+        .context("stat /proc/self/ns/pid")?
+        .ino())
 }
 
 pub fn page_shift() -> u64 {
@@ -88,10 +103,19 @@ pub fn tracefs() -> Result<&'static Path> {
     let dir = c"/sys/kernel/tracing";
     // SAFETY: valid NUL-terminated strings; mount(2) has no other preconditions.
     let rc = unsafe {
-        libc::mount(c"tracefs".as_ptr(), dir.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"tracefs".as_ptr(),
+            dir.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        bail!("tracefs is not mounted and mounting it failed: {}", std::io::Error::last_os_error());
+        bail!(
+            "tracefs is not mounted and mounting it failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(Path::new("/sys/kernel/tracing"))
 }
@@ -99,8 +123,12 @@ pub fn tracefs() -> Result<&'static Path> {
 /// Byte offset of `field` in a tracepoint's record, from its `format` file.
 pub fn tracepoint_field(format: &str, field: &str) -> Result<u64> {
     for line in format.lines() {
-        let Some(decl) = line.trim().strip_prefix("field:") else { continue };
-        let Some((decl, rest)) = decl.split_once(';') else { continue };
+        let Some(decl) = line.trim().strip_prefix("field:") else {
+            continue;
+        };
+        let Some((decl, rest)) = decl.split_once(';') else {
+            continue;
+        };
         let name = decl.rsplit([' ', '*']).next().unwrap_or_default();
         let name = name.split('[').next().unwrap_or_default();
         if name != field {
@@ -116,7 +144,11 @@ pub fn tracepoint_field(format: &str, field: &str) -> Result<u64> {
 }
 
 pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<String> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -149,6 +181,9 @@ mod tests {
             RssLayout::PercpuCounter => assert_eq!(rss.stride, 40),
             RssLayout::AtomicArray => assert_eq!(rss.stride, 8),
         }
-        assert!(task_offsets(&btf).unwrap().iter().all(|(_, off)| *off < 16384));
+        assert!(task_offsets(&btf)
+            .unwrap()
+            .iter()
+            .all(|(_, off)| *off < 16384));
     }
 }

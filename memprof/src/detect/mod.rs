@@ -32,10 +32,14 @@ pub enum Source {
 
 /// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, like `Instant`) into an `Instant`.
 pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     let now = Instant::now();
-    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ktime_ns))).unwrap_or(now)
+    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ktime_ns)))
+        .unwrap_or(now)
 }

@@ -11,7 +11,9 @@ use super::{Candidate, Source};
 /// PIDs of all processes in memprof's /proc, except memprof itself.
 pub fn visible_pids() -> Vec<u32> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me)
         .collect()
@@ -24,7 +26,12 @@ pub async fn run(interval: Duration, tx: Sender<Candidate>) {
         ticker.tick().await;
         let detected = Instant::now();
         for ns_pid in visible_pids() {
-            let c = Candidate { ns_pid, host_pid: None, detected, source: Source::Poll };
+            let c = Candidate {
+                ns_pid,
+                host_pid: None,
+                detected,
+                source: Source::Poll,
+            };
             if tx.send(c).await.is_err() {
                 return;
             }

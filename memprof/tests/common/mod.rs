@@ -22,7 +22,9 @@ pub fn in_ci() -> bool {
 pub fn require(ok: bool, what: &str) -> bool {
     if !ok {
         assert!(!in_ci(), "prerequisite missing in CI: {what}");
-        eprintln!("SKIPPED: {what} (run `cargo xtask setup` as root, or set CI=true to make this fail)");
+        eprintln!(
+            "SKIPPED: {what} (run `cargo xtask setup` as root, or set CI=true to make this fail)"
+        );
     }
     ok
 }
@@ -33,15 +35,25 @@ pub fn is_root() -> bool {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Where the Go test service is built (`cargo xtask vm-test` builds it there before boot,
@@ -58,15 +70,22 @@ pub fn go_service() -> Option<PathBuf> {
         let out = go_service_path();
         let src = workspace_root().join("testapps/leaky");
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let fresh = ["main.go", "go.mod"].iter().all(|f| modified(&src.join(f)) <= modified(&out));
+        let fresh = ["main.go", "go.mod"]
+            .iter()
+            .all(|f| modified(&src.join(f)) <= modified(&out));
         if fresh {
             return Some(out);
         }
         if !require(have("go"), "Go toolchain (golang-go)") {
             return None;
         }
-        let status =
-            Command::new("go").args(["build", "-o"]).arg(&out).arg(".").current_dir(&src).status().expect("running go build");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&src)
+            .status()
+            .expect("running go build");
         assert!(status.success(), "go build of testapps/leaky failed");
         Some(out)
     })
@@ -74,13 +93,20 @@ pub fn go_service() -> Option<PathBuf> {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -95,7 +121,8 @@ pub struct MemCgroup {
 impl MemCgroup {
     pub fn available() -> bool {
         Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
-            || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok_and(|c| c.contains("memory"))
+            || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+                .is_ok_and(|c| c.contains("memory"))
     }
 
     pub fn new(name: &str, limit: u64) -> Self {
@@ -104,14 +131,19 @@ impl MemCgroup {
             (v1.join(name), false)
         } else {
             let root = Path::new("/sys/fs/cgroup");
-            std::fs::write(root.join("cgroup.subtree_control"), "+memory").expect("enabling the memory controller");
+            std::fs::write(root.join("cgroup.subtree_control"), "+memory")
+                .expect("enabling the memory controller");
             (root.join(name), true)
         };
         let cg = MemCgroup { dir, v2 };
         cg.kill_all();
         let _ = std::fs::remove_dir(&cg.dir);
         std::fs::create_dir(&cg.dir).expect("creating the test cgroup");
-        let (file, swap) = if v2 { ("memory.max", Some("memory.swap.max")) } else { ("memory.limit_in_bytes", None) };
+        let (file, swap) = if v2 {
+            ("memory.max", Some("memory.swap.max"))
+        } else {
+            ("memory.limit_in_bytes", None)
+        };
         std::fs::write(cg.dir.join(file), limit.to_string()).expect("setting the memory limit");
         if let Some(swap) = swap {
             let _ = std::fs::write(cg.dir.join(swap), "0");
@@ -133,11 +165,18 @@ impl MemCgroup {
 
     /// How many processes the OOM killer has killed in this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         std::fs::read_to_string(self.dir.join(file))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
             .unwrap_or(0)
     }
 
@@ -177,7 +216,10 @@ pub const REGION: &str = "us-east-1";
 
 impl S3Server {
     pub fn available() -> bool {
-        require(have("s3s-fs"), "S3 test server s3s-fs (cargo install s3s-fs --features binary)")
+        require(
+            have("s3s-fs"),
+            "S3 test server s3s-fs (cargo install s3s-fs --features binary)",
+        )
     }
 
     pub fn start(bucket: &str) -> Self {
@@ -195,7 +237,12 @@ impl S3Server {
         wait_for("s3s-fs to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        S3Server { child, root, port, bucket: bucket.to_string() }
+        S3Server {
+            child,
+            root,
+            port,
+            bucket: bucket.to_string(),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -240,22 +287,49 @@ impl S3Client {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(REGION))
             .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "test",
+            ))
             .force_path_style(true)
             .build();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        S3Client { rt, client: aws_sdk_s3::Client::from_conf(conf), bucket: bucket.into() }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        S3Client {
+            rt,
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.into(),
+        }
     }
 
     pub fn keys(&self) -> Vec<String> {
-        let out = self.rt.block_on(self.client.list_objects_v2().bucket(&self.bucket).send()).expect("ListObjectsV2");
-        out.contents().iter().filter_map(|o| o.key().map(String::from)).collect()
+        let out = self
+            .rt
+            .block_on(self.client.list_objects_v2().bucket(&self.bucket).send())
+            .expect("ListObjectsV2");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(String::from))
+            .collect()
     }
 
     pub fn get(&self, key: &str) -> Vec<u8> {
         self.rt.block_on(async {
-            let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.expect("GetObject");
-            out.body.collect().await.expect("object body").into_bytes().to_vec()
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("GetObject");
+            out.body
+                .collect()
+                .await
+                .expect("object body")
+                .into_bytes()
+                .to_vec()
         })
     }
 }
@@ -273,8 +347,14 @@ impl Memprof {
         let log = dir.path().join("memprof.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_memprof"))
-            .args(["--spool-dir", &dir.path().join("spool").display().to_string()])
-            .args(["--local-dir", &dir.path().join("profiles").display().to_string()])
+            .args([
+                "--spool-dir",
+                &dir.path().join("spool").display().to_string(),
+            ])
+            .args([
+                "--local-dir",
+                &dir.path().join("profiles").display().to_string(),
+            ])
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "memprof=debug")
@@ -282,7 +362,11 @@ impl Memprof {
             .stderr(out)
             .spawn()
             .expect("starting memprof");
-        let m = Memprof { child, log, _dir: dir };
+        let m = Memprof {
+            child,
+            log,
+            _dir: dir,
+        };
         m.wait_for_log("memprof started", Duration::from_secs(30));
         m
     }
@@ -298,7 +382,10 @@ impl Memprof {
             if let Some(line) = out.lines().find(|l| l.contains(needle)) {
                 return line.to_string();
             }
-            assert!(start.elapsed() < timeout, "memprof never logged {needle:?}; output:\n{out}");
+            assert!(
+                start.elapsed() < timeout,
+                "memprof never logged {needle:?}; output:\n{out}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -322,7 +409,9 @@ impl Drop for Memprof {
 /// Reads the first line of a child's stdout (the Go service prints `ready pid=N addr=…`).
 pub fn first_line(child: &mut Child) -> String {
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     line
 }
 
@@ -335,6 +424,10 @@ pub fn pprof_top(profile: &[u8]) -> String {
         .arg(f.path())
         .output()
         .expect("go tool pprof");
-    assert!(out.status.success(), "go tool pprof could not decode the profile: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "go tool pprof could not decode the profile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
