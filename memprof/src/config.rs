@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn percent_must_be_1_to_100() {
         for bad in ["0", "101", "-5", "eighty", "80.5", ""] {
-            let e = error(&["--memory-critical-percentage", bad]);
+            let e = error(&[&format!("--memory-critical-percentage={bad}")]);
             assert!(e.contains("MEMORY_CRITICAL_PERCENTAGE"), "{e}");
             assert!(!e.contains('\n'));
         }

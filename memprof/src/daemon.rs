@@ -15,7 +15,7 @@ use crate::{
         policy::{Decision, Policy},
         Assessor, Reading,
     },
-    capture::pprof::Pprof,
+    capture::pprof::{self, Pprof},
     config::{Config, Destination, DetectorChoice},
     deliver::{
         key::{object_key, KeyParts, Place},
@@ -220,6 +220,16 @@ impl LoopState {
         self.captures.spawn(async move {
             let pid = c.ns_pid;
             let percent = reading.percent();
+            if !pprof::listens_on(pid, shared.pprof.port()) {
+                warn!(
+                    pid,
+                    comm = reading.comm,
+                    percent = format!("{percent:.1}"),
+                    port = shared.pprof.port(),
+                    "over the threshold, but the process serves no pprof endpoint; nothing captured"
+                );
+                return;
+            }
             let profile = match shared.pprof.capture().await {
                 Ok(p) => p,
                 Err(e) => {
