@@ -133,3 +133,64 @@ mod tests {
         assert!(!listens_on(std::process::id(), port));
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use std::time::Duration;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::Pprof;
+
+    /// Serves one HTTP response with a body of `len` bytes.
+    async fn serve(status: &'static str, len: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Read the request before answering, or closing the socket resets the exchange.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            let head =
+                format!("HTTP/1.1 {status}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let _ = s.write_all(&vec![7u8; len]).await;
+        });
+        port
+    }
+
+    fn pprof(port: u16, max: u64) -> Pprof {
+        Pprof::new(port, "/debug/pprof/heap", Duration::from_secs(5), max).unwrap()
+    }
+
+    #[tokio::test]
+    async fn downloads_the_profile() {
+        let port = serve("200 OK", 1000).await;
+        let p = pprof(port, 4096).capture().await.unwrap();
+        assert_eq!((p.kind, p.bytes.len()), ("heap", 1000));
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_profiles() {
+        let port = serve("200 OK", 100_000).await;
+        let e = pprof(port, 4096).capture().await.unwrap_err();
+        assert!(format!("{e:#}").contains("exceeds 4096 bytes"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn http_errors_are_errors() {
+        let port = serve("404 Not Found", 0).await;
+        let e = pprof(port, 4096).capture().await.unwrap_err();
+        assert!(format!("{e:#}").contains("404"), "{e:#}");
+    }
+}

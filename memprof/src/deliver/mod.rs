@@ -72,3 +72,29 @@ impl Deliverer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile whose destination fails stays in the spool and is stored by the next flush.
+    #[tokio::test]
+    async fn failed_delivery_is_kept_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        // A file where the destination directory should be makes every store fail.
+        std::fs::write(&dest, b"not a directory").unwrap();
+        let d = Deliverer::new(
+            Spool::open(&dir.path().join("spool")).unwrap(),
+            Sink::local(&dest),
+        );
+        let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
+        assert!(d.deliver(key, b"heap").await.is_err());
+        assert_eq!(d.flush().await, 0);
+
+        std::fs::remove_file(&dest).unwrap();
+        assert_eq!(d.flush().await, 1);
+        assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
+        assert_eq!(d.flush().await, 0, "the spool is empty once stored");
+    }
+}
