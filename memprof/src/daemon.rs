@@ -185,10 +185,16 @@ impl LoopState {
         if c.ns_pid == 0 || c.ns_pid == std::process::id() {
             return;
         }
-        if let (Some(host), Source::Kernel { .. }) = (c.host_pid, c.source) {
-            self.hosts.insert(c.ns_pid, host);
-            // The kernel disarms a process when it reports it.
-            self.armed.remove(&c.ns_pid);
+        match (c.host_pid, c.source) {
+            (Some(host), Source::Kernel { .. }) => {
+                self.hosts.insert(c.ns_pid, host);
+                // The kernel disarms a process when it reports it.
+                self.armed.remove(&c.ns_pid);
+            }
+            // The kernel already watches an armed process: the safety net skips it, so its
+            // cost does not grow with the number of processes memprof watches.
+            (_, Source::Poll) if self.armed.contains_key(&c.ns_pid) => return,
+            _ => {}
         }
         let Some(reading) = self.assessor.read(c.ns_pid) else {
             return;
