@@ -32,7 +32,7 @@ pub fn run() -> Result<()> {
     script.push_str(
         "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
          echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
-         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=50; ",
+         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20; ",
     );
     for (test, filter) in GUEST_TESTS {
         let exe = test_executable(test)?;
