@@ -15,7 +15,7 @@ use crate::{
         policy::{Decision, Policy},
         Assessor, Reading,
     },
-    capture::pprof::{self, Pprof},
+    capture::{listener, pprof::Pprof},
     config::{Config, Destination, DetectorChoice},
     deliver::{
         key::{object_key, KeyParts, Place},
@@ -226,7 +226,7 @@ impl LoopState {
         self.captures.spawn(async move {
             let pid = c.ns_pid;
             let percent = reading.percent();
-            if !pprof::listens_on(pid, shared.pprof.port()) {
+            if !listener::listens_on(pid, shared.pprof.port()) {
                 warn!(
                     pid,
                     comm = reading.comm,
@@ -236,6 +236,7 @@ impl LoopState {
                 );
                 return;
             }
+            let fetch_start = Instant::now();
             let profile = match shared.pprof.capture().await {
                 Ok(p) => p,
                 Err(e) => {
@@ -262,6 +263,8 @@ impl LoopState {
                 Source::Kernel { .. } => "ebpf",
                 _ => "poll",
             };
+            let store_start = Instant::now();
+            let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
             match shared.deliverer.deliver(&key, &profile.bytes).await {
                 Ok(()) => info!(
                     pid,
@@ -273,8 +276,10 @@ impl LoopState {
                     bytes = profile.bytes.len(),
                     key,
                     detector,
-                    detect_to_stored_ms =
-                        format!("{:.2}", c.detected.elapsed().as_secs_f64() * 1e3),
+                    detect_to_stored_ms = ms(c.detected, Instant::now()),
+                    assess_ms = ms(c.detected, fetch_start),
+                    fetch_ms = ms(fetch_start, store_start),
+                    store_ms = ms(store_start, Instant::now()),
                     "profile stored"
                 ),
                 Err(e) => warn!(

@@ -70,72 +70,8 @@ impl Pprof {
     }
 }
 
-/// Whether `pid` itself holds a listening TCP socket on `port`. Every container of a pod shares
-/// the loopback, so without this check a sidecar nearing its limit would be stored under its
-/// own name with the application's heap profile.
-pub fn listens_on(pid: u32, port: u16) -> bool {
-    let mut inodes = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
-            inodes.extend(listening_inodes(&text, port));
-        }
-    }
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .any(|target| {
-            let target = target.to_string_lossy();
-            target
-                .strip_prefix("socket:[")
-                .and_then(|rest| rest.strip_suffix(']'))
-                .and_then(|inode| inode.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
-}
-
-/// Socket inodes listening on `port` in a /proc/<pid>/net/tcp{,6} table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    const LISTEN: &str = "0A";
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-            (local_port == port && *f.get(3)? == LISTEN).then(|| f.get(9)?.parse().ok())?
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    const TCP: &str = include_str!("../../tests/fixtures/proc-net-tcp");
-
-    #[test]
-    fn finds_the_listener_on_the_port() {
-        assert_eq!(listening_inodes(TCP, 6060), vec![271828]);
-        // Port 8014 only has an established connection, no listener.
-        assert!(listening_inodes(TCP, 8014).is_empty());
-    }
-
-    #[test]
-    fn this_test_process_listens_only_where_it_bound() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(listens_on(std::process::id(), port));
-        drop(listener);
-        assert!(!listens_on(std::process::id(), port));
-    }
-}
-
-#[cfg(test)]
-mod http_tests {
     use std::time::Duration;
 
     use tokio::{
