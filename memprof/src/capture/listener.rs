@@ -110,10 +110,11 @@ fn parse(mut data: &[u8], port: u16, inodes: &mut Vec<u64>) -> io::Result<bool> 
                     .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
                 return Err(io::Error::from_raw_os_error(-errno));
             }
-            SOCK_DIAG_BY_FAMILY if payload.len() >= DIAG_MSG_LEN => {
-                if u16::from_be_bytes([payload[4], payload[5]]) == port {
-                    inodes.push(u32_at(payload, 68) as u64);
-                }
+            SOCK_DIAG_BY_FAMILY
+                if payload.len() >= DIAG_MSG_LEN
+                    && u16::from_be_bytes([payload[4], payload[5]]) == port =>
+            {
+                inodes.push(u32_at(payload, 68) as u64);
             }
             _ => {}
         }
