@@ -96,6 +96,16 @@ fn run(args: &[String]) -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::all()?;
+    sh(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(workspace_root()))?;
     // One test at a time: the end-to-end tests race real services against the OOM killer and
     // measure the kernel's counters, which other tests' load would disturb.
     sh(cargo()

@@ -3,7 +3,7 @@ pub mod key;
 pub mod sink;
 pub mod spool;
 
-use std::time::Duration;
+use std::{collections::HashSet, sync::Mutex, time::Duration};
 
 use anyhow::Result;
 use tracing::{info, warn};
@@ -17,11 +17,18 @@ const RETRY_EVERY: Duration = Duration::from_secs(30);
 pub struct Deliverer {
     spool: Spool,
     sink: Sink,
+    /// Keys a capture task is delivering right now; the retry loop leaves them alone so a
+    /// profile is not sent twice.
+    in_flight: Mutex<HashSet<String>>,
 }
 
 impl Deliverer {
     pub fn new(spool: Spool, sink: Sink) -> Self {
-        Self { spool, sink }
+        Self {
+            spool,
+            sink,
+            in_flight: Mutex::default(),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -31,9 +38,18 @@ impl Deliverer {
     /// Spools the profile and stores it. On failure the profile stays in the spool for the
     /// retry loop and the error is returned for the log.
     pub async fn deliver(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let entry = self.spool.put(key, bytes).await?;
-        self.sink.store(key, &entry.path).await?;
-        self.spool.remove(&entry).await
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.to_string());
+        let result = async {
+            let entry = self.spool.put(key, bytes).await?;
+            self.sink.store(key, &entry.path).await?;
+            self.spool.remove(&entry).await
+        }
+        .await;
+        self.in_flight.lock().expect("in-flight lock").remove(key);
+        result
     }
 
     /// Sends whatever the spool holds; returns how many were stored.
@@ -47,6 +63,14 @@ impl Deliverer {
         };
         let mut stored = 0;
         for entry in pending {
+            if self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .contains(&entry.key)
+            {
+                continue;
+            }
             match self.sink.store(&entry.key, &entry.path).await {
                 Ok(()) => {
                     if let Err(e) = self.spool.remove(&entry).await {
