@@ -81,6 +81,9 @@ pub mod globals {
     pub const UPID_NR_OFF: &str = "UPID_NR_OFF";
     pub const UPID_NS_OFF: &str = "UPID_NS_OFF";
     pub const PIDNS_INUM_OFF: &str = "PIDNS_INUM_OFF";
+    /// 1 when memprof runs in the initial PID namespace, where host PIDs need no translation
+    /// (which lets the classic hook run on kernels without BTF).
+    pub const PIDNS_IS_INIT: &str = "PIDNS_IS_INIT";
     /// Inode number of memprof's own PID namespace (`/proc/self/ns/pid`).
     pub const MY_PIDNS_INUM: &str = "MY_PIDNS_INUM";
     pub const PAGE_SHIFT: &str = "PAGE_SHIFT";

@@ -73,6 +73,7 @@ globals! {
     UPID_NR_OFF: u64,
     UPID_NS_OFF: u64,
     PIDNS_INUM_OFF: u64,
+    PIDNS_IS_INIT: u64,
     MY_PIDNS_INUM: u64,
     PAGE_SHIFT: u64,
     TP_MM_ID_OFF: u64,

@@ -83,7 +83,7 @@ fn fill_cache(cache: &mut MmCache, mm: u64, kernel_epoch: u64, user_epoch: u64) 
     // SAFETY: PROCS values are plain data; a concurrent update yields a stale level at worst.
     let state = match unsafe { PROCS.get(host_pid) } {
         Some(state) => *state,
-        None => remember(host_pid, task::ns_pid(owner)),
+        None => remember(host_pid, task::ns_pid(owner, host_pid)),
     };
     cache.mm = mm;
     cache.level = state.level;
@@ -170,7 +170,7 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         None if curr != 0 => {
             // SAFETY: helper without preconditions; the task is the mm's owner (curr == 1).
             let current = unsafe { bpf_get_current_task() };
-            remember(host_pid, task::ns_pid(current));
+            remember(host_pid, task::ns_pid(current, host_pid));
             PROCS.get_ptr_mut(host_pid)?
         }
         None => return None,

@@ -27,7 +27,10 @@ pub fn tgid(task: u64) -> Option<u32> {
 /// The task's process ID as memprof's PID namespace numbers it, or 0 when the process is not
 /// visible from there (it lives in another namespace branch, e.g. another pod).
 #[inline(always)]
-pub fn ns_pid(task: u64) -> u32 {
+pub fn ns_pid(task: u64, host_pid: u32) -> u32 {
+    if g::PIDNS_IS_INIT() != 0 {
+        return host_pid;
+    }
     ns_pid_inner(task).unwrap_or(0)
 }
 

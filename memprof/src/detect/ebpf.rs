@@ -83,17 +83,31 @@ impl Kernel {
     /// Loads and attaches with `hook`; any failure is returned so the caller can fall back.
     pub fn load(hook: Hook) -> Result<Self> {
         let tracefs = layout::tracefs()?;
-        let btf = Btf::from_sys_fs();
+        let own_pidns = layout::own_pidns_inum()?;
+        let init_pidns = own_pidns == layout::INIT_PIDNS_INUM;
         let mut globals: Vec<(&'static str, u64)> = vec![
-            (g::MY_PIDNS_INUM, layout::own_pidns_inum()?),
+            (g::MY_PIDNS_INUM, own_pidns),
+            (g::PIDNS_IS_INIT, init_pidns as u64),
             (g::PAGE_SHIFT, layout::page_shift()),
         ];
         let mut rss_layout = None;
-        let btf = btf.context("kernel BTF is needed to translate PIDs")?;
-        globals.extend(layout::task_offsets(&btf)?);
+        let btf = match Btf::from_sys_fs() {
+            Ok(btf) => {
+                globals.extend(layout::task_offsets(&btf)?);
+                Some(btf)
+            }
+            // The classic hook attributes events to `current`; in the initial PID namespace
+            // no translation is needed, so it runs without BTF.
+            Err(_) if hook == Hook::Classic && init_pidns => None,
+            Err(e) => {
+                return Err(
+                    e.context("kernel BTF is needed to read RSS counters and translate PIDs")
+                )
+            }
+        };
         match hook {
             Hook::Btf => {
-                let rss = layout::rss_offsets(&btf)?;
+                let rss = layout::rss_offsets(btf.as_ref().context("tp_btf needs kernel BTF")?)?;
                 globals.push((g::RSS_COUNT_OFF, rss.count_off));
                 globals.push((g::RSS_STRIDE, rss.stride));
                 globals.push((

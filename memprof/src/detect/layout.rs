@@ -80,6 +80,9 @@ pub fn task_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
     ])
 }
 
+/// Inode number of the initial PID namespace (`PROC_PID_INIT_INO`), fixed by the kernel.
+pub const INIT_PIDNS_INUM: u64 = 0xEFFF_FFFC;
+
 /// Inode number of memprof's own PID namespace.
 pub fn own_pidns_inum() -> Result<u64> {
     Ok(std::fs::metadata("/proc/self/ns/pid")
