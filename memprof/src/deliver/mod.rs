@@ -44,7 +44,8 @@ impl Deliverer {
             .insert(key.to_string());
         let result = async {
             let entry = self.spool.put(key, bytes).await?;
-            self.sink.store(key, &entry.path).await?;
+            // The bytes are still in memory: store them rather than read the spool file back.
+            self.sink.store(key, bytes).await?;
             self.spool.remove(&entry).await
         }
         .await;
@@ -71,7 +72,13 @@ impl Deliverer {
             {
                 continue;
             }
-            match self.sink.store(&entry.key, &entry.path).await {
+            let result = match tokio::fs::read(&entry.path).await {
+                Ok(bytes) => self.sink.store(&entry.key, &bytes).await,
+                Err(e) => {
+                    Err(anyhow::Error::new(e).context(format!("reading {}", entry.path.display())))
+                }
+            };
+            match result {
                 Ok(()) => {
                     if let Err(e) = self.spool.remove(&entry).await {
                         warn!("{e:#}");

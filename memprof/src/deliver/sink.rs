@@ -60,13 +60,11 @@ impl Sink {
         }
     }
 
-    /// Stores the spooled file at `path` under `key`.
-    pub async fn store(&self, key: &str, path: &Path) -> Result<()> {
+    /// Stores `bytes` under `key`.
+    pub async fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
         match self {
             Sink::S3 { client, bucket } => {
-                let body = ByteStream::from_path(path)
-                    .await
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let body = ByteStream::from(bytes.to_vec());
                 client
                     .put_object()
                     .bucket(bucket)
@@ -88,7 +86,7 @@ impl Sink {
                     ".{}.tmp",
                     dest.file_name().unwrap_or_default().to_string_lossy()
                 ));
-                tokio::fs::copy(path, &tmp)
+                tokio::fs::write(&tmp, bytes)
                     .await
                     .with_context(|| format!("writing {}", tmp.display()))?;
                 tokio::fs::rename(&tmp, &dest)
