@@ -10,8 +10,18 @@ pub const DISARMED: u64 = u64::MAX;
 /// it once so that userspace can arm its real level.
 pub const UNARMED: u64 = 0;
 
-/// Capacity of the per-process map; processes beyond it are seen by the safety-net poll only.
+/// Default capacity of the per-process map (`PROCS`, processes memprof can see). It is a plain
+/// hash map, so an armed process is never evicted; a process that finds it full is not followed
+/// by the kernel (counted in `STATS[STAT_PROCS_FULL]`) and is seen by the safety-net poll only.
+/// Userspace can resize it at load time.
 pub const MAX_PROCS: u32 = 16384;
+/// Capacity of the LRU of processes memprof cannot see (other PID namespaces). Eviction only
+/// costs one more namespace lookup when such a process is met again.
+pub const MAX_FOREIGN: u32 = 16384;
+
+/// `STATS` slots.
+pub const STAT_PROCS_FULL: u32 = 0;
+pub const NR_STATS: u32 = 1;
 
 /// `mm->rss_stat[]` members that make up RSS (`MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`;
 /// index 2 is `MM_SWAPENTS`, which is not resident).
@@ -19,10 +29,22 @@ pub const RSS_MEMBERS: [u32; 3] = [0, 1, 3];
 /// Number of `rss_stat` members the kernel keeps (`NR_MM_COUNTERS`).
 pub const NR_MM_COUNTERS: usize = 4;
 
-/// Per-process state, keyed by the host (init-namespace) tgid.
+/// Who a process is, beyond its reusable PID: its address space (`mm`, or the classic
+/// tracepoint's `mm_id`; replaced by every exec) and its leader's start time (boot-time ns, as
+/// `/proc/PID/stat` counts it in clock ticks; 0 when the kernel offsets are unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub mm: u64,
+    pub start_ns: u64,
+}
+
+/// Per-process state, keyed by the host (init-namespace) tgid and valid only for `identity`:
+/// an entry whose identity differs from the process the kernel meets is stale and replaced.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcState {
+    pub identity: Identity,
     /// RSS in bytes at or above which the kernel reports the process (see `DISARMED`/`UNARMED`).
     pub level: u64,
     /// The process's PID as memprof's own PID namespace sees it (0: not visible there).
@@ -41,6 +63,8 @@ pub enum EventKind {
     Crossed = 1,
     /// The OOM killer chose this process (`oom/mark_victim`).
     OomVictim = 2,
+    /// The process ran `exec`: a new program, whose state starts afresh.
+    Exec = 3,
 }
 
 #[repr(C)]
@@ -53,6 +77,8 @@ pub struct Event {
     /// PID in memprof's namespace, 0 when not visible there.
     pub ns_pid: u32,
     pub _pad: u32,
+    /// The process the event is about (zero for `OomVictim` and `Exec`).
+    pub identity: Identity,
     /// RSS in bytes as the kernel counted it.
     pub rss: u64,
     /// The level that was crossed.
@@ -73,6 +99,9 @@ pub mod globals {
     pub const RSS_PROBE_READ: &str = "RSS_PROBE_READ";
     pub const MM_OWNER_OFF: &str = "MM_OWNER_OFF";
     pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
+    pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
+    /// `task_struct.start_boottime`; 0 (no BTF) leaves `Identity::start_ns` at 0.
+    pub const TASK_START_OFF: &str = "TASK_START_OFF";
     pub const TASK_GROUP_LEADER_OFF: &str = "TASK_GROUP_LEADER_OFF";
     pub const TASK_THREAD_PID_OFF: &str = "TASK_THREAD_PID_OFF";
     pub const PID_LEVEL_OFF: &str = "PID_LEVEL_OFF";
@@ -100,5 +129,6 @@ pub mod globals {
 mod pod {
     // SAFETY: plain `repr(C)` integers with explicit padding; any bit pattern is valid.
     unsafe impl aya::Pod for super::ProcState {}
+    unsafe impl aya::Pod for super::Identity {}
     unsafe impl aya::Pod for super::Event {}
 }

@@ -2,24 +2,29 @@
 //!
 //! After `exec` it is a new program, usually just moved into its container's cgroup (runtimes
 //! place the process before exec), so it must be reported afresh for userspace to arm a level
-//! against its new limit. After exit its tgid (or its `mm_struct` address, cached per CPU)
-//! may be recycled and must start fresh.
+//! against its new limit; userspace hears of the exec so that its own state starts afresh too.
+//! After exit its tgid (or its `mm_struct` address, cached per CPU) may be recycled.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
+use memprof_common::EventKind;
 
-use crate::maps::{bump_epoch, PROCS};
-
-#[inline(always)]
-fn forget(tgid: u32) {
-    if PROCS.remove(tgid).is_ok() {
-        bump_epoch(0);
-    }
-}
+use crate::{
+    maps::{bump_epoch, FOREIGN, PROCS},
+    procs::{notify, KERNEL_EPOCH},
+};
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec(_ctx: TracePointContext) -> i32 {
-    forget((bpf_get_current_pid_tgid() >> 32) as u32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: plain data.
+    let Some(ns_pid) = unsafe { PROCS.get(tgid) }.map(|s| s.ns_pid) else {
+        return 0;
+    };
+    if PROCS.remove(tgid).is_ok() {
+        bump_epoch(KERNEL_EPOCH);
+        notify(EventKind::Exec, tgid, ns_pid);
+    }
     0
 }
 
@@ -28,8 +33,13 @@ pub fn process_exit(_ctx: TracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // Threads come and go all the time; only the leader's exit ends the process.
-    if pid == tgid {
-        forget(tgid);
+    if pid != tgid {
+        return 0;
+    }
+    if PROCS.remove(tgid).is_ok() {
+        bump_epoch(KERNEL_EPOCH);
+    } else {
+        let _ = FOREIGN.remove(tgid);
     }
     0
 }

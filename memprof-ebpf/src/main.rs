@@ -1,7 +1,7 @@
 //! memprof's kernel programs. Each file holds one concern:
 //! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
 //! `lifecycle.rs` forgets processes on exec and exit, `oom.rs` reports OOM-killer victims,
-//! `task.rs` resolves a task's tgid and its PID in memprof's namespace.
+//! `procs.rs` admits processes and reports crossings, `task.rs` resolves a task's tgid and its PID in memprof's namespace.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -11,6 +11,8 @@ mod lifecycle;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod oom;
+#[cfg(target_arch = "bpf")]
+mod procs;
 #[cfg(target_arch = "bpf")]
 mod rss;
 #[cfg(target_arch = "bpf")]

@@ -1,16 +1,28 @@
 //! Maps shared by the programs, and the `.rodata` globals userspace fills in at load time.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use memprof_common::{ProcState, MAX_PROCS};
+use memprof_common::{ProcState, MAX_FOREIGN, MAX_PROCS, NR_STATS};
 
-/// Per-process state keyed by host tgid.
+/// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
+/// map: an armed process is never evicted to make room (an LRU would evict hot processes
+/// first, since the per-CPU cache spares them the lookups that refresh their position).
 #[map]
-pub static PROCS: LruHashMap<u32, ProcState> = LruHashMap::with_max_entries(MAX_PROCS, 0);
+pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0);
 
-/// Classic tracepoint only: `mm_id` → tgid, learned from events raised by the owner itself, so
-/// that events raised on another task's mm (`curr == 0`) can be attributed.
+/// Host tgids of processes memprof cannot see (other PID namespaces), so they never take a
+/// `PROCS` slot and the namespace walk runs once per process, not on every cache miss.
+#[map]
+pub static FOREIGN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FOREIGN, 0);
+
+/// Counters userspace reports (`memprof_common::STAT_*`).
+#[map]
+pub static STATS: Array<u64> = Array::with_max_entries(NR_STATS, 0);
+
+/// Classic tracepoint only: `mm_id` → tgid of processes memprof can see, learned from events
+/// raised by the owner itself, so that events raised on another task's mm (`curr == 0`) can
+/// be attributed.
 #[map]
 pub static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PROCS, 0);
 
@@ -32,6 +44,7 @@ pub struct MmCache {
     pub level: u64,
     pub kernel_epoch: u64,
     pub user_epoch: u64,
+    pub start_ns: u64,
     pub host_pid: u32,
     pub ns_pid: u32,
 }
@@ -65,6 +78,8 @@ globals! {
     RSS_PROBE_READ: u64,
     MM_OWNER_OFF: u64,
     TASK_TGID_OFF: u64,
+    TASK_MM_OFF: u64,
+    TASK_START_OFF: u64,
     TASK_GROUP_LEADER_OFF: u64,
     TASK_THREAD_PID_OFF: u64,
     PID_LEVEL_OFF: u64,
@@ -81,6 +96,15 @@ globals! {
     TP_MEMBER_OFF: u64,
     TP_SIZE_OFF: u64,
     TP_OOM_PID_OFF: u64,
+}
+
+/// Adds one to `STATS[idx]` (a racing increment may be lost; these are diagnostics).
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = STATS.get_ptr_mut(idx) {
+        // SAFETY: the pointer is a valid, aligned map value for the program's lifetime.
+        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+    }
 }
 
 /// Bumps slot `idx` of `EPOCH`, making every CPU's cache re-read `PROCS`. The BPF target has

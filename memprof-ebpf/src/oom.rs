@@ -1,9 +1,13 @@
-//! Reports the OOM killer's victims, so the log (and tests) can show whether a profile was
-//! stored before the kill.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use memprof_common::{Event, EventKind};
+//! Reports the OOM killer's victims among memprof's own processes, so the log (and tests) can
+//! show whether a profile was stored before the kill. Other PID namespaces' victims (other
+//! pods, for a sidecar) are none of memprof's business and are not reported.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use memprof_common::EventKind;
 
-use crate::maps::{g, EVENTS, PROCS};
+use crate::{
+    maps::{g, PROCS},
+    procs::notify,
+};
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn oom_mark_victim(ctx: TracePointContext) -> i32 {
@@ -12,18 +16,14 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> i32 {
         return 0;
     };
     let host_pid = host_pid as u32;
-    // SAFETY: plain data; the victim is normally known from its earlier RSS events.
-    let ns_pid = unsafe { PROCS.get(host_pid) }.map_or(0, |s| s.ns_pid);
-    let event = Event {
-        kind: EventKind::OomVictim as u32,
-        host_pid,
-        ns_pid,
-        _pad: 0,
-        rss: 0,
-        level: 0,
-        // SAFETY: helper without preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
+    // The tracepoint runs in the context of the task that ran out of memory, not the victim,
+    // so the victim is known through its entry (a watched process has one).
+    // SAFETY: plain data.
+    let ns_pid = match unsafe { PROCS.get(host_pid) } {
+        Some(state) => state.ns_pid,
+        None if g::PIDNS_IS_INIT() != 0 => host_pid,
+        None => return 0,
     };
-    let _ = EVENTS.output::<Event>(event, 0);
+    notify(EventKind::OomVictim, host_pid, ns_pid);
     0
 }

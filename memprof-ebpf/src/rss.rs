@@ -6,21 +6,17 @@
 //! * `rss_stat_classic` (`kmem/rss_stat`, fallback for kernels without BTF tracepoints): the
 //!   record carries one member's absolute size, so the other members are kept in `PROCS`.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use memprof_common::{Event, EventKind, ProcState, DISARMED, NR_MM_COUNTERS, RSS_MEMBERS, UNARMED};
+use memprof_common::{Identity, DISARMED, NR_MM_COUNTERS, RSS_MEMBERS};
 
 use crate::{
-    maps::{bump_epoch, epoch, g, MmCache, EVENTS, MM_CACHE, MM_OWNERS, PROCS},
+    maps::{epoch, g, MmCache, MM_CACHE, MM_OWNERS, PROCS},
+    procs::{self, KERNEL_EPOCH, USER_EPOCH},
     task,
 };
-
-const KERNEL_EPOCH: u32 = 0;
-const USER_EPOCH: u32 = 1;
 
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
@@ -43,12 +39,16 @@ fn on_btf_event(mm: *const u8) -> Option<()> {
         return None;
     }
     let rss = mm_rss(mm);
-    if rss >= cache.level && report(cache.host_pid, cache.ns_pid, rss, cache.level) {
+    let identity = Identity {
+        mm: cache.mm,
+        start_ns: cache.start_ns,
+    };
+    if rss >= cache.level && procs::report(cache.host_pid, cache.ns_pid, identity, rss, cache.level)
+    {
         cache.level = DISARMED;
     }
     Some(())
 }
-
 /// Sum of the resident counters. Plain loads where the verifier allows them (`mm` is a typed
 /// BTF pointer and the offsets are frozen constants); 6.1's verifier cannot walk its atomic
 /// counter array, so there the (slower) probe read is used.
@@ -76,62 +76,20 @@ fn mm_rss(mm: *const u8) -> u64 {
     (pages as u64) << g::PAGE_SHIFT()
 }
 
+/// The cache miss path: who owns `mm`, and that process's state. Events on an mm whose owner
+/// is not settled (fork, exit) are skipped and not cached.
 #[inline(always)]
 fn fill_cache(cache: &mut MmCache, mm: u64, kernel_epoch: u64, user_epoch: u64) -> Option<()> {
-    let owner = task::mm_owner(mm)?;
-    let host_pid = task::tgid(owner)?;
-    // SAFETY: PROCS values are plain data; a concurrent update yields a stale level at worst.
-    let state = match unsafe { PROCS.get(host_pid) } {
-        Some(state) => *state,
-        None => remember(host_pid, task::ns_pid(owner, host_pid)),
-    };
+    let (owner, host_pid) = task::mm_owner(mm)?;
+    let state = procs::state_of(host_pid, mm, owner);
     cache.mm = mm;
     cache.level = state.level;
     cache.kernel_epoch = kernel_epoch;
     cache.user_epoch = user_epoch;
+    cache.start_ns = state.identity.start_ns;
     cache.host_pid = host_pid;
     cache.ns_pid = state.ns_pid;
     Some(())
-}
-
-/// Starts following a process. One visible to memprof is reported on its next counter change
-/// so userspace can arm its level; one in another PID namespace branch is ignored for good.
-#[inline(always)]
-fn remember(host_pid: u32, ns_pid: u32) -> ProcState {
-    let state = ProcState {
-        level: if ns_pid == 0 { DISARMED } else { UNARMED },
-        ns_pid,
-        _pad: 0,
-        counters: [0; NR_MM_COUNTERS],
-    };
-    // BPF_NOEXIST: never overwrite a level userspace armed meanwhile.
-    let _ = PROCS.insert(host_pid, state, 1);
-    state
-}
-
-/// Sends a crossing to userspace and disarms the process until userspace re-arms it. Returns
-/// false when the ring buffer is full: the level stays armed and the next change retries.
-#[inline(always)]
-fn report(host_pid: u32, ns_pid: u32, rss: u64, level: u64) -> bool {
-    let event = Event {
-        kind: EventKind::Crossed as u32,
-        host_pid,
-        ns_pid,
-        _pad: 0,
-        rss,
-        level,
-        // SAFETY: helper without preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    if EVENTS.output::<Event>(event, 0).is_err() {
-        return false;
-    }
-    if let Some(state) = PROCS.get_ptr_mut(host_pid) {
-        // SAFETY: valid map value pointer.
-        unsafe { (*state).level = DISARMED };
-    }
-    bump_epoch(KERNEL_EPOCH);
-    true
 }
 
 #[tracepoint(category = "kmem", name = "rss_stat")]
@@ -155,25 +113,39 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     if member >= NR_MM_COUNTERS {
         return None;
     }
-    let host_pid = if curr != 0 {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        if unsafe { MM_OWNERS.get(mm_id) } != Some(&tgid) {
-            let _ = MM_OWNERS.insert(mm_id, tgid, 0);
+    let mm_id = mm_id as u64;
+    let (host_pid, state) = if curr != 0 {
+        let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let state = match PROCS.get_ptr_mut(host_pid) {
+            // The hot path checks the address space only: exit and exec remove entries, and a
+            // full identity check would cost two more reads on every event.
+            // SAFETY: valid map value pointer.
+            Some(state) if unsafe { (*state).identity.mm } == mm_id => state,
+            _ => {
+                // SAFETY: helper without preconditions; the task uses this mm (curr == 1).
+                let current = unsafe { bpf_get_current_task() } as u64;
+                if procs::state_of(host_pid, mm_id, current).level == DISARMED {
+                    return None;
+                }
+                PROCS.get_ptr_mut(host_pid)?
+            }
+        };
+        // SAFETY: plain data.
+        if unsafe { MM_OWNERS.get(mm_id as u32) } != Some(&host_pid) {
+            let _ = MM_OWNERS.insert(mm_id as u32, host_pid, 0);
         }
-        tgid
+        (host_pid, state)
     } else {
-        // Another task changed this mm (e.g. reclaim): attribute it through the owner map.
-        *unsafe { MM_OWNERS.get(mm_id) }?
-    };
-    let state = match PROCS.get_ptr_mut(host_pid) {
-        Some(state) => state,
-        None if curr != 0 => {
-            // SAFETY: helper without preconditions; the task is the mm's owner (curr == 1).
-            let current = unsafe { bpf_get_current_task() };
-            remember(host_pid, task::ns_pid(current, host_pid));
-            PROCS.get_ptr_mut(host_pid)?
+        // Another task changed this mm (e.g. reclaim): attribute it through the owner map,
+        // which only holds processes memprof follows.
+        // SAFETY: plain data.
+        let host_pid = *unsafe { MM_OWNERS.get(mm_id as u32) }?;
+        let state = PROCS.get_ptr_mut(host_pid)?;
+        // SAFETY: valid map value pointer.
+        if unsafe { (*state).identity.mm } != mm_id {
+            return None;
         }
-        None => return None,
+        (host_pid, state)
     };
     // SAFETY: valid map value pointer; concurrent updates at worst mix two fresh values.
     let state = unsafe { &mut *state };
@@ -186,7 +158,7 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         .map(|&m| state.counters[m as usize].max(0) as u64)
         .sum::<u64>();
     if rss >= state.level {
-        report(host_pid, state.ns_pid, rss, state.level);
+        procs::report(host_pid, state.ns_pid, state.identity, rss, state.level);
     }
     Some(())
 }

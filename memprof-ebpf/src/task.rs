@@ -13,10 +13,29 @@ fn read<T>(base: u64, off: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T) }.ok()
 }
 
-/// `mm->owner`, the task that owns an mm (CONFIG_MEMCG), or `None` while it is being torn down.
+/// The task that owns `mm` (`mm->owner`, CONFIG_MEMCG) and its tgid, or `None` while the mm
+/// is being set up or torn down. During `fork`, `rss_stat` fires on the child's mm (page
+/// tables are copied) while the child task still carries its parent's tgid and has no `mm`
+/// yet; only an owner that actually uses the mm is trusted.
 #[inline(always)]
-pub fn mm_owner(mm: u64) -> Option<u64> {
-    read::<u64>(mm, g::MM_OWNER_OFF()).filter(|&t| t != 0)
+pub fn mm_owner(mm: u64) -> Option<(u64, u32)> {
+    let owner = read::<u64>(mm, g::MM_OWNER_OFF()).filter(|&t| t != 0)?;
+    if read::<u64>(owner, g::TASK_MM_OFF())? != mm {
+        return None;
+    }
+    Some((owner, tgid(owner)?))
+}
+
+/// Start time of the task's process (its leader's `start_boottime`), or 0 when the kernel's
+/// offsets are unknown (classic hook without BTF).
+#[inline(always)]
+pub fn start_ns(task: u64) -> u64 {
+    if g::TASK_START_OFF() == 0 {
+        return 0;
+    }
+    read::<u64>(task, g::TASK_GROUP_LEADER_OFF())
+        .and_then(|leader| read::<u64>(leader, g::TASK_START_OFF()))
+        .unwrap_or(0)
 }
 
 #[inline(always)]

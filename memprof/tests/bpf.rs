@@ -31,7 +31,8 @@ fn crossing_is_reported(hook: Hook) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let kernel = Kernel::load(hook).unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
+    let kernel = Kernel::load(hook, memprof_common::MAX_PROCS)
+        .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     rt.spawn(kernel.run(tx));
@@ -43,19 +44,31 @@ fn crossing_is_reported(hook: Hook) {
         .unwrap();
     first_line(&mut child);
     let pid = child.id();
-    let assessor = Assessor::new().unwrap();
+    let mut assessor = Assessor::new().unwrap();
     let start = assessor.read(pid).expect("child readable in procfs");
     let level = start.rss + (96 << 20);
-    arm.set(pid, pid, level, start.counters);
 
     let event = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(20), async {
+            let mut armed = false;
             loop {
                 let c = rx.recv().await.expect("ring buffer reader stopped");
-                if c.host_pid == Some(pid)
-                    && matches!(c.source, Source::Kernel { level: l, .. } if l == level)
-                {
-                    return c;
+                let Some(k) = c.kernel.filter(|k| k.host_pid == pid) else {
+                    continue;
+                };
+                match c.source {
+                    // First sight (fork, then the exec'd program): the identity to arm with.
+                    // Arming with an identity the process no longer has (before exec) fails.
+                    Source::Kernel { level: 0, .. } if !armed => {
+                        assert_eq!(
+                            k.start_ticks(),
+                            Some(start.key.start),
+                            "start time as /proc/PID/stat counts it"
+                        );
+                        armed = arm.set(&k, level, start.counters).is_ok();
+                    }
+                    Source::Kernel { level: l, .. } if l == level => return c,
+                    _ => {}
                 }
             }
         })

@@ -84,12 +84,15 @@ pub fn parse_limit(text: &str) -> Option<u64> {
     (n < 1 << 62).then_some(n)
 }
 
-/// The directory of the process's memory cgroup under one of `mounts`.
+/// The directory of the process's memory cgroup under one of `mounts`. Both `path` and the
+/// mounts' roots are as memprof reads them (relative to memprof's cgroup namespace), so a
+/// cgroup outside a mount's subtree (`/../other.scope` under memprof's own `/`) is not found
+/// there, rather than taken for memprof's own cgroup.
 pub fn cgroup_dir(mounts: &[CgroupMount], v2: bool, path: &str) -> Option<(PathBuf, PathBuf)> {
     mounts.iter().filter(|m| m.v2 == v2).find_map(|m| {
         let root = m.root.trim_end_matches('/');
         let rel = path.strip_prefix(root)?;
-        if !(rel.is_empty() || rel.starts_with('/')) {
+        if !(rel.is_empty() || rel.starts_with('/')) || rel.split('/').any(|c| c == "..") {
             return None;
         }
         Some((
@@ -123,14 +126,6 @@ pub fn effective_limit(
         cur = d.parent().filter(|p| p.starts_with(mount_point));
     }
     limit
-}
-
-/// The memory limit of `pid`'s cgroup, or `None` when it has none (or it cannot be found).
-pub fn limit_of(pid: u32, mounts: &[CgroupMount]) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let (v2, path) = parse_proc_cgroup(&text)?;
-    let (dir, mount_point) = cgroup_dir(mounts, v2, &path)?;
-    effective_limit(&dir, &mount_point, v2, |p| std::fs::read_to_string(p).ok())
 }
 
 #[cfg(test)]

@@ -1,21 +1,44 @@
 //! Assess: re-read a candidate's RSS from procfs and its memory limit from its cgroup, and
 //! decide (in `policy`) whether to capture now.
 pub mod cgroup;
+pub mod limits;
 pub mod policy;
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use procfs::FromRead;
+use tracing::warn;
+
+/// A process, as distinct from its PID: the PID in memprof's namespace and its start time
+/// (clock ticks since boot, `/proc/PID/stat`), so a reused PID is another process.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ProcKey {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Where `Reading::limit` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitSource {
+    /// The process's memory cgroup (the tightest limit up its hierarchy).
+    Cgroup,
+    /// The node's MemTotal: the cgroup has no limit.
+    Unlimited,
+    /// The node's MemTotal: the process's cgroup could not be found (logged once).
+    Unresolved,
+}
 
 /// What a process looks like right now.
 #[derive(Clone, Debug)]
 pub struct Reading {
+    pub key: ProcKey,
     pub comm: String,
     pub rss: u64,
     /// RSS by kind in bytes, in `rss_stat` member order: file, anon, swap, shmem.
     pub counters: [i64; 4],
     pub limit: u64,
-    /// True when `limit` is the node's MemTotal because the cgroup has no limit.
-    pub unlimited: bool,
+    pub limit_source: LimitSource,
 }
 
 impl Reading {
@@ -25,11 +48,18 @@ impl Reading {
     }
 }
 
-/// Reads processes and their limits. Holds what does not change: the cgroup mounts and the
-/// node's memory size.
+/// Where a process's cgroup was found, valid while its `/proc/PID/cgroup` reads the same.
+struct Located {
+    proc_cgroup: String,
+    views: Result<Vec<limits::View>, String>,
+}
+
+/// Reads processes and their limits. Holds what does not change (memprof's own cgroup mounts,
+/// the node's memory size) and where each process's cgroup was found.
 pub struct Assessor {
-    mounts: Vec<cgroup::CgroupMount>,
+    own_mounts: Vec<cgroup::CgroupMount>,
     mem_total: u64,
+    located: HashMap<ProcKey, Located>,
 }
 
 impl Assessor {
@@ -39,25 +69,80 @@ impl Assessor {
         let meminfo =
             procfs::Meminfo::from_file("/proc/meminfo").context("reading /proc/meminfo")?;
         Ok(Self {
-            mounts: cgroup::parse_mountinfo(&mountinfo),
+            own_mounts: cgroup::parse_mountinfo(&mountinfo),
             mem_total: meminfo.mem_total,
+            located: HashMap::new(),
         })
     }
 
     /// `None` when the process is gone or has no memory of its own (a kernel thread).
-    pub fn read(&self, pid: u32) -> Option<Reading> {
-        let file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
-        let status = procfs::process::Status::from_read(file).ok()?;
+    pub fn read(&mut self, pid: u32) -> Option<Reading> {
+        let status = procfs::process::Status::from_read(open(pid, "status")?).ok()?;
         let (rss, counters) = rss_of(&status)?;
-        let limit = cgroup::limit_of(pid, &self.mounts);
+        let stat = procfs::process::Stat::from_read(open(pid, "stat")?).ok()?;
+        let key = ProcKey {
+            pid,
+            start: stat.starttime,
+        };
+        let (limit, limit_source) = match self.limit(key, &status.name) {
+            Ok(Some(limit)) => (limit, LimitSource::Cgroup),
+            Ok(None) => (self.mem_total, LimitSource::Unlimited),
+            Err(()) => (self.mem_total, LimitSource::Unresolved),
+        };
         Some(Reading {
+            key,
             comm: status.name,
             rss,
             counters,
-            limit: limit.unwrap_or(self.mem_total),
-            unlimited: limit.is_none(),
+            limit,
+            limit_source,
         })
     }
+
+    /// The process's limit (`None`: unlimited), read from its own view of its cgroup. Where
+    /// the cgroup is cannot change without `/proc/PID/cgroup` changing, so it is looked up
+    /// once per process and cgroup; the limit itself is read every time (it can be resized).
+    fn limit(&mut self, key: ProcKey, comm: &str) -> Result<Option<u64>, ()> {
+        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", key.pid)).ok();
+        let proc_cgroup = proc_cgroup.ok_or(())?;
+        let stale = self
+            .located
+            .get(&key)
+            .is_none_or(|l| l.proc_cgroup != proc_cgroup);
+        if stale {
+            let mountinfo =
+                std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
+            let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
+            let views = limits::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
+            if let Err(why) = &views {
+                warn!(
+                    pid = key.pid,
+                    comm, "memory limit unknown, measuring against the node's MemTotal: {why}"
+                );
+            }
+            self.located.insert(key, Located { proc_cgroup, views });
+        }
+        match &self.located[&key].views {
+            Ok(views) => Ok(limits::limit(views, |p| std::fs::read_to_string(p).ok())),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Forgets processes that are gone.
+    pub fn retain(&mut self, alive: impl Fn(&ProcKey) -> bool) {
+        self.located.retain(|k, _| alive(k));
+    }
+}
+
+/// Whether the process still runs (its PID is not gone, nor taken by another process).
+pub fn alive(key: ProcKey) -> bool {
+    open(key.pid, "stat")
+        .and_then(|f| procfs::process::Stat::from_read(f).ok())
+        .is_some_and(|s| s.starttime == key.start)
+}
+
+fn open(pid: u32, file: &str) -> Option<std::fs::File> {
+    std::fs::File::open(format!("/proc/{pid}/{file}")).ok()
 }
 
 /// RSS (file + anon + shmem, as the kernel's `rss_stat` counts it) from /proc/<pid>/status.
@@ -98,11 +183,12 @@ mod tests {
     #[test]
     fn percent_of_limit() {
         let r = Reading {
+            key: ProcKey { pid: 1, start: 1 },
             comm: "x".into(),
             rss: 400 << 20,
             counters: [0; 4],
             limit: 512 << 20,
-            unlimited: false,
+            limit_source: LimitSource::Cgroup,
         };
         assert!((r.percent() - 78.125).abs() < 1e-9);
     }

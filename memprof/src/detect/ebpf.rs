@@ -2,17 +2,17 @@
 //! and lets the daemon arm per-process levels.
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, RingBuf},
     programs::{BtfTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use memprof_common::{globals as g, Event, EventKind, ProcState, NR_MM_COUNTERS};
+use memprof_common::{globals as g, Event, EventKind, ProcState, NR_MM_COUNTERS, STAT_PROCS_FULL};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
-use super::{btf::Btf, layout, Candidate, Source};
+use super::{btf::Btf, layout, Candidate, KernelProc, Source};
 
 /// The compiled kernel programs, built by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memprof-ebpf"));
@@ -48,40 +48,60 @@ pub struct Kernel {
 pub struct Arm {
     procs: Arc<Mutex<HashMap<MapData, u32, ProcState>>>,
     epoch: Arc<Mutex<Array<MapData, u64>>>,
+    stats: Arc<Mutex<Array<MapData, u64>>>,
+    /// Capacity of the kernel's process map.
+    pub max_procs: u32,
 }
 
+/// `bpf_map_update_elem` flag: only replace an existing entry, never create one.
+const BPF_EXIST: u64 = 2;
+
 impl Arm {
-    /// Arms `host_pid` to report once its RSS reaches `level` bytes. `counters` seeds the classic
-    /// hook's per-member sizes (bytes: file, anon, swap, shmem), which it otherwise learns only
-    /// as each counter changes.
-    pub fn set(&self, host_pid: u32, ns_pid: u32, level: u64, counters: [i64; NR_MM_COUNTERS]) {
+    /// Arms the process `p` to report once its RSS reaches `level` bytes. `counters` seeds the
+    /// classic hook's per-member sizes (bytes: file, anon, swap, shmem), which it otherwise
+    /// learns only as each counter changes. Fails, arming nothing, when the kernel's entry is
+    /// gone or belongs to another process (it exited, or ran exec, or its PID was reused):
+    /// an exited process is never brought back by arming.
+    pub fn set(&self, p: &KernelProc, level: u64, counters: [i64; NR_MM_COUNTERS]) -> Result<()> {
+        let mut procs = self.procs.lock().expect("procs lock");
+        let current = match procs.get(&p.host_pid, 0) {
+            Ok(state) => state,
+            Err(MapError::KeyNotFound) => bail!("the process is no longer in the kernel's map"),
+            Err(e) => return Err(e.into()),
+        };
+        if current.identity != p.identity {
+            bail!("the kernel's entry now belongs to another process (exec or PID reuse)");
+        }
         let state = ProcState {
             level,
-            ns_pid,
-            _pad: 0,
             counters,
+            ..current
         };
-        if let Err(e) = self
-            .procs
-            .lock()
-            .expect("procs lock")
-            .insert(host_pid, state, 0)
-        {
-            warn!(host_pid, "arming level failed: {e}");
-            return;
-        }
+        procs.insert(p.host_pid, state, BPF_EXIST)?;
+        drop(procs);
         // Make every CPU's cached copy of this level stale.
         let mut epoch = self.epoch.lock().expect("epoch lock");
         let next = epoch.get(&1, 0).unwrap_or(0).wrapping_add(1);
         if let Err(e) = epoch.set(1, next, 0) {
             warn!("bumping the cache epoch failed: {e}");
         }
+        Ok(())
+    }
+
+    /// How many times a process found the kernel's process map full.
+    pub fn procs_full(&self) -> u64 {
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .get(&STAT_PROCS_FULL, 0)
+            .unwrap_or(0)
     }
 }
 
 impl Kernel {
-    /// Loads and attaches with `hook`; any failure is returned so the caller can fall back.
-    pub fn load(hook: Hook) -> Result<Self> {
+    /// Loads and attaches with `hook`, with room for `max_procs` processes; any failure is
+    /// returned so the caller can fall back.
+    pub fn load(hook: Hook, max_procs: u32) -> Result<Self> {
         let tracefs = layout::tracefs()?;
         let own_pidns = layout::own_pidns_inum()?;
         let init_pidns = own_pidns == layout::INIT_PIDNS_INUM;
@@ -136,6 +156,8 @@ impl Kernel {
         debug!(?globals, "kernel offsets");
 
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries("PROCS", max_procs);
+        loader.map_max_entries("MM_OWNERS", max_procs);
         for (name, value) in &globals {
             loader.override_global(name, value, true);
         }
@@ -156,9 +178,12 @@ impl Kernel {
 
         let procs = HashMap::try_from(bpf.take_map("PROCS").context("map PROCS")?)?;
         let epoch = Array::try_from(bpf.take_map("EPOCH").context("map EPOCH")?)?;
+        let stats = Array::try_from(bpf.take_map("STATS").context("map STATS")?)?;
         let arm = Arm {
             procs: Arc::new(Mutex::new(procs)),
             epoch: Arc::new(Mutex::new(epoch)),
+            stats: Arc::new(Mutex::new(stats)),
+            max_procs,
         };
         Ok(Self {
             hook,
@@ -222,11 +247,15 @@ fn parse_event(bytes: &[u8]) -> Option<Candidate> {
             level: e.level,
         },
         k if k == EventKind::OomVictim as u32 => Source::OomVictim,
+        k if k == EventKind::Exec as u32 => Source::Exec,
         _ => return None,
     };
     Some(Candidate {
         ns_pid: e.ns_pid,
-        host_pid: Some(e.host_pid),
+        kernel: Some(KernelProc {
+            host_pid: e.host_pid,
+            identity: e.identity,
+        }),
         detected: super::monotonic_from_ktime(e.ktime_ns),
         source,
     })

@@ -60,6 +60,11 @@ pub fn task_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
     Ok(vec![
         (g::MM_OWNER_OFF, btf.offset_of("mm_struct", "owner")?),
         (g::TASK_TGID_OFF, btf.offset_of("task_struct", "tgid")?),
+        (g::TASK_MM_OFF, btf.offset_of("task_struct", "mm")?),
+        (
+            g::TASK_START_OFF,
+            btf.offset_of("task_struct", "start_boottime")?,
+        ),
         (
             g::TASK_GROUP_LEADER_OFF,
             btf.offset_of("task_struct", "group_leader")?,

@@ -8,13 +8,21 @@ pub mod poll;
 
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Result};
+use memprof_common::Identity;
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use crate::config::{Config, DetectorChoice};
+use ebpf::{Arm, Hook, Kernel};
+
 /// A process worth a look.
 #[derive(Clone, Debug)]
 pub struct Candidate {
     /// PID in memprof's namespace (0 when the kernel saw a process memprof cannot see).
     pub ns_pid: u32,
-    /// Host PID, known when the kernel reported it (needed to arm its level).
-    pub host_pid: Option<u32>,
+    /// The process as the kernel knows it, when the kernel reported it (needed to arm it).
+    pub kernel: Option<KernelProc>,
     /// When the detector noticed.
     pub detected: Instant,
     pub source: Source,
@@ -26,8 +34,28 @@ pub enum Source {
     Kernel { rss: u64, level: u64 },
     /// The procfs poll.
     Poll,
+    /// A failed capture's retry is due.
+    Retry,
     /// The OOM killer chose this process.
     OomVictim,
+    /// The process ran exec: a new program.
+    Exec,
+}
+
+/// A process as the kernel knows it: its host PID and identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelProc {
+    pub host_pid: u32,
+    pub identity: Identity,
+}
+
+impl KernelProc {
+    /// The start time in clock ticks, as `/proc/PID/stat` gives it, when the kernel knew it.
+    pub fn start_ticks(&self) -> Option<u64> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        (self.identity.start_ns != 0).then(|| self.identity.start_ns / (1_000_000_000 / hz))
+    }
 }
 
 /// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, like `Instant`) into an `Instant`.
@@ -42,4 +70,53 @@ pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
     let now = Instant::now();
     now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ktime_ns)))
         .unwrap_or(now)
+}
+
+/// Loads the kernel detector the configuration asks for, falling back to polling under `auto`.
+/// Returns the handle to arm levels (none when polling) and the detector's name.
+pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Arm>, String)> {
+    let hooks: &[Hook] = match cfg.detector {
+        DetectorChoice::Auto => &[Hook::Btf, Hook::Classic],
+        DetectorChoice::Btf => &[Hook::Btf],
+        DetectorChoice::Classic => &[Hook::Classic],
+        DetectorChoice::Poll => &[],
+    };
+    let mut failures = Vec::new();
+    for &hook in hooks {
+        match Kernel::load(hook, cfg.max_procs) {
+            Ok(kernel) => {
+                let arm = kernel.arm();
+                let name = match kernel.rss_layout {
+                    Some(layout) => format!("ebpf {} ({layout:?} counters)", kernel.hook),
+                    None => format!("ebpf {}", kernel.hook),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = kernel.run(tx).await {
+                        error!(
+                            "ring buffer reader stopped: {e:#}; only the safety-net poll remains"
+                        );
+                    }
+                });
+                return Ok((Some(arm), name));
+            }
+            Err(e) => {
+                warn!("{hook} unavailable: {e:#}");
+                failures.push(format!("{hook}: {e:#}"));
+            }
+        }
+    }
+    if cfg.detector != DetectorChoice::Auto && cfg.detector != DetectorChoice::Poll {
+        bail!(
+            "detector {:?} could not start: {}",
+            cfg.detector,
+            failures.join("; ")
+        );
+    }
+    if !failures.is_empty() {
+        warn!(
+            "BPF detectors unavailable; falling back to polling procfs every {:?}",
+            cfg.watch_interval
+        );
+    }
+    Ok((None, "procfs poll".to_string()))
 }

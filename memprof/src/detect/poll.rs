@@ -1,7 +1,9 @@
 //! The procfs poll: every interval, every visible process becomes a candidate. It is the
 //! detector when BPF is unavailable and, at a much longer interval, the safety net that
 //! catches what the kernel path cannot (idle processes that were already large at start-up,
-//! events lost to a full ring buffer) and re-arms processes that fell back below the threshold.
+//! events lost to a full ring buffer, processes beyond the kernel map's capacity), re-reads
+//! the limits of armed processes (so a resize is noticed) and re-arms processes that fell back
+//! below the threshold.
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
@@ -28,7 +30,7 @@ pub async fn run(interval: Duration, tx: Sender<Candidate>) {
         for ns_pid in visible_pids() {
             let c = Candidate {
                 ns_pid,
-                host_pid: None,
+                kernel: None,
                 detected,
                 source: Source::Poll,
             };

@@ -75,6 +75,10 @@ pub struct Args {
     /// Refuse profiles larger than this many bytes.
     #[arg(long, env = "MEMPROF_CAPTURE_MAX_BYTES", default_value = "67108864")]
     pub capture_max_bytes: String,
+    /// Processes the kernel follows at once (its map's capacity); others are seen by the
+    /// safety-net poll only.
+    #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
+    pub max_procs: String,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +101,7 @@ pub struct Config {
     pub pprof_path: String,
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
+    pub max_procs: u32,
 }
 
 /// A configuration problem, printed as one line; the process exits with code 2.
@@ -183,6 +188,14 @@ impl Config {
             u64::MAX,
             "bytes",
         )?;
+        let max_procs = number(
+            &a.max_procs,
+            "MEMPROF_MAX_PROCS",
+            "max-procs",
+            1u32,
+            1 << 22,
+            "processes",
+        )?;
         if !a.pprof_path.starts_with('/') {
             return Err(ConfigError(format!(
                 "invalid PPROF_PATH (--pprof-path): {:?} must start with '/'",
@@ -212,94 +225,10 @@ impl Config {
             pprof_path: a.pprof_path,
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
+            max_procs,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["memprof"];
-        argv.extend_from_slice(args);
-        Config::from_args(Args::try_parse_from(argv).expect("clap accepts strings"))
-    }
-
-    fn error(args: &[&str]) -> String {
-        parse(args).unwrap_err().0
-    }
-
-    #[test]
-    fn defaults_match_the_seed() {
-        // The test environment must not leak seed variables into the defaults.
-        for var in [
-            "MEMORY_CRITICAL_PERCENTAGE",
-            "WATCH_TIME",
-            "BUCKET",
-            "AWS_REGION",
-        ] {
-            if std::env::var_os(var).is_some() {
-                return;
-            }
-        }
-        let c = parse(&[]).unwrap();
-        assert_eq!(c.threshold_pct, 80);
-        assert_eq!(c.watch_interval, Duration::from_millis(500));
-        assert!(matches!(c.destination, Destination::Local(_)));
-        assert_eq!(c.pprof_port, 6060);
-        assert_eq!(c.pprof_path, "/debug/pprof/heap");
-    }
-
-    #[test]
-    fn percent_must_be_1_to_100() {
-        for bad in ["0", "101", "-5", "eighty", "80.5", ""] {
-            let e = error(&[&format!("--memory-critical-percentage={bad}")]);
-            assert!(e.contains("MEMORY_CRITICAL_PERCENTAGE"), "{e}");
-            assert!(!e.contains('\n'));
-        }
-        assert_eq!(
-            parse(&["--memory-critical-percentage", "1"])
-                .unwrap()
-                .threshold_pct,
-            1
-        );
-        assert_eq!(
-            parse(&["--memory-critical-percentage", "100"])
-                .unwrap()
-                .threshold_pct,
-            100
-        );
-    }
-
-    #[test]
-    fn watch_time_must_be_numeric() {
-        assert!(error(&["--watch-time", "fast"]).contains("WATCH_TIME"));
-        assert!(error(&["--watch-time", "0"]).contains("WATCH_TIME"));
-        assert_eq!(
-            parse(&["--watch-time", "250"]).unwrap().watch_interval,
-            Duration::from_millis(250)
-        );
-    }
-
-    #[test]
-    fn bucket_needs_region() {
-        assert!(error(&["--bucket", "b", "--aws-region", ""]).contains("AWS_REGION"));
-        match parse(&["--bucket", "b", "--aws-region", "eu-west-1"])
-            .unwrap()
-            .destination
-        {
-            Destination::S3 { bucket, region } => {
-                assert_eq!((bucket.as_str(), region.as_str()), ("b", "eu-west-1"))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn other_numbers_name_their_variable() {
-        assert!(error(&["--pprof-port", "70000"]).contains("PPROF_PORT"));
-        assert!(error(&["--cooldown-secs", "x"]).contains("MEMPROF_COOLDOWN_SECS"));
-        assert!(error(&["--pprof-path", "debug"]).contains("PPROF_PATH"));
-    }
-}
+mod tests;

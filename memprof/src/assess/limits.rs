@@ -1,0 +1,66 @@
+//! Where a process's memory limit lives, found from the process's own view.
+//!
+//! In a pod each container has its own mount namespace, whose `/sys/fs/cgroup` shows only its
+//! own cgroup (v1: runc bind-mounts the container's directory; v2: a cgroup namespace rooted
+//! at the container's cgroup). memprof's `/sys/fs/cgroup` is therefore the wrong place to look
+//! for another container's limit. The process's own mounts are reachable through
+//! `/proc/PID/root` and described by `/proc/PID/mountinfo`; both that file and
+//! `/proc/PID/cgroup` render cgroup paths relative to the *reader's* cgroup namespace, so they
+//! match each other. memprof's own mounts are tried as well: on a node with the host's
+//! cgroupfs they reach the pod-level cgroups above the container.
+use std::path::{Path, PathBuf};
+
+use super::cgroup::{cgroup_dir, effective_limit, parse_mountinfo, parse_proc_cgroup, CgroupMount};
+
+/// A place where the process's memory cgroup can be read, and the top of that hierarchy as
+/// seen there (the walk for a tighter ancestor limit stops at it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub dir: PathBuf,
+    pub top: PathBuf,
+    pub v2: bool,
+}
+
+/// The process's memory cgroup as reachable from memprof: through the process's own mounts
+/// (`target_mountinfo`, below `target_root`, i.e. `/proc/PID/root`) and through memprof's
+/// (`own`). The error names why neither works.
+pub fn views(
+    proc_cgroup: &str,
+    target_mountinfo: &str,
+    target_root: &Path,
+    own: &[CgroupMount],
+) -> Result<Vec<View>, String> {
+    let (v2, path) = parse_proc_cgroup(proc_cgroup)
+        .ok_or_else(|| "it belongs to no memory cgroup (no memory line in /proc/PID/cgroup)")?;
+    let mut views = Vec::new();
+    if let Some((dir, top)) = cgroup_dir(&parse_mountinfo(target_mountinfo), v2, &path) {
+        let under_root = |p: &Path| target_root.join(p.strip_prefix("/").unwrap_or(p));
+        views.push(View {
+            dir: under_root(&dir),
+            top: under_root(&top),
+            v2,
+        });
+    }
+    if let Some((dir, top)) = cgroup_dir(own, v2, &path) {
+        views.push(View { dir, top, v2 });
+    }
+    if views.is_empty() {
+        let kind = if v2 { "cgroup2" } else { "v1 memory cgroup" };
+        return Err(format!(
+            "its cgroup {path:?} is under no {kind} mount, neither its own nor memprof's"
+        ));
+    }
+    Ok(views)
+}
+
+/// The tightest limit seen through any of `views`; `None` when there is none.
+pub fn limit(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
+    views
+        .iter()
+        .filter_map(|v| effective_limit(&v.dir, &v.top, v.v2, &read))
+        .min()
+}
+
+#[cfg(test)]
+#[path = "limits_tests.rs"]
+mod tests;

@@ -1,0 +1,86 @@
+//! Validation of the configuration: every bad value names its variable in one line.
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+    let mut argv = vec!["memprof"];
+    argv.extend_from_slice(args);
+    Config::from_args(Args::try_parse_from(argv).expect("clap accepts strings"))
+}
+
+fn error(args: &[&str]) -> String {
+    parse(args).unwrap_err().0
+}
+
+#[test]
+fn defaults_match_the_seed() {
+    // The test environment must not leak seed variables into the defaults.
+    for var in [
+        "MEMORY_CRITICAL_PERCENTAGE",
+        "WATCH_TIME",
+        "BUCKET",
+        "AWS_REGION",
+    ] {
+        if std::env::var_os(var).is_some() {
+            return;
+        }
+    }
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.threshold_pct, 80);
+    assert_eq!(c.watch_interval, Duration::from_millis(500));
+    assert!(matches!(c.destination, Destination::Local(_)));
+    assert_eq!(c.pprof_port, 6060);
+    assert_eq!(c.pprof_path, "/debug/pprof/heap");
+}
+
+#[test]
+fn percent_must_be_1_to_100() {
+    for bad in ["0", "101", "-5", "eighty", "80.5", ""] {
+        let e = error(&[&format!("--memory-critical-percentage={bad}")]);
+        assert!(e.contains("MEMORY_CRITICAL_PERCENTAGE"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+    assert_eq!(
+        parse(&["--memory-critical-percentage", "1"])
+            .unwrap()
+            .threshold_pct,
+        1
+    );
+    assert_eq!(
+        parse(&["--memory-critical-percentage", "100"])
+            .unwrap()
+            .threshold_pct,
+        100
+    );
+}
+
+#[test]
+fn watch_time_must_be_numeric() {
+    assert!(error(&["--watch-time", "fast"]).contains("WATCH_TIME"));
+    assert!(error(&["--watch-time", "0"]).contains("WATCH_TIME"));
+    assert_eq!(
+        parse(&["--watch-time", "250"]).unwrap().watch_interval,
+        Duration::from_millis(250)
+    );
+}
+
+#[test]
+fn bucket_needs_region() {
+    assert!(error(&["--bucket", "b", "--aws-region", ""]).contains("AWS_REGION"));
+    match parse(&["--bucket", "b", "--aws-region", "eu-west-1"])
+        .unwrap()
+        .destination
+    {
+        Destination::S3 { bucket, region } => {
+            assert_eq!((bucket.as_str(), region.as_str()), ("b", "eu-west-1"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn other_numbers_name_their_variable() {
+    assert!(error(&["--pprof-port", "70000"]).contains("PPROF_PORT"));
+    assert!(error(&["--cooldown-secs", "x"]).contains("MEMPROF_COOLDOWN_SECS"));
+    assert!(error(&["--pprof-path", "debug"]).contains("PPROF_PATH"));
+    assert!(error(&["--max-procs", "0"]).contains("MEMPROF_MAX_PROCS"));
+}
