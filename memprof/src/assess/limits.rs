@@ -31,7 +31,7 @@ pub fn views(
     own: &[CgroupMount],
 ) -> Result<Vec<View>, String> {
     let (v2, path) = parse_proc_cgroup(proc_cgroup)
-        .ok_or_else(|| "it belongs to no memory cgroup (no memory line in /proc/PID/cgroup)")?;
+        .ok_or("it belongs to no memory cgroup (no memory line in /proc/PID/cgroup)")?;
     let mut views = Vec::new();
     if let Some((dir, top)) = cgroup_dir(&parse_mountinfo(target_mountinfo), v2, &path) {
         let under_root = |p: &Path| target_root.join(p.strip_prefix("/").unwrap_or(p));
