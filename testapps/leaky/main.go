@@ -11,6 +11,7 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"runtime/debug"
 	"time"
 )
 
@@ -31,6 +32,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "pprof listen address")
 	rate := flag.Float64("rate", 200, "MiB retained per second")
 	delay := flag.Duration("delay", 0, "wait this long before leaking")
+	freeAt := flag.Float64("free-at", 0, "when this many MiB are retained, free them all and start over (0: never)")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *addr)
@@ -43,7 +45,14 @@ func main() {
 	time.Sleep(*delay)
 	const tick = 10 * time.Millisecond
 	chunk := int(*rate * (1 << 20) * tick.Seconds())
+	held := 0
 	for range time.Tick(tick) {
 		leakyRetain(chunk)
+		held += chunk
+		if *freeAt > 0 && float64(held) >= *freeAt*(1<<20) {
+			// Drop everything and hand the pages back, so RSS falls and can rise again.
+			retained, held = nil, 0
+			debug.FreeOSMemory()
+		}
 	}
 }

@@ -12,28 +12,72 @@ pub struct CgroupMount {
     pub mount_point: PathBuf,
 }
 
-/// Memory-cgroup mounts: cgroup2 mounts, and v1 mounts that carry the memory controller.
+/// Memory-cgroup mounts that are visible: cgroup2 mounts, and v1 mounts that carry the memory
+/// controller, unless a later mount covers them (a container's bind mount over the node's
+/// `/sys/fs/cgroup/memory`, or a tmpfs over `/sys/fs/cgroup`).
 pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let left: Vec<&str> = left.split_whitespace().collect();
-            let mut right = right.split_whitespace();
-            let fs_type = right.next()?;
-            let _source = right.next();
-            let super_options = right.next().unwrap_or_default();
-            let v2 = match fs_type {
-                "cgroup2" => true,
-                "cgroup" if super_options.split(',').any(|o| o == "memory") => false,
-                _ => return None,
-            };
-            Some(CgroupMount {
-                v2,
-                root: unescape(left.get(3)?),
-                mount_point: PathBuf::from(unescape(left.get(4)?)),
-            })
+    let mounts: Vec<Mount> = text.lines().filter_map(parse_mount_line).collect();
+    let parent = |id: u32| mounts.iter().find(|m| m.id == id).map(|m| m.parent);
+    // Whether mount `a` sits (transitively) on mount `b`.
+    let descends = |mut a: u32, b: u32| {
+        for _ in 0..mounts.len() {
+            match parent(a) {
+                Some(p) if p == b => return true,
+                Some(p) if p != a => a = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let covered = mounts[i + 1..].iter().any(|later| {
+                later.point == m.point
+                    || (m.point.starts_with(&later.point) && !descends(m.id, later.id))
+            });
+            (!covered).then(|| m.cgroup.clone()).flatten()
         })
         .collect()
+}
+
+struct Mount {
+    id: u32,
+    parent: u32,
+    point: PathBuf,
+    cgroup: Option<CgroupMount>,
+}
+
+/// One mountinfo line, with the mount itself if it is a memory cgroup.
+fn parse_mount_line(line: &str) -> Option<Mount> {
+    let (left, right) = line.split_once(" - ")?;
+    let left: Vec<&str> = left.split_whitespace().collect();
+    let point = PathBuf::from(unescape(left.get(4)?));
+    let (id, parent) = (left.first()?.parse().ok()?, left.get(1)?.parse().ok()?);
+    let mut right = right.split_whitespace();
+    let fs_type = right.next()?;
+    let _source = right.next();
+    let super_options = right.next().unwrap_or_default();
+    let v2 = match fs_type {
+        "cgroup2" => Some(true),
+        "cgroup" if super_options.split(',').any(|o| o == "memory") => Some(false),
+        _ => None,
+    };
+    let cgroup = match v2 {
+        Some(v2) => Some(CgroupMount {
+            v2,
+            root: unescape(left.get(3)?),
+            mount_point: point.clone(),
+        }),
+        None => None,
+    };
+    Some(Mount {
+        id,
+        parent,
+        point,
+        cgroup,
+    })
 }
 
 /// mountinfo escapes spaces and the like as octal (`\040`).
@@ -102,18 +146,24 @@ pub fn cgroup_dir(mounts: &[CgroupMount], v2: bool, path: &str) -> Option<(PathB
     })
 }
 
-/// The tightest limit from `dir` up to the mount point, reading files through `read`.
+/// The tightest limit from `dir` up to the mount point, reading files through `read`:
+/// `Some(None)` when unlimited, `None` when `dir` is no memory cgroup (its limit file is
+/// missing: the path is hidden by another mount, or the cgroup is gone) — walking up from
+/// there would read somebody else's limit.
 pub fn effective_limit(
     dir: &Path,
     mount_point: &Path,
     v2: bool,
     read: impl Fn(&Path) -> Option<String>,
-) -> Option<u64> {
+) -> Option<Option<u64>> {
     let file = if v2 {
         "memory.max"
     } else {
         "memory.limit_in_bytes"
     };
+    // Every v2 cgroup has `cgroup.controllers`; only the root lacks `memory.max`.
+    let marker = if v2 { "cgroup.controllers" } else { file };
+    read(&dir.join(marker))?;
     let mut limit: Option<u64> = None;
     let mut cur = Some(dir);
     while let Some(d) = cur {
@@ -125,7 +175,7 @@ pub fn effective_limit(
         }
         cur = d.parent().filter(|p| p.starts_with(mount_point));
     }
-    limit
+    Some(limit)
 }
 
 #[cfg(test)]
@@ -184,6 +234,7 @@ mod tests {
         let (dir, mp) = cgroup_dir(&mounts, true, &path).unwrap();
         assert_eq!(mp, Path::new("/sys/fs/cgroup"));
         let files: HashMap<PathBuf, &str> = [
+            (dir.join("cgroup.controllers"), "memory\n"),
             (dir.join("memory.max"), "max\n"),
             (dir.parent().unwrap().join("memory.max"), "268435456\n"),
             (mp.join("kubepods.slice/memory.max"), "1073741824\n"),
@@ -191,7 +242,12 @@ mod tests {
         .into_iter()
         .collect();
         let limit = effective_limit(&dir, &mp, true, |p| files.get(p).map(|s| s.to_string()));
-        assert_eq!(limit, Some(256 << 20));
+        assert_eq!(limit, Some(Some(256 << 20)));
+        // A directory without a limit file is not a cgroup here: no walking up from it.
+        let hidden = effective_limit(&dir.join("gone"), &mp, true, |p| {
+            files.get(p).map(|s| s.to_string())
+        });
+        assert_eq!(hidden, None);
     }
 
     #[test]
@@ -208,7 +264,26 @@ mod tests {
             (p == Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
                 .then(|| "104857600".into())
         });
-        assert_eq!(limit, Some(100 << 20));
+        assert_eq!(limit, Some(Some(100 << 20)));
         assert_eq!(cgroup_dir(&mounts, false, "/other"), None);
+    }
+
+    #[test]
+    fn covered_mounts_are_not_visible() {
+        // A container's view built by bind-mounting its cgroup over the node's mount: the
+        // node's mount is still listed, but hidden.
+        // A tmpfs over a parent directory hides what was mounted below it before.
+        let text = "30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                    41 30 0:26 /pod/app /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                    42 25 0:27 / /sys/fs/cgroup/unified/v2 rw - cgroup2 cgroup2 rw\n\
+                    43 25 0:50 / /sys/fs/cgroup/unified rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            parse_mountinfo(text),
+            vec![CgroupMount {
+                v2: false,
+                root: "/pod/app".into(),
+                mount_point: "/sys/fs/cgroup/memory".into(),
+            }]
+        );
     }
 }

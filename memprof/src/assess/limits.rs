@@ -53,12 +53,21 @@ pub fn views(
     Ok(views)
 }
 
-/// The tightest limit seen through any of `views`; `None` when there is none.
-pub fn limit(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
-    views
+/// The tightest limit seen through any of `views` (`None`: unlimited); an error when no view
+/// leads to a memory cgroup.
+pub fn limit(
+    views: &[View],
+    read: impl Fn(&Path) -> Option<String>,
+) -> Result<Option<u64>, String> {
+    let limits: Vec<Option<u64>> = views
         .iter()
         .filter_map(|v| effective_limit(&v.dir, &v.top, v.v2, &read))
-        .min()
+        .collect();
+    if limits.is_empty() {
+        let dirs: Vec<_> = views.iter().map(|v| v.dir.display().to_string()).collect();
+        return Err(format!("no memory cgroup at {}", dirs.join(" or ")));
+    }
+    Ok(limits.into_iter().flatten().min())
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ fn sidecar_reads_the_application_cgroup_through_its_root() {
 fn sidecar_limit_is_the_application_limit_not_its_own() {
     let views = target_views("v2-containerd-systemd", "v2-sidecar-own.mountinfo").unwrap();
     let files: HashMap<PathBuf, &str> = [
+        ("/proc/42/root/sys/fs/cgroup/cgroup.controllers", "memory\n"),
         ("/proc/42/root/sys/fs/cgroup/memory.max", "536870912\n"),
         ("/sys/fs/cgroup/memory.max", "134217728\n"),
     ]
@@ -84,7 +85,7 @@ fn sidecar_limit_is_the_application_limit_not_its_own() {
     .map(|(p, v)| (PathBuf::from(p), v))
     .collect();
     let read = |p: &Path| files.get(p).map(|s| s.to_string());
-    assert_eq!(limit(&views, read), Some(512 * MIB));
+    assert_eq!(limit(&views, read), Ok(Some(512 * MIB)));
 }
 
 /// A node agent on the host sees the full hierarchy through its own mount, and the
@@ -99,13 +100,22 @@ fn node_agent_takes_the_tightest_of_both_views() {
     ));
     let pod = container.parent().unwrap();
     let files: HashMap<PathBuf, String> = [
+        (
+            views[0].dir.join("cgroup.controllers"),
+            "memory\n".to_string(),
+        ),
         (views[0].dir.join("memory.max"), "536870912\n".to_string()),
+        (container.join("cgroup.controllers"), "memory\n".into()),
         (container.join("memory.max"), "536870912\n".into()),
         (pod.join("memory.max"), "268435456\n".into()),
     ]
     .into_iter()
     .collect();
-    assert_eq!(limit(&views, |p| files.get(p).cloned()), Some(256 * MIB));
+    assert_eq!(
+        limit(&views, |p| files.get(p).cloned()),
+        Ok(Some(256 * MIB))
+    );
+    assert!(limit(&views, |_| None).is_err());
 }
 
 #[test]

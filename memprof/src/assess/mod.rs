@@ -52,6 +52,8 @@ impl Reading {
 struct Located {
     proc_cgroup: String,
     views: Result<Vec<limits::View>, String>,
+    /// Whether the failure to find the limit has been logged (once per process).
+    warned: bool,
 }
 
 /// Reads processes and their limits. Holds what does not change (memprof's own cgroup mounts,
@@ -105,26 +107,51 @@ impl Assessor {
     fn limit(&mut self, key: ProcKey, comm: &str) -> Result<Option<u64>, ()> {
         let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", key.pid)).ok();
         let proc_cgroup = proc_cgroup.ok_or(())?;
-        let stale = self
+        let cached = self
             .located
             .get(&key)
-            .is_none_or(|l| l.proc_cgroup != proc_cgroup);
-        if stale {
-            let mountinfo =
-                std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
-            let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
-            let views = limits::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
-            if let Err(why) = &views {
+            .is_some_and(|l| l.proc_cgroup == proc_cgroup);
+        if !cached {
+            self.locate(key, proc_cgroup.clone());
+        }
+        let mut limit = self.read_limit(&key);
+        if limit.is_err() && cached {
+            // The process may have changed its mounts since (a container runtime sets them
+            // up after placing the process in its cgroup): look again before giving up.
+            self.locate(key, proc_cgroup);
+            limit = self.read_limit(&key);
+        }
+        let located = self.located.get_mut(&key).expect("just located");
+        limit.map_err(|why| {
+            if !std::mem::replace(&mut located.warned, true) {
                 warn!(
                     pid = key.pid,
                     comm, "memory limit unknown, measuring against the node's MemTotal: {why}"
                 );
             }
-            self.located.insert(key, Located { proc_cgroup, views });
-        }
-        match &self.located[&key].views {
-            Ok(views) => Ok(limits::limit(views, |p| std::fs::read_to_string(p).ok())),
-            Err(_) => Err(()),
+        })
+    }
+
+    fn locate(&mut self, key: ProcKey, proc_cgroup: String) {
+        let mountinfo =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
+        let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
+        let views = limits::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
+        let warned = self.located.get(&key).is_some_and(|l| l.warned);
+        self.located.insert(
+            key,
+            Located {
+                proc_cgroup,
+                views,
+                warned,
+            },
+        );
+    }
+
+    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, String> {
+        match &self.located[key].views {
+            Ok(views) => limits::limit(views, |p| std::fs::read_to_string(p).ok()),
+            Err(why) => Err(why.clone()),
         }
     }
 

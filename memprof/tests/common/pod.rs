@@ -1,0 +1,275 @@
+//! A Kubernetes pod's layout, built from the kernel's parts as runc and containerd build it:
+//! one PID namespace and one network namespace shared by the pod's containers (as with
+//! `shareProcessNamespace: true`), and per container its own memory cgroup below the pod's and
+//! its own mount namespace whose `/sys/fs/cgroup` shows only that cgroup — on cgroup v1 a bind
+//! mount of the container's directory over `/sys/fs/cgroup/memory` (runc), on v2 a cgroup
+//! namespace rooted at the container's cgroup with a fresh cgroup2 mount (containerd).
+//! The pod reaches the host over a veth link (`10.231.<index>.2` → `10.231.<index>.1`).
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use super::{wait_for, MemCgroup};
+
+/// Run by `nsenter` inside the pod: joins the container's cgroup, then gives the container its
+/// own mount namespace with only its own cgroup visible, and runs the command.
+const CONTAINER_SH: &str = r#"
+set -e
+cg=$1; v2=$2; shift 2
+echo $$ > "$cg/cgroup.procs"
+if [ "$v2" = 1 ]; then
+    exec unshare --mount --cgroup sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"' sh "$@"
+fi
+exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && exec "$@"' "$cg" "$@"
+"#;
+
+pub struct Pod {
+    pub name: String,
+    /// The namespaces' holder: `unshare … sleep` (PID 1 of the pod is its child).
+    holder: Child,
+    /// Host PID of the pod's PID 1, whose namespaces containers join.
+    init: u32,
+    pub cgroup: MemCgroup,
+    index: u8,
+    dir: tempfile::TempDir,
+}
+
+/// A container's main process.
+pub struct Container {
+    pub cgroup: MemCgroup,
+    /// `nsenter`, which waits for the container's process.
+    pub child: Child,
+    pub host_pid: u32,
+    /// The PID as the pod (and a sidecar in it) sees it.
+    pub pid: u32,
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("running ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+impl Pod {
+    /// A pod named `name`; `index` (1..=250) picks its link's addresses and must be unique
+    /// among the pods that exist at once.
+    pub fn new(name: &str, index: u8) -> Self {
+        let cgroup = MemCgroup::new(&format!("memprof-test-{name}"), 2 << 30);
+        let holder = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--net",
+                "sleep",
+                "infinity",
+            ])
+            .spawn()
+            .expect("starting unshare");
+        let mut init = 0;
+        let children = format!("/proc/{0}/task/{0}/children", holder.id());
+        wait_for("the pod's PID 1", Duration::from_secs(10), || {
+            init = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            init != 0
+        });
+        let pod = Pod {
+            name: name.into(),
+            holder,
+            init,
+            cgroup,
+            index,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(pod.dir.path().join("container.sh"), CONTAINER_SH).unwrap();
+        let veth = pod.veth();
+        // A crashed run's link, if any.
+        let _ = Command::new("ip")
+            .args(["link", "del", &veth])
+            .stderr(Stdio::null())
+            .status();
+        let netns = format!("/proc/{init}/ns/net");
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", pod.host_addr()),
+            "dev",
+            &veth,
+        ]);
+        ip(&["link", "set", &veth, "up"]);
+        let inside = |args: &[&str]| {
+            let st = Command::new("nsenter")
+                .arg(format!("--net={netns}"))
+                .arg("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip {args:?} in the pod failed");
+        };
+        inside(&[
+            "addr",
+            "add",
+            &format!("10.231.{index}.2/30"),
+            "dev",
+            "eth0",
+        ]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        pod
+    }
+
+    fn veth(&self) -> String {
+        format!("mpt{}", self.index)
+    }
+
+    /// The host's end of the pod's link: a server listening here is reachable from the pod.
+    pub fn host_addr(&self) -> String {
+        format!("10.231.{}.1", self.index)
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts a container with its own memory limit running `cmd`, its output in `out`.
+    pub fn container(
+        &self,
+        name: &str,
+        limit: u64,
+        cmd: &[&str],
+        env: &[(&str, String)],
+        out: &Path,
+    ) -> Container {
+        self.start(name, limit, cmd, env, out, None)
+    }
+
+    /// Like `container`, but the process must get PID `pid` in the pod (set through the
+    /// namespace's `ns_last_pid`, as PID reuse would hand it out).
+    pub fn container_at_pid(
+        &self,
+        name: &str,
+        limit: u64,
+        cmd: &[&str],
+        env: &[(&str, String)],
+        out: &Path,
+        pid: u32,
+    ) -> Container {
+        for _ in 0..10 {
+            let c = self.start(name, limit, cmd, env, out, Some(pid));
+            if c.pid == pid {
+                return c;
+            }
+            // Another process of the pod forked in between: try again.
+            drop(c);
+        }
+        panic!(
+            "could not start a process with PID {pid} in pod {}",
+            self.name
+        );
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        limit: u64,
+        cmd: &[&str],
+        env: &[(&str, String)],
+        out: &Path,
+        pid: Option<u32>,
+    ) -> Container {
+        let cgroup = self.cgroup.child(name, limit);
+        let script = self.dir.path().join("container.sh");
+        // With a wanted PID, the forked `sh` is the container's process: `ns_last_pid` + 1.
+        let launcher = match pid {
+            Some(pid) => format!(
+                "echo {} > /proc/sys/kernel/ns_last_pid; sh \"$@\" & wait",
+                pid - 1
+            ),
+            None => "exec sh \"$@\"".into(),
+        };
+        let log = std::fs::File::create(out).unwrap();
+        let child = Command::new("nsenter")
+            .args([
+                "--target",
+                &self.init.to_string(),
+                "--pid",
+                "--net",
+                "--mount",
+            ])
+            .args(["sh", "-c", &launcher, "sh"])
+            .arg(&script)
+            .arg(&cgroup.dir)
+            .arg(if cgroup.v2 { "1" } else { "0" })
+            .args(cmd)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting nsenter");
+        let mut host_pid = 0;
+        wait_for("the container's process", Duration::from_secs(10), || {
+            host_pid = cgroup.pids().first().copied().unwrap_or(0);
+            host_pid != 0
+        });
+        let pid = ns_pid(host_pid);
+        Container {
+            cgroup,
+            child,
+            host_pid,
+            pid,
+        }
+    }
+}
+
+/// The innermost PID of a host process (`NSpid` in its status).
+pub fn ns_pid(host_pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Container {
+    pub fn alive(&self) -> bool {
+        self.cgroup.pids().contains(&self.host_pid)
+    }
+
+    /// Sends `signal` to the container's process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.host_pid as i32, signal) };
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // PID 1's death ends every process of the pod; the link goes with its namespace.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.init as i32, libc::SIGKILL) };
+        let _ = self.holder.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth()])
+            .status();
+    }
+}
+
+/// Where a test's files go: below the pod's working directory.
+pub fn file(pod: &Pod, name: &str) -> PathBuf {
+    pod.work_dir().join(name)
+}
