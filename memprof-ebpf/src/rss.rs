@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use memprof_common::{Identity, DISARMED, NR_MM_COUNTERS, RSS_MEMBERS};
+use memprof_common::{Identity, DISARMED, RSS_MEMBERS};
 
 use crate::{
     maps::{epoch, g, MmCache, MM_CACHE, MM_OWNERS, PROCS},
@@ -105,14 +105,10 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         (
             ctx.read_at::<u32>(g::TP_MM_ID_OFF() as usize).ok()?,
             ctx.read_at::<u8>(g::TP_CURR_OFF() as usize).ok()?,
-            ctx.read_at::<i32>(g::TP_MEMBER_OFF() as usize).ok()?,
+            ctx.read_at::<u32>(g::TP_MEMBER_OFF() as usize).ok()?,
             ctx.read_at::<i64>(g::TP_SIZE_OFF() as usize).ok()?,
         )
     };
-    let member = member as usize;
-    if member >= NR_MM_COUNTERS {
-        return None;
-    }
     let mm_id = mm_id as u64;
     let (host_pid, state) = if curr != 0 {
         let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -149,7 +145,9 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     };
     // SAFETY: valid map value pointer; concurrent updates at worst mix two fresh values.
     let state = unsafe { &mut *state };
-    state.counters[member] = size;
+    // Bound-checked right at the write: 6.1's verifier loses a bound checked earlier once the
+    // index has been spilled to the stack.
+    *state.counters.get_mut(member as usize)? = size;
     if state.level == DISARMED {
         return None;
     }

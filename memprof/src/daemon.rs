@@ -2,7 +2,7 @@
 //! hands captures to background tasks that capture and deliver; their outcomes come back to
 //! the policy, which may schedule a retry.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -71,6 +71,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         assessor,
         policy: Policy::new(cfg.threshold_pct, cfg.cooldown),
         arm,
+        watching: HashSet::new(),
         kernel: HashMap::new(),
         armed: HashMap::new(),
         captures: JoinSet::new(),
@@ -107,6 +108,8 @@ struct LoopState {
     assessor: Assessor,
     policy: Policy<ProcKey>,
     arm: Option<Arm>,
+    /// Processes announced in the log ("watching process").
+    watching: HashSet<ProcKey>,
     /// Processes as the kernel reported them (needed to arm a level).
     kernel: HashMap<ProcKey, KernelProc>,
     /// Level currently armed in the kernel, per process.
@@ -133,6 +136,7 @@ impl LoopState {
                 // A new program: its policy, level and kernel identity start afresh.
                 let pid = c.ns_pid;
                 self.policy.retain(|k| k.pid != pid);
+                self.watching.retain(|k| k.pid != pid);
                 self.kernel.retain(|k, _| k.pid != pid);
                 self.armed.retain(|k, _| k.pid != pid);
                 return;
@@ -146,6 +150,17 @@ impl LoopState {
             return;
         };
         let key = reading.key;
+        if self.watching.insert(key) {
+            // Once per process: what it is measured against, for operators to check.
+            info!(
+                pid = key.pid,
+                comm = reading.comm,
+                rss = reading.rss,
+                limit = reading.limit,
+                limit_source = ?reading.limit_source,
+                "watching process"
+            );
+        }
         if let Some(k) = c.kernel {
             if k.start_ticks().is_some_and(|start| start != key.start) {
                 debug!(
@@ -241,6 +256,7 @@ impl LoopState {
         let alive = |k: &ProcKey| assess::alive(*k);
         self.policy.retain(alive);
         self.assessor.retain(alive);
+        self.watching.retain(alive);
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
         if let Some(arm) = &self.arm {

@@ -203,6 +203,17 @@ fn sidecar_in_a_pod_profiles_against_the_service_limit() {
             && line.contains("limit_source=Cgroup"),
         "memprof measured against another limit than the service's {limit_mib} MiB: {line}"
     );
+    // What README tells operators to check: the limit memprof announces for the service.
+    let watching = log
+        .lines()
+        .find(|l| {
+            l.contains("watching process") && l.contains(&format!("pid={} comm=\"leaky\"", app.pid))
+        })
+        .unwrap_or_else(|| panic!("no 'watching process' line for the service:\n{log}"));
+    assert!(
+        watching.contains(&format!("limit={}", limit_mib * MIB)),
+        "{watching}"
+    );
     let top = pprof_top(&client.get(&key));
     assert!(
         top.contains("main.leakyRetain"),
@@ -377,4 +388,66 @@ fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
         "{line}"
     );
     memprof.wait_for_log("process map is full", Duration::from_secs(20));
+}
+
+#[test]
+fn a_failed_capture_is_retried_while_above() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let pod = Pod::new("retry", 7);
+    let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    let client = s3.client();
+    let memprof = Sidecar::start(&pod, &s3, &[("MEMORY_CRITICAL_PERCENTAGE", "50")]);
+    // The endpoint fails twice, as a service thrashing near its limit does; the leak leaves
+    // ~5 s between the crossing and the kill.
+    let app = service(
+        &pod,
+        "app",
+        512 * MIB,
+        &["-rate", "50", "-fail-heap", "2"],
+        None,
+    );
+    let key = wait_key(&client, app.pid, &app, &[], &memprof);
+    let log = memprof.output();
+    let retries = log
+        .lines()
+        .filter(|l| l.contains("retrying the capture"))
+        .count();
+    assert_eq!(retries, 2, "two failures, two retries:\n{log}");
+    let line = stored_line(&log, &key);
+    assert!(
+        line.contains("detector=\"retry\"") || line.contains("detector=retry"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_resized_limit_is_noticed() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let pod = Pod::new("resize", 8);
+    let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    let client = s3.client();
+    let memprof = Sidecar::start(&pod, &s3, &[("MEMPROF_SAFETY_NET_MS", "200")]);
+    let app = service(&pod, "app", 1024 * MIB, &["-rate", "40"], None);
+    // Armed at 80 % of 1 GiB; then the container is resized to 256 MiB (as an in-place pod
+    // resize does) while it uses ~80 MiB. Without a re-read it would be killed unprofiled.
+    wait_for("the service to be watched", Duration::from_secs(10), || {
+        memprof
+            .output()
+            .contains(&format!("watching process pid={} comm=\"leaky\"", app.pid))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let file = if app.cgroup.v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    std::fs::write(app.cgroup.dir.join(file), (256 * MIB).to_string()).unwrap();
+    let key = wait_key(&client, app.pid, &app, &[], &memprof);
+    let line = stored_line(&memprof.output(), &key);
+    assert!(line.contains(&format!("limit={}", 256 * MIB)), "{line}");
+    assert!((80..100).contains(&percent_of(&key)), "{key}");
 }

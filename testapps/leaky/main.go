@@ -9,7 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"time"
@@ -33,7 +33,21 @@ func main() {
 	rate := flag.Float64("rate", 200, "MiB retained per second")
 	delay := flag.Duration("delay", 0, "wait this long before leaking")
 	freeAt := flag.Float64("free-at", 0, "when this many MiB are retained, free them all and start over (0: never)")
+	failHeap := flag.Int("fail-heap", 0, "answer this many heap profile requests with 503 first (a service thrashing near its limit)")
 	flag.Parse()
+
+	failures := make(chan struct{}, *failHeap+1)
+	for i := 0; i < *failHeap; i++ {
+		failures <- struct{}{}
+	}
+	http.HandleFunc("/debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-failures:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		default:
+			pprof.Handler("heap").ServeHTTP(w, r)
+		}
+	})
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
