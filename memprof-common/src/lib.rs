@@ -26,8 +26,10 @@ pub const NR_STATS: u32 = 1;
 /// `mm->rss_stat[]` members that make up RSS (`MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`;
 /// index 2 is `MM_SWAPENTS`, which is not resident).
 pub const RSS_MEMBERS: [u32; 3] = [0, 1, 3];
-/// Number of `rss_stat` members the kernel keeps (`NR_MM_COUNTERS`).
+/// Number of `rss_stat` members the kernel keeps (`NR_MM_COUNTERS`); the classic hook masks
+/// member indices with `NR_MM_COUNTERS - 1`, so it must stay a power of two.
 pub const NR_MM_COUNTERS: usize = 4;
+const _: () = assert!(NR_MM_COUNTERS.is_power_of_two());
 
 /// Who a process is, beyond its reusable PID: its address space (`mm`, or the classic
 /// tracepoint's `mm_id`; replaced by every exec) and its leader's start time (boot-time ns, as

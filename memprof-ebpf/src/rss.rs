@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use memprof_common::{Identity, DISARMED, RSS_MEMBERS};
+use memprof_common::{Identity, DISARMED, NR_MM_COUNTERS, RSS_MEMBERS};
 
 use crate::{
     maps::{epoch, g, MmCache, MM_CACHE, MM_OWNERS, PROCS},
@@ -101,11 +101,10 @@ pub fn rss_stat_classic(ctx: TracePointContext) -> i32 {
 #[inline(always)]
 fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: offsets come from the tracepoint's own format file.
-    let (mm_id, curr, member, size) = unsafe {
+    let (mm_id, curr, size) = unsafe {
         (
             ctx.read_at::<u32>(g::TP_MM_ID_OFF() as usize).ok()?,
             ctx.read_at::<u8>(g::TP_CURR_OFF() as usize).ok()?,
-            ctx.read_at::<u32>(g::TP_MEMBER_OFF() as usize).ok()?,
             ctx.read_at::<i64>(g::TP_SIZE_OFF() as usize).ok()?,
         )
     };
@@ -145,9 +144,12 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     };
     // SAFETY: valid map value pointer; concurrent updates at worst mix two fresh values.
     let state = unsafe { &mut *state };
-    // Bound-checked right at the write: 6.1's verifier loses a bound checked earlier once the
-    // index has been spilled to the stack.
-    *state.counters.get_mut(member as usize)? = size;
+    // `member` is read and bounded right at the write: 6.1's verifier loses the bound of an
+    // index checked earlier once the compiler reloads it from a stack slot. The kernel's
+    // members are 0..NR_MM_COUNTERS, so the mask changes no valid value.
+    // SAFETY: offset from the tracepoint's own format file.
+    let member = unsafe { ctx.read_at::<u32>(g::TP_MEMBER_OFF() as usize) }.ok()?;
+    state.counters[member as usize & (NR_MM_COUNTERS - 1)] = size;
     if state.level == DISARMED {
         return None;
     }

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{pod::Container, pod::Pod, *};
+use common::{
+    pod::{Container, Pod, Spec},
+    *,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -54,7 +57,14 @@ impl Sidecar {
             "--local-dir",
             &local,
         ];
-        let container = pod.container("memprof", 128 * MIB, &cmd, &env, &log);
+        let spec = Spec {
+            name: "memprof",
+            limit: 128 * MIB,
+            cmd: &cmd,
+            env: &env,
+            out: &log,
+        };
+        let container = pod.container(&spec, None);
         let s = Sidecar { container, log };
         s.wait_for_log("memprof started", Duration::from_secs(30));
         s
@@ -94,10 +104,36 @@ fn service(pod: &Pod, name: &str, limit: u64, args: &[&str], pid: Option<u32>) -
     let mut cmd = vec![go.as_str()];
     cmd.extend_from_slice(args);
     let out = pod.work_dir().join(format!("{name}.out"));
-    match pid {
-        Some(pid) => pod.container_at_pid(name, limit, &cmd, &[], &out, pid),
-        None => pod.container(name, limit, &cmd, &[], &out),
-    }
+    let spec = Spec {
+        name,
+        limit,
+        cmd: &cmd,
+        env: &[],
+        out: &out,
+    };
+    pod.container(&spec, pid)
+}
+
+/// A pod with a memprof sidecar (`env` added to its environment) and an S3 server on the
+/// host's end of the pod's link. Fields drop in order: the sidecar before its pod. Bind
+/// every field (`_s3` too): a field left to `..` is dropped at once.
+struct Setup {
+    memprof: Sidecar,
+    client: S3Client,
+    _s3: S3Server,
+    pod: Pod,
+}
+
+fn setup(name: &str, index: u8, env: &[(&str, &str)]) -> Option<Setup> {
+    prerequisites()?;
+    let pod = Pod::new(name, index);
+    let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    Some(Setup {
+        memprof: Sidecar::start(&pod, &s3, env),
+        client: s3.client(),
+        _s3: s3,
+        pod,
+    })
 }
 
 /// The first key naming `pid` that is not in `seen`, found while `service` still runs.
@@ -158,14 +194,16 @@ fn scaled(limit_mib: u64, rate: u32) -> (u64, String) {
 
 #[test]
 fn sidecar_in_a_pod_profiles_against_the_service_limit() {
-    if prerequisites().is_none() {
-        return;
-    }
     let (limit_mib, rate) = scaled(512, 200);
-    let pod = Pod::new("limit", 1);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
-    let memprof = Sidecar::start(&pod, &s3, &[]);
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup("limit", 1, &[])
+    else {
+        return;
+    };
     let app = service(&pod, "app", limit_mib * MIB, &["-rate", &rate], None);
     let started = Instant::now();
 
@@ -297,15 +335,17 @@ fn two_sidecars_capture_only_their_own_pods() {
 
 #[test]
 fn a_reused_pid_starts_afresh() {
-    if prerequisites().is_none() {
-        return;
-    }
-    let pod = Pod::new("reuse", 4);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
     // Only the kernel path may find the second process (the safety net is out of reach), and
     // the default 300 s cooldown would hold a profile if the old process's state carried over.
-    let memprof = Sidecar::start(&pod, &s3, &[("MEMPROF_SAFETY_NET_MS", "600000")]);
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup("reuse", 4, &[("MEMPROF_SAFETY_NET_MS", "600000")])
+    else {
+        return;
+    };
     let first = service(&pod, "first", 256 * MIB, &["-rate", "100"], Some(40));
     let key1 = wait_key(&client, 40, &first, &[], &memprof);
     drop(first);
@@ -321,21 +361,23 @@ fn a_reused_pid_starts_afresh() {
 
 #[test]
 fn a_second_crossing_gives_a_second_profile() {
-    if prerequisites().is_none() {
-        return;
-    }
-    let pod = Pod::new("again", 5);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
-    let memprof = Sidecar::start(
-        &pod,
-        &s3,
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup(
+        "again",
+        5,
         &[
             ("MEMORY_CRITICAL_PERCENTAGE", "50"),
             ("MEMPROF_COOLDOWN_SECS", "0"),
             ("MEMPROF_SAFETY_NET_MS", "200"),
         ],
-    );
+    )
+    else {
+        return;
+    };
     // Rises to 320 MiB (crossing 256 MiB), frees everything, rises again.
     let app = service(
         &pod,
@@ -360,17 +402,19 @@ fn a_second_crossing_gives_a_second_profile() {
 
 #[test]
 fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
-    if prerequisites().is_none() {
-        return;
-    }
-    let pod = Pod::new("full", 6);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
-    let memprof = Sidecar::start(
-        &pod,
-        &s3,
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup(
+        "full",
+        6,
         &[("MEMPROF_MAX_PROCS", "1"), ("MEMPROF_SAFETY_NET_MS", "200")],
-    );
+    )
+    else {
+        return;
+    };
     // memprof itself or this idle service holds the one slot for as long as the test runs.
     let _filler = service(
         &pod,
@@ -392,13 +436,15 @@ fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
 
 #[test]
 fn a_failed_capture_is_retried_while_above() {
-    if prerequisites().is_none() {
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup("retry", 7, &[("MEMORY_CRITICAL_PERCENTAGE", "50")])
+    else {
         return;
-    }
-    let pod = Pod::new("retry", 7);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
-    let memprof = Sidecar::start(&pod, &s3, &[("MEMORY_CRITICAL_PERCENTAGE", "50")]);
+    };
     // The endpoint fails twice, as a service thrashing near its limit does; the leak leaves
     // ~5 s between the crossing and the kill.
     let app = service(
@@ -424,13 +470,15 @@ fn a_failed_capture_is_retried_while_above() {
 
 #[test]
 fn a_resized_limit_is_noticed() {
-    if prerequisites().is_none() {
+    let Some(Setup {
+        memprof,
+        client,
+        pod,
+        _s3,
+    }) = setup("resize", 8, &[("MEMPROF_SAFETY_NET_MS", "200")])
+    else {
         return;
-    }
-    let pod = Pod::new("resize", 8);
-    let s3 = S3Server::start_on("profiles", &pod.host_addr());
-    let client = s3.client();
-    let memprof = Sidecar::start(&pod, &s3, &[("MEMPROF_SAFETY_NET_MS", "200")]);
+    };
     let app = service(&pod, "app", 1024 * MIB, &["-rate", "40"], None);
     // Armed at 80 % of 1 GiB; then the container is resized to 256 MiB (as an in-place pod
     // resize does) while it uses ~80 MiB. Without a re-read it would be killed unprofiled.

@@ -36,6 +36,16 @@ pub struct Pod {
     dir: tempfile::TempDir,
 }
 
+/// What a container runs: its name (and cgroup's), memory limit, command, environment, and
+/// the file its output goes to.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub limit: u64,
+    pub cmd: &'a [&'a str],
+    pub env: &'a [(&'a str, String)],
+    pub out: &'a Path,
+}
+
 /// A container's main process.
 pub struct Container {
     pub cgroup: MemCgroup,
@@ -137,53 +147,25 @@ impl Pod {
         self.dir.path()
     }
 
-    /// Starts a container with its own memory limit running `cmd`, its output in `out`.
-    pub fn container(
-        &self,
-        name: &str,
-        limit: u64,
-        cmd: &[&str],
-        env: &[(&str, String)],
-        out: &Path,
-    ) -> Container {
-        self.start(name, limit, cmd, env, out, None)
-    }
-
-    /// Like `container`, but the process must get PID `pid` in the pod (set through the
-    /// namespace's `ns_last_pid`, as PID reuse would hand it out).
-    pub fn container_at_pid(
-        &self,
-        name: &str,
-        limit: u64,
-        cmd: &[&str],
-        env: &[(&str, String)],
-        out: &Path,
-        pid: u32,
-    ) -> Container {
+    /// Starts a container as `spec` says; with `pid`, its process must get that PID in the
+    /// pod (set through the namespace's `ns_last_pid`, as PID reuse would hand it out).
+    pub fn container(&self, spec: &Spec, pid: Option<u32>) -> Container {
         for _ in 0..10 {
-            let c = self.start(name, limit, cmd, env, out, Some(pid));
-            if c.pid == pid {
+            let c = self.start(spec, pid);
+            if pid.is_none_or(|pid| c.pid == pid) {
                 return c;
             }
             // Another process of the pod forked in between: try again.
             drop(c);
         }
         panic!(
-            "could not start a process with PID {pid} in pod {}",
+            "could not start a process with PID {pid:?} in pod {}",
             self.name
         );
     }
 
-    fn start(
-        &self,
-        name: &str,
-        limit: u64,
-        cmd: &[&str],
-        env: &[(&str, String)],
-        out: &Path,
-        pid: Option<u32>,
-    ) -> Container {
-        let cgroup = self.cgroup.child(name, limit);
+    fn start(&self, spec: &Spec, pid: Option<u32>) -> Container {
+        let cgroup = self.cgroup.child(spec.name, spec.limit);
         let script = self.dir.path().join("container.sh");
         // With a wanted PID, the forked `sh` is the container's process: `ns_last_pid` + 1.
         let launcher = match pid {
@@ -193,7 +175,7 @@ impl Pod {
             ),
             None => "exec sh \"$@\"".into(),
         };
-        let log = std::fs::File::create(out).unwrap();
+        let log = std::fs::File::create(spec.out).unwrap();
         let child = Command::new("nsenter")
             .args([
                 "--target",
@@ -206,8 +188,8 @@ impl Pod {
             .arg(&script)
             .arg(&cgroup.dir)
             .arg(if cgroup.v2 { "1" } else { "0" })
-            .args(cmd)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .args(spec.cmd)
+            .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
