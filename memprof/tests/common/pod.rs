@@ -20,7 +20,8 @@ set -e
 cg=$1; v2=$2; shift 2
 echo $$ > "$cg/cgroup.procs"
 if [ "$v2" = 1 ]; then
-    exec unshare --mount --cgroup sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"' sh "$@"
+    # The node's cgroup2 mount is replaced: the same file system cannot be mounted on its own root.
+    exec unshare --mount --cgroup sh -c 'umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$@"' sh "$@"
 fi
 exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && exec "$@"' "$cg" "$@"
 "#;
