@@ -101,10 +101,11 @@ pub fn rss_stat_classic(ctx: TracePointContext) -> i32 {
 #[inline(always)]
 fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: offsets come from the tracepoint's own format file.
-    let (mm_id, curr, size) = unsafe {
+    let (mm_id, curr, member, size) = unsafe {
         (
             ctx.read_at::<u32>(g::TP_MM_ID_OFF() as usize).ok()?,
             ctx.read_at::<u8>(g::TP_CURR_OFF() as usize).ok()?,
+            ctx.read_at::<u32>(g::TP_MEMBER_OFF() as usize).ok()?,
             ctx.read_at::<i64>(g::TP_SIZE_OFF() as usize).ok()?,
         )
     };
@@ -144,11 +145,10 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     };
     // SAFETY: valid map value pointer; concurrent updates at worst mix two fresh values.
     let state = unsafe { &mut *state };
-    // `member` is read and bounded right at the write: 6.1's verifier loses the bound of an
-    // index checked earlier once the compiler reloads it from a stack slot. The kernel's
-    // members are 0..NR_MM_COUNTERS, so the mask changes no valid value.
-    // SAFETY: offset from the tracepoint's own format file.
-    let member = unsafe { ctx.read_at::<u32>(g::TP_MEMBER_OFF() as usize) }.ok()?;
+    // Bounded by a mask at the write, not by an earlier check: 6.1's verifier loses the bound
+    // of an index checked earlier once the compiler reloads it from a stack slot (and a check
+    // would let the compiler drop the mask). The kernel's members are 0..NR_MM_COUNTERS, so
+    // the mask changes no valid value.
     state.counters[member as usize & (NR_MM_COUNTERS - 1)] = size;
     if state.level == DISARMED {
         return None;

@@ -246,8 +246,10 @@ impl Drop for Pod {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(self.init as i32, libc::SIGKILL) };
         let _ = self.holder.wait();
+        // Usually gone with the namespace already.
         let _ = Command::new("ip")
             .args(["link", "del", &self.veth()])
+            .stderr(Stdio::null())
             .status();
     }
 }
