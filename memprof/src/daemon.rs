@@ -150,8 +150,9 @@ impl LoopState {
             return;
         };
         let key = reading.key;
-        if self.watching.insert(key) {
-            // Once per process: what it is measured against, for operators to check.
+        // Once per process, from the safety net's scan (so short-lived helpers such as exec
+        // probes stay out of the log): what it is measured against, for operators to check.
+        if c.source == Source::Poll && self.watching.insert(key) {
             info!(
                 pid = key.pid,
                 comm = reading.comm,
