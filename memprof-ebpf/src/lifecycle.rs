@@ -38,8 +38,8 @@ pub fn process_exit(_ctx: TracePointContext) -> i32 {
     }
     if PROCS.remove(tgid).is_ok() {
         bump_epoch(KERNEL_EPOCH);
-    } else {
-        let _ = FOREIGN.remove(tgid);
     }
+    // Both: a reused PID may have left an entry in the other map (see `procs::remember`).
+    let _ = FOREIGN.remove(tgid);
     0
 }

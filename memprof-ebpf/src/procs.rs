@@ -61,6 +61,10 @@ pub fn state_of(host_pid: u32, mm: u64, task: u64) -> ProcState {
 pub fn remember(host_pid: u32, identity: Identity, task: u64, flags: u64) -> ProcState {
     let ns_pid = task::ns_pid(task, host_pid);
     if ns_pid == 0 {
+        if flags == BPF_ANY {
+            // The PID belonged to one of ours whose exit was missed: free its slot.
+            let _ = PROCS.remove(host_pid);
+        }
         let _ = FOREIGN.insert(host_pid, 0, 0);
         return IGNORED;
     }
