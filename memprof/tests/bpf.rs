@@ -11,21 +11,27 @@ use common::*;
 use memprof::{
     assess::Assessor,
     detect::{
-        ebpf::{Hook, Kernel},
-        Source,
+        ebpf::{Arm, Hook, Kernel},
+        Candidate, Source,
     },
 };
 
-fn crossing_is_reported(hook: Hook) {
+/// The kernel detector loaded and attached with `hook`, its events flowing into the receiver.
+struct Loaded {
+    rt: tokio::runtime::Runtime,
+    arm: Arm,
+    rx: tokio::sync::mpsc::Receiver<Candidate>,
+}
+
+fn load(hook: Hook) -> Option<Loaded> {
     if !require(is_root(), "root (CAP_BPF, CAP_PERFMON)")
         || !require(
             std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             "kernel BTF",
         )
     {
-        return;
+        return None;
     }
-    let Some(go) = go_service() else { return };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,8 +40,16 @@ fn crossing_is_reported(hook: Hook) {
     let kernel = Kernel::load(hook, memprof_common::MAX_PROCS)
         .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     rt.spawn(kernel.run(tx));
+    Some(Loaded { rt, arm, rx })
+}
+
+fn crossing_is_reported(hook: Hook) {
+    let Some(Loaded { rt, arm, mut rx }) = load(hook) else {
+        return;
+    };
+    let Some(go) = go_service() else { return };
 
     let mut child = Command::new(go)
         .args(["-addr", "127.0.0.1:0", "-rate", "64", "-delay", "300ms"])
@@ -104,4 +118,34 @@ fn btf_tracepoint_reports_crossing() {
 #[test]
 fn classic_tracepoint_reports_crossing() {
     crossing_is_reported(Hook::Classic);
+}
+
+/// Arming never brings back a process that has exited: its entry is gone, and arming only
+/// updates existing entries of the same identity.
+#[test]
+fn arming_an_exited_process_fails() {
+    let Some(Loaded { rt, arm, mut rx }) = load(Hook::Btf) else {
+        return;
+    };
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let seen = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let c = rx.recv().await.expect("ring buffer reader stopped");
+                if let Some(k) = c.kernel.filter(|k| k.host_pid == pid) {
+                    return k;
+                }
+            }
+        })
+        .await
+        .expect("the kernel never reported the short-lived process")
+    });
+    for attempt in 1..=2 {
+        let err = arm
+            .set(&seen, 1 << 30, [0; 4])
+            .expect_err("arming an exited process must fail");
+        println!("attempt {attempt}: {err:#}");
+    }
 }
