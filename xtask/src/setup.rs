@@ -52,6 +52,7 @@ pub fn build_prerequisites() -> Result<()> {
 pub fn all() -> Result<()> {
     build_prerequisites()?;
     go()?;
+    pod_tools()?;
     s3s_fs()
 }
 
@@ -132,6 +133,25 @@ fn go() -> Result<()> {
     }
     step("installing Go (golang-go) for the test service");
     apt_install(&["golang-go"])
+}
+
+/// What the pod-layout tests build pods with: `ip` (veth links) and util-linux's `unshare`
+/// and `nsenter` (namespaces).
+fn pod_tools() -> Result<()> {
+    let mut missing: Vec<&str> = [
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+    ]
+    .into_iter()
+    .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step("installing iproute2 and util-linux for the pod-layout tests");
+    apt_install(&missing)
 }
 
 fn s3s_fs() -> Result<()> {
