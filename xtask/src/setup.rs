@@ -147,6 +147,7 @@ fn pod_tools() -> Result<()> {
     .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
     .map(|(_, package)| package)
     .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

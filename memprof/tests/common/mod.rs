@@ -8,6 +8,7 @@
 mod cgroup;
 pub mod pod;
 mod s3;
+pub mod sidecar;
 
 pub use cgroup::MemCgroup;
 pub use s3::{S3Client, S3Server, ACCESS_KEY, REGION, SECRET_KEY};

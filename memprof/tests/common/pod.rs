@@ -76,6 +76,8 @@ impl Pod {
                 "sleep",
                 "infinity",
             ])
+            // unshare complains when PID 1 is killed at teardown; nothing to see.
+            .stderr(Stdio::null())
             .spawn()
             .expect("starting unshare");
         let mut init = 0;

@@ -1,0 +1,190 @@
+//! memprof as a sidecar in a pod (see `pod`): its own container with a 128 MiB limit, the
+//! Go service in others, a real S3 server on the host's end of the pod's link; and the checks
+//! the pod tests share.
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use super::{
+    go_service, go_service_path, have, is_root,
+    pod::{Container, Pod, Spec},
+    require, MemCgroup, S3Client, S3Server,
+};
+
+pub const MIB: u64 = 1 << 20;
+
+pub fn prerequisites() -> Option<PathBuf> {
+    if !require(is_root(), "root (BPF, cgroups, namespaces)")
+        || !require(MemCgroup::available(), "a memory cgroup controller")
+        || !require(
+            have("ip") && have("nsenter") && have("unshare"),
+            "iproute2 and util-linux",
+        )
+        || !S3Server::available()
+    {
+        return None;
+    }
+    go_service()
+}
+
+pub struct Sidecar {
+    pub container: Container,
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    pub fn start(pod: &Pod, s3: &S3Server, extra: &[(&str, &str)]) -> Self {
+        let dir = pod.work_dir();
+        let log = dir.join("memprof.log");
+        let mut env = s3.env();
+        env.push(("POD_NAME", pod.name.clone()));
+        env.push(("POD_NAMESPACE", "memprof-test".into()));
+        env.push(("MEMORY_CRITICAL_PERCENTAGE", "80".into()));
+        env.push(("RUST_LOG", "memprof=debug".into()));
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let spool = dir.join("spool").display().to_string();
+        let local = dir.join("local").display().to_string();
+        let cmd = [
+            env!("CARGO_BIN_EXE_memprof"),
+            "--detector",
+            "btf",
+            "--spool-dir",
+            &spool,
+            "--local-dir",
+            &local,
+        ];
+        let spec = Spec {
+            name: "memprof",
+            limit: 128 * MIB,
+            cmd: &cmd,
+            env: &env,
+            out: &log,
+        };
+        let container = pod.container(&spec, None);
+        let s = Sidecar { container, log };
+        s.wait_for_log("memprof started", Duration::from_secs(30));
+        s
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut line = String::new();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(l) = self.output().lines().find(|l| l.contains(needle)) {
+                line = l.to_string();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !line.is_empty(),
+            "memprof never logged {needle:?}:\n{}",
+            self.output()
+        );
+        line
+    }
+
+    /// SIGTERM, then memprof's exit code (through `nsenter`, which passes it on).
+    pub fn stop(mut self) -> Option<i32> {
+        self.container.signal(libc::SIGTERM);
+        self.container.child.wait().unwrap().code()
+    }
+}
+
+pub fn service(pod: &Pod, name: &str, limit: u64, args: &[&str], pid: Option<u32>) -> Container {
+    let go = go_service_path().display().to_string();
+    let mut cmd = vec![go.as_str()];
+    cmd.extend_from_slice(args);
+    let out = pod.work_dir().join(format!("{name}.out"));
+    let spec = Spec {
+        name,
+        limit,
+        cmd: &cmd,
+        env: &[],
+        out: &out,
+    };
+    pod.container(&spec, pid)
+}
+
+/// A pod with a memprof sidecar (`env` added to its environment) and an S3 server on the
+/// host's end of the pod's link. Fields drop in order: the sidecar before its pod. Bind
+/// every field (`_s3` too): a field left to `..` is dropped at once.
+pub struct Setup {
+    pub memprof: Sidecar,
+    pub client: S3Client,
+    pub _s3: S3Server,
+    pub pod: Pod,
+}
+
+pub fn setup(name: &str, index: u8, env: &[(&str, &str)]) -> Option<Setup> {
+    prerequisites()?;
+    let pod = Pod::new(name, index);
+    let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    Some(Setup {
+        memprof: Sidecar::start(&pod, &s3, env),
+        client: s3.client(),
+        _s3: s3,
+        pod,
+    })
+}
+
+/// The first key naming `pid` that is not in `seen`, found while `service` still runs.
+pub fn wait_key(
+    client: &S3Client,
+    pid: u32,
+    service: &Container,
+    seen: &[String],
+    log: &Sidecar,
+) -> String {
+    let marker = format!("_pid-{pid}_");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        let alive = service.alive();
+        if let Some(key) = client
+            .keys()
+            .into_iter()
+            .find(|k| k.contains(&marker) && !seen.contains(k))
+        {
+            assert!(
+                alive,
+                "profile {key} arrived only after the service was gone"
+            );
+            return key;
+        }
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!(
+        "no new profile for pid {pid} while the service lived; memprof said:\n{}",
+        log.output()
+    );
+}
+
+pub fn stored_line(log: &str, key: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("profile stored") && l.contains(key))
+        .unwrap_or_else(|| panic!("no 'profile stored' line for {key}:\n{log}"))
+        .to_string()
+}
+
+pub fn percent_of(key: &str) -> u32 {
+    key.rsplit('_')
+        .find_map(|part| part.split('.').next()?.strip_suffix("pct")?.parse().ok())
+        .unwrap_or_else(|| panic!("no percentage in {key}"))
+}
+
+/// `MEMPROF_E2E_LIMIT_MIB` / `MEMPROF_E2E_RATE_MIB_S` shrink the scenario on slow machines
+/// (the emulated VM of `cargo xtask vm-test`).
+pub fn scaled(limit_mib: u64, rate: u32) -> (u64, String) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let limit = var("MEMPROF_E2E_LIMIT_MIB").unwrap_or(limit_mib);
+    let rate = var("MEMPROF_E2E_RATE_MIB_S").unwrap_or(rate as u64);
+    (limit, rate.to_string())
+}
