@@ -11,19 +11,13 @@ use common::{pod::Pod, sidecar::*, *};
 #[test]
 fn sidecar_in_a_pod_profiles_against_the_service_limit() {
     let (limit_mib, rate) = scaled(512, 200);
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup("limit", 1, &[])
-    else {
+    let Some(s) = setup("limit", 1, &[]) else {
         return;
     };
-    let app = service(&pod, "app", limit_mib * MIB, &["-rate", &rate], None);
+    let app = s.service("app", limit_mib * MIB, &["-rate", &rate]);
     let started = Instant::now();
 
-    let key = wait_key(&client, app.pid, &app, &[], &memprof);
+    let key = s.next_key(&app, &[]);
     let stored_after = started.elapsed();
     wait_for(
         "the OOM killer to take the service",
@@ -49,24 +43,27 @@ fn sidecar_in_a_pod_profiles_against_the_service_limit() {
         (80..100).contains(&pct),
         "percentage {pct} in {key} is not the service's"
     );
-    let log = memprof.output();
-    let line = stored_line(&log, &key);
+    let line = s.memprof.stored_line(&key);
     println!("pod: {line}");
     assert!(
         line.contains(&format!("limit={}", limit_mib * MIB))
             && line.contains("limit_source=Cgroup"),
         "memprof measured against another limit than the service's {limit_mib} MiB: {line}"
     );
-    let top = pprof_top(&client.get(&key));
+    let top = pprof_top(&s.client.get(&key));
     assert!(
         top.contains("main.leakyRetain"),
         "the profile does not name the leak:\n{top}"
     );
-    memprof.wait_for_log(
+    s.memprof.wait_for_log(
         &format!("OOM killer chose process pid={}", app.pid),
         Duration::from_secs(10),
     );
-    assert_eq!(memprof.stop(), Some(0), "memprof should exit 0 on SIGTERM");
+    assert_eq!(
+        s.memprof.stop(),
+        Some(0),
+        "memprof should exit 0 on SIGTERM"
+    );
 }
 
 #[test]

@@ -11,36 +11,22 @@ use common::sidecar::*;
 fn a_reused_pid_starts_afresh() {
     // Only the kernel path may find the second process (the safety net is out of reach), and
     // the default 300 s cooldown would hold a profile if the old process's state carried over.
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup("reuse", 4, &[("MEMPROF_SAFETY_NET_MS", "600000")])
-    else {
+    let Some(s) = setup("reuse", 4, &[("MEMPROF_SAFETY_NET_MS", "600000")]) else {
         return;
     };
-    let first = service(&pod, "first", 256 * MIB, &["-rate", "100"], Some(40));
-    let key1 = wait_key(&client, 40, &first, &[], &memprof);
+    let first = service(&s.pod, "first", 256 * MIB, &["-rate", "100"], Some(40));
+    let key1 = s.next_key(&first, &[]);
     drop(first);
-    let second = service(&pod, "second", 256 * MIB, &["-rate", "100"], Some(40));
-    let key2 = wait_key(&client, 40, &second, std::slice::from_ref(&key1), &memprof);
-    let line = stored_line(&memprof.output(), &key2);
-    assert!(
-        line.contains("detector=\"ebpf\"") || line.contains("detector=ebpf"),
-        "{line}"
-    );
+    let second = service(&s.pod, "second", 256 * MIB, &["-rate", "100"], Some(40));
+    let key2 = s.next_key(&second, std::slice::from_ref(&key1));
+    let line = s.memprof.stored_line(&key2);
+    assert!(line.contains("detector=\"ebpf\""), "{line}");
     println!("reuse: {key1} then {key2}");
 }
 
 #[test]
 fn a_second_crossing_gives_a_second_profile() {
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup(
+    let Some(s) = setup(
         "again",
         5,
         &[
@@ -48,26 +34,13 @@ fn a_second_crossing_gives_a_second_profile() {
             ("MEMPROF_COOLDOWN_SECS", "0"),
             ("MEMPROF_SAFETY_NET_MS", "200"),
         ],
-    )
-    else {
+    ) else {
         return;
     };
     // Rises to 320 MiB (crossing 256 MiB), frees everything, rises again.
-    let app = service(
-        &pod,
-        "app",
-        512 * MIB,
-        &["-rate", "100", "-free-at", "320"],
-        None,
-    );
-    let key1 = wait_key(&client, app.pid, &app, &[], &memprof);
-    let key2 = wait_key(
-        &client,
-        app.pid,
-        &app,
-        std::slice::from_ref(&key1),
-        &memprof,
-    );
+    let app = s.service("app", 512 * MIB, &["-rate", "100", "-free-at", "320"]);
+    let key1 = s.next_key(&app, &[]);
+    let key2 = s.next_key(&app, std::slice::from_ref(&key1));
     println!("again: {key1} then {key2}");
     for key in [key1, key2] {
         assert!((50..70).contains(&percent_of(&key)), "{key}");
@@ -76,88 +49,53 @@ fn a_second_crossing_gives_a_second_profile() {
 
 #[test]
 fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup(
+    let Some(s) = setup(
         "full",
         6,
         &[("MEMPROF_MAX_PROCS", "1"), ("MEMPROF_SAFETY_NET_MS", "200")],
-    )
-    else {
+    ) else {
         return;
     };
     // memprof itself or this idle service holds the one slot for as long as the test runs.
-    let _filler = service(
-        &pod,
-        "filler",
-        512 * MIB,
-        &["-addr", "127.0.0.1:0", "-rate", "1"],
-        None,
-    );
+    let _filler = s.service("filler", 512 * MIB, &["-addr", "127.0.0.1:0", "-rate", "1"]);
     std::thread::sleep(Duration::from_millis(500));
-    let app = service(&pod, "app", 512 * MIB, &["-rate", "100"], None);
-    let key = wait_key(&client, app.pid, &app, &[], &memprof);
-    let line = stored_line(&memprof.output(), &key);
-    assert!(
-        line.contains("detector=\"poll\"") || line.contains("detector=poll"),
-        "{line}"
-    );
-    memprof.wait_for_log("process map is full", Duration::from_secs(20));
+    let app = s.service("app", 512 * MIB, &["-rate", "100"]);
+    let key = s.next_key(&app, &[]);
+    let line = s.memprof.stored_line(&key);
+    assert!(line.contains("detector=\"poll\""), "{line}");
+    s.memprof
+        .wait_for_log("process map is full", Duration::from_secs(20));
 }
 
 #[test]
 fn a_failed_capture_is_retried_while_above() {
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup("retry", 7, &[("MEMORY_CRITICAL_PERCENTAGE", "50")])
-    else {
+    let Some(s) = setup("retry", 7, &[("MEMORY_CRITICAL_PERCENTAGE", "50")]) else {
         return;
     };
     // The endpoint fails twice, as a service thrashing near its limit does; the leak leaves
     // ~5 s between the crossing and the kill.
-    let app = service(
-        &pod,
-        "app",
-        512 * MIB,
-        &["-rate", "50", "-fail-heap", "2"],
-        None,
-    );
-    let key = wait_key(&client, app.pid, &app, &[], &memprof);
-    let log = memprof.output();
+    let app = s.service("app", 512 * MIB, &["-rate", "50", "-fail-heap", "2"]);
+    let key = s.next_key(&app, &[]);
+    let log = s.memprof.output();
     let retries = log
         .lines()
         .filter(|l| l.contains("retrying the capture"))
         .count();
     assert_eq!(retries, 2, "two failures, two retries:\n{log}");
-    let line = stored_line(&log, &key);
-    assert!(
-        line.contains("detector=\"retry\"") || line.contains("detector=retry"),
-        "{line}"
-    );
+    let line = s.memprof.stored_line(&key);
+    assert!(line.contains("detector=\"retry\""), "{line}");
 }
 
 #[test]
 fn a_resized_limit_is_noticed() {
-    let Some(Setup {
-        memprof,
-        client,
-        pod,
-        _s3,
-    }) = setup("resize", 8, &[("MEMPROF_SAFETY_NET_MS", "200")])
-    else {
+    let Some(s) = setup("resize", 8, &[("MEMPROF_SAFETY_NET_MS", "200")]) else {
         return;
     };
-    let app = service(&pod, "app", 1024 * MIB, &["-rate", "40"], None);
+    let app = s.service("app", 1024 * MIB, &["-rate", "40"]);
     // Armed at 80 % of 1 GiB; then the container is resized to 256 MiB (as an in-place pod
     // resize does) while it uses ~80 MiB. Without a re-read it would be killed unprofiled.
     // What README tells operators to check: the limit memprof announces for the service.
-    let watching = memprof.wait_for_log(
+    let watching = s.memprof.wait_for_log(
         &format!("watching process pid={} comm=\"leaky\"", app.pid),
         Duration::from_secs(10),
     );
@@ -173,8 +111,8 @@ fn a_resized_limit_is_noticed() {
         "memory.limit_in_bytes"
     };
     std::fs::write(app.cgroup.dir.join(file), (256 * MIB).to_string()).unwrap();
-    let key = wait_key(&client, app.pid, &app, &[], &memprof);
-    let line = stored_line(&memprof.output(), &key);
+    let key = s.next_key(&app, &[]);
+    let line = s.memprof.stored_line(&key);
     assert!(line.contains(&format!("limit={}", 256 * MIB)), "{line}");
     assert!((80..100).contains(&percent_of(&key)), "{key}");
 }

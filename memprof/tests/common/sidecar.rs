@@ -89,6 +89,14 @@ impl Sidecar {
         line
     }
 
+    /// memprof's "profile stored" line for `key` (written just after the object is stored,
+    /// so it may trail the object in the bucket by a moment).
+    pub fn stored_line(&self, key: &str) -> String {
+        let line = self.wait_for_log(&format!("key=\"{key}\""), Duration::from_secs(10));
+        assert!(line.contains("profile stored"), "{line}");
+        line
+    }
+
     /// SIGTERM, then memprof's exit code (through `nsenter`, which passes it on).
     pub fn stop(mut self) -> Option<i32> {
         self.container.signal(libc::SIGTERM);
@@ -112,12 +120,11 @@ pub fn service(pod: &Pod, name: &str, limit: u64, args: &[&str], pid: Option<u32
 }
 
 /// A pod with a memprof sidecar (`env` added to its environment) and an S3 server on the
-/// host's end of the pod's link. Fields drop in order: the sidecar before its pod. Bind
-/// every field (`_s3` too): a field left to `..` is dropped at once.
+/// host's end of the pod's link. Fields drop in order: the sidecar before its pod.
 pub struct Setup {
     pub memprof: Sidecar,
     pub client: S3Client,
-    pub _s3: S3Server,
+    s3: S3Server,
     pub pod: Pod,
 }
 
@@ -128,12 +135,23 @@ pub fn setup(name: &str, index: u8, env: &[(&str, &str)]) -> Option<Setup> {
     Some(Setup {
         memprof: Sidecar::start(&pod, &s3, env),
         client: s3.client(),
-        _s3: s3,
+        s3,
         pod,
     })
 }
 
-/// The first key naming `pid` that is not in `seen`, found while `service` still runs.
+impl Setup {
+    /// Starts the Go service in its own container of the pod.
+    pub fn service(&self, name: &str, limit: u64, args: &[&str]) -> Container {
+        service(&self.pod, name, limit, args, None)
+    }
+
+    /// The first profile of `service` not in `seen`, stored while it still runs.
+    pub fn next_key(&self, service: &Container, seen: &[String]) -> String {
+        wait_key(&self.client, service.pid, service, seen, &self.memprof)
+    }
+}
+
 pub fn wait_key(
     client: &S3Client,
     pid: u32,
@@ -165,13 +183,6 @@ pub fn wait_key(
         "no new profile for pid {pid} while the service lived; memprof said:\n{}",
         log.output()
     );
-}
-
-pub fn stored_line(log: &str, key: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("profile stored") && l.contains(key))
-        .unwrap_or_else(|| panic!("no 'profile stored' line for {key}:\n{log}"))
-        .to_string()
 }
 
 pub fn percent_of(key: &str) -> u32 {
