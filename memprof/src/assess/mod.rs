@@ -81,10 +81,9 @@ impl Assessor {
     pub fn read(&mut self, pid: u32) -> Option<Reading> {
         let status = procfs::process::Status::from_read(open(pid, "status")?).ok()?;
         let (rss, counters) = rss_of(&status)?;
-        let stat = procfs::process::Stat::from_read(open(pid, "stat")?).ok()?;
         let key = ProcKey {
             pid,
-            start: stat.starttime,
+            start: start_time(pid)?,
         };
         let (limit, limit_source) = match self.limit(key, &status.name) {
             Ok(Some(limit)) => (limit, LimitSource::Cgroup),
@@ -163,9 +162,13 @@ impl Assessor {
 
 /// Whether the process still runs (its PID is not gone, nor taken by another process).
 pub fn alive(key: ProcKey) -> bool {
-    open(key.pid, "stat")
-        .and_then(|f| procfs::process::Stat::from_read(f).ok())
-        .is_some_and(|s| s.starttime == key.start)
+    start_time(key.pid) == Some(key.start)
+}
+
+/// The process's start time in clock ticks since boot (`/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = procfs::process::Stat::from_read(open(pid, "stat")?).ok()?;
+    Some(stat.starttime)
 }
 
 fn open(pid: u32, file: &str) -> Option<std::fs::File> {
