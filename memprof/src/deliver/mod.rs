@@ -3,13 +3,27 @@ pub mod key;
 pub mod sink;
 pub mod spool;
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{collections::HashSet, path::Path, sync::Mutex, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use sink::Sink;
 use spool::Spool;
+
+/// Writes `bytes` to `dest` through a hidden temporary file beside it and a rename, so a crash
+/// never leaves half a profile under the final name.
+async fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dest.parent().context("path without a directory")?;
+    let name = dest.file_name().context("path without a file name")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, dest)
+        .await
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+}
 
 /// How often spooled leftovers are retried.
 const RETRY_EVERY: Duration = Duration::from_secs(30);

@@ -82,16 +82,7 @@ impl Sink {
                 tokio::fs::create_dir_all(parent)
                     .await
                     .with_context(|| format!("creating {}", parent.display()))?;
-                let tmp = parent.join(format!(
-                    ".{}.tmp",
-                    dest.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                tokio::fs::write(&tmp, bytes)
-                    .await
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                tokio::fs::rename(&tmp, &dest)
-                    .await
-                    .with_context(|| format!("renaming to {}", dest.display()))?;
+                super::write_atomically(&dest, bytes).await?;
             }
         }
         Ok(())

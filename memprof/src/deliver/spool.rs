@@ -36,13 +36,7 @@ impl Spool {
     /// Writes atomically (temp file + rename), so a crash never leaves half a profile behind.
     pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<Entry> {
         let path = self.dir.join(file_name(key));
-        let tmp = self.dir.join(format!(".{}.tmp", file_name(key)));
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("renaming {}", tmp.display()))?;
+        super::write_atomically(&path, bytes).await?;
         Ok(Entry {
             key: key.to_string(),
             path,
