@@ -29,21 +29,21 @@ const IGNORED: ProcState = ProcState {
     counters: [0; NR_MM_COUNTERS],
 };
 
-/// The state of process `host_pid`, whose task is `task` and whose address space is `mm`.
-/// An entry for another identity (the PID was reused, or the process ran exec and the
-/// lifecycle hooks have not caught up) is replaced, never inherited.
+/// The state of process `host_pid`, whose task is `task` and whose address space is `mm`,
+/// given its `PROCS` entry as the caller just looked it up. An entry for another identity
+/// (the PID was reused, or the process ran exec and the lifecycle hooks have not caught up)
+/// is replaced, never inherited.
 #[inline(always)]
-pub fn state_of(host_pid: u32, mm: u64, task: u64) -> ProcState {
+pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> ProcState {
     let identity = || Identity {
         mm,
         start_ns: task::start_ns(task),
     };
-    // SAFETY: PROCS values are plain data; a concurrent update yields a stale level at worst.
-    match unsafe { PROCS.get(host_pid) } {
+    match entry {
         Some(state) => {
             let identity = identity();
             if state.identity == identity {
-                *state
+                state
             } else {
                 remember(host_pid, identity, task, BPF_ANY)
             }

@@ -81,7 +81,9 @@ fn mm_rss(mm: *const u8) -> u64 {
 #[inline(always)]
 fn fill_cache(cache: &mut MmCache, mm: u64, kernel_epoch: u64, user_epoch: u64) -> Option<()> {
     let (owner, host_pid) = task::mm_owner(mm)?;
-    let state = procs::state_of(host_pid, mm, owner);
+    // SAFETY: PROCS values are plain data; a concurrent update yields a stale level at worst.
+    let entry = unsafe { PROCS.get(host_pid) }.copied();
+    let state = procs::state_of(host_pid, mm, owner, entry);
     cache.mm = mm;
     cache.level = state.level;
     cache.kernel_epoch = kernel_epoch;
@@ -112,7 +114,8 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     let mm_id = mm_id as u64;
     let (host_pid, state) = if curr != 0 {
         let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let state = match PROCS.get_ptr_mut(host_pid) {
+        let entry = PROCS.get_ptr_mut(host_pid);
+        let state = match entry {
             // The hot path checks the address space only: exit and exec remove entries, and a
             // full identity check would cost two more reads on every event.
             // SAFETY: valid map value pointer.
@@ -120,7 +123,9 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
             _ => {
                 // SAFETY: helper without preconditions; the task uses this mm (curr == 1).
                 let current = unsafe { bpf_get_current_task() } as u64;
-                if procs::state_of(host_pid, mm_id, current).level == DISARMED {
+                // SAFETY: valid map value pointer.
+                let entry = entry.map(|state| unsafe { *state });
+                if procs::state_of(host_pid, mm_id, current, entry).level == DISARMED {
                     return None;
                 }
                 PROCS.get_ptr_mut(host_pid)?
