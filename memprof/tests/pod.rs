@@ -134,3 +134,27 @@ fn two_sidecars_capture_only_their_own_pods() {
         "memprof a logged pod b's service:\n{log_a}"
     );
 }
+
+/// A node-level memprof (the node's PID, network and mount namespaces, the node's cgroupfs)
+/// watching a pod's container: the limit is the container's own, found through both views.
+#[test]
+fn node_memprof_measures_a_pod_container_against_its_own_limit() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let pod = Pod::new("node", 9);
+    let memprof = Memprof::spawn(
+        &["--detector", "btf"],
+        &[("MEMPROF_SAFETY_NET_MS", "200".to_string())],
+    );
+    let app = service(&pod, "app", 512 * MIB, &["-rate", "5"], None);
+    let line = memprof.wait_for_log(
+        &format!("watching process pid={} comm=\"leaky\"", app.host_pid),
+        Duration::from_secs(10),
+    );
+    println!("node: {line}");
+    assert!(
+        line.contains(&format!("limit={}", 512 * MIB)) && line.contains("limit_source=Cgroup"),
+        "{line}"
+    );
+}

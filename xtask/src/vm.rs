@@ -7,13 +7,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, setup, sh, workspace_root};
 
-/// Tests run in the guest: all of the BPF integration tests, the eBPF end-to-end test and the
-/// sidecar in a pod layout, which on cgroup v2 gives each container its own cgroup namespace
-/// (with a smaller limit and leak rate, as emulation is slow).
+/// Tests run in the guest: all of the BPF integration tests, the eBPF end-to-end test, and the
+/// sidecar in a pod layout and a node-level memprof beside one, which on cgroup v2 give each
+/// container its own cgroup namespace (with a smaller limit and leak rate, as emulation is slow).
 const GUEST_TESTS: &[(&str, &str)] = &[
     ("bpf", ""),
     ("e2e", "ebpf_profile_beats_the_oom_killer"),
     ("pod", "sidecar_in_a_pod_profiles_against_the_service_limit"),
+    (
+        "pod",
+        "node_memprof_measures_a_pod_container_against_its_own_limit",
+    ),
 ];
 
 pub fn run() -> Result<()> {
