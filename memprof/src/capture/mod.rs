@@ -1,5 +1,6 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
 //! over HTTP (`pprof`); other kinds (in-kernel heap walks, JVM, generic snapshots) plug in here.
+pub mod goheap;
 pub mod job;
 pub mod listener;
 pub mod pprof;

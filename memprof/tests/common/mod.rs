@@ -216,3 +216,43 @@ pub fn pprof_top(profile: &[u8]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A profile's `inuse_space` in bytes, as `go tool pprof -top` reports it: the total and each
+/// function's flat bytes.
+pub fn pprof_inuse(profile: &[u8]) -> (u64, std::collections::BTreeMap<String, u64>) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), profile).unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space", "-unit=B"])
+        .args(["-nodecount=100000"])
+        .arg(f.path())
+        .output()
+        .expect("go tool pprof");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "go tool pprof: {}", String::from_utf8_lossy(&out.stderr));
+    let bytes = |s: &str| s.trim_end_matches('B').parse::<u64>().unwrap_or(0);
+    let total = text
+        .lines()
+        .find_map(|l| l.split(" of ").nth(1)?.strip_suffix(" total").map(bytes))
+        .unwrap_or_else(|| panic!("no total in:\n{text}"));
+    let flat = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(5..)?.join(" "), bytes(f[0])))
+        })
+        .collect();
+    (total, flat)
+}
+
+pub fn http_get(url: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await?.bytes().await })
+        .unwrap()
+        .to_vec()
+}
