@@ -89,6 +89,83 @@ pub struct Event {
     pub ktime_ns: u64,
 }
 
+/// Go processes whose heap the kernel may walk at the kill (`GO_PROCS`, keyed by PID in
+/// memprof's namespace), and OOM victims among them waiting for their SIGKILL (`VICTIMS`).
+pub const MAX_GO_PROCS: u32 = 4096;
+pub const MAX_VICTIMS: u32 = 256;
+/// Buckets the at-kill walk reads; beyond them it only counts (up to `HEAP_MAX_COUNT`).
+pub const HEAP_MAX_BUCKETS: u32 = 65_536;
+pub const HEAP_MAX_COUNT: u32 = 1 << 20;
+/// PCs kept per bucket by the at-kill walk: Go records up to 128 by default since 1.23 (32
+/// before); deeper stacks (`GODEBUG=profstackdepth`) are cut, and the cut is reported.
+pub const HEAP_MAX_DEPTH: usize = 128;
+/// Words of the largest `memRecord` (4 cycles × 4 words, Go ≤ 1.26).
+pub const HEAP_RECORD_WORDS: usize = 16;
+/// Bytes of the ring buffer the at-kill walk writes into.
+pub const HEAP_RING_BYTES: u32 = 16 << 20;
+
+/// Where a Go process keeps its heap profile (run-time addresses), registered by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoTarget {
+    pub mbuckets: u64,
+    pub cycle: u64,
+    pub rate: u64,
+    /// `memRecord` bytes: 128 (Go ≤ 1.26) or 64.
+    pub record_bytes: u32,
+    pub _pad: u32,
+}
+
+/// Record kinds of the heap ring buffer (first `u32` of every record).
+pub const HEAP_BEGIN: u32 = 1;
+pub const HEAP_BUCKET: u32 = 2;
+pub const HEAP_END: u32 = 3;
+
+/// Opens a walk: which process, and the profile cycle and rate when it began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapBegin {
+    pub kind: u32,
+    pub host_pid: u32,
+    pub ns_pid: u32,
+    pub _pad: u32,
+    /// `mProfCycle.value`, `runtime.MemProfileRate`.
+    pub cycle: u64,
+    pub rate: u64,
+    pub ktime_ns: u64,
+}
+
+/// One bucket; only `HEAP_BUCKET_HEAD + depth * 8` bytes of it are sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HeapBucket {
+    pub kind: u32,
+    pub host_pid: u32,
+    /// PCs the runtime recorded, and PCs sent (`min(nstk, HEAP_MAX_DEPTH)`).
+    pub nstk: u32,
+    pub depth: u32,
+    pub size: u64,
+    pub record: [u64; HEAP_RECORD_WORDS],
+    pub pcs: [u64; HEAP_MAX_DEPTH],
+}
+pub const HEAP_BUCKET_HEAD: usize = core::mem::offset_of!(HeapBucket, pcs);
+
+/// Closes a walk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapEnd {
+    pub kind: u32,
+    pub host_pid: u32,
+    /// Buckets sent, lost to a full ring buffer, and left unread beyond `HEAP_MAX_BUCKETS`.
+    pub sent: u64,
+    pub lost: u64,
+    pub left_out: u64,
+    /// 1 when a read of the victim's memory failed and the walk stopped there.
+    pub failed: u32,
+    pub _pad: u32,
+    pub ktime_ns: u64,
+}
+
 /// Names of the `.rodata` globals the kernel programs read; userspace overrides them at load
 /// time with offsets read from the running kernel's BTF, so the verifier sees constants.
 pub mod globals {
@@ -125,6 +202,8 @@ pub mod globals {
     pub const TP_SIZE_OFF: &str = "TP_SIZE_OFF";
     /// `oom/mark_victim` record: offset of `pid`.
     pub const TP_OOM_PID_OFF: &str = "TP_OOM_PID_OFF";
+    /// `signal/signal_deliver` record: offset of `sig`.
+    pub const TP_SIG_OFF: &str = "TP_SIG_OFF";
 }
 
 #[cfg(feature = "user")]
@@ -133,4 +212,5 @@ mod pod {
     unsafe impl aya::Pod for super::ProcState {}
     unsafe impl aya::Pod for super::Identity {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::GoTarget {}
 }

@@ -1,10 +1,13 @@
 //! memprof's kernel programs. Each file holds one concern:
 //! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
 //! `lifecycle.rs` forgets processes on exec and exit, `oom.rs` reports OOM-killer victims,
+//! `goheap.rs` walks a Go victim's heap profile when its SIGKILL arrives,
 //! `procs.rs` admits processes and reports crossings, `task.rs` resolves a task's tgid and its PID in memprof's namespace.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod goheap;
 #[cfg(target_arch = "bpf")]
 mod lifecycle;
 #[cfg(target_arch = "bpf")]

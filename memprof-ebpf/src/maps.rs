@@ -3,7 +3,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use memprof_common::{ProcState, MAX_FOREIGN, MAX_PROCS, NR_STATS};
+use memprof_common::{
+    GoTarget, HeapBucket, ProcState, HEAP_RING_BYTES, MAX_FOREIGN, MAX_GO_PROCS, MAX_PROCS,
+    MAX_VICTIMS, NR_STATS,
+};
 
 /// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
 /// map: an armed process is never evicted to make room (an LRU would evict hot processes
@@ -29,6 +32,23 @@ pub static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PR
 /// Crossing and OOM events for userspace.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Go processes whose heap can be walked, keyed by PID in memprof's namespace (userspace
+/// registers them when it discovers them).
+#[map]
+pub static GO_PROCS: HashMap<u32, GoTarget> = HashMap::with_max_entries(MAX_GO_PROCS, 0);
+
+/// OOM victims with a `GO_PROCS` entry, by host tgid, until their SIGKILL is delivered.
+#[map]
+pub static VICTIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VICTIMS, 0);
+
+/// The at-kill walk's records (`memprof_common::HEAP_*`).
+#[map]
+pub static HEAP: RingBuf = RingBuf::with_byte_size(HEAP_RING_BYTES, 0);
+
+/// Per-CPU room for one bucket record (too big for the BPF stack).
+#[map]
+pub static HEAP_SCRATCH: PerCpuArray<HeapBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Invalidation counters for the per-CPU caches: [0] bumped by the kernel (exit, crossing),
 /// [1] bumped by userspace after it re-arms a level. Two slots so neither writer loses the
@@ -96,6 +116,7 @@ globals! {
     TP_MEMBER_OFF: u64,
     TP_SIZE_OFF: u64,
     TP_OOM_PID_OFF: u64,
+    TP_SIG_OFF: u64,
 }
 
 /// Adds one to `STATS[idx]` (a racing increment may be lost; these are diagnostics).

@@ -1,11 +1,12 @@
 //! Reports the OOM killer's victims among memprof's own processes, so the log (and tests) can
-//! show whether a profile was stored before the kill. Other PID namespaces' victims (other
+//! show whether a profile was stored before the kill, and marks Go victims for the at-kill heap
+//! walk (`goheap.rs`). Other PID namespaces' victims (other
 //! pods, for a sidecar) are none of memprof's business and are not reported.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use memprof_common::EventKind;
 
 use crate::{
-    maps::{g, PROCS},
+    maps::{g, GO_PROCS, PROCS, VICTIMS},
     procs::notify,
 };
 
@@ -24,6 +25,11 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> i32 {
         None if g::PIDNS_IS_INIT() != 0 => host_pid,
         None => return 0,
     };
+    // Mark before notifying: the walk must not miss a SIGKILL delivered meanwhile.
+    // SAFETY: plain data.
+    if unsafe { GO_PROCS.get(ns_pid) }.is_some() {
+        let _ = VICTIMS.insert(host_pid, 1, 0);
+    }
     notify(EventKind::OomVictim, host_pid, ns_pid);
     0
 }

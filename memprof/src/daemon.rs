@@ -17,11 +17,18 @@ use crate::{
         policy::{Decision, Outcome, Policy, Retry, RETRY_BACKOFF},
         Assessor, ProcKey, Reading,
     },
-    capture::{job::Capturer, pprof::Pprof},
+    capture::{
+        goheap::{kill, read::Bounds, registry::Registry},
+        job::Capturer,
+        pprof::Pprof,
+    },
     config::{Config, Destination},
     deliver::{key::Place, sink::Sink, spool::Spool, Deliverer},
     detect::{self, ebpf::Arm, poll, Candidate, KernelProc, Source},
 };
+
+/// Buckets a read from process memory keeps (a profile with more is marked truncated).
+const READ_MAX_BUCKETS: usize = 100_000;
 
 /// How long in-flight captures may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -40,15 +47,27 @@ pub async fn run(cfg: Config) -> Result<()> {
         Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
         Destination::Local(dir) => Sink::local(dir),
     };
+    let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
+    let (kernel, detector) = detect::start(&cfg, tx.clone())?;
+    let (arm, go_targets, heap_ring) = match kernel {
+        Some(k) => (Some(k.arm), Some(k.go), Some(k.heap)),
+        None => (None, None, None),
+    };
     let capturer = Arc::new(Capturer {
         pprof,
         deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
         place: Place::from_env(),
         key_prefix: cfg.key_prefix.clone(),
+        go_heap: cfg.go_heap,
+        goheap: Registry::new(go_targets),
+        read_bounds: Bounds {
+            max_buckets: READ_MAX_BUCKETS,
+            deadline: cfg.capture_timeout,
+        },
     });
-
-    let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
-    let (arm, detector) = detect::start(&cfg, tx.clone())?;
+    if let Some(ring) = heap_ring {
+        at_kill(ring, Arc::clone(&capturer));
+    }
     let poll_every = if arm.is_some() {
         cfg.safety_net_interval
     } else {
@@ -58,6 +77,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         detector,
         poll_every_ms = poll_every.as_millis() as u64,
         threshold_pct = cfg.threshold_pct,
+        go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination = capturer.deliverer.describe(),
         pprof = capturer.pprof.url(),
@@ -72,6 +92,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         policy: Policy::new(cfg.threshold_pct, cfg.cooldown),
         arm,
         watching: HashSet::new(),
+        discovered: HashSet::new(),
         kernel: HashMap::new(),
         armed: HashMap::new(),
         captures: JoinSet::new(),
@@ -104,12 +125,30 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+/// Turns the kernel's at-kill heap walks into stored profiles.
+fn at_kill(ring: aya::maps::RingBuf<aya::maps::MapData>, capturer: Arc<Capturer>) {
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        if let Err(e) = kill::run(ring, tx).await {
+            error!("heap ring buffer reader stopped: {e:#}; no more at-kill profiles");
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(read) = rx.recv().await {
+            let capturer = Arc::clone(&capturer);
+            tokio::spawn(async move { capturer.at_kill(read).await });
+        }
+    });
+}
+
 struct LoopState {
     assessor: Assessor,
     policy: Policy<ProcKey>,
     arm: Option<Arm>,
     /// Processes announced in the log ("watching process").
     watching: HashSet<ProcKey>,
+    /// Processes looked at for a Go heap.
+    discovered: HashSet<ProcKey>,
     /// Processes as the kernel reported them (needed to arm a level).
     kernel: HashMap<ProcKey, KernelProc>,
     /// Level currently armed in the kernel, per process.
@@ -137,6 +176,8 @@ impl LoopState {
                 let pid = c.ns_pid;
                 self.policy.retain(|k| k.pid != pid);
                 self.watching.retain(|k| k.pid != pid);
+                self.discovered.retain(|k| k.pid != pid);
+                self.capturer.goheap.forget_pid(pid);
                 self.kernel.retain(|k, _| k.pid != pid);
                 self.armed.retain(|k, _| k.pid != pid);
                 return;
@@ -150,6 +191,9 @@ impl LoopState {
             return;
         };
         let key = reading.key;
+        if self.discovered.insert(key) {
+            self.capturer.goheap.discover(key, reading.comm.clone());
+        }
         // Once per process, from the safety net's scan (so short-lived helpers such as exec
         // probes stay out of the log): what it is measured against, for operators to check.
         if c.source == Source::Poll && self.watching.insert(key) {
@@ -258,6 +302,8 @@ impl LoopState {
         self.policy.retain(alive);
         self.assessor.retain(alive);
         self.watching.retain(alive);
+        self.discovered.retain(alive);
+        self.capturer.goheap.sweep(alive);
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
         if let Some(arm) = &self.arm {

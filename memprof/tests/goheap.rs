@@ -57,7 +57,11 @@ fn memory_read_agrees_with_the_endpoint() {
     let (http_total, http) = pprof_inuse(&from_endpoint);
     eprintln!("memory {mem_total} B {mem:?}\nendpoint {http_total} B {http:?}");
     let diff = mem_total.abs_diff(http_total) as f64 / http_total as f64;
-    assert!(diff < 0.01, "inuse_space totals differ by {:.2} %", diff * 100.0);
+    assert!(
+        diff < 0.01,
+        "inuse_space totals differ by {:.2} %",
+        diff * 100.0
+    );
     assert_eq!(
         mem.keys().collect::<Vec<_>>(),
         http.keys().collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 // leaky is a Go service that retains memory at a fixed rate and serves net/http/pprof, the
-// kind of process memprof exists for. memprof's end-to-end tests run it in a memory cgroup
-// until the OOM killer takes it, and check that its heap profile names leakyRetain.
+// kind of process memprof exists for; with -addr "" it serves nothing, like most services.
+// memprof's end-to-end tests run it in a memory cgroup until the OOM killer takes it, and
+// check that its heap profile names leakyRetain.
 package main
 
 import (
@@ -29,7 +30,7 @@ func leakyRetain(n int) {
 }
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:6060", "pprof listen address")
+	addr := flag.String("addr", "127.0.0.1:6060", "pprof listen address (empty: serve no endpoint)")
 	rate := flag.Float64("rate", 200, "MiB retained per second")
 	delay := flag.Duration("delay", 0, "wait this long before leaking")
 	freeAt := flag.Float64("free-at", 0, "when this many MiB are retained, free them all and start over (0: never)")
@@ -49,12 +50,16 @@ func main() {
 		}
 	})
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
+	listening := "none"
+	if *addr != "" {
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			log.Fatalf("listen %s: %v", *addr, err)
+		}
+		go func() { log.Fatal(http.Serve(ln, nil)) }()
+		listening = ln.Addr().String()
 	}
-	go func() { log.Fatal(http.Serve(ln, nil)) }()
-	fmt.Fprintf(os.Stdout, "ready pid=%d addr=%s\n", os.Getpid(), ln.Addr())
+	fmt.Fprintf(os.Stdout, "ready pid=%d addr=%s\n", os.Getpid(), listening)
 
 	time.Sleep(*delay)
 	const tick = 10 * time.Millisecond

@@ -1,5 +1,7 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
-//! over HTTP (`pprof`); other kinds (in-kernel heap walks, JVM, generic snapshots) plug in here.
+//! over HTTP (`pprof`) or read from the process's memory (`goheap`), at the threshold (`job`)
+//! and at the kill (`at_kill`); other kinds (JVM, generic snapshots) plug in here.
+pub mod at_kill;
 pub mod goheap;
 pub mod job;
 pub mod listener;

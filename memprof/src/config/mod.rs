@@ -16,6 +16,17 @@ pub enum DetectorChoice {
     Poll,
 }
 
+/// Where Go heap profiles come from at the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GoHeapMode {
+    /// The process's pprof endpoint; read from its memory when it has none or it fails.
+    Endpoint,
+    /// Only from the process's memory (no HTTP).
+    Memory,
+    /// Both, stored side by side (the memory read as `heap-memory`).
+    Both,
+}
+
 /// Raw command line / environment. Numbers arrive as strings so that validation can name the
 /// variable in a single line instead of clap's multi-line usage error.
 #[derive(Parser, Debug)]
@@ -75,6 +86,10 @@ pub struct Args {
     /// Refuse profiles larger than this many bytes.
     #[arg(long, env = "MEMPROF_CAPTURE_MAX_BYTES", default_value = "67108864")]
     pub capture_max_bytes: String,
+    /// Where Go heap profiles come from at the threshold. The at-kill profile is always read
+    /// by the kernel.
+    #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
+    pub go_heap: GoHeapMode,
     /// Processes the kernel follows at once (its map's capacity); others are seen by the
     /// safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
@@ -102,6 +117,7 @@ pub struct Config {
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
+    pub go_heap: GoHeapMode,
 }
 
 /// A configuration problem, printed as one line; the process exits with code 2.
@@ -226,6 +242,7 @@ impl Config {
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,
+            go_heap: a.go_heap,
         })
     }
 }

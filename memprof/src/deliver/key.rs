@@ -1,4 +1,5 @@
-//! Object keys: `<prefix>/<namespace>/<pod>/<comm>/<UTC time>_pid-<PID>_<PCT>pct.<kind>.<ext>`.
+//! Object keys: `<prefix>/<namespace>/<pod>/<comm>/<UTC time>_pid-<PID>_<level>.<kind>.<ext>`,
+//! where the level is `<PCT>pct` for a threshold capture and `oom` for one taken at the kill.
 //! Pod facts come from the downward API (`POD_NAMESPACE`, `POD_NAME`); a plain node or laptop
 //! uses `host` and the host name.
 use chrono::{DateTime, Utc};
@@ -46,12 +47,30 @@ fn segment(s: &str) -> String {
     }
 }
 
+/// What made memprof capture.
+#[derive(Clone, Copy, Debug)]
+pub enum Level {
+    /// RSS reached this percentage of the limit.
+    Percent(f64),
+    /// The OOM killer chose the process.
+    Oom,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Level::Percent(p) => write!(f, "{}pct", p.floor() as u64),
+            Level::Oom => f.write_str("oom"),
+        }
+    }
+}
+
 pub struct KeyParts<'a> {
     pub prefix: &'a str,
     pub place: &'a Place,
     pub comm: &'a str,
     pub pid: u32,
-    pub percent: f64,
+    pub level: Level,
     pub kind: &'a str,
     pub extension: &'a str,
     pub time: DateTime<Utc>,
@@ -59,10 +78,10 @@ pub struct KeyParts<'a> {
 
 pub fn object_key(k: &KeyParts) -> String {
     let file = format!(
-        "{}_pid-{}_{}pct.{}.{}",
+        "{}_pid-{}_{}.{}.{}",
         k.time.format("%Y%m%dT%H%M%S%.3fZ"),
         k.pid,
-        k.percent.floor() as u64,
+        k.level,
         k.kind,
         k.extension
     );
@@ -93,7 +112,7 @@ mod tests {
             place,
             comm,
             pid: 4242,
-            percent,
+            level: Level::Percent(percent),
             kind: "heap",
             extension: "pb.gz",
             time: Utc.with_ymd_and_hms(2026, 11, 25, 3, 4, 5).unwrap(),
@@ -110,6 +129,17 @@ mod tests {
             object_key(&parts(&place, "cart", 83.9)),
             "memprof/shop/cart-7d9f/cart/20261125T030405.000Z_pid-4242_83pct.heap.pb.gz"
         );
+    }
+
+    #[test]
+    fn at_kill_keys_say_oom() {
+        let place = Place {
+            namespace: "shop".into(),
+            pod: "cart-7d9f".into(),
+        };
+        let mut p = parts(&place, "cart", 0.0);
+        p.level = Level::Oom;
+        assert!(object_key(&p).ends_with("_pid-4242_oom.heap.pb.gz"));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use memprof_common::{globals as g, Event, EventKind, ProcState, NR_MM_COUNTERS, STAT_PROCS_FULL};
+use memprof_common::{
+    globals as g, Event, EventKind, GoTarget, ProcState, NR_MM_COUNTERS, STAT_PROCS_FULL,
+};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
@@ -41,6 +43,23 @@ pub struct Kernel {
     pub rss_layout: Option<layout::RssLayout>,
     bpf: Ebpf,
     arm: Arm,
+    go: GoTargets,
+}
+
+/// Userspace's handle on the Go processes whose heap the kernel walks at the kill.
+#[derive(Clone)]
+pub struct GoTargets(Arc<Mutex<HashMap<MapData, u32, GoTarget>>>);
+
+impl GoTargets {
+    pub fn register(&self, ns_pid: u32, target: GoTarget) -> Result<()> {
+        let mut map = self.0.lock().expect("go targets lock");
+        map.insert(ns_pid, target, 0)?;
+        Ok(())
+    }
+
+    pub fn unregister(&self, ns_pid: u32) {
+        let _ = self.0.lock().expect("go targets lock").remove(&ns_pid);
+    }
 }
 
 /// Userspace's handle on the per-process levels.
@@ -153,6 +172,11 @@ impl Kernel {
             g::TP_OOM_PID_OFF,
             layout::tracepoint_field(&oom_format, "pid")?,
         ));
+        let signal_format = layout::read_format(tracefs, "signal", "signal_deliver")?;
+        globals.push((
+            g::TP_SIG_OFF,
+            layout::tracepoint_field(&signal_format, "sig")?,
+        ));
         debug!(?globals, "kernel offsets");
 
         let mut loader = EbpfLoader::new();
@@ -175,10 +199,12 @@ impl Kernel {
         attach_tracepoint(&mut bpf, "process_exec", "sched", "sched_process_exec")?;
         attach_tracepoint(&mut bpf, "process_exit", "sched", "sched_process_exit")?;
         attach_tracepoint(&mut bpf, "oom_mark_victim", "oom", "mark_victim")?;
+        attach_tracepoint(&mut bpf, "signal_deliver", "signal", "signal_deliver")?;
 
         let procs = HashMap::try_from(bpf.take_map("PROCS").context("map PROCS")?)?;
         let epoch = Array::try_from(bpf.take_map("EPOCH").context("map EPOCH")?)?;
         let stats = Array::try_from(bpf.take_map("STATS").context("map STATS")?)?;
+        let go = HashMap::try_from(bpf.take_map("GO_PROCS").context("map GO_PROCS")?)?;
         let arm = Arm {
             procs: Arc::new(Mutex::new(procs)),
             epoch: Arc::new(Mutex::new(epoch)),
@@ -190,11 +216,23 @@ impl Kernel {
             rss_layout,
             bpf,
             arm,
+            go: GoTargets(Arc::new(Mutex::new(go))),
         })
     }
 
     pub fn arm(&self) -> Arm {
         self.arm.clone()
+    }
+
+    pub fn go_targets(&self) -> GoTargets {
+        self.go.clone()
+    }
+
+    /// The ring buffer of at-kill heap walks, for `capture::goheap::kill`.
+    pub fn take_heap_ring(&mut self) -> Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(
+            self.bpf.take_map("HEAP").context("map HEAP")?,
+        )?)
     }
 
     /// Forwards ring-buffer events until the receiver goes away. Keeps `self` (and thereby the

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use crate::config::{Config, DetectorChoice};
-use ebpf::{Arm, Hook, Kernel};
+use aya::maps::{MapData, RingBuf};
+use ebpf::{Arm, GoTargets, Hook, Kernel};
 
 /// A process worth a look.
 #[derive(Clone, Debug)]
@@ -72,9 +73,16 @@ pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
         .unwrap_or(now)
 }
 
+/// What the daemon keeps of a loaded kernel detector.
+pub struct KernelHandles {
+    pub arm: Arm,
+    pub go: GoTargets,
+    pub heap: RingBuf<MapData>,
+}
+
 /// Loads the kernel detector the configuration asks for, falling back to polling under `auto`.
-/// Returns the handle to arm levels (none when polling) and the detector's name.
-pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Arm>, String)> {
+/// Returns the kernel's handles (none when polling) and the detector's name.
+pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<KernelHandles>, String)> {
     let hooks: &[Hook] = match cfg.detector {
         DetectorChoice::Auto => &[Hook::Btf, Hook::Classic],
         DetectorChoice::Btf => &[Hook::Btf],
@@ -84,8 +92,12 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Arm>, 
     let mut failures = Vec::new();
     for &hook in hooks {
         match Kernel::load(hook, cfg.max_procs) {
-            Ok(kernel) => {
-                let arm = kernel.arm();
+            Ok(mut kernel) => {
+                let handles = KernelHandles {
+                    arm: kernel.arm(),
+                    go: kernel.go_targets(),
+                    heap: kernel.take_heap_ring()?,
+                };
                 let name = match kernel.rss_layout {
                     Some(layout) => format!("ebpf {} ({layout:?} counters)", kernel.hook),
                     None => format!("ebpf {}", kernel.hook),
@@ -97,7 +109,7 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Arm>, 
                         );
                     }
                 });
-                return Ok((Some(arm), name));
+                return Ok((Some(handles), name));
             }
             Err(e) => {
                 warn!("{hook} unavailable: {e:#}");

@@ -223,13 +223,23 @@ pub fn pprof_inuse(profile: &[u8]) -> (u64, std::collections::BTreeMap<String, u
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), profile).unwrap();
     let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space", "-unit=B"])
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=inuse_space",
+            "-unit=B",
+        ])
         .args(["-nodecount=100000"])
         .arg(f.path())
         .output()
         .expect("go tool pprof");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "go tool pprof: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "go tool pprof: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = |s: &str| s.trim_end_matches('B').parse::<u64>().unwrap_or(0);
     let total = text
         .lines()

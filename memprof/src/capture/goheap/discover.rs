@@ -13,6 +13,8 @@ use super::{layout::Layout, read::read_word};
 #[derive(Debug)]
 pub struct GoProc {
     pub exe: File,
+    /// The executable's path as the process sees it (for the profile's mapping).
+    pub path: String,
     pub version: String,
     pub layout: Layout,
     /// Run-time addresses (load bias added) of `runtime.mbuckets`, `runtime.mProfCycle` and
@@ -31,7 +33,10 @@ pub enum Discovery {
     /// Not a Go program: nothing to say.
     NotGo,
     /// A Go program whose heap cannot be read from memory, and why.
-    Unreadable { version: String, reason: String },
+    Unreadable {
+        version: String,
+        reason: String,
+    },
 }
 
 pub fn discover(pid: u32) -> Result<Discovery> {
@@ -74,8 +79,12 @@ pub fn discover(pid: u32) -> Result<Discovery> {
     let bias = load_bias(pid, &exe, &elf)?;
     drop(elf);
     drop(cache);
+    let path = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let go = GoProc {
         exe,
+        path,
         version: release,
         layout,
         mbuckets: mbuckets.wrapping_add(bias),
@@ -102,7 +111,9 @@ fn go_version<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<S
     let rest = data.get(32..)?;
     let (len, used) = uvarint(rest)?;
     let v = rest.get(used..used + len as usize)?;
-    String::from_utf8(v.to_vec()).ok().filter(|v| v.starts_with("go"))
+    String::from_utf8(v.to_vec())
+        .ok()
+        .filter(|v| v.starts_with("go"))
 }
 
 fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
@@ -119,7 +130,11 @@ fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
 /// Where the kernel mapped the executable: the start of its mapping at file offset 0 minus
 /// the link-time address of the segment there. Matched by inode, not by path, because a
 /// container's path means nothing in memprof's mount namespace.
-fn load_bias<'d, R: object::ReadRef<'d>>(pid: u32, exe: &File, elf: &object::File<'d, R>) -> Result<u64> {
+fn load_bias<'d, R: object::ReadRef<'d>>(
+    pid: u32,
+    exe: &File,
+    elf: &object::File<'d, R>,
+) -> Result<u64> {
     if elf.kind() != object::ObjectKind::Dynamic {
         return Ok(0);
     }

@@ -135,12 +135,18 @@ mod tests {
         let b = bucket(&[10, 4, 1, 1, 100, 0, 7, 7]);
         // cycle 3 → future[0] may still be unflushed; future[1] and [2] are the next cycles.
         assert_eq!(
-            published(&[b.clone()], l, 3),
-            vec![Counts { allocs: 11, frees: 5 }]
+            published(std::slice::from_ref(&b), l, 3),
+            vec![Counts {
+                allocs: 11,
+                frees: 5
+            }]
         );
         assert_eq!(
             published(&[b], l, 4),
-            vec![Counts { allocs: 110, frees: 4 }]
+            vec![Counts {
+                allocs: 110,
+                frees: 4
+            }]
         );
     }
 
@@ -149,7 +155,13 @@ mod tests {
         let l = Layout { cycle_words: 4 };
         // Cycle 0: future[0] is empty too, so nothing is published yet.
         let b = bucket(&[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 32, 0, 3, 1, 48, 16]);
-        assert_eq!(published(&[b], l, 0), vec![Counts { allocs: 5, frees: 1 }]);
+        assert_eq!(
+            published(&[b], l, 0),
+            vec![Counts {
+                allocs: 5,
+                frees: 1
+            }]
+        );
     }
 
     #[test]

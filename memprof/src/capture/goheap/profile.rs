@@ -83,7 +83,10 @@ impl Builder {
         }
         // A return PC points after the call; the call itself is one byte before.
         let frames = sym.frames(pc.wrapping_sub(bias).wrapping_sub(1));
-        if frames.first().is_some_and(|f| f.function == "runtime.goexit") {
+        if frames
+            .first()
+            .is_some_and(|f| f.function == "runtime.goexit")
+        {
             self.locations.insert(pc, None);
             return None;
         }

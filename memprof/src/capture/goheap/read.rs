@@ -115,15 +115,22 @@ fn walk(pid: u32, go: &GoProc, bounds: Bounds, started: Instant) -> Result<Snaps
             // Count the rest: one word (`allnext`) per bucket.
             snap.left_out += 1;
             cur = read_word(pid, cur + 8)?;
-            if snap.left_out % 1024 == 0 && started.elapsed() > bounds.deadline {
-                bail!("reading the heap profile took longer than {:?}", bounds.deadline);
+            if snap.left_out.is_multiple_of(1024) && started.elapsed() > bounds.deadline {
+                bail!(
+                    "reading the heap profile took longer than {:?}",
+                    bounds.deadline
+                );
             }
             continue;
         }
         if snap.buckets.len() % 1024 == 1023 && started.elapsed() > bounds.deadline {
-            bail!("reading the heap profile took longer than {:?}", bounds.deadline);
+            bail!(
+                "reading the heap profile took longer than {:?}",
+                bounds.deadline
+            );
         }
-        let n = read_into(pid, cur, &mut buf).with_context(|| format!("reading bucket {cur:#x}"))?;
+        let n =
+            read_into(pid, cur, &mut buf).with_context(|| format!("reading bucket {cur:#x}"))?;
         if n < HEADER {
             bail!("short read of bucket {cur:#x}");
         }

@@ -91,7 +91,10 @@ impl Symbolizer {
     }
 
     fn symbol(&self, addr: u64) -> Option<&str> {
-        let i = self.symbols.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let i = self
+            .symbols
+            .partition_point(|s| s.0 <= addr)
+            .checked_sub(1)?;
         let (start, size, name) = &self.symbols[i];
         (size == &0 || addr < start + size).then_some(name.as_str())
     }

@@ -1,0 +1,193 @@
+//! The reader at the kill: when an OOM victim with a registered Go heap receives its SIGKILL,
+//! the first of its threads to take the signal walks the bucket list (`runtime.mbuckets`,
+//! linked through `allnext`) from the victim's own context, its memory still intact, and sends
+//! each bucket to userspace through `HEAP`. `bpf_loop` runs one bucket per iteration, because
+//! the verifier refuses a plain loop of thousands.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_probe_read_user},
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use memprof_common::{
+    GoTarget, HeapBegin, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
+    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH,
+};
+
+use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, PROCS, VICTIMS};
+
+const SIGKILL: i32 = 9;
+/// Bytes of a bucket header `{next, allnext, typ, hash, size, nstk}`.
+const HEADER: u64 = 48;
+
+/// State of one walk, on the program's stack and handed to each iteration.
+#[repr(C)]
+struct Walk {
+    cur: u64,
+    host_pid: u32,
+    record_bytes: u32,
+    sent: u64,
+    lost: u64,
+    left_out: u64,
+    failed: u32,
+}
+
+#[tracepoint(category = "signal", name = "signal_deliver")]
+pub fn signal_deliver(ctx: TracePointContext) -> i32 {
+    // SAFETY: offset of `sig` from the tracepoint's format file.
+    match unsafe { ctx.read_at::<i32>(g::TP_SIG_OFF() as usize) } {
+        Ok(SIGKILL) => {}
+        _ => return 0,
+    }
+    let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: plain data.
+    if unsafe { VICTIMS.get(host_pid) }.is_none() {
+        return 0;
+    }
+    // Exactly one thread of the victim walks: the one whose delete succeeds.
+    if VICTIMS.remove(host_pid).is_err() {
+        return 0;
+    }
+    // SAFETY: plain data.
+    let ns_pid = match unsafe { PROCS.get(host_pid) } {
+        Some(state) => state.ns_pid,
+        None => host_pid,
+    };
+    // SAFETY: plain data.
+    let Some(target) = (unsafe { GO_PROCS.get(ns_pid) }).copied() else {
+        return 0;
+    };
+    walk_heap(host_pid, ns_pid, &target);
+    0
+}
+
+fn read_user<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper checks the user address; a fault yields an error, not a crash.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+#[inline(never)]
+fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
+    let begin = HeapBegin {
+        kind: HEAP_BEGIN,
+        host_pid,
+        ns_pid,
+        _pad: 0,
+        cycle: read_user::<u32>(target.cycle).unwrap_or(0) as u64,
+        rate: read_user::<u64>(target.rate).unwrap_or(0),
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if HEAP.output::<HeapBegin>(begin, 0).is_err() {
+        return;
+    }
+    let mut w = Walk {
+        cur: read_user::<u64>(target.mbuckets).unwrap_or(0),
+        host_pid,
+        record_bytes: target.record_bytes,
+        sent: 0,
+        lost: 0,
+        left_out: 0,
+        failed: 0,
+    };
+    let ctx = (&mut w as *mut Walk).cast::<c_void>();
+    // SAFETY: the callbacks only touch `w` through `ctx`, which outlives the loops.
+    unsafe {
+        bpf_loop(HEAP_MAX_BUCKETS, read_bucket as *mut c_void, ctx, 0);
+        if w.cur != 0 && w.failed == 0 {
+            bpf_loop(HEAP_MAX_COUNT, count_bucket as *mut c_void, ctx, 0);
+        }
+    }
+    let end = HeapEnd {
+        kind: HEAP_END,
+        host_pid,
+        sent: w.sent,
+        lost: w.lost,
+        left_out: w.left_out,
+        failed: w.failed,
+        _pad: 0,
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    // The end record must arrive even when buckets were lost: retry once is pointless on a
+    // full buffer, so userspace also closes walks that never end (see capture/goheap/kill.rs).
+    let _ = HEAP.output::<HeapEnd>(end, 0);
+}
+
+/// One iteration: sends the bucket at `cur` and moves on. Returns 1 to stop.
+extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` handed to bpf_loop.
+    let w = unsafe { &mut *ctx.cast::<Walk>() };
+    if w.cur == 0 {
+        return 1;
+    }
+    let Some(b) = HEAP_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let Some(header) = read_user::<[u64; 6]>(w.cur) else {
+        w.failed = 1;
+        return 1;
+    };
+    let nstk = header[5];
+    let depth = if nstk > HEAP_MAX_DEPTH as u64 {
+        HEAP_MAX_DEPTH as u64
+    } else {
+        nstk
+    };
+    // Masked where used: the verifier must see both sizes bounded by the buffers.
+    let pcs_len = (depth * 8) & 0x7ff;
+    if pcs_len > (HEAP_MAX_DEPTH * 8) as u64 {
+        return 1;
+    }
+    // SAFETY: `b` is this CPU's scratch value; the reads stay inside its arrays.
+    unsafe {
+        (*b).kind = HEAP_BUCKET;
+        (*b).host_pid = w.host_pid;
+        (*b).nstk = nstk as u32;
+        (*b).depth = depth as u32;
+        (*b).size = header[4];
+        let pcs = (*b).pcs.as_mut_ptr().cast::<c_void>();
+        let record = (*b).record.as_mut_ptr().cast::<c_void>();
+        let rec_addr = w.cur + HEADER + nstk * 8;
+        let ok = bpf_probe_read_user(pcs, pcs_len as u32, (w.cur + HEADER) as *const c_void) == 0
+            && if w.record_bytes == 64 {
+                bpf_probe_read_user(record, 64, rec_addr as *const c_void) == 0
+            } else {
+                bpf_probe_read_user(record, 128, rec_addr as *const c_void) == 0
+            };
+        if !ok {
+            w.failed = 1;
+            return 1;
+        }
+        let len = HEAP_BUCKET_HEAD as u64 + pcs_len;
+        let bytes = core::slice::from_raw_parts(b.cast::<u8>(), len as usize);
+        if HEAP.output::<[u8]>(bytes, 0).is_ok() {
+            w.sent += 1;
+        } else {
+            w.lost += 1;
+        }
+    }
+    w.cur = header[1];
+    0
+}
+
+/// Beyond the cap: only follows `allnext`, counting what was left out.
+extern "C" fn count_bucket(_i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` handed to bpf_loop.
+    let w = unsafe { &mut *ctx.cast::<Walk>() };
+    if w.cur == 0 {
+        return 1;
+    }
+    match read_user::<u64>(w.cur + 8) {
+        Some(next) => {
+            w.left_out += 1;
+            w.cur = next;
+            0
+        }
+        None => 1,
+    }
+}

@@ -1,0 +1,96 @@
+//! The profile taken at the kill: the kernel's walk of an OOM victim's Go heap, read in the
+//! victim's own context as its SIGKILL arrived, becomes a symbolized profile stored next to
+//! the threshold profiles of the same process, which it names.
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::{
+    goheap::{self, kill::KillRead},
+    job::{Capturer, Stored},
+    Profile,
+};
+use crate::deliver::key::Level;
+
+impl Capturer {
+    pub async fn at_kill(&self, r: KillRead) {
+        let started = Instant::now();
+        let Some(found) = self.goheap.by_pid(r.ns_pid) else {
+            warn!(
+                pid = r.ns_pid,
+                "the kernel walked a heap memprof no longer knows; dropped"
+            );
+            return;
+        };
+        let mut comments = vec!["memprof: read by the kernel at the OOM kill".to_string()];
+        let cut = r.buckets.iter().filter(|b| b.frames_cut > 0).count();
+        let mut incomplete = Vec::new();
+        if r.lost > 0 {
+            incomplete.push(format!("{} buckets did not fit the ring buffer", r.lost));
+        }
+        if r.left_out > 0 {
+            incomplete.push(format!(
+                "{} buckets beyond the walk's cap left out",
+                r.left_out
+            ));
+        }
+        if r.failed || !r.ended {
+            incomplete.push("the walk stopped early (unreadable memory or no end record)".into());
+        }
+        if cut > 0 {
+            incomplete.push(format!("{cut} stacks cut at the kernel's depth limit"));
+        }
+        for i in &incomplete {
+            comments.push(format!("memprof: truncated: {i}"));
+        }
+        if !found.stored.is_empty() {
+            comments.push(format!("memprof: preceded by {}", found.stored.join(", ")));
+        }
+        let buckets = r.buckets.len();
+        let go = found.go.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            goheap::build_profile(&go, &r.buckets, r.cycle, r.rate, comments)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|b| b);
+        let bytes = match built {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(
+                    pid = found.key.pid,
+                    comm = found.comm,
+                    "building the at-kill profile failed: {e:#}"
+                );
+                return;
+            }
+        };
+        let profile = Profile {
+            kind: "heap",
+            extension: "pb.gz",
+            bytes,
+        };
+        let stored = Stored {
+            pid: found.key.pid,
+            comm: &found.comm,
+            level: Level::Oom,
+            source: "kernel",
+            started,
+        };
+        let (key, delivered) = self.deliver(stored, &profile).await;
+        self.goheap.stored(found.key, &key);
+        if delivered {
+            info!(
+                pid = found.key.pid,
+                comm = found.comm,
+                key,
+                buckets,
+                bytes = profile.bytes.len(),
+                walk_ms = format!("{:.2}", r.walk_ns as f64 / 1e6),
+                truncated = incomplete.join("; "),
+                earlier = found.stored.join(","),
+                "at-kill profile stored"
+            );
+        }
+    }
+}
