@@ -12,12 +12,11 @@ use std::{
 
 use common::*;
 
-/// A service without an endpoint in its own memory cgroup.
-fn leak_without_endpoint(go: &Path, cg: &MemCgroup, rate: &str) -> Child {
+/// A Go program started in its own memory cgroup, once it said it is ready.
+fn start_in(cg: &MemCgroup, go: &Path, args: &[&str]) -> Child {
     let procs = cg.procs_file();
     let mut cmd = Command::new(go);
-    cmd.args(["-addr", "", "-rate", rate, "-delay", "1s"])
-        .stdout(Stdio::piped());
+    cmd.args(args).stdout(Stdio::piped());
     // SAFETY: only async-signal-safe work (a write) between fork and exec.
     unsafe { cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string())) };
     let mut child = cmd.spawn().unwrap();
@@ -25,14 +24,14 @@ fn leak_without_endpoint(go: &Path, cg: &MemCgroup, rate: &str) -> Child {
     child
 }
 
-fn prerequisites() -> Option<std::path::PathBuf> {
+fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> {
     if !require(is_root(), "root (BPF, cgroups)")
         || !require(MemCgroup::available(), "a memory cgroup controller")
         || !S3Server::available()
     {
         return None;
     }
-    go_service()
+    go::build(app, t)
 }
 
 /// Waits for a key containing `needle` and returns it.
@@ -51,16 +50,17 @@ fn wait_key(client: &S3Client, needle: &str, memprof: &Memprof) -> String {
     found.unwrap()
 }
 
-#[test]
-fn threshold_and_at_kill_profiles_without_an_endpoint() {
-    let Some(go) = prerequisites() else { return };
+fn without_an_endpoint(t: go::Toolchain) {
+    let Some(go) = prerequisites("leaky", t) else {
+        return;
+    };
     let s3 = S3Server::start("goheap");
     let client = s3.client();
     let mut env = s3.env();
     env.push(("MEMORY_CRITICAL_PERCENTAGE", "60".into()));
     let memprof = Memprof::spawn(&["--detector", "btf"], &env);
-    let cg = MemCgroup::new("memprof-goheap", 256 << 20);
-    let mut svc = leak_without_endpoint(&go, &cg, "100");
+    let cg = MemCgroup::new(&format!("memprof-goheap-{t:?}"), 256 << 20);
+    let mut svc = start_in(&cg, &go, &["-addr", "", "-rate", "100", "-delay", "1s"]);
     let pid = svc.id();
 
     let threshold = wait_key(&client, &format!("_pid-{pid}_6"), &memprof);
@@ -82,4 +82,79 @@ fn threshold_and_at_kill_profiles_without_an_endpoint() {
         "the at-kill line does not name the threshold profile {threshold}: {line}"
     );
     println!("{line}");
+}
+
+#[test]
+fn without_an_endpoint_go_system() {
+    without_an_endpoint(go::Toolchain::System);
+}
+
+#[test]
+fn without_an_endpoint_go_current() {
+    without_an_endpoint(go::Toolchain::Current);
+}
+
+/// More than 10,000 distinct stacks, two of them deeper than 64 frames: both readers bring
+/// back every one, whole (as deep as the Go release records: 32 frames in 1.19, 128 later).
+fn many_deep_stacks(t: go::Toolchain) {
+    const STACKS: usize = 12_000;
+    const DEPTH: usize = 90;
+    let Some(go) = prerequisites("stacks", t) else {
+        return;
+    };
+    let s3 = S3Server::start("stacks");
+    let client = s3.client();
+    let mut env = s3.env();
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
+    let memprof = Memprof::spawn(&["--detector", "btf", "--go-heap", "memory"], &env);
+    let cg = MemCgroup::new(&format!("memprof-stacks-{t:?}"), 256 << 20);
+    let args = [
+        "-stacks",
+        &STACKS.to_string(),
+        "-deep",
+        &DEPTH.to_string(),
+        "-rate",
+        "60",
+    ];
+    let mut svc = start_in(&cg, &go, &args);
+    let pid = svc.id();
+    let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
+    let at_kill = wait_key(&client, &format!("_pid-{pid}_oom.heap.pb.gz"), &memprof);
+    let _ = svc.wait();
+    for key in [&threshold, &at_kill] {
+        let traces = pprof_traces(&client.get(key));
+        let shallow = traces
+            .iter()
+            .filter(|t| t.iter().any(|f| f == "main.step"))
+            .count();
+        assert!(shallow >= STACKS, "{key}: {shallow} of {STACKS} stacks");
+        let deepest = traces
+            .iter()
+            .map(|t| t.iter().filter(|f| *f == "main.deep").count())
+            .max()
+            .unwrap_or(0);
+        let recorded = if t == go::Toolchain::System {
+            32 - 2
+        } else {
+            DEPTH + 1
+        };
+        assert!(
+            deepest >= recorded,
+            "{key}: deepest stack has {deepest} main.deep frames"
+        );
+        println!("{key}: {shallow} shallow stacks, deepest {deepest} main.deep frames");
+    }
+    let line = memprof.wait_for_log("at-kill profile stored", Duration::from_secs(10));
+    assert!(line.contains("truncated=\"\""), "{line}");
+    println!("{line}");
+}
+
+#[test]
+fn many_deep_stacks_go_system() {
+    many_deep_stacks(go::Toolchain::System);
+}
+
+#[test]
+fn many_deep_stacks_go_current() {
+    many_deep_stacks(go::Toolchain::Current);
 }

