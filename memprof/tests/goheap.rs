@@ -39,8 +39,59 @@ fn memory_profile(pid: u32) -> Vec<u8> {
 }
 
 #[test]
-fn memory_read_agrees_with_the_endpoint() {
-    let Some(bin) = go_service() else { return };
+fn memory_read_agrees_with_the_endpoint_go_system() {
+    agrees_with_the_endpoint(go::Toolchain::System);
+}
+
+#[test]
+fn memory_read_agrees_with_the_endpoint_go_current() {
+    agrees_with_the_endpoint(go::Toolchain::Current);
+}
+
+/// A program that never references the memory profiler runs with `MemProfileRate = 0`:
+/// discovery says so instead of pretending.
+#[test]
+fn a_program_without_the_profiler_is_named_unreadable() {
+    let Some(bin) = go::build("stacks", go::Toolchain::System) else {
+        return;
+    };
+    let mut svc = Command::new(bin)
+        .args([
+            "-sampled=false",
+            "-stacks",
+            "10",
+            "-rate",
+            "0",
+            "-delay",
+            "1h",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    first_line(&mut svc);
+    let found = discover(svc.id()).unwrap();
+    let _ = svc.kill();
+    match found {
+        Discovery::Unreadable { version, reason } => {
+            assert!(version.starts_with("go1."), "{version}");
+            assert!(reason.contains("MemProfileRate is 0"), "{reason}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+}
+
+#[test]
+fn other_programs_are_not_go() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let found = discover(sleeper.id()).unwrap();
+    let _ = sleeper.kill();
+    assert!(matches!(found, Discovery::NotGo), "{found:?}");
+}
+
+fn agrees_with_the_endpoint(t: go::Toolchain) {
+    let Some(bin) = go::build("leaky", t) else {
+        return;
+    };
     let port = free_port();
     let mut svc = Command::new(bin)
         .args(["-addr", &format!("127.0.0.1:{port}"), "-rate", "40"])
@@ -50,8 +101,17 @@ fn memory_read_agrees_with_the_endpoint() {
     first_line(&mut svc);
     std::thread::sleep(Duration::from_millis(1500));
     let pid = svc.id();
-    let from_memory = memory_profile(pid);
-    let from_endpoint = http_get(&format!("http://127.0.0.1:{port}/debug/pprof/heap"));
+    // The service leaks on; a GC between the two reads publishes another cycle. Memory is read
+    // before and after the endpoint: when both reads agree, no GC came between.
+    let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
+    let (from_memory, from_endpoint) = (0..5)
+        .find_map(|_| {
+            let before = memory_profile(pid);
+            let endpoint = http_get(&url);
+            let after = memory_profile(pid);
+            (pprof_inuse(&before).0 == pprof_inuse(&after).0).then_some((before, endpoint))
+        })
+        .expect("a GC came between the reads five times in a row");
     let _ = svc.kill();
     let (mem_total, mem) = pprof_inuse(&from_memory);
     let (http_total, http) = pprof_inuse(&from_endpoint);

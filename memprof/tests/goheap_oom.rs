@@ -158,3 +158,34 @@ fn many_deep_stacks_go_system() {
 fn many_deep_stacks_go_current() {
     many_deep_stacks(go::Toolchain::Current);
 }
+
+/// Two Go services OOM-killed at the same moment: the kernel walks both victims, and both
+/// at-kill profiles arrive.
+#[test]
+fn two_victims_at_once() {
+    let Some(go) = prerequisites("leaky", go::Toolchain::System) else {
+        return;
+    };
+    let s3 = S3Server::start("victims");
+    let client = s3.client();
+    let memprof = Memprof::spawn(&["--detector", "btf"], &s3.env());
+    let args = ["-addr", "", "-rate", "100", "-delay", "1s"];
+    let cgs = [
+        MemCgroup::new("memprof-victim-a", 192 << 20),
+        MemCgroup::new("memprof-victim-b", 192 << 20),
+    ];
+    let mut svcs: Vec<Child> = cgs.iter().map(|cg| start_in(cg, &go, &args)).collect();
+    for svc in &mut svcs {
+        let key = wait_key(
+            &client,
+            &format!("_pid-{}_oom.heap.pb.gz", svc.id()),
+            &memprof,
+        );
+        let _ = svc.wait();
+        let top = pprof_top(&client.get(&key));
+        assert!(top.contains("main.leakyRetain"), "{key}:\n{top}");
+    }
+    for cg in &cgs {
+        assert!(cg.oom_kills() >= 1, "{} saw no OOM kill", cg.dir.display());
+    }
+}
