@@ -71,6 +71,7 @@ fn a_program_without_the_profiler_is_named_unreadable() {
     first_line(&mut svc);
     let found = discover(svc.id()).unwrap();
     let _ = svc.kill();
+    let _ = svc.wait();
     match found {
         Discovery::Unreadable { version, reason } => {
             assert!(version.starts_with("go1."), "{version}");
@@ -85,6 +86,7 @@ fn other_programs_are_not_go() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let found = discover(sleeper.id()).unwrap();
     let _ = sleeper.kill();
+    let _ = sleeper.wait();
     assert!(matches!(found, Discovery::NotGo), "{found:?}");
 }
 
