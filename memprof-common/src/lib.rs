@@ -111,6 +111,8 @@ pub struct GoTarget {
     pub mbuckets: u64,
     pub cycle: u64,
     pub rate: u64,
+    /// Lowest address of the executable's code: PCs travel as 32-bit offsets from it.
+    pub text_base: u64,
     /// `memRecord` bytes: 128 (Go ≤ 1.26) or 64.
     pub record_bytes: u32,
     pub _pad: u32,
@@ -135,18 +137,25 @@ pub struct HeapBegin {
     pub ktime_ns: u64,
 }
 
-/// One bucket; only `HEAP_BUCKET_HEAD + depth * 8` bytes of it are sent.
+/// One bucket; only `HEAP_BUCKET_HEAD + depth * 4` bytes of it are sent. Records are kept
+/// small so that tens of thousands fit the ring buffer: PCs as offsets from
+/// `GoTarget::text_base` (Go code never spans 4 GiB), and only the two sums of `{allocs,
+/// frees}` a profile can need (bytes follow from `size`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct HeapBucket {
     pub kind: u32,
     pub host_pid: u32,
     /// PCs the runtime recorded, and PCs sent (`min(nstk, HEAP_MAX_DEPTH)`).
-    pub nstk: u32,
-    pub depth: u32,
+    pub nstk: u16,
+    pub depth: u16,
+    pub _pad: u32,
     pub size: u64,
-    pub record: [u64; HEAP_RECORD_WORDS],
-    pub pcs: [u64; HEAP_MAX_DEPTH],
+    /// `active + future[cycle % 3]` (what `runtime.MemProfile` publishes), then `active` plus
+    /// every `future` cycle (what it publishes before the first GC): allocs, frees each.
+    pub published: [u64; 2],
+    pub all: [u64; 2],
+    pub pcs: [u32; HEAP_MAX_DEPTH],
 }
 pub const HEAP_BUCKET_HEAD: usize = core::mem::offset_of!(HeapBucket, pcs);
 

@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memprof_common::{
-    GoTarget, HeapBegin, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
-    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH,
+    GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
+    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
 };
 
 use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, PROCS, VICTIMS};
@@ -30,6 +30,9 @@ struct Walk {
     cur: u64,
     host_pid: u32,
     record_bytes: u32,
+    text_base: u64,
+    /// `mProfCycle % 3`: the `future` cycle `runtime.MemProfile` flushes first.
+    cycle_index: u64,
     sent: u64,
     lost: u64,
     left_out: u64,
@@ -89,6 +92,8 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
         cur: read_user::<u64>(target.mbuckets).unwrap_or(0),
         host_pid,
         record_bytes: target.record_bytes,
+        text_base: target.text_base,
+        cycle_index: (begin.cycle >> 1) % 3,
         sent: 0,
         lost: 0,
         left_out: 0,
@@ -125,7 +130,7 @@ extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
     if w.cur == 0 {
         return 1;
     }
-    let Some(b) = HEAP_SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = HEAP_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
     let Some(header) = read_user::<[u64; 6]>(w.cur) else {
@@ -138,33 +143,51 @@ extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
     } else {
         nstk
     };
-    // Masked where used: the verifier must see both sizes bounded by the buffers.
-    let pcs_len = (depth * 8) & 0x7ff;
-    if pcs_len > (HEAP_MAX_DEPTH * 8) as u64 {
+    // Masked where used: the verifier must see the size bounded by the buffer.
+    let raw_len = (depth * 8) & 0x7ff;
+    if raw_len > (HEAP_MAX_DEPTH * 8) as u64 {
         return 1;
     }
-    // SAFETY: `b` is this CPU's scratch value; the reads stay inside its arrays.
+    let mut rec = [0u64; HEAP_RECORD_WORDS];
+    // SAFETY: `s` is this CPU's scratch value; the reads stay inside its arrays and `rec`.
     unsafe {
-        (*b).kind = HEAP_BUCKET;
-        (*b).host_pid = w.host_pid;
-        (*b).nstk = nstk as u32;
-        (*b).depth = depth as u32;
-        (*b).size = header[4];
-        let pcs = (*b).pcs.as_mut_ptr().cast::<c_void>();
-        let record = (*b).record.as_mut_ptr().cast::<c_void>();
-        let rec_addr = w.cur + HEADER + nstk * 8;
-        let ok = bpf_probe_read_user(pcs, pcs_len as u32, (w.cur + HEADER) as *const c_void) == 0
+        let raw = (*s).raw.as_mut_ptr().cast::<c_void>();
+        let r = rec.as_mut_ptr().cast::<c_void>();
+        let rec_addr = (w.cur + HEADER + nstk * 8) as *const c_void;
+        let ok = bpf_probe_read_user(raw, raw_len as u32, (w.cur + HEADER) as *const c_void) == 0
             && if w.record_bytes == 64 {
-                bpf_probe_read_user(record, 64, rec_addr as *const c_void) == 0
+                bpf_probe_read_user(r, 64, rec_addr) == 0
             } else {
-                bpf_probe_read_user(record, 128, rec_addr as *const c_void) == 0
+                bpf_probe_read_user(r, 128, rec_addr) == 0
             };
         if !ok {
             w.failed = 1;
             return 1;
         }
-        let len = HEAP_BUCKET_HEAD as u64 + pcs_len;
-        let bytes = core::slice::from_raw_parts(b.cast::<u8>(), len as usize);
+        let b = &mut (*s).out;
+        for i in 0..HEAP_MAX_DEPTH {
+            if i as u64 >= depth {
+                break;
+            }
+            b.pcs[i] = (*s).raw[i].wrapping_sub(w.text_base) as u32;
+        }
+        b.kind = HEAP_BUCKET;
+        b.host_pid = w.host_pid;
+        b.nstk = nstk as u16;
+        b.depth = depth as u16;
+        b.size = header[4];
+        // `memRecord` = `active`, `future[3]`, each `{allocs, frees, …}` of `stride` words.
+        let stride = if w.record_bytes == 64 { 2 } else { 4 };
+        let at = |cycle: u64, word: u64| rec[((cycle * stride + word) & 15) as usize];
+        let flush = 1 + w.cycle_index;
+        for word in 0..2u64 {
+            let all = at(0, word) + at(1, word) + at(2, word) + at(3, word);
+            b.published[word as usize] = at(0, word) + at(flush, word);
+            b.all[word as usize] = all;
+        }
+        let len = (HEAP_BUCKET_HEAD as u64 + depth * 4) & 0x3ff;
+        let bytes =
+            core::slice::from_raw_parts((b as *const HeapBucket).cast::<u8>(), len as usize);
         if HEAP.output::<[u8]>(bytes, 0).is_ok() {
             w.sent += 1;
         } else {

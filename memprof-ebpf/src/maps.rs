@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use memprof_common::{
-    GoTarget, HeapBucket, ProcState, HEAP_RING_BYTES, MAX_FOREIGN, MAX_GO_PROCS, MAX_PROCS,
-    MAX_VICTIMS, NR_STATS,
+    GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RING_BYTES, MAX_FOREIGN, MAX_GO_PROCS,
+    MAX_PROCS, MAX_VICTIMS, NR_STATS,
 };
 
 /// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
@@ -46,9 +46,15 @@ pub static VICTIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VICTIMS, 0
 #[map]
 pub static HEAP: RingBuf = RingBuf::with_byte_size(HEAP_RING_BYTES, 0);
 
-/// Per-CPU room for one bucket record (too big for the BPF stack).
+/// Per-CPU room for one bucket record and its raw PCs (too big for the BPF stack).
+#[repr(C)]
+pub struct HeapScratch {
+    pub out: HeapBucket,
+    pub raw: [u64; HEAP_MAX_DEPTH],
+}
+
 #[map]
-pub static HEAP_SCRATCH: PerCpuArray<HeapBucket> = PerCpuArray::with_max_entries(1, 0);
+pub static HEAP_SCRATCH: PerCpuArray<HeapScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Invalidation counters for the per-CPU caches: [0] bumped by the kernel (exit, crossing),
 /// [1] bumped by userspace after it re-arms a level. Two slots so neither writer loses the

@@ -189,3 +189,47 @@ fn two_victims_at_once() {
         assert!(cg.oom_kills() >= 1, "{} saw no OOM kill", cg.dir.display());
     }
 }
+
+/// Beyond the kernel walk's cap of 65,536 buckets: the at-kill profile keeps the first 65,536
+/// and says how many it left out; the read at the threshold (cap 100,000) keeps them all.
+#[test]
+fn beyond_the_walk_cap() {
+    const STACKS: usize = 70_000;
+    // 17 levels make 34-frame stacks: deeper than Go 1.19 records (32), so a current Go.
+    let Some(go) = prerequisites("stacks", go::Toolchain::Current) else {
+        return;
+    };
+    let s3 = S3Server::start("cap");
+    let client = s3.client();
+    let mut env = s3.env();
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
+    let memprof = Memprof::spawn(&["--detector", "btf", "--go-heap", "memory"], &env);
+    let cg = MemCgroup::new("memprof-cap", 512 << 20);
+    let stacks = STACKS.to_string();
+    let args = [
+        "-stacks", &stacks, "-bits", "17", "-rate", "100", "-delay", "2s",
+    ];
+    let mut svc = start_in(&cg, &go, &args);
+    let pid = svc.id();
+    let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
+    wait_key(&client, &format!("_pid-{pid}_oom.heap.pb.gz"), &memprof);
+    let _ = svc.wait();
+    let traces = pprof_traces(&client.get(&threshold));
+    let shallow = traces
+        .iter()
+        .filter(|t| t.iter().any(|f| f == "main.step"))
+        .count();
+    assert!(
+        shallow >= STACKS,
+        "{threshold}: {shallow} of {STACKS} stacks"
+    );
+    let line = memprof.wait_for_log("at-kill profile stored", Duration::from_secs(30));
+    assert!(line.contains("buckets=65536"), "{line}");
+    let left_out: u64 = line
+        .split("truncated=\"")
+        .nth(1)
+        .and_then(|t| t.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count of buckets left out in: {line}"));
+    assert!(left_out as usize >= STACKS - 65_536, "{line}");
+    println!("{line}");
+}

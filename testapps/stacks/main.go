@@ -64,7 +64,8 @@ func leakyRetain(n int) {
 
 func main() {
 	sampled := flag.Bool("sampled", true, "sample every allocation; false leaves the profiler as the linker set it (off: this program never references it)")
-	stacks := flag.Int("stacks", 12000, "distinct shallow stacks to allocate from (at most 2^14)")
+	stacks := flag.Int("stacks", 12000, "distinct shallow stacks to allocate from (at most 2^bits)")
+	bits := flag.Int("bits", 14, "levels of the shallow stacks")
 	depth := flag.Int("deep", 90, "frames of the deep stacks")
 	rate := flag.Float64("rate", 100, "MiB leaked per second after the stacks are made")
 	delay := flag.Duration("delay", time.Second, "wait this long before leaking")
@@ -74,7 +75,7 @@ func main() {
 	}
 
 	for i := 0; i < *stacks; i++ {
-		step(i, 14)
+		step(i, *bits)
 	}
 	deep(*depth, 0)
 	deep(*depth, 1)

@@ -3,7 +3,8 @@
 //! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
 //!   no memprof, and with memprof running each detector, in ABBA order;
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
-//!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines.
+//!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
+//! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -22,6 +23,7 @@ const PAGE: usize = 4096;
 pub fn run(args: &[String]) -> Result<()> {
     let mut rounds = 12;
     let mut latency_runs = 5;
+    let mut kill_runs = 5;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -33,13 +35,17 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--rounds" => rounds = value()?,
             "--latency-runs" => latency_runs = value()?,
-            other => bail!("unknown bench option {other} (use --rounds N, --latency-runs N)"),
+            "--kill-runs" => kill_runs = value()?,
+            other => bail!(
+                "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N)"
+            ),
         }
     }
     crate::setup::all()?;
     let bin = build_release()?;
     page_fault_overhead(&bin, rounds)?;
-    latency(latency_runs)
+    latency(latency_runs)?;
+    crate::bench_kill::run(&bin, kill_runs)
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.

@@ -7,9 +7,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, setup, sh, workspace_root};
 
-/// Tests run in the guest: all of the BPF integration tests, the eBPF end-to-end test, and the
+/// Tests run in the guest: all of the BPF integration tests, the eBPF end-to-end test, the
 /// sidecar in a pod layout and a node-level memprof beside one, which on cgroup v2 give each
-/// container its own cgroup namespace (with a smaller limit and leak rate, as emulation is slow).
+/// container its own cgroup namespace (with a smaller limit and leak rate, as emulation is
+/// slow), and the Go heap read from memory at the threshold and by 6.1's verifier-checked
+/// `bpf_loop` walk at the kill.
 const GUEST_TESTS: &[(&str, &str)] = &[
     ("bpf", ""),
     ("e2e", "ebpf_profile_beats_the_oom_killer"),
@@ -18,6 +20,7 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "pod",
         "node_memprof_measures_a_pod_container_against_its_own_limit",
     ),
+    ("goheap_oom", "without_an_endpoint_go_current"),
 ];
 
 pub fn run() -> Result<()> {

@@ -12,6 +12,9 @@ use super::{
 };
 use crate::deliver::key::Level;
 
+/// The kernel sends `{allocs, frees}` per cycle for every Go release.
+const KERNEL_LAYOUT: goheap::layout::Layout = goheap::layout::Layout { cycle_words: 2 };
+
 impl Capturer {
     pub async fn at_kill(&self, r: KillRead) {
         let started = Instant::now();
@@ -48,8 +51,14 @@ impl Capturer {
         }
         let buckets = r.buckets.len();
         let go = found.go.clone();
+        let mut r = r;
+        for b in &mut r.buckets {
+            for pc in &mut b.stack {
+                *pc = pc.wrapping_add(go.text_base);
+            }
+        }
         let built = tokio::task::spawn_blocking(move || {
-            goheap::build_profile(&go, &r.buckets, r.cycle, r.rate, comments)
+            goheap::build_profile(&go, &r.buckets, KERNEL_LAYOUT, r.cycle, r.rate, comments)
         })
         .await
         .map_err(anyhow::Error::from)

@@ -85,16 +85,22 @@ impl Capturer {
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
         match result {
-            Ok(bytes) => {
+            Ok(read) => {
                 let kind = if outcome == Outcome::Stored {
                     "heap-memory"
                 } else {
                     "heap"
                 };
+                info!(
+                    pid,
+                    buckets = read.buckets,
+                    read_ms = format!("{:.2}", read.read.as_secs_f64() * 1e3),
+                    "heap read from process memory"
+                );
                 let p = Profile {
                     kind,
                     extension: "pb.gz",
-                    bytes,
+                    bytes: read.bytes,
                 };
                 self.store(c, reading, p, "memory", read_start).await;
                 Outcome::Stored

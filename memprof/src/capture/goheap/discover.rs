@@ -24,6 +24,8 @@ pub struct GoProc {
     pub rate: u64,
     /// Run-time address minus link-time address (0 unless the binary is PIE).
     pub bias: u64,
+    /// Run-time address of `.text`, from which the kernel's walk sends PC offsets.
+    pub text_base: u64,
 }
 
 /// What discovery concluded.
@@ -77,6 +79,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         return unreadable("the symbol table lacks runtime.mbuckets/mProfCycle/MemProfileRate");
     };
     let bias = load_bias(pid, &exe, &elf)?;
+    let text = elf.section_by_name(".text").map_or(0, |s| s.address());
     drop(elf);
     drop(cache);
     let path = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -91,6 +94,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         cycle: cycle.wrapping_add(bias),
         rate: rate.wrapping_add(bias),
         bias,
+        text_base: text.wrapping_add(bias),
     };
     if read_word(pid, go.rate)? == 0 {
         return unreadable(

@@ -18,7 +18,9 @@ use super::layout::RawBucket;
 
 const STALE: Duration = Duration::from_secs(5);
 
-/// One victim's heap as the kernel read it.
+/// One victim's heap as the kernel read it. Its buckets' stacks are offsets from the
+/// executable's code (`GoProc::text_base`), and their records are laid out as
+/// `Layout { cycle_words: 2 }` whatever the Go release (see `counts`).
 #[derive(Debug, Default)]
 pub struct KillRead {
     pub host_pid: u32,
@@ -75,6 +77,20 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<KillRead>) -> Result<(
     }
 }
 
+/// A record in `Layout { cycle_words: 2 }` that `layout::published` turns back into what the
+/// kernel summed: `active` holds the published counts, `future[cycle % 3]` nothing (already
+/// added), and the next cycle the rest of every cycle's counts, which only count when nothing
+/// was published yet (before the first GC).
+fn counts(b: &HeapBucket, cycle: u32) -> Vec<u64> {
+    let mut record = vec![0u64; 8];
+    record[0] = b.published[0];
+    record[1] = b.published[1];
+    let rest = 2 * (1 + ((cycle as usize + 1) % 3));
+    record[rest] = b.all[0].saturating_sub(b.published[0]);
+    record[rest + 1] = b.all[1].saturating_sub(b.published[1]);
+    record
+}
+
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
         // SAFETY: the kernel wrote a `T`; read_unaligned copes with any alignment.
@@ -108,14 +124,14 @@ fn take(open: &mut HashMap<u32, KillRead>, bytes: &[u8]) -> Option<KillRead> {
             let n = bytes.len().min(whole.len());
             whole[..n].copy_from_slice(&bytes[..n]);
             let b: HeapBucket = read(&whole)?;
-            let depth = (b.depth as usize).min((n.saturating_sub(HEAP_BUCKET_HEAD)) / 8);
+            let depth = usize::from(b.depth).min(n.saturating_sub(HEAP_BUCKET_HEAD) / 4);
             let r = open.get_mut(&b.host_pid)?;
             r.last = Some(Instant::now());
             r.buckets.push(RawBucket {
                 size: b.size,
-                stack: b.pcs[..depth].to_vec(),
+                stack: b.pcs[..depth].iter().map(|&pc| u64::from(pc)).collect(),
                 frames_cut: u64::from(b.nstk).saturating_sub(depth as u64),
-                record: b.record.to_vec(),
+                record: counts(&b, r.cycle),
             });
             None
         }

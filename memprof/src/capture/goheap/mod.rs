@@ -18,10 +18,12 @@ use anyhow::Result;
 use discover::GoProc;
 use layout::RawBucket;
 
-/// Builds the symbolized profile of buckets read from `go`'s memory.
+/// Builds the symbolized profile of buckets read from `go`'s memory, whose records are laid
+/// out as `layout` says.
 pub fn build_profile(
     go: &GoProc,
     buckets: &[RawBucket],
+    layout: layout::Layout,
     cycle: u32,
     rate: u64,
     mut comments: Vec<String>,
@@ -35,16 +37,26 @@ pub fn build_profile(
         buckets,
         cycle,
         rate,
-        layout: go.layout,
+        layout,
         bias: go.bias,
         comments,
     };
     profile::build(&read, &sym, &go.path)
 }
 
+/// What a read at the threshold produced.
+pub struct MemoryRead {
+    pub bytes: Vec<u8>,
+    pub buckets: usize,
+    /// Time spent walking the process's memory (symbolizing excluded).
+    pub read: std::time::Duration,
+}
+
 /// The reader at the threshold: reads the live process's heap and builds its profile.
-pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<Vec<u8>> {
+pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<MemoryRead> {
+    let started = std::time::Instant::now();
     let snap = read::read_heap(pid, go, bounds)?;
+    let read = started.elapsed();
     let mut comments = vec!["memprof: read from process memory at the threshold".to_string()];
     if snap.left_out > 0 {
         comments.push(format!(
@@ -57,5 +69,16 @@ pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<Vec<u
             "memprof: GC cycles completed during every read; counts may be one cycle off".into(),
         );
     }
-    build_profile(go, &snap.buckets, snap.cycle, snap.rate, comments)
+    Ok(MemoryRead {
+        bytes: build_profile(
+            go,
+            &snap.buckets,
+            go.layout,
+            snap.cycle,
+            snap.rate,
+            comments,
+        )?,
+        buckets: snap.buckets.len(),
+        read,
+    })
 }

@@ -63,6 +63,7 @@ impl Registry {
             mbuckets: go.mbuckets,
             cycle: go.cycle,
             rate: go.rate,
+            text_base: go.text_base,
             record_bytes: go.layout.record_bytes() as u32,
             _pad: 0,
         };
