@@ -94,7 +94,7 @@ struct Run {
 fn field(line: &str, name: &str) -> Option<f64> {
     let rest = line.split(&format!("{name}=")).nth(1)?;
     rest.trim_start_matches('"')
-        .split(|c: char| c == '"' || c == ' ')
+        .split(['"', ' '])
         .next()?
         .parse()
         .ok()
