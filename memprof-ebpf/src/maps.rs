@@ -38,9 +38,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static GO_PROCS: HashMap<u32, GoTarget> = HashMap::with_max_entries(MAX_GO_PROCS, 0);
 
-/// OOM victims with a `GO_PROCS` entry, by host tgid, until their SIGKILL is delivered.
+/// OOM victims with a `GO_PROCS` entry, by host tgid, until their SIGKILL is delivered. An
+/// LRU, so a victim that died without taking the signal (already exiting) ages out.
 #[map]
-pub static VICTIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VICTIMS, 0);
+pub static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_VICTIMS, 0);
 
 /// The at-kill walk's records (`memprof_common::HEAP_*`).
 #[map]

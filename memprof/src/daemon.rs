@@ -18,7 +18,8 @@ use crate::{
         Assessor, ProcKey, Reading,
     },
     capture::{
-        goheap::{kill, read::Bounds, registry::Registry},
+        at_kill,
+        goheap::{read::Bounds, registry::Registry},
         job::Capturer,
         pprof::Pprof,
     },
@@ -66,7 +67,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
     });
     if let Some(ring) = heap_ring {
-        at_kill(ring, Arc::clone(&capturer));
+        at_kill::spawn(ring, Arc::clone(&capturer));
     }
     let poll_every = if arm.is_some() {
         cfg.safety_net_interval
@@ -123,22 +124,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         warn!("in-flight captures did not finish in time; spooled profiles are sent on the next start");
     }
     Ok(())
-}
-
-/// Turns the kernel's at-kill heap walks into stored profiles.
-fn at_kill(ring: aya::maps::RingBuf<aya::maps::MapData>, capturer: Arc<Capturer>) {
-    let (tx, mut rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        if let Err(e) = kill::run(ring, tx).await {
-            error!("heap ring buffer reader stopped: {e:#}; no more at-kill profiles");
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(read) = rx.recv().await {
-            let capturer = Arc::clone(&capturer);
-            tokio::spawn(async move { capturer.at_kill(read).await });
-        }
-    });
 }
 
 struct LoopState {

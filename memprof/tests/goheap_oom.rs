@@ -76,7 +76,10 @@ fn without_an_endpoint(t: go::Toolchain) {
         );
         assert!(*top.1 > total / 2, "{key}: {flat:?}");
     }
-    let line = memprof.wait_for_log("at-kill profile stored", Duration::from_secs(10));
+    let line = memprof.wait_for_log(
+        &format!("at-kill profile stored pid={pid} "),
+        Duration::from_secs(10),
+    );
     assert!(
         line.contains(&threshold),
         "the at-kill line does not name the threshold profile {threshold}: {line}"
@@ -144,7 +147,10 @@ fn many_deep_stacks(t: go::Toolchain) {
         );
         println!("{key}: {shallow} shallow stacks, deepest {deepest} main.deep frames");
     }
-    let line = memprof.wait_for_log("at-kill profile stored", Duration::from_secs(10));
+    let line = memprof.wait_for_log(
+        &format!("at-kill profile stored pid={pid} "),
+        Duration::from_secs(10),
+    );
     assert!(line.contains("truncated=\"\""), "{line}");
     println!("{line}");
 }
@@ -223,7 +229,10 @@ fn beyond_the_walk_cap() {
         shallow >= STACKS,
         "{threshold}: {shallow} of {STACKS} stacks"
     );
-    let line = memprof.wait_for_log("at-kill profile stored", Duration::from_secs(30));
+    let line = memprof.wait_for_log(
+        &format!("at-kill profile stored pid={pid} "),
+        Duration::from_secs(30),
+    );
     assert!(line.contains("buckets=65536"), "{line}");
     let left_out: u64 = line
         .split("truncated=\"")

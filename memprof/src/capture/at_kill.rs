@@ -1,12 +1,14 @@
 //! The profile taken at the kill: the kernel's walk of an OOM victim's Go heap, read in the
 //! victim's own context as its SIGKILL arrived, becomes a symbolized profile stored next to
 //! the threshold profiles of the same process, which it names.
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
-use tracing::{info, warn};
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 use super::{
-    goheap::{self, kill::KillRead},
+    goheap::{self, kill, kill::KillRead},
     job::{Capturer, Stored},
     Profile,
 };
@@ -14,6 +16,22 @@ use crate::deliver::key::Level;
 
 /// The kernel sends `{allocs, frees}` per cycle for every Go release.
 const KERNEL_LAYOUT: goheap::layout::Layout = goheap::layout::Layout { cycle_words: 2 };
+
+/// Turns the kernel's at-kill heap walks into stored profiles, each in its own task.
+pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        if let Err(e) = kill::run(ring, tx).await {
+            error!("heap ring buffer reader stopped: {e:#}; no more at-kill profiles");
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(read) = rx.recv().await {
+            let capturer = Arc::clone(&capturer);
+            tokio::spawn(async move { capturer.at_kill(read).await });
+        }
+    });
+}
 
 impl Capturer {
     pub async fn at_kill(&self, r: KillRead) {
@@ -25,6 +43,15 @@ impl Capturer {
             );
             return;
         };
+        if r.rate == 0 && r.buckets.is_empty() {
+            warn!(
+                pid = found.key.pid,
+                comm = found.comm,
+                "no at-kill profile: {}",
+                goheap::PROFILING_OFF
+            );
+            return;
+        }
         let mut comments = vec!["memprof: read by the kernel at the OOM kill".to_string()];
         let cut = r.buckets.iter().filter(|b| b.frames_cut > 0).count();
         let mut incomplete = Vec::new();
@@ -80,6 +107,7 @@ impl Capturer {
             bytes,
         };
         let stored = Stored {
+            proc: found.key,
             pid: found.key.pid,
             comm: &found.comm,
             level: Level::Oom,
@@ -87,7 +115,6 @@ impl Capturer {
             started,
         };
         let (key, delivered) = self.deliver(stored, &profile).await;
-        self.goheap.stored(found.key, &key);
         if delivered {
             info!(
                 pid = found.key.pid,

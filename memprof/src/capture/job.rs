@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::{goheap, listener, pprof::Pprof, Profile};
 use crate::{
-    assess::{policy::Outcome, Reading},
+    assess::{policy::Outcome, ProcKey, Reading},
     config::GoHeapMode,
     deliver::{
         key::{object_key, KeyParts, Level, Place},
@@ -27,8 +27,10 @@ pub struct Capturer {
     pub read_bounds: goheap::read::Bounds,
 }
 
-/// Facts for the "profile stored" line.
+/// Facts for naming and logging a profile.
 pub struct Stored<'a> {
+    /// The process, whose stored profiles the at-kill profile lists.
+    pub proc: ProcKey,
     pub pid: u32,
     pub comm: &'a str,
     pub level: Level,
@@ -64,7 +66,12 @@ impl Capturer {
         if self.go_heap == GoHeapMode::Endpoint && outcome == Outcome::Stored {
             return outcome;
         }
-        let Some(go) = self.goheap.get(reading.key) else {
+        let (registry, key, comm) = (self.goheap.clone(), reading.key, reading.comm.clone());
+        let go = tokio::task::spawn_blocking(move || registry.ensure(key, &comm))
+            .await
+            .ok()
+            .flatten();
+        let Some(go) = go else {
             if outcome == Outcome::NoProfile {
                 warn!(
                     pid,
@@ -137,6 +144,7 @@ impl Capturer {
         let (key, delivered) = self
             .deliver(
                 Stored {
+                    proc: reading.key,
                     pid: c.ns_pid,
                     comm: &reading.comm,
                     level: Level::Percent(reading.percent()),
@@ -147,7 +155,6 @@ impl Capturer {
             )
             .await;
         let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
-        self.goheap.stored(reading.key, &key);
         if delivered {
             info!(
                 pid = c.ns_pid,
@@ -168,7 +175,8 @@ impl Capturer {
     }
 
     /// Names the profile and delivers it: its key, and whether it is stored already (otherwise
-    /// it waits in the spool, and the retry loop delivers it).
+    /// it waits in the spool, and the retry loop delivers it). The key is remembered for the
+    /// process before delivery starts, so an OOM kill during a slow upload still names it.
     pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
         let key = object_key(&KeyParts {
             prefix: &self.key_prefix,
@@ -180,6 +188,7 @@ impl Capturer {
             extension: profile.extension,
             time: chrono::Utc::now(),
         });
+        self.goheap.stored(s.proc, &key);
         match self.deliverer.deliver(&key, &profile.bytes).await {
             Ok(()) => (key, true),
             Err(e) => {

@@ -7,7 +7,7 @@ use std::{fs::File, os::unix::fs::MetadataExt};
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use super::{layout::Layout, read::read_word};
+use super::layout::Layout;
 
 /// A Go process whose heap profile can be read from its memory.
 #[derive(Debug)]
@@ -26,6 +26,10 @@ pub struct GoProc {
     pub bias: u64,
     /// Run-time address of `.text`, from which the kernel's walk sends PC offsets.
     pub text_base: u64,
+    /// The Go linker turned heap profiling off (`runtime.disableMemoryProfiling`): nothing
+    /// references the memory profiler, so `MemProfileRate` is set to 0 at start-up and the
+    /// heap profile stays empty unless the program sets the rate itself.
+    pub profiler_off: bool,
 }
 
 /// What discovery concluded.
@@ -43,9 +47,11 @@ pub enum Discovery {
 
 pub fn discover(pid: u32) -> Result<Discovery> {
     let exe = File::open(format!("/proc/{pid}/exe")).context("opening the executable")?;
-    // Reads only the parts parsed (headers, build info, symbol table), not the whole binary.
-    let cache = object::ReadCache::new(&exe);
-    let Ok(elf) = object::File::parse(&cache) else {
+    // SAFETY: the mapping is only read; an executable being run cannot be written to
+    // (ETXTBSY), so the bytes do not change under the parser.
+    let map = unsafe { memmap2::Mmap::map(&exe) }.context("mapping the executable")?;
+    // Only the pages parsed (headers, build info, symbol table) are read from disk.
+    let Ok(elf) = object::File::parse(&*map) else {
         return Ok(Discovery::NotGo);
     };
     let Some(version) = go_version(&elf) else {
@@ -65,23 +71,25 @@ pub fn discover(pid: u32) -> Result<Discovery> {
     if elf.symbols().next().is_none() {
         return unreadable("the binary has no symbol table (stripped with -s)");
     }
-    let mut found = [None; 3];
+    let mut found = [None; 4];
     for s in elf.symbols() {
         let slot = match s.name() {
             Ok("runtime.mbuckets") => 0,
             Ok("runtime.mProfCycle") => 1,
             Ok("runtime.MemProfileRate") => 2,
+            Ok("runtime.disableMemoryProfiling") => 3,
             _ => continue,
         };
         found[slot] = Some(s.address());
     }
-    let [Some(mbuckets), Some(cycle), Some(rate)] = found else {
+    let profiler_off = found[3].is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
+    let [Some(mbuckets), Some(cycle), Some(rate), _] = found else {
         return unreadable("the symbol table lacks runtime.mbuckets/mProfCycle/MemProfileRate");
     };
     let bias = load_bias(pid, &exe, &elf)?;
     let text = elf.section_by_name(".text").map_or(0, |s| s.address());
     drop(elf);
-    drop(cache);
+    drop(map);
     let path = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -95,14 +103,23 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         rate: rate.wrapping_add(bias),
         bias,
         text_base: text.wrapping_add(bias),
+        profiler_off,
     };
-    if read_word(pid, go.rate)? == 0 {
-        return unreadable(
-            "runtime.MemProfileRate is 0: the program never references the memory profiler \
-             (e.g. runtime/pprof), so the Go linker turned heap profiling off",
-        );
-    }
     Ok(Discovery::Go(go))
+}
+
+/// The byte a variable at `addr` starts with in the file (0 for one in `.bss`): the linker
+/// writes `runtime.disableMemoryProfiling` there.
+fn initial_byte<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> Option<u8> {
+    let s = elf
+        .sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
+    let data = s.data().ok()?;
+    Some(
+        data.get((addr - s.address()) as usize)
+            .copied()
+            .unwrap_or(0),
+    )
 }
 
 /// The Go release from the `.go.buildinfo` section (Go 1.18+ inline format): a 32-byte

@@ -18,6 +18,11 @@ use anyhow::Result;
 use discover::GoProc;
 use layout::RawBucket;
 
+/// Why a Go process has no heap profile to read.
+pub const PROFILING_OFF: &str = "runtime.MemProfileRate is 0, so the heap profile is empty: \
+    the program never references the memory profiler (a blank import of net/http/pprof turns it \
+    on), and the Go linker turned heap profiling off";
+
 /// Builds the symbolized profile of buckets read from `go`'s memory, whose records are laid
 /// out as `layout` says.
 pub fn build_profile(
@@ -57,6 +62,9 @@ pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<Memor
     let started = std::time::Instant::now();
     let snap = read::read_heap(pid, go, bounds)?;
     let read = started.elapsed();
+    if snap.rate == 0 && snap.buckets.is_empty() {
+        anyhow::bail!("{PROFILING_OFF}");
+    }
     let mut comments = vec!["memprof: read from process memory at the threshold".to_string()];
     if snap.left_out > 0 {
         comments.push(format!(

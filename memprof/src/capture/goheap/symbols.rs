@@ -1,7 +1,7 @@
 //! Symbolization from the executable memprof kept open since discovery: function, file, line
 //! and inlined frames from the DWARF the Go linker writes by default; function names only
 //! from the ELF symbol table when the binary was linked without DWARF (`-ldflags=-w`).
-use std::{borrow::Cow, fs::File, os::unix::fs::FileExt, rc::Rc};
+use std::{borrow::Cow, fs::File, rc::Rc};
 
 use anyhow::{Context as _, Result};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
@@ -24,10 +24,9 @@ pub struct Symbolizer {
 
 impl Symbolizer {
     pub fn load(exe: &File) -> Result<Self> {
-        let len = exe.metadata()?.len() as usize;
-        let mut data = vec![0u8; len];
-        exe.read_exact_at(&mut data, 0)
-            .context("reading the executable")?;
+        // SAFETY: read-only mapping of an executable, which cannot be written while it runs;
+        // after the process died, nothing else writes the file it ran from either.
+        let data = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
         let elf = object::File::parse(&*data).context("parsing the executable")?;
         let mut symbols: Vec<(u64, u64, String)> = elf
             .symbols()
