@@ -82,9 +82,18 @@ fn without_an_endpoint(t: go::Toolchain) {
     );
     assert!(
         line.contains(&threshold),
-        "the at-kill line does not name the threshold profile {threshold}: {line}"
+        "the at-kill line does not name the threshold profile {threshold}: {line}\nmemprof \
+         said:\n{}",
+        memprof.output()
     );
     println!("{line}");
+    println!(
+        "{}",
+        memprof.wait_for_log(
+            &format!("profile stored pid={pid} "),
+            Duration::from_secs(1)
+        )
+    );
 }
 
 #[test]

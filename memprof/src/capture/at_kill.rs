@@ -14,6 +14,10 @@ use super::{
 };
 use crate::deliver::key::Level;
 
+/// How long the at-kill profile waits for threshold captures of the same process still in
+/// flight (reading or symbolizing), so that it can name them.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The kernel sends `{allocs, frees}` per cycle for every Go release.
 const KERNEL_LAYOUT: goheap::layout::Layout = goheap::layout::Layout { cycle_words: 2 };
 
@@ -73,8 +77,12 @@ impl Capturer {
         for i in &incomplete {
             comments.push(format!("memprof: truncated: {i}"));
         }
-        if !found.stored.is_empty() {
-            comments.push(format!("memprof: preceded by {}", found.stored.join(", ")));
+        let earlier = self
+            .goheap
+            .stored_after_pending(found.key, PENDING_WAIT)
+            .await;
+        if !earlier.is_empty() {
+            comments.push(format!("memprof: preceded by {}", earlier.join(", ")));
         }
         let buckets = r.buckets.len();
         let go = found.go.clone();
@@ -124,7 +132,7 @@ impl Capturer {
                 bytes = profile.bytes.len(),
                 walk_ms = format!("{:.2}", r.walk_ns as f64 / 1e6),
                 truncated = incomplete.join("; "),
-                earlier = found.stored.join(","),
+                earlier = earlier.join(","),
                 "at-kill profile stored"
             );
         }

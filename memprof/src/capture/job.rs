@@ -40,6 +40,7 @@ pub struct Stored<'a> {
 
 impl Capturer {
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Outcome {
+        let _in_flight = self.goheap.begin(reading.key);
         let pid = c.ns_pid;
         let percent = format!("{:.1}", reading.percent());
         let endpoint =

@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use memprof_common::GoTarget;
@@ -26,10 +27,26 @@ struct Entry {
     go: Arc<GoProc>,
     exe: Option<ExeId>,
     comm: String,
-    /// Keys of the profiles stored for the process, oldest first.
-    stored: Vec<String>,
     /// Seen dead by a sweep; removed by the next one.
     dead: bool,
+}
+
+/// A capture in flight (see `Registry::begin`).
+pub struct Pending {
+    registry: Registry,
+    key: ProcKey,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut pending = self.registry.pending.lock().expect("pending");
+        if let Some(n) = pending.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// A discovered process, for a capture.
@@ -37,7 +54,6 @@ pub struct Found {
     pub key: ProcKey,
     pub go: Arc<GoProc>,
     pub comm: String,
-    pub stored: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +62,11 @@ pub struct Registry {
     /// Processes (and the program they ran) discovery is done with that have no readable Go
     /// heap.
     settled: Arc<Mutex<HashMap<ProcKey, Option<ExeId>>>>,
+    /// Keys of the profiles stored per process, oldest first (any process: kept apart from
+    /// the discovery's result, which a new program replaces).
+    stored: Arc<Mutex<HashMap<ProcKey, Vec<String>>>>,
+    /// Captures in flight per process: the at-kill profile waits for them, to name them.
+    pending: Arc<Mutex<HashMap<ProcKey, usize>>>,
     /// One discovery at a time, so a capture and the background discovery of the same
     /// process do not both run it.
     discovering: Arc<Mutex<()>>,
@@ -156,7 +177,6 @@ impl Registry {
             go: Arc::clone(&go),
             exe,
             comm,
-            stored: Vec::new(),
             dead: false,
         };
         self.entries.lock().expect("registry").insert(key, entry);
@@ -174,15 +194,40 @@ impl Registry {
             key: *key,
             go: Arc::clone(&e.go),
             comm: e.comm.clone(),
-            stored: e.stored.clone(),
         })
+    }
+
+    /// Marks a capture of `key` in flight until the guard is dropped.
+    pub fn begin(&self, key: ProcKey) -> Pending {
+        *self
+            .pending
+            .lock()
+            .expect("pending")
+            .entry(key)
+            .or_default() += 1;
+        Pending {
+            registry: self.clone(),
+            key,
+        }
+    }
+
+    /// The keys stored for `key`, once no capture of it is in flight (or `wait` passed): a
+    /// threshold capture may still be reading or symbolizing when the kill comes.
+    pub async fn stored_after_pending(&self, key: ProcKey, wait: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.pending.lock().expect("pending").contains_key(&key)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stored = self.stored.lock().expect("stored");
+        stored.get(&key).cloned().unwrap_or_default()
     }
 
     /// Remembers a stored profile, for the at-kill profile to name its predecessors.
     pub fn stored(&self, key: ProcKey, object_key: &str) {
-        if let Some(e) = self.entries.lock().expect("registry").get_mut(&key) {
-            e.stored.push(object_key.to_string());
-        }
+        let mut stored = self.stored.lock().expect("stored");
+        stored.entry(key).or_default().push(object_key.to_string());
     }
 
     /// Forgets processes that were already dead at the previous sweep.
@@ -191,11 +236,17 @@ impl Registry {
             .lock()
             .expect("settled")
             .retain(|k, _| alive(k));
+        // Lock order: entries, then stored (as in `by_pid`).
         let mut entries = self.entries.lock().expect("registry");
         entries.retain(|_, e| !e.dead);
         for (k, e) in entries.iter_mut() {
             e.dead = !alive(k);
         }
+        // A dead process's keys stay while its entry does: its at-kill profile names them.
+        self.stored
+            .lock()
+            .expect("stored")
+            .retain(|k, _| alive(k) || entries.contains_key(k));
         if let Some(kernel) = &self.kernel {
             let dead: Vec<u32> = entries
                 .iter()
