@@ -170,12 +170,13 @@ pub fn first_line(child: &mut Child) -> String {
     line
 }
 
-/// Decodes a pprof profile with Go's own tool and returns its `-top` listing.
-pub fn pprof_top(profile: &[u8]) -> String {
+/// Runs `go tool pprof <args> <profile>` (Go's own decoder) and returns its output.
+fn go_pprof(profile: &[u8], args: &[&str]) -> String {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), profile).unwrap();
     let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+        .args(["tool", "pprof"])
+        .args(args)
         .arg(f.path())
         .output()
         .expect("go tool pprof");
@@ -187,29 +188,21 @@ pub fn pprof_top(profile: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Decodes a pprof profile with Go's own tool and returns its `-top` listing.
+pub fn pprof_top(profile: &[u8]) -> String {
+    go_pprof(profile, &["-top", "-sample_index=inuse_space"])
+}
+
 /// A profile's `inuse_space` in bytes, as `go tool pprof -top` reports it: the total and each
 /// function's flat bytes.
 pub fn pprof_inuse(profile: &[u8]) -> (u64, std::collections::BTreeMap<String, u64>) {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), profile).unwrap();
-    let out = Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-top",
-            "-sample_index=inuse_space",
-            "-unit=B",
-        ])
-        .args(["-nodecount=100000"])
-        .arg(f.path())
-        .output()
-        .expect("go tool pprof");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "-top",
+        "-sample_index=inuse_space",
+        "-unit=B",
+        "-nodecount=100000",
+    ];
+    let text = go_pprof(profile, &args);
     let bytes = |s: &str| s.trim_end_matches('B').parse::<u64>().unwrap_or(0);
     let total = text
         .lines()
@@ -240,19 +233,7 @@ pub fn http_get(url: &str) -> Vec<u8> {
 /// A profile's `inuse_space` samples as `go tool pprof -traces` lists them: each sample's
 /// functions, leaf first.
 pub fn pprof_traces(profile: &[u8]) -> Vec<Vec<String>> {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), profile).unwrap();
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-traces", "-sample_index=inuse_space"])
-        .arg(f.path())
-        .output()
-        .expect("go tool pprof");
-    assert!(
-        out.status.success(),
-        "go tool pprof: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = go_pprof(profile, &["-traces", "-sample_index=inuse_space"]);
     text.split("-----------+")
         .skip(1)
         .map(|block| {
