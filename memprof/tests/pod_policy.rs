@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::sidecar::*;
+use common::{go, pprof_top, sidecar::*};
 
 #[test]
 fn a_reused_pid_starts_afresh() {
@@ -73,8 +73,12 @@ fn a_failed_capture_is_retried_while_above() {
         return;
     };
     // The endpoint fails twice, as a service thrashing near its limit does; the leak leaves
-    // ~5 s between the crossing and the kill.
-    let app = s.service("app", 512 * MIB, &["-rate", "50", "-fail-heap", "2"]);
+    // ~5 s between the crossing and the kill. The binary is stripped, so its heap cannot be
+    // read from memory instead and only the endpoint can deliver.
+    let Some(bin) = go::build_stripped("leaky") else {
+        return;
+    };
+    let app = s.program(&bin, "app", 512 * MIB, &["-rate", "50", "-fail-heap", "2"]);
     let key = s.next_key(&app, &[]);
     let log = s.memprof.output();
     let retries = log
@@ -84,6 +88,22 @@ fn a_failed_capture_is_retried_while_above() {
     assert_eq!(retries, 2, "two failures, two retries:\n{log}");
     let line = s.memprof.stored_line(&key);
     assert!(line.contains("detector=\"retry\""), "{line}");
+}
+
+/// When the endpoint fails, the heap is read from the process's memory at once instead of
+/// waiting for retries (`--go-heap=endpoint`, the default).
+#[test]
+fn a_failed_endpoint_falls_back_to_memory() {
+    let Some(s) = setup("fallback", 10, &[("MEMORY_CRITICAL_PERCENTAGE", "50")]) else {
+        return;
+    };
+    let app = s.service("app", 512 * MIB, &["-rate", "50", "-fail-heap", "2"]);
+    let key = s.next_key(&app, &[]);
+    let line = s.memprof.stored_line(&key);
+    assert!(line.contains("source=\"memory\""), "{line}");
+    assert!(s.memprof.output().contains("endpoint capture failed"));
+    let top = pprof_top(&s.client.get(&key));
+    assert!(top.contains("main.leakyRetain"), "{top}");
 }
 
 #[test]

@@ -50,10 +50,23 @@ pub fn binary_path(app: &str, t: Toolchain) -> PathBuf {
 
 /// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.
 pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
+    build_with(app, t, "", &[])
+}
+
+/// `testapps/<app>` stripped of its symbol table (`-ldflags=-s -w`), as some images ship:
+/// memprof cannot find its heap in memory.
+pub fn build_stripped(app: &str) -> Option<PathBuf> {
+    build_with(app, Toolchain::System, "-stripped", &["-ldflags=-s -w"])
+}
+
+fn build_with(app: &str, t: Toolchain, variant: &str, flags: &[&str]) -> Option<PathBuf> {
     // Tests of one binary run in parallel; one build at a time.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let out = binary_path(app, t);
+    let out = target_dir()
+        .join("testapps")
+        .join(format!("{}{variant}", t.dir()))
+        .join(app);
     let src = workspace_root().join("testapps").join(app);
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let newest_source = std::fs::read_dir(&src)
@@ -70,7 +83,9 @@ pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
         return None;
     }
     let status = Command::new(t.go())
-        .args(["build", "-o"])
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(".")
         .current_dir(&src)

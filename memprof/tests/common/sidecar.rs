@@ -105,10 +105,20 @@ impl Sidecar {
 }
 
 pub fn service(pod: &Pod, name: &str, limit: u64, args: &[&str], pid: Option<u32>) -> Container {
-    let go = go_service()
-        .expect("the Go test service")
-        .display()
-        .to_string();
+    let go = go_service().expect("the Go test service");
+    program(pod, &go, name, limit, args, pid)
+}
+
+/// `bin` as a container of `pod`.
+pub fn program(
+    pod: &Pod,
+    bin: &std::path::Path,
+    name: &str,
+    limit: u64,
+    args: &[&str],
+    pid: Option<u32>,
+) -> Container {
+    let go = bin.display().to_string();
     let mut cmd = vec![go.as_str()];
     cmd.extend_from_slice(args);
     let out = pod.work_dir().join(format!("{name}.out"));
@@ -147,6 +157,16 @@ impl Setup {
     /// Starts the Go service in its own container of the pod.
     pub fn service(&self, name: &str, limit: u64, args: &[&str]) -> Container {
         service(&self.pod, name, limit, args, None)
+    }
+
+    pub fn program(
+        &self,
+        bin: &std::path::Path,
+        name: &str,
+        limit: u64,
+        args: &[&str],
+    ) -> Container {
+        program(&self.pod, bin, name, limit, args, None)
     }
 
     /// The first profile of `service` not in `seen`, stored while it still runs.
