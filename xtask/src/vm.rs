@@ -58,14 +58,37 @@ pub fn run() -> Result<()> {
     // x86: a longer script hangs the boot. The guest reads the host's files, so pass a file.
     let file = workspace_root().join("target/vm-test.sh");
     std::fs::write(&file, &script).context("writing the guest script")?;
-    sh(Command::new("vng")
-        .args(["--disable-kvm", "-r"])
+    let mut vng = Command::new("vng");
+    vng.args(["--disable-kvm", "-r"])
         .arg(&kernel)
         .args(["--memory", "2G", "--cwd"])
         .arg(workspace_root().join("memprof"))
         .args(["--", "sh"])
         .arg(&file)
-        .env("PATH", setup::path_with_cargo_bin()))
+        .env("PATH", setup::path_with_cargo_bin());
+    through_pipes(&mut vng)
+}
+
+/// Runs `cmd` with its output relayed through pipes: qemu reopens `/proc/self/fd/1` and `2`,
+/// which for a regular file starts writing at offset 0 again and overwrites what the host's
+/// tests printed before (CI logs to a file).
+fn through_pipes(cmd: &mut Command) -> Result<()> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let relay = std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
+    std::io::copy(&mut out, &mut std::io::stdout())?;
+    let _ = relay.join();
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
 
 fn kernel_6_1() -> Result<PathBuf> {
