@@ -29,9 +29,7 @@ fn memory_profile(pid: u32) -> Vec<u8> {
     let sym = Symbolizer::load(&go.exe).unwrap();
     let read = HeapRead {
         buckets: &snap.buckets,
-        cycle: snap.cycle,
         rate: snap.rate,
-        layout: go.layout,
         bias: go.bias,
         comments: vec![],
     };

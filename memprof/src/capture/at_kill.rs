@@ -18,9 +18,6 @@ use crate::deliver::key::Level;
 /// flight (reading or symbolizing), so that it can name them.
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The kernel sends `{allocs, frees}` per cycle for every Go release.
-const KERNEL_LAYOUT: goheap::layout::Layout = goheap::layout::Layout { cycle_words: 2 };
-
 /// Turns the kernel's at-kill heap walks into stored profiles, each in its own task.
 pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {
     let (tx, mut rx) = mpsc::channel(16);
@@ -93,7 +90,7 @@ impl Capturer {
             }
         }
         let built = tokio::task::spawn_blocking(move || {
-            goheap::build_profile(&go, &r.buckets, KERNEL_LAYOUT, r.cycle, r.rate, comments)
+            goheap::build_profile(&go, &r.buckets, r.rate, comments)
         })
         .await
         .map_err(anyhow::Error::from)

@@ -14,18 +14,16 @@ use memprof_common::{
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use super::layout::RawBucket;
+use super::layout::{Counts, RawBucket, Sums};
 
 const STALE: Duration = Duration::from_secs(5);
 
 /// One victim's heap as the kernel read it. Its buckets' stacks are offsets from the
-/// executable's code (`GoProc::text_base`), and their records are laid out as
-/// `Layout { cycle_words: 2 }` whatever the Go release (see `counts`).
+/// executable's code (`GoProc::text_base`); the kernel summed their counters already.
 #[derive(Debug, Default)]
 pub struct KillRead {
     pub host_pid: u32,
     pub ns_pid: u32,
-    pub cycle: u32,
     pub rate: u64,
     pub buckets: Vec<RawBucket>,
     /// Buckets the ring buffer had no room for, and buckets beyond the walk's cap.
@@ -77,20 +75,6 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<KillRead>) -> Result<(
     }
 }
 
-/// A record in `Layout { cycle_words: 2 }` that `layout::published` turns back into what the
-/// kernel summed: `active` holds the published counts, `future[cycle % 3]` nothing (already
-/// added), and the next cycle the rest of every cycle's counts, which only count when nothing
-/// was published yet (before the first GC).
-fn counts(b: &HeapBucket, cycle: u32) -> Vec<u64> {
-    let mut record = vec![0u64; 8];
-    record[0] = b.published[0];
-    record[1] = b.published[1];
-    let rest = 2 * (1 + ((cycle as usize + 1) % 3));
-    record[rest] = b.all[0].saturating_sub(b.published[0]);
-    record[rest + 1] = b.all[1].saturating_sub(b.published[1]);
-    record
-}
-
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
         // SAFETY: the kernel wrote a `T`; read_unaligned copes with any alignment.
@@ -106,7 +90,6 @@ fn take(open: &mut HashMap<u32, KillRead>, bytes: &[u8]) -> Option<KillRead> {
             let r = KillRead {
                 host_pid: b.host_pid,
                 ns_pid: b.ns_pid,
-                cycle: (b.cycle >> 1) as u32,
                 rate: b.rate,
                 begin_ktime: b.ktime_ns,
                 last: Some(Instant::now()),
@@ -131,7 +114,16 @@ fn take(open: &mut HashMap<u32, KillRead>, bytes: &[u8]) -> Option<KillRead> {
                 size: b.size,
                 stack: b.pcs[..depth].iter().map(|&pc| u64::from(pc)).collect(),
                 frames_cut: u64::from(b.nstk).saturating_sub(depth as u64),
-                record: counts(&b, r.cycle),
+                sums: Sums {
+                    published: Counts {
+                        allocs: b.published[0],
+                        frees: b.published[1],
+                    },
+                    all: Counts {
+                        allocs: b.all[0],
+                        frees: b.all[1],
+                    },
+                },
             });
             None
         }

@@ -42,15 +42,15 @@ impl Layout {
     }
 }
 
-/// A bucket as read from the process: object size, return PCs (leaf first) and the raw
-/// `memRecord` words.
+/// A bucket as read from the process: object size, return PCs (leaf first) and the sums of
+/// its counters that the published profile is made of.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawBucket {
     pub size: u64,
     pub stack: Vec<u64>,
     /// Frames the runtime recorded beyond those kept (only when a reader caps the depth).
     pub frames_cut: u64,
-    pub record: Vec<u64>,
+    pub sums: Sums,
 }
 
 /// One bucket's published counts, as `runtime.MemProfileRecord` has them.
@@ -60,36 +60,56 @@ pub struct Counts {
     pub frees: u64,
 }
 
-/// The counts `runtime.MemProfile` would publish for these buckets at profile cycle `cycle`
-/// (`mProfCycle.value >> 1`): `active` plus `future[cycle % 3]` (the cycle that may not be
-/// flushed yet); when no bucket has published anything (no GC yet), every cycle summed.
-pub fn published(buckets: &[RawBucket], layout: Layout, cycle: u32) -> Vec<Counts> {
-    let w = layout.cycle_words;
-    let at = |b: &RawBucket, slot: usize| Counts {
-        allocs: b.record.get(slot * w).copied().unwrap_or(0),
-        frees: b.record.get(slot * w + 1).copied().unwrap_or(0),
-    };
-    let flush = 1 + (cycle % 3) as usize;
-    let mut counts: Vec<Counts> = buckets
-        .iter()
-        .map(|b| {
-            let (a, f) = (at(b, 0), at(b, flush));
-            Counts {
-                allocs: a.allocs.wrapping_add(f.allocs),
-                frees: a.frees.wrapping_add(f.frees),
-            }
-        })
-        .collect();
-    if counts.iter().all(|c| c.allocs == 0 && c.frees == 0) {
-        for (c, b) in counts.iter_mut().zip(buckets) {
-            for slot in 1..4 {
-                let f = at(b, slot);
-                c.allocs = c.allocs.wrapping_add(f.allocs);
-                c.frees = c.frees.wrapping_add(f.frees);
-            }
+impl Counts {
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            allocs: self.allocs.wrapping_add(o.allocs),
+            frees: self.frees.wrapping_add(o.frees),
         }
     }
-    counts
+}
+
+/// The two sums of a bucket's `memRecord` that `runtime.MemProfile` publishes: `active` plus
+/// `future[cycle % 3]` (the cycle that may not be flushed yet), and `active` plus every
+/// `future` cycle (what it publishes before the first GC). The kernel's walk sends these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub published: Counts,
+    pub all: Counts,
+}
+
+impl Layout {
+    /// The sums of a raw `memRecord` at profile cycle `cycle` (`mProfCycle.value >> 1`).
+    pub fn sums(&self, record: &[u64], cycle: u32) -> Sums {
+        let w = self.cycle_words;
+        let at = |slot: usize| Counts {
+            allocs: record.get(slot * w).copied().unwrap_or(0),
+            frees: record.get(slot * w + 1).copied().unwrap_or(0),
+        };
+        let flush = 1 + (cycle % 3) as usize;
+        Sums {
+            published: at(0).add(at(flush)),
+            all: (1..4).fold(at(0), |c, slot| c.add(at(slot))),
+        }
+    }
+}
+
+/// The counts `runtime.MemProfile` publishes for these buckets: each one's `published` sum;
+/// when no bucket has published anything (no GC yet), every cycle summed.
+pub fn published(buckets: &[RawBucket]) -> Vec<Counts> {
+    let nothing = buckets
+        .iter()
+        .all(|b| b.sums.published == Counts::default());
+    buckets
+        .iter()
+        .map(|b| {
+            if nothing {
+                b.sums.all
+            } else {
+                b.sums.published
+            }
+        })
+        .collect()
 }
 
 /// Go's `scaleHeapSample`: a sample of objects of `size` bytes stands for more allocations the
@@ -110,10 +130,10 @@ pub fn scale(count: u64, size: u64, rate: u64) -> (i64, i64) {
 mod tests {
     use super::*;
 
-    fn bucket(words: &[u64]) -> RawBucket {
+    fn bucket(l: Layout, words: &[u64], cycle: u32) -> RawBucket {
         RawBucket {
             size: 16,
-            record: words.to_vec(),
+            sums: l.sums(words, cycle),
             ..Default::default()
         }
     }
@@ -132,17 +152,17 @@ mod tests {
     fn publishes_active_and_the_unflushed_cycle_only() {
         let l = Layout { cycle_words: 2 };
         // active {10,4}; future[0] {1,1}, future[1] {100,0}, future[2] {7,7}
-        let b = bucket(&[10, 4, 1, 1, 100, 0, 7, 7]);
+        let b = [10, 4, 1, 1, 100, 0, 7, 7];
         // cycle 3 → future[0] may still be unflushed; future[1] and [2] are the next cycles.
         assert_eq!(
-            published(std::slice::from_ref(&b), l, 3),
+            published(&[bucket(l, &b, 3)]),
             vec![Counts {
                 allocs: 11,
                 frees: 5
             }]
         );
         assert_eq!(
-            published(&[b], l, 4),
+            published(&[bucket(l, &b, 4)]),
             vec![Counts {
                 allocs: 110,
                 frees: 4
@@ -154,9 +174,9 @@ mod tests {
     fn before_the_first_gc_every_cycle_counts() {
         let l = Layout { cycle_words: 4 };
         // Cycle 0: future[0] is empty too, so nothing is published yet.
-        let b = bucket(&[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 32, 0, 3, 1, 48, 16]);
+        let b = bucket(l, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 32, 0, 3, 1, 48, 16], 0);
         assert_eq!(
-            published(&[b], l, 0),
+            published(&[b]),
             vec![Counts {
                 allocs: 5,
                 frees: 1

@@ -23,13 +23,10 @@ pub const PROFILING_OFF: &str = "runtime.MemProfileRate is 0, so the heap profil
     the program never references the memory profiler (a blank import of net/http/pprof turns it \
     on), and the Go linker turned heap profiling off";
 
-/// Builds the symbolized profile of buckets read from `go`'s memory, whose records are laid
-/// out as `layout` says.
+/// Builds the symbolized profile of buckets read from `go`'s memory.
 pub fn build_profile(
     go: &GoProc,
     buckets: &[RawBucket],
-    layout: layout::Layout,
-    cycle: u32,
     rate: u64,
     mut comments: Vec<String>,
 ) -> Result<Vec<u8>> {
@@ -40,9 +37,7 @@ pub fn build_profile(
     );
     let read = profile::HeapRead {
         buckets,
-        cycle,
         rate,
-        layout,
         bias: go.bias,
         comments,
     };
@@ -78,14 +73,7 @@ pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<Memor
         );
     }
     Ok(MemoryRead {
-        bytes: build_profile(
-            go,
-            &snap.buckets,
-            go.layout,
-            snap.cycle,
-            snap.rate,
-            comments,
-        )?,
+        bytes: build_profile(go, &snap.buckets, snap.rate, comments)?,
         buckets: snap.buckets.len(),
         read,
     })

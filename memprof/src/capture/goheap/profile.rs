@@ -9,7 +9,7 @@ use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
 use super::{
-    layout::{published, scale, Layout, RawBucket},
+    layout::{published, scale, RawBucket},
     proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType},
     symbols::Symbolizer,
 };
@@ -17,9 +17,7 @@ use super::{
 /// What a reader produced, ready to become a profile.
 pub struct HeapRead<'a> {
     pub buckets: &'a [RawBucket],
-    pub cycle: u32,
     pub rate: u64,
-    pub layout: Layout,
     /// Run-time minus link-time address.
     pub bias: u64,
     /// Lines for the profile's comments (`go tool pprof -comments`).
@@ -141,7 +139,7 @@ pub fn build(read: &HeapRead, sym: &Symbolizer, exe_name: &str) -> Result<Vec<u8
         ..Default::default()
     });
     let bytes_key = b.string("bytes");
-    let counts = published(read.buckets, read.layout, read.cycle);
+    let counts = published(read.buckets);
     for (bucket, c) in read.buckets.iter().zip(counts) {
         // As Go does: a stack ends at `runtime.goexit` (the goroutine's base frame).
         let locs: Vec<Loc> = bucket

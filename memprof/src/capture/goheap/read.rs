@@ -26,8 +26,6 @@ const FIRST_READ_PCS: usize = 128;
 /// What one read of the heap profile found.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// `mProfCycle.value >> 1` when the walk ended.
-    pub cycle: u32,
     /// `runtime.MemProfileRate` at the time.
     pub rate: u64,
     pub buckets: Vec<RawBucket>,
@@ -92,9 +90,8 @@ pub fn read_heap(pid: u32, go: &GoProc, bounds: Bounds) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
     for _ in 0..ATTEMPTS {
         let before = read_cycle(pid, go)?;
-        snap = walk(pid, go, bounds, started)?;
-        snap.cycle = read_cycle(pid, go)?;
-        if snap.cycle == before {
+        snap = walk(pid, go, before, bounds, started)?;
+        if read_cycle(pid, go)? == before {
             return Ok(snap);
         }
     }
@@ -102,7 +99,8 @@ pub fn read_heap(pid: u32, go: &GoProc, bounds: Bounds) -> Result<Snapshot> {
     Ok(snap)
 }
 
-fn walk(pid: u32, go: &GoProc, bounds: Bounds, started: Instant) -> Result<Snapshot> {
+/// One walk, with counts summed as published at profile cycle `cycle`.
+fn walk(pid: u32, go: &GoProc, cycle: u32, bounds: Bounds, started: Instant) -> Result<Snapshot> {
     let rec = go.layout.record_bytes();
     let mut snap = Snapshot {
         rate: read_word(pid, go.rate)?,
@@ -151,7 +149,7 @@ fn walk(pid: u32, go: &GoProc, bounds: Bounds, started: Instant) -> Result<Snaps
             size,
             stack: body[..nstk].to_vec(),
             frames_cut: 0,
-            record: body[nstk..].to_vec(),
+            sums: go.layout.sums(&body[nstk..], cycle),
         });
         cur = allnext;
     }
