@@ -158,3 +158,39 @@ fn node_memprof_measures_a_pod_container_against_its_own_limit() {
         "{line}"
     );
 }
+
+/// The sidecar with a service that serves no endpoint, in the pod's own PID namespace: its
+/// heap is read from memory at the threshold, and by the kernel at the kill, under the PID
+/// the pod sees.
+#[test]
+fn sidecar_reads_the_heap_of_a_service_without_an_endpoint() {
+    let (limit_mib, rate) = scaled(256, 100);
+    let Some(s) = setup("noendpoint", 11, &[]) else {
+        return;
+    };
+    let app = s.service("app", limit_mib * MIB, &["-addr", "", "-rate", &rate]);
+    let threshold = s.next_key(&app, &[]);
+    assert!(s
+        .memprof
+        .stored_line(&threshold)
+        .contains("source=\"memory\""));
+    let line = s.memprof.wait_for_log(
+        &format!("at-kill profile stored pid={} ", app.pid),
+        Duration::from_secs(120),
+    );
+    assert!(line.contains(&threshold), "{line}");
+    let at_kill = line
+        .split("key=\"")
+        .nth(1)
+        .and_then(|k| k.split('"').next())
+        .expect("a key in the at-kill line")
+        .to_string();
+    assert!(
+        at_kill.ends_with(&format!("_pid-{}_oom.heap.pb.gz", app.pid)),
+        "{at_kill}"
+    );
+    for key in [&threshold, &at_kill] {
+        let top = pprof_top(&s.client.get(key));
+        assert!(top.contains("main.leakyRetain"), "{key}:\n{top}");
+    }
+}
