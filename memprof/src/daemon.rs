@@ -17,19 +17,10 @@ use crate::{
         policy::{Decision, Outcome, Policy, Retry, RETRY_BACKOFF},
         Assessor, ProcKey, Reading,
     },
-    capture::{
-        at_kill,
-        goheap::{read::Bounds, registry::Registry},
-        job::Capturer,
-        pprof::Pprof,
-    },
-    config::{Config, Destination},
-    deliver::{key::Place, sink::Sink, spool::Spool, Deliverer},
+    capture::{at_kill, job::Capturer},
+    config::{Config, GoHeapMode},
     detect::{self, ebpf::Arm, poll, Candidate, KernelProc, Source},
 };
-
-/// Buckets a read from process memory keeps (a profile with more is marked truncated).
-const READ_MAX_BUCKETS: usize = 100_000;
 
 /// How long in-flight captures may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -37,35 +28,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn run(cfg: Config) -> Result<()> {
-    let assessor = Assessor::new()?;
-    let pprof = Pprof::new(
-        cfg.pprof_port,
-        &cfg.pprof_path,
-        cfg.capture_timeout,
-        cfg.capture_max_bytes,
-    )?;
-    let sink = match &cfg.destination {
-        Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
-        Destination::Local(dir) => Sink::local(dir),
-    };
+    let assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (kernel, detector) = detect::start(&cfg, tx.clone())?;
     let (arm, go_targets, heap_ring) = match kernel {
         Some(k) => (Some(k.arm), Some(k.go), Some(k.heap)),
         None => (None, None, None),
     };
-    let capturer = Arc::new(Capturer {
-        pprof,
-        deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
-        place: Place::from_env(),
-        key_prefix: cfg.key_prefix.clone(),
-        go_heap: cfg.go_heap,
-        goheap: Registry::new(go_targets),
-        read_bounds: Bounds {
-            max_buckets: READ_MAX_BUCKETS,
-            deadline: cfg.capture_timeout,
-        },
-    });
+    let capturer = Arc::new(Capturer::from_config(&cfg, go_targets).await?);
     if let Some(ring) = heap_ring {
         at_kill::spawn(ring, Arc::clone(&capturer));
     }
@@ -81,7 +51,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination = capturer.deliverer.describe(),
-        pprof = capturer.pprof.url(),
+        pprof_port = cfg.pprof_port,
+        pprof_ports = ?cfg.pprof_ports,
+        pprof_path = cfg.pprof_path,
         "memprof started"
     );
     tokio::spawn(poll::run(poll_every, tx.clone()));
@@ -160,6 +132,8 @@ impl LoopState {
                 // A new program: its policy, level and kernel identity start afresh.
                 let pid = c.ns_pid;
                 self.policy.retain(|k| k.pid != pid);
+                // Its mounts are final now: who it is is looked up afresh.
+                self.assessor.retain(|k| k.pid != pid);
                 self.watching.retain(|k| k.pid != pid);
                 self.discovered.retain(|k| k.pid != pid);
                 self.kernel.retain(|k, _| k.pid != pid);
@@ -176,7 +150,11 @@ impl LoopState {
         };
         let key = reading.key;
         if self.discovered.insert(key) {
+            self.capturer.identify(&reading);
             self.capturer.goheap.discover(key, reading.comm.clone());
+            if self.capturer.go_heap != GoHeapMode::Memory {
+                self.capturer.endpoints.discover(key, reading.comm.clone());
+            }
         }
         // Once per process, from the safety net's scan (so short-lived helpers such as exec
         // probes stay out of the log): what it is measured against, for operators to check.
@@ -187,6 +165,7 @@ impl LoopState {
                 rss = reading.rss,
                 limit = reading.limit,
                 limit_source = ?reading.limit_source,
+                who = reading.identity.describe(),
                 "watching process"
             );
         }
@@ -210,7 +189,7 @@ impl LoopState {
             Decision::Capture => {
                 let capturer = Arc::clone(&self.capturer);
                 self.captures
-                    .spawn(async move { (key, capturer.capture(&c, &reading).await) });
+                    .spawn(async move { (key, capturer.capture(&c, &reading).await.outcome) });
             }
             Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
         }
@@ -288,6 +267,12 @@ impl LoopState {
         self.watching.retain(alive);
         self.discovered.retain(alive);
         self.capturer.goheap.sweep(alive);
+        self.capturer.endpoints.sweep(alive);
+        self.capturer
+            .identities
+            .lock()
+            .expect("identities")
+            .retain(|k, _| alive(k));
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
         if let Some(arm) = &self.arm {

@@ -3,6 +3,7 @@
 //! stage is a module, wired together by `daemon`.
 pub mod assess;
 pub mod capture;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

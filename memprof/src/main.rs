@@ -1,6 +1,10 @@
 //! The memprof command: configuration, logging, and the daemon's exit codes
 //! (0 clean shutdown, 1 runtime failure, 2 bad configuration).
-use memprof::{config, daemon};
+use memprof::{
+    commands,
+    config::{self, Command},
+    daemon,
+};
 
 use std::process::ExitCode;
 
@@ -36,12 +40,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // The daemon logs to stdout as it always did; the commands keep stdout for their output.
+    let (default_level, to_stderr) = match cfg.command {
+        None => ("info", false),
+        Some(Command::Capture { .. }) => ("info", true),
+        Some(Command::Top { .. }) => ("warn", true),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if to_stderr {
+        logs.with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +67,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(daemon::run(cfg)) {
+    let result = rt.block_on(async {
+        match cfg.command.clone() {
+            None => daemon::run(cfg).await,
+            Some(Command::Capture { pid }) => commands::capture::run(&cfg, pid).await,
+            Some(Command::Top {
+                interval_ms,
+                iterations,
+            }) => {
+                let every = std::time::Duration::from_millis(interval_ms.max(100));
+                commands::top::run(&cfg, every, iterations).await
+            }
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

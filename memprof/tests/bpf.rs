@@ -58,7 +58,7 @@ fn crossing_is_reported(hook: Hook) {
         .unwrap();
     first_line(&mut child);
     let pid = child.id();
-    let mut assessor = Assessor::new().unwrap();
+    let mut assessor = Assessor::new(None).unwrap();
     let start = assessor.read(pid).expect("child readable in procfs");
     let level = start.rss + (96 << 20);
 

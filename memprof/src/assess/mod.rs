@@ -1,10 +1,11 @@
 //! Assess: re-read a candidate's RSS from procfs and its memory limit from its cgroup, and
 //! decide (in `policy`) whether to capture now.
 pub mod cgroup;
+pub mod identity;
 pub mod limits;
 pub mod policy;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result};
 use procfs::FromRead;
@@ -39,6 +40,8 @@ pub struct Reading {
     pub counters: [i64; 4],
     pub limit: u64,
     pub limit_source: LimitSource,
+    /// Namespace, pod and container, when the process runs in Kubernetes.
+    pub identity: Arc<identity::Identity>,
 }
 
 impl Reading {
@@ -52,6 +55,7 @@ impl Reading {
 struct Located {
     proc_cgroup: String,
     views: Result<Vec<limits::View>, String>,
+    identity: Arc<identity::Identity>,
     /// Whether the failure to find the limit has been logged (once per process).
     warned: bool,
 }
@@ -62,10 +66,13 @@ pub struct Assessor {
     own_mounts: Vec<cgroup::CgroupMount>,
     mem_total: u64,
     located: HashMap<ProcKey, Located>,
+    /// The kubelet's pod log tree, when memprof can see it (node mode).
+    pods: Option<identity::PodsTree>,
 }
 
 impl Assessor {
-    pub fn new() -> Result<Self> {
+    /// `pods_dir`: the kubelet's `/var/log/pods`, used when it exists.
+    pub fn new(pods_dir: Option<PathBuf>) -> Result<Self> {
         let mountinfo =
             std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
         let meminfo =
@@ -74,6 +81,7 @@ impl Assessor {
             own_mounts: cgroup::parse_mountinfo(&mountinfo),
             mem_total: meminfo.mem_total,
             located: HashMap::new(),
+            pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
         })
     }
 
@@ -90,6 +98,11 @@ impl Assessor {
             Ok(None) => (self.mem_total, LimitSource::Unlimited),
             Err(()) => (self.mem_total, LimitSource::Unresolved),
         };
+        let identity = self
+            .located
+            .get(&key)
+            .map(|l| Arc::clone(&l.identity))
+            .unwrap_or_default();
         Some(Reading {
             key,
             comm: status.name,
@@ -97,6 +110,7 @@ impl Assessor {
             counters,
             limit,
             limit_source,
+            identity,
         })
     }
 
@@ -136,12 +150,18 @@ impl Assessor {
             std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
         let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
         let views = limits::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
+        let identity = Arc::new(identity::resolve(
+            &proc_cgroup,
+            &mountinfo,
+            self.pods.as_ref(),
+        ));
         let warned = self.located.get(&key).is_some_and(|l| l.warned);
         self.located.insert(
             key,
             Located {
                 proc_cgroup,
                 views,
+                identity,
                 warned,
             },
         );
@@ -219,6 +239,7 @@ mod tests {
             counters: [0; 4],
             limit: 512 << 20,
             limit_source: LimitSource::Cgroup,
+            identity: Default::default(),
         };
         assert!((r.percent() - 78.125).abs() < 1e-9);
     }

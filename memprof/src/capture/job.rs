@@ -1,25 +1,35 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use tracing::{info, warn};
 
-use super::{goheap, listener, pprof::Pprof, Profile};
+use anyhow::Result;
+
+use super::{endpoint::Endpoints, goheap, pprof::Pprof, Profile};
 use crate::{
-    assess::{policy::Outcome, ProcKey, Reading},
-    config::GoHeapMode,
+    assess::{identity::Identity, policy::Outcome, ProcKey, Reading},
+    config::{Config, Destination, GoHeapMode},
     deliver::{
         key::{object_key, KeyParts, Level, Place},
+        sink::Sink,
+        spool::Spool,
         Deliverer,
     },
-    detect::{Candidate, Source},
+    detect::{ebpf::GoTargets, Candidate, Source},
 };
 
 /// Everything a capture needs, shared by the capture tasks.
 pub struct Capturer {
-    pub pprof: Pprof,
+    pub endpoints: Endpoints,
     pub deliverer: Deliverer,
+    /// Who each process is, for its keys (set at first sight, see `identify`).
+    pub identities: Mutex<HashMap<ProcKey, Arc<Identity>>>,
     pub place: Place,
     pub key_prefix: String,
     pub go_heap: GoHeapMode,
@@ -38,19 +48,77 @@ pub struct Stored<'a> {
     pub started: Instant,
 }
 
+/// Buckets a read from process memory keeps (a profile with more is marked truncated).
+const READ_MAX_BUCKETS: usize = 100_000;
+
+/// What a capture did: the outcome for the policy, and the keys of what it stored.
+pub struct Captured {
+    pub outcome: Outcome,
+    pub keys: Vec<String>,
+}
+
 impl Capturer {
-    pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Outcome {
+    /// Everything from the configuration; `go_targets` when the kernel walks Go heaps at the
+    /// kill.
+    pub async fn from_config(cfg: &Config, go_targets: Option<GoTargets>) -> Result<Self> {
+        let pprof = Pprof::new(
+            cfg.pprof_port,
+            &cfg.pprof_path,
+            cfg.capture_timeout,
+            cfg.capture_max_bytes,
+        );
+        let sink = match &cfg.destination {
+            Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
+            Destination::Local(dir) => Sink::local(dir),
+        };
+        Ok(Self {
+            endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone()),
+            deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
+            identities: Mutex::default(),
+            place: Place::from_env(),
+            key_prefix: cfg.key_prefix.clone(),
+            go_heap: cfg.go_heap,
+            goheap: goheap::registry::Registry::new(go_targets),
+            read_bounds: goheap::read::Bounds {
+                max_buckets: READ_MAX_BUCKETS,
+                deadline: cfg.capture_timeout,
+            },
+        })
+    }
+
+    /// Remembers who the process is, for the keys of its profiles.
+    pub fn identify(&self, reading: &Reading) {
+        self.identities
+            .lock()
+            .expect("identities")
+            .insert(reading.key, Arc::clone(&reading.identity));
+    }
+
+    pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
+        let mut keys = Vec::new();
+        let outcome = self.capture_into(c, reading, &mut keys).await;
+        Captured { outcome, keys }
+    }
+
+    async fn capture_into(
+        &self,
+        c: &Candidate,
+        reading: &Reading,
+        keys: &mut Vec<String>,
+    ) -> Outcome {
         let _in_flight = self.goheap.begin(reading.key);
         let pid = c.ns_pid;
         let percent = format!("{:.1}", reading.percent());
-        let endpoint =
-            self.go_heap != GoHeapMode::Memory && listener::listens_on(pid, self.pprof.port());
+        let endpoint = match self.go_heap {
+            GoHeapMode::Memory => None,
+            _ => self.endpoints.find(reading.key, &reading.comm, false).await,
+        };
         let mut outcome = Outcome::NoProfile;
         let fetch_start = Instant::now();
-        if endpoint {
-            match self.pprof.capture().await {
+        if let Some(addr) = endpoint {
+            match self.endpoints.pprof().capture(pid, addr).await {
                 Ok(p) => {
-                    self.store(c, reading, p, "endpoint", fetch_start).await;
+                    keys.extend(self.store(c, reading, p, "endpoint", fetch_start).await);
                     outcome = Outcome::Stored;
                 }
                 Err(e) => {
@@ -78,10 +146,9 @@ impl Capturer {
                     pid,
                     comm = reading.comm,
                     percent,
-                    port = self.pprof.port(),
-                    "over the threshold, but the process serves no pprof endpoint and its heap \
-                     cannot be read from memory (not Go, or see its discovery line); nothing \
-                     captured"
+                    "over the threshold, but no pprof endpoint was found on the process's ports \
+                     and its heap cannot be read from memory (not Go, or see its discovery \
+                     line); nothing captured"
                 );
             }
             return outcome;
@@ -110,7 +177,7 @@ impl Capturer {
                     extension: "pb.gz",
                     bytes: read.bytes,
                 };
-                self.store(c, reading, p, "memory", read_start).await;
+                keys.extend(self.store(c, reading, p, "memory", read_start).await);
                 Outcome::Stored
             }
             Err(e) => {
@@ -129,6 +196,8 @@ impl Capturer {
         }
     }
 
+    /// Delivers one profile and logs it; its key once stored (not while it waits in the
+    /// spool).
     async fn store(
         &self,
         c: &Candidate,
@@ -136,11 +205,12 @@ impl Capturer {
         profile: Profile,
         source: &'static str,
         fetch_start: Instant,
-    ) {
-        let detector = match c.source {
-            Source::Kernel { .. } => "ebpf",
-            Source::Retry => "retry",
-            _ => "poll",
+    ) -> Option<String> {
+        let (detector, level) = match c.source {
+            Source::Kernel { .. } => ("ebpf", Level::Percent(reading.percent())),
+            Source::Retry => ("retry", Level::Percent(reading.percent())),
+            Source::Manual => ("manual", Level::Manual),
+            _ => ("poll", Level::Percent(reading.percent())),
         };
         let (key, delivered) = self
             .deliver(
@@ -148,7 +218,7 @@ impl Capturer {
                     proc: reading.key,
                     pid: c.ns_pid,
                     comm: &reading.comm,
-                    level: Level::Percent(reading.percent()),
+                    level,
                     source,
                     started: fetch_start,
                 },
@@ -156,33 +226,50 @@ impl Capturer {
             )
             .await;
         let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
-        if delivered {
-            info!(
-                pid = c.ns_pid,
-                comm = reading.comm,
-                rss = reading.rss,
-                limit = reading.limit,
-                limit_source = ?reading.limit_source,
-                percent = format!("{:.1}", reading.percent()),
-                bytes = profile.bytes.len(),
-                key,
-                source,
-                detector,
-                detect_to_stored_ms = ms(c.detected, Instant::now()),
-                assess_ms = ms(c.detected, fetch_start),
-                "profile stored"
-            );
+        if !delivered {
+            return None;
         }
+        info!(
+            pid = c.ns_pid,
+            comm = reading.comm,
+            who = reading.identity.describe(),
+            rss = reading.rss,
+            limit = reading.limit,
+            limit_source = ?reading.limit_source,
+            percent = format!("{:.1}", reading.percent()),
+            bytes = profile.bytes.len(),
+            key,
+            source,
+            detector,
+            detect_to_stored_ms = ms(c.detected, Instant::now()),
+            assess_ms = ms(c.detected, fetch_start),
+            "profile stored"
+        );
+        Some(key)
     }
 
     /// Names the profile and delivers it: its key, and whether it is stored already (otherwise
     /// it waits in the spool, and the retry loop delivers it). The key is remembered for the
     /// process before delivery starts, so an OOM kill during a slow upload still names it.
     pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
+        let identity = self
+            .identities
+            .lock()
+            .expect("identities")
+            .get(&s.proc)
+            .cloned();
+        let identity = identity.unwrap_or_default();
+        let place = match (&identity.namespace, &identity.pod) {
+            (Some(namespace), Some(pod)) => Place {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+            },
+            _ => self.place.clone(),
+        };
         let key = object_key(&KeyParts {
             prefix: &self.key_prefix,
-            place: &self.place,
-            comm: s.comm,
+            place: &place,
+            name: identity.container.as_deref().unwrap_or(s.comm),
             pid: s.pid,
             level: s.level,
             kind: profile.kind,

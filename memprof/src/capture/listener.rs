@@ -1,11 +1,18 @@
-//! Does this process serve the pprof port? Every container of a pod shares the loopback, so
-//! without this check a sidecar nearing its limit would be stored under its own name with the
-//! application's heap profile.
+//! Which TCP ports does this process listen on, in its own network namespace? Every
+//! container of a pod shares the loopback, so matching the sockets to the process keeps a
+//! sidecar nearing its limit from being stored under its own name with the application's heap
+//! profile; and a node-level memprof lists a pod's listeners from inside the pod's namespace.
 //!
 //! The listening sockets come from the kernel's sock_diag netlink interface, asking for
 //! listeners only: /proc/<pid>/net/tcp walks every established-connection hash bucket and took
 //! 3.6 ms here, on the path between detection and capture.
-use std::{io, os::fd::AsRawFd};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd,
+};
+
+use super::netns;
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -14,54 +21,57 @@ const NLMSG_DONE: u16 = 3;
 const TCP_LISTEN: u32 = 10;
 /// `struct nlmsghdr`.
 const NLMSG_HDR: usize = 16;
-/// `struct inet_diag_msg`: sport (big-endian) at 4, inode at 68.
+/// `struct inet_diag_msg`: family at 0, sport (big-endian) at 4, source address at 8,
+/// inode at 68.
 const DIAG_MSG_LEN: usize = 72;
 
-/// Whether `pid` itself holds a TCP socket listening on `port`.
-pub fn listens_on(pid: u32, port: u16) -> bool {
-    let inodes: Vec<u64> = [libc::AF_INET, libc::AF_INET6]
-        .into_iter()
-        .filter_map(|family| listening_inodes(family as u8, port).ok())
-        .flatten()
-        .collect();
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .any(|target| {
-            let target = target.to_string_lossy();
-            target
-                .strip_prefix("socket:[")
-                .and_then(|rest| rest.strip_suffix(']'))
-                .and_then(|inode| inode.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
+/// A listening socket: where to connect to reach it, and its inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Listener {
+    addr: SocketAddr,
+    inode: u64,
 }
 
-/// Inodes of the TCP sockets of `family` listening on `port` in memprof's network namespace.
-fn listening_inodes(family: u8, port: u16) -> io::Result<Vec<u64>> {
-    // SAFETY: plain socket(2) call; the result is checked and owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// Where to connect to each TCP socket `pid` itself listens on, in its network namespace
+/// (a wildcard address is reached through that namespace's loopback), sorted by port.
+pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
+    let mut all = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        all.extend(listeners(pid, family as u8)?);
     }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if all.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect();
+    let mut addrs: Vec<SocketAddr> = all
+        .into_iter()
+        .filter(|l| own.contains(&l.inode))
+        .map(|l| l.addr)
+        .collect();
+    addrs.sort_by_key(|a| (a.port(), a.is_ipv6()));
+    addrs.dedup_by_key(|a| a.port());
+    Ok(addrs)
+}
+
+/// The TCP listeners of `family` in the network namespace of `pid`.
+fn listeners(pid: u32, family: u8) -> io::Result<Vec<Listener>> {
+    let sock = netns::socket_in(pid, libc::AF_NETLINK, libc::SOCK_DGRAM, NETLINK_SOCK_DIAG)?;
     let req = request(family);
     // SAFETY: req is a valid buffer of the given length; the kernel is the default destination.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut inodes = Vec::new();
+    let mut found = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: buf is a valid writable buffer of its length.
@@ -69,8 +79,8 @@ fn listening_inodes(family: u8, port: u16) -> io::Result<Vec<u64>> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if parse(&buf[..n as usize], port, &mut inodes)? {
-            return Ok(inodes);
+        if parse(&buf[..n as usize], &mut found)? {
+            return Ok(found);
         }
     }
 }
@@ -89,8 +99,8 @@ fn request(family: u8) -> Vec<u8> {
     m
 }
 
-/// Collects matching inodes from one datagram; true once the dump is complete.
-fn parse(mut data: &[u8], port: u16, inodes: &mut Vec<u64>) -> io::Result<bool> {
+/// Collects the listeners of one datagram; true once the dump is complete.
+fn parse(mut data: &[u8], found: &mut Vec<Listener>) -> io::Result<bool> {
     let u32_at = |d: &[u8], o: usize| u32::from_ne_bytes(d[o..o + 4].try_into().expect("4 bytes"));
     while data.len() >= NLMSG_HDR {
         let len = u32_at(data, 0) as usize;
@@ -110,11 +120,13 @@ fn parse(mut data: &[u8], port: u16, inodes: &mut Vec<u64>) -> io::Result<bool> 
                     .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
                 return Err(io::Error::from_raw_os_error(-errno));
             }
-            SOCK_DIAG_BY_FAMILY
-                if payload.len() >= DIAG_MSG_LEN
-                    && u16::from_be_bytes([payload[4], payload[5]]) == port =>
-            {
-                inodes.push(u32_at(payload, 68) as u64);
+            SOCK_DIAG_BY_FAMILY if payload.len() >= DIAG_MSG_LEN => {
+                if let Some(addr) = connect_addr(payload) {
+                    found.push(Listener {
+                        addr,
+                        inode: u32_at(payload, 68) as u64,
+                    });
+                }
             }
             _ => {}
         }
@@ -123,13 +135,41 @@ fn parse(mut data: &[u8], port: u16, inodes: &mut Vec<u64>) -> io::Result<bool> 
     Ok(false)
 }
 
+/// Where a client in the same namespace connects to reach a listener: its own address, or
+/// the loopback of its family when it listens on every address.
+fn connect_addr(msg: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes([msg[4], msg[5]]);
+    let ip = match msg[0] as i32 {
+        libc::AF_INET => {
+            let ip = Ipv4Addr::from(<[u8; 4]>::try_from(&msg[8..12]).ok()?);
+            IpAddr::V4(if ip.is_unspecified() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                ip
+            })
+        }
+        libc::AF_INET6 => {
+            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&msg[8..24]).ok()?);
+            IpAddr::V6(if ip.is_unspecified() {
+                Ipv6Addr::LOCALHOST
+            } else {
+                ip
+            })
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn diag_msg(port: u16, inode: u32) -> Vec<u8> {
+    fn diag_msg(family: i32, ip: &[u8], port: u16, inode: u32) -> Vec<u8> {
         let mut payload = vec![0u8; DIAG_MSG_LEN];
+        payload[0] = family as u8;
         payload[4..6].copy_from_slice(&port.to_be_bytes());
+        payload[8..8 + ip.len()].copy_from_slice(ip);
         payload[68..72].copy_from_slice(&inode.to_ne_bytes());
         let mut m = ((NLMSG_HDR + DIAG_MSG_LEN) as u32).to_ne_bytes().to_vec();
         m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -140,33 +180,34 @@ mod tests {
 
     #[test]
     fn parses_a_dump() {
-        let mut data = diag_msg(6060, 271828);
-        data.extend(diag_msg(8014, 314159));
-        let mut inodes = Vec::new();
-        assert!(!parse(&data, 6060, &mut inodes).unwrap());
-        assert_eq!(inodes, vec![271828]);
+        let mut data = diag_msg(libc::AF_INET, &[0, 0, 0, 0], 6060, 271828);
+        data.extend(diag_msg(libc::AF_INET, &[10, 1, 2, 3], 8014, 314159));
+        data.extend(diag_msg(libc::AF_INET6, &[0; 16], 7070, 161803));
+        let mut found = Vec::new();
+        assert!(!parse(&data, &mut found).unwrap());
+        let addrs: Vec<String> = found.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:6060", "10.1.2.3:8014", "[::1]:7070"]);
+        assert_eq!(found[0].inode, 271828);
         let done = [
             (NLMSG_HDR as u32).to_ne_bytes().to_vec(),
             NLMSG_DONE.to_ne_bytes().to_vec(),
             vec![0; 10],
         ]
         .concat();
-        assert!(parse(&done, 6060, &mut inodes).unwrap());
+        assert!(parse(&done, &mut found).unwrap());
     }
 
     #[test]
     fn this_test_process_listens_only_where_it_bound() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(listens_on(std::process::id(), port));
+        let addr = listener.local_addr().unwrap();
+        assert!(listening(std::process::id()).unwrap().contains(&addr));
         let v6 = std::net::TcpListener::bind("[::1]:0").ok();
         if let Some(v6) = &v6 {
-            assert!(listens_on(
-                std::process::id(),
-                v6.local_addr().unwrap().port()
-            ));
+            let addr = v6.local_addr().unwrap();
+            assert!(listening(std::process::id()).unwrap().contains(&addr));
         }
         drop(listener);
-        assert!(!listens_on(std::process::id(), port));
+        assert!(!listening(std::process::id()).unwrap().contains(&addr));
     }
 }

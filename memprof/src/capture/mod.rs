@@ -1,10 +1,12 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
-//! over HTTP (`pprof`) or read from the process's memory (`goheap`), at the threshold (`job`)
+//! over HTTP (`pprof`, at the port `endpoint` found, in the target's network namespace: `netns`) or read from the process's memory (`goheap`), at the threshold (`job`)
 //! and at the kill (`at_kill`); other kinds (JVM, generic snapshots) plug in here.
 pub mod at_kill;
+pub mod endpoint;
 pub mod goheap;
 pub mod job;
 pub mod listener;
+pub mod netns;
 pub mod pprof;
 
 /// A captured profile, ready for delivery.

@@ -1,78 +1,134 @@
-//! Go heap profiles from `net/http/pprof` (`GET http://127.0.0.1:PORT/debug/pprof/heap`).
-//! In a pod every container shares the loopback interface, so the sidecar reaches the
-//! service's debug endpoint there.
-use std::time::Duration;
+//! Go heap profiles from `net/http/pprof` (`GET /debug/pprof/heap`), fetched over a socket
+//! created in the target's own network namespace (`netns`): in a pod every container shares
+//! the loopback, and a node-level memprof reaches a pod's loopback-only endpoint the same way.
+//! HTTP/1.1 through hyper on that socket; the whole exchange has one deadline and a size cap.
+use std::{net::SocketAddr, os::fd::IntoRawFd, os::unix::io::FromRawFd, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use http_body_util::{BodyExt, Empty};
+use hyper::{body::Bytes, client::conn::http1, Request, Response};
+use hyper_util::rt::TokioIo;
 
-use super::Profile;
+use super::{netns, Profile};
+
+/// What gzip data starts with: a heap profile in the protobuf format always does.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 pub struct Pprof {
-    client: reqwest::Client,
-    url: String,
+    path: String,
     port: u16,
+    timeout: Duration,
     max_bytes: u64,
 }
 
 impl Pprof {
-    /// Builds the HTTP client once, at start-up, so that a capture pays only for the request.
-    pub fn new(port: u16, path: &str, timeout: Duration, max_bytes: u64) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .no_proxy()
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Self {
-            client,
-            url: format!("http://127.0.0.1:{port}{path}"),
+    pub fn new(port: u16, path: &str, timeout: Duration, max_bytes: u64) -> Self {
+        Self {
+            path: path.to_string(),
             port,
+            timeout,
             max_bytes,
-        })
+        }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
+    /// The preferred port (`PPROF_PORT`).
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub async fn capture(&self) -> Result<Profile> {
-        let mut resp = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .with_context(|| format!("GET {}", self.url))?;
-        if !resp.status().is_success() {
-            bail!("GET {}: HTTP {}", self.url, resp.status());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .with_context(|| format!("reading {}", self.url))?
-        {
-            if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
-                bail!("profile from {} exceeds {} bytes", self.url, self.max_bytes);
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace).
+    pub async fn capture(&self, pid: u32, addr: SocketAddr) -> Result<Profile> {
+        let url = format!("http://{addr}{}", self.path);
+        let get = async {
+            let mut resp = self.get(pid, addr).await?;
+            let mut bytes = Vec::new();
+            while let Some(frame) = resp.frame().await {
+                let frame = frame.context("reading the body")?;
+                let Some(chunk) = frame.data_ref() else {
+                    continue;
+                };
+                if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
+                    bail!("the profile exceeds {} bytes", self.max_bytes);
+                }
+                bytes.extend_from_slice(chunk);
             }
-            bytes.extend_from_slice(&chunk);
-        }
-        if bytes.is_empty() {
-            bail!("GET {}: empty profile", self.url);
-        }
+            if bytes.is_empty() {
+                bail!("empty profile");
+            }
+            Ok(bytes)
+        };
+        let bytes = tokio::time::timeout(self.timeout, get)
+            .await
+            .map_err(|_| anyhow!("no complete answer within {:?}", self.timeout))
+            .and_then(|r| r)
+            .with_context(|| format!("GET {url} (PID {pid}'s network namespace)"))?;
         Ok(Profile {
             kind: "heap",
             extension: "pb.gz",
             bytes,
         })
     }
+
+    /// Whether `addr` serves a heap profile at the path: HTTP 200 and a body that starts as
+    /// gzip does. Only the first bytes are read.
+    pub async fn probe(&self, pid: u32, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        let check = async {
+            let mut resp = self.get(pid, addr).await?;
+            let mut head = Vec::new();
+            while head.len() < GZIP_MAGIC.len() {
+                match resp.frame().await {
+                    Some(frame) => {
+                        if let Some(chunk) = frame?.data_ref() {
+                            head.extend_from_slice(chunk);
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if !head.starts_with(&GZIP_MAGIC) {
+                bail!("the answer is not a gzip-compressed profile");
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, check)
+            .await
+            .map_err(|_| anyhow!("no answer within {timeout:?}"))?
+    }
+
+    /// Sends the GET and returns the response once its status says success.
+    async fn get(&self, pid: u32, addr: SocketAddr) -> Result<Response<hyper::body::Incoming>> {
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let fd = netns::socket_in(pid, domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)
+            .context("creating the socket")?;
+        // SAFETY: a fresh non-blocking TCP socket whose ownership moves to tokio.
+        let socket = unsafe { tokio::net::TcpSocket::from_raw_fd(fd.into_raw_fd()) };
+        let stream = socket.connect(addr).await.context("connecting")?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        // The connection is driven on its own task for as long as the body is read; it ends
+        // when the response is dropped.
+        tokio::spawn(conn);
+        let req = Request::get(&self.path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        if !resp.status().is_success() {
+            bail!("HTTP {}", resp.status());
+        }
+        Ok(resp)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{net::SocketAddr, time::Duration};
 
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
@@ -81,10 +137,10 @@ mod tests {
 
     use super::Pprof;
 
-    /// Serves one HTTP response with a body of `len` bytes.
-    async fn serve(status: &'static str, len: usize) -> u16 {
+    /// Serves one HTTP response with a body of `len` bytes (starting as gzip does).
+    async fn serve(status: &'static str, len: usize) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             // Read the request before answering, or closing the socket resets the exchange.
@@ -100,33 +156,59 @@ mod tests {
             let head =
                 format!("HTTP/1.1 {status}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
             s.write_all(head.as_bytes()).await.unwrap();
-            let _ = s.write_all(&vec![7u8; len]).await;
+            let mut body = vec![7u8; len];
+            body[..2.min(len)].copy_from_slice(&[0x1f, 0x8b][..2.min(len)]);
+            let _ = s.write_all(&body).await;
         });
-        port
+        addr
     }
 
-    fn pprof(port: u16, max: u64) -> Pprof {
-        Pprof::new(port, "/debug/pprof/heap", Duration::from_secs(5), max).unwrap()
+    fn pprof(max: u64) -> Pprof {
+        Pprof::new(6060, "/debug/pprof/heap", Duration::from_secs(5), max)
     }
 
     #[tokio::test]
     async fn downloads_the_profile() {
-        let port = serve("200 OK", 1000).await;
-        let p = pprof(port, 4096).capture().await.unwrap();
+        let addr = serve("200 OK", 1000).await;
+        let p = pprof(4096).capture(std::process::id(), addr).await.unwrap();
         assert_eq!((p.kind, p.bytes.len()), ("heap", 1000));
     }
 
     #[tokio::test]
     async fn refuses_oversized_profiles() {
-        let port = serve("200 OK", 100_000).await;
-        let e = pprof(port, 4096).capture().await.unwrap_err();
+        let addr = serve("200 OK", 100_000).await;
+        let e = pprof(4096)
+            .capture(std::process::id(), addr)
+            .await
+            .unwrap_err();
         assert!(format!("{e:#}").contains("exceeds 4096 bytes"), "{e:#}");
     }
 
     #[tokio::test]
     async fn http_errors_are_errors() {
-        let port = serve("404 Not Found", 0).await;
-        let e = pprof(port, 4096).capture().await.unwrap_err();
+        let addr = serve("404 Not Found", 0).await;
+        let e = pprof(4096)
+            .capture(std::process::id(), addr)
+            .await
+            .unwrap_err();
         assert!(format!("{e:#}").contains("404"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn probe_tells_a_profile_from_other_answers() {
+        let pid = std::process::id();
+        let t = Duration::from_secs(2);
+        assert!(pprof(4096)
+            .probe(pid, serve("200 OK", 10).await, t)
+            .await
+            .is_ok());
+        assert!(pprof(4096)
+            .probe(pid, serve("200 OK", 1).await, t)
+            .await
+            .is_err());
+        assert!(pprof(4096)
+            .probe(pid, serve("503 Busy", 10).await, t)
+            .await
+            .is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Environment and flags → a validated `Config`. Every error names the variable and its flag.
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,6 +36,8 @@ pub enum GoHeapMode {
     about = "Captures a process's heap profile before the OOM killer does its work"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Alert when a process's RSS reaches this percentage (1-100) of its memory limit.
     #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
     pub memory_critical_percentage: String,
@@ -74,9 +76,16 @@ pub struct Args {
     /// Minimum seconds between two profiles of the same process.
     #[arg(long, env = "MEMPROF_COOLDOWN_SECS", default_value = "300")]
     pub cooldown_secs: String,
-    /// Port of the process's pprof HTTP endpoint on 127.0.0.1.
+    /// The port tried first for a process's pprof endpoint (in its own network namespace).
     #[arg(long, env = "PPROF_PORT", default_value = "6060")]
     pub pprof_port: String,
+    /// Only these ports (comma-separated) are tried for pprof endpoints; by default every
+    /// port the process listens on is probed.
+    #[arg(long, env = "MEMPROF_PPROF_PORTS")]
+    pub pprof_ports: Option<String>,
+    /// The kubelet's pod log tree, for the namespace, pod and container of each process.
+    #[arg(long, env = "MEMPROF_PODS_DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
     /// Path of the heap profile on that endpoint.
     #[arg(long, env = "PPROF_PATH", default_value = "/debug/pprof/heap")]
     pub pprof_path: String,
@@ -96,6 +105,26 @@ pub struct Args {
     pub max_procs: String,
 }
 
+/// What to do instead of watching (the default).
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Take one heap profile of a process now, deliver it as the daemon would, print its key.
+    Capture {
+        /// The process (as memprof sees PIDs).
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Show the processes memprof would watch, live: who, RSS, limit, percent, level, endpoint.
+    Top {
+        /// Refresh every this many milliseconds.
+        #[arg(long, default_value = "2000")]
+        interval_ms: u64,
+        /// Stop after this many screens (0: until interrupted).
+        #[arg(long, default_value = "0")]
+        iterations: u64,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub enum Destination {
     S3 { bucket: String, region: String },
@@ -113,7 +142,10 @@ pub struct Config {
     pub spool_dir: PathBuf,
     pub key_prefix: String,
     pub pprof_port: u16,
+    pub pprof_ports: Option<Vec<u16>>,
     pub pprof_path: String,
+    pub pods_dir: PathBuf,
+    pub command: Option<Command>,
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
@@ -212,6 +244,14 @@ impl Config {
             1 << 22,
             "processes",
         )?;
+        let pprof_ports = match a.pprof_ports.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|p| number(p, "MEMPROF_PPROF_PORTS", "pprof-ports", 1u16, 65535, "port"))
+                    .collect::<Result<Vec<u16>, _>>()?,
+            ),
+        };
         if !a.pprof_path.starts_with('/') {
             return Err(ConfigError(format!(
                 "invalid PPROF_PATH (--pprof-path): {:?} must start with '/'",
@@ -238,7 +278,10 @@ impl Config {
             spool_dir: a.spool_dir,
             key_prefix: a.key_prefix.trim_matches('/').to_string(),
             pprof_port,
+            pprof_ports,
             pprof_path: a.pprof_path,
+            pods_dir: a.pods_dir,
+            command: a.command,
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,

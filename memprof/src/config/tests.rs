@@ -84,3 +84,38 @@ fn other_numbers_name_their_variable() {
     assert!(error(&["--pprof-path", "debug"]).contains("PPROF_PATH"));
     assert!(error(&["--max-procs", "0"]).contains("MEMPROF_MAX_PROCS"));
 }
+
+#[test]
+fn pprof_ports_are_a_list_of_ports() {
+    assert_eq!(
+        parse(&["--pprof-ports", "8080, 6060"]).unwrap().pprof_ports,
+        Some(vec![8080, 6060])
+    );
+    assert_eq!(parse(&["--pprof-ports", ""]).unwrap().pprof_ports, None);
+    let e = error(&["--pprof-ports", "8080,http"]);
+    assert!(
+        e.contains("MEMPROF_PPROF_PORTS") && e.contains("\"http\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn subcommands_take_their_arguments() {
+    let c = parse(&[
+        "--bucket",
+        "b",
+        "--aws-region",
+        "r",
+        "capture",
+        "--pid",
+        "42",
+    ])
+    .unwrap();
+    assert_eq!(c.command, Some(Command::Capture { pid: 42 }));
+    assert!(matches!(c.destination, Destination::S3 { .. }));
+    let c = parse(&["top", "--iterations", "1"]).unwrap();
+    assert!(matches!(
+        c.command,
+        Some(Command::Top { iterations: 1, .. })
+    ));
+}

@@ -1,7 +1,9 @@
-//! Object keys: `<prefix>/<namespace>/<pod>/<comm>/<UTC time>_pid-<PID>_<level>.<kind>.<ext>`,
-//! where the level is `<PCT>pct` for a threshold capture and `oom` for one taken at the kill.
-//! Pod facts come from the downward API (`POD_NAMESPACE`, `POD_NAME`); a plain node or laptop
-//! uses `host` and the host name.
+//! Object keys: `<prefix>/<namespace>/<pod>/<name>/<UTC time>_pid-<PID>_<level>.<kind>.<ext>`,
+//! where the level is `<PCT>pct` for a threshold capture, `oom` for one taken at the kill and
+//! `manual` for `memprof capture`. Namespace and pod are the process's own when memprof can
+//! tell them (node mode, `assess::identity`), otherwise the downward API's (`POD_NAMESPACE`,
+//! `POD_NAME`); a plain node or laptop uses `host` and the host name. The name is the
+//! container's when known, otherwise the command's.
 use chrono::{DateTime, Utc};
 
 /// Where memprof runs, for the key's middle segments.
@@ -54,6 +56,8 @@ pub enum Level {
     Percent(f64),
     /// The OOM killer chose the process.
     Oom,
+    /// Asked for on the command line.
+    Manual,
 }
 
 impl std::fmt::Display for Level {
@@ -61,6 +65,7 @@ impl std::fmt::Display for Level {
         match self {
             Level::Percent(p) => write!(f, "{}pct", p.floor() as u64),
             Level::Oom => f.write_str("oom"),
+            Level::Manual => f.write_str("manual"),
         }
     }
 }
@@ -68,7 +73,8 @@ impl std::fmt::Display for Level {
 pub struct KeyParts<'a> {
     pub prefix: &'a str,
     pub place: &'a Place,
-    pub comm: &'a str,
+    /// The container's name, or the command's.
+    pub name: &'a str,
     pub pid: u32,
     pub level: Level,
     pub kind: &'a str,
@@ -94,7 +100,7 @@ pub fn object_key(k: &KeyParts) -> String {
     parts.extend([
         segment(&k.place.namespace),
         segment(&k.place.pod),
-        segment(k.comm),
+        segment(k.name),
         file,
     ]);
     parts.join("/")
@@ -106,11 +112,11 @@ mod tests {
 
     use super::*;
 
-    fn parts<'a>(place: &'a Place, comm: &'a str, percent: f64) -> KeyParts<'a> {
+    fn parts<'a>(place: &'a Place, name: &'a str, percent: f64) -> KeyParts<'a> {
         KeyParts {
             prefix: "memprof",
             place,
-            comm,
+            name,
             pid: 4242,
             level: Level::Percent(percent),
             kind: "heap",

@@ -41,6 +41,8 @@ pub enum Source {
     OomVictim,
     /// The process ran exec: a new program.
     Exec,
+    /// `memprof capture --pid`.
+    Manual,
 }
 
 /// A process as the kernel knows it: its host PID and identity.

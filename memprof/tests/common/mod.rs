@@ -220,14 +220,26 @@ pub fn pprof_inuse(profile: &[u8]) -> (u64, std::collections::BTreeMap<String, u
     (total, flat)
 }
 
+/// The body of `GET url` (`http://host:port/path`), which must answer 200 (HTTP/1.0, so the
+/// body ends with the connection).
 pub fn http_get(url: &str) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await?.bytes().await })
-        .unwrap()
-        .to_vec()
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(host).expect("connecting");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response");
+    let head = String::from_utf8_lossy(&all[..end]);
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    all[end + 4..].to_vec()
 }
 
 /// A profile's `inuse_space` samples as `go tool pprof -traces` lists them: each sample's

@@ -1,0 +1,159 @@
+//! Finds each process's pprof endpoint before it is needed: the TCP ports the process itself
+//! listens on, in its own network namespace, tried for a heap profile — `PPROF_PORT` first
+//! (taken as it is when the process listens there, as memprof always did), then the others
+//! (or only `MEMPROF_PPROF_PORTS`), each probed once with a GET that must answer a gzip body.
+//! A fresh process usually binds its ports after memprof first sees it, so discovery is
+//! repeated with growing pauses, and on every sweep while nothing is found. The capture
+//! path only looks the result up.
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tracing::{debug, info};
+
+use super::{listener, pprof::Pprof};
+use crate::assess::ProcKey;
+
+/// How long a port has to answer a probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pauses between discoveries of a process that has no endpoint yet (then: every sweep).
+const SCHEDULE_MS: [u64; 7] = [0, 200, 500, 1000, 2000, 4000, 8000];
+
+#[derive(Default)]
+struct Known {
+    comm: String,
+    addr: Option<SocketAddr>,
+    /// Addresses probed that did not serve a profile (not probed again).
+    refused: HashSet<SocketAddr>,
+}
+
+/// What is known of each process's endpoint.
+#[derive(Clone)]
+pub struct Endpoints {
+    pprof: Arc<Pprof>,
+    /// With `MEMPROF_PPROF_PORTS`: only these ports are considered.
+    only: Option<Vec<u16>>,
+    known: Arc<Mutex<HashMap<ProcKey, Known>>>,
+}
+
+impl Endpoints {
+    pub fn new(pprof: Arc<Pprof>, only: Option<Vec<u16>>) -> Self {
+        Self {
+            pprof,
+            only,
+            known: Arc::default(),
+        }
+    }
+
+    pub fn pprof(&self) -> &Pprof {
+        &self.pprof
+    }
+
+    /// The endpoint found for the process, if any.
+    pub fn get(&self, key: ProcKey) -> Option<SocketAddr> {
+        self.lock().get(&key).and_then(|k| k.addr)
+    }
+
+    /// Discovers in the background on the schedule, until found or the process is gone.
+    pub fn discover(&self, key: ProcKey, comm: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for ms in SCHEDULE_MS {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if !crate::assess::alive(key) || this.find(key, &comm, true).await.is_some() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One discovery: lists the process's listeners and tries the candidates; with `probe`
+    /// false (the capture path) only the preferred port, which needs no probe.
+    pub async fn find(&self, key: ProcKey, comm: &str, probe: bool) -> Option<SocketAddr> {
+        {
+            let mut known = self.lock();
+            let entry = known.entry(key).or_default();
+            if entry.addr.is_some() {
+                return entry.addr;
+            }
+            entry.comm = comm.to_string();
+        }
+        let pid = key.pid;
+        let listening = tokio::task::spawn_blocking(move || listener::listening(pid))
+            .await
+            .ok()?;
+        let listening = match listening {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(pid, "listing the process's sockets failed: {e}");
+                return None;
+            }
+        };
+        let mut candidates = self.candidates(key, listening);
+        candidates.retain(|(_, needs_probe)| probe || !needs_probe);
+        for (addr, probe) in candidates {
+            let verdict = if probe {
+                self.pprof.probe(pid, addr, PROBE_TIMEOUT).await
+            } else {
+                Ok(())
+            };
+            let mut known = self.lock();
+            let entry = known.entry(key).or_default();
+            match verdict {
+                Ok(()) => {
+                    entry.addr = Some(addr);
+                    drop(known);
+                    info!(pid, comm, %addr, path = self.pprof.path(), probed = probe, "pprof endpoint found");
+                    return Some(addr);
+                }
+                Err(e) => {
+                    debug!(pid, %addr, "not a pprof endpoint: {e:#}");
+                    entry.refused.insert(addr);
+                }
+            }
+        }
+        None
+    }
+
+    /// Addresses worth trying, the preferred port first (taken without a probe).
+    fn candidates(&self, key: ProcKey, listening: Vec<SocketAddr>) -> Vec<(SocketAddr, bool)> {
+        let known = self.lock();
+        let refused = known.get(&key).map(|k| &k.refused);
+        let preferred = self.pprof.port();
+        let mut out: Vec<(SocketAddr, bool)> = listening
+            .into_iter()
+            .filter(|a| self.only.as_ref().is_none_or(|o| o.contains(&a.port())))
+            .filter(|a| refused.is_none_or(|r| !r.contains(a)))
+            .map(|a| (a, a.port() != preferred))
+            .collect();
+        out.sort_by_key(|(a, probe)| (*probe, a.port()));
+        out
+    }
+
+    /// Drops processes that are gone and discovers again for those still without an
+    /// endpoint (only ports not refused before are probed).
+    pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
+        let pending: Vec<(ProcKey, String)> = {
+            let mut known = self.lock();
+            known.retain(|k, _| alive(k));
+            known
+                .iter()
+                .filter(|(_, k)| k.addr.is_none())
+                .map(|(key, k)| (*key, k.comm.clone()))
+                .collect()
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            for (key, comm) in pending {
+                this.find(key, &comm, true).await;
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, Known>> {
+        self.known.lock().expect("endpoints lock")
+    }
+}

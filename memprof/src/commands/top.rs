@@ -1,0 +1,97 @@
+//! `memprof top`: the processes memprof would watch, refreshed like `top` — who each is
+//! (namespace/pod/container), RSS, limit, percent, the level memprof captures at, and the
+//! pprof endpoint found.
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Result;
+use tokio::task::JoinSet;
+
+use super::{human, interactive};
+use crate::{
+    assess::{Assessor, Reading},
+    capture::{endpoint::Endpoints, pprof::Pprof},
+    config::Config,
+};
+
+/// How long one screen waits for endpoint probes (the rest finish for the next screen).
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
+pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()> {
+    let mut assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
+    let pprof = Pprof::new(
+        cfg.pprof_port,
+        &cfg.pprof_path,
+        cfg.capture_timeout,
+        cfg.capture_max_bytes,
+    );
+    let endpoints = Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone());
+    let mut screen = 0u64;
+    loop {
+        let mut readings: Vec<Reading> = pids()
+            .into_iter()
+            .filter(|&pid| pid != std::process::id())
+            .filter_map(|pid| assessor.read(pid))
+            .collect();
+        assessor.retain(|k| readings.iter().any(|r| r.key == *k));
+        let mut probes = JoinSet::new();
+        for r in &readings {
+            if endpoints.get(r.key).is_none() {
+                let (e, key, comm) = (endpoints.clone(), r.key, r.comm.clone());
+                probes.spawn(async move { e.find(key, &comm, true).await });
+            }
+        }
+        let _ = tokio::time::timeout(PROBE_WAIT, async {
+            while probes.join_next().await.is_some() {}
+        })
+        .await;
+        readings.sort_by(|a, b| b.percent().total_cmp(&a.percent()));
+        let mut out = String::new();
+        if interactive() {
+            out.push_str("\x1b[H\x1b[2J");
+        }
+        out.push_str(&format!(
+            "memprof top — {} processes, capture at {}% of the limit, {}\n",
+            readings.len(),
+            cfg.threshold_pct,
+            chrono::Utc::now().format("%H:%M:%S UTC")
+        ));
+        out.push_str(&format!(
+            "{:>7}  {:<40} {:<16} {:>9} {:>9} {:>6} {:>9}  {}\n",
+            "PID", "NAMESPACE/POD/CONTAINER", "COMM", "RSS", "LIMIT", "%", "AT", "ENDPOINT"
+        ));
+        for r in &readings {
+            let endpoint = endpoints
+                .get(r.key)
+                .map_or_else(|| "-".into(), |a| a.to_string());
+            out.push_str(&format!(
+                "{:>7}  {:<40} {:<16} {:>9} {:>9} {:>6.1} {:>9}  {}\n",
+                r.key.pid,
+                r.identity.describe(),
+                r.comm,
+                human(r.rss),
+                human(r.limit),
+                r.percent(),
+                human(r.limit / 100 * u64::from(cfg.threshold_pct)),
+                endpoint
+            ));
+        }
+        print!("{out}");
+        screen += 1;
+        if iterations != 0 && screen >= iterations {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Every PID memprof can see.
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
