@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let is_daemon = cfg.command.is_none();
     let result = rt.block_on(async {
         match cfg.command.clone() {
             None => daemon::run(cfg).await,
@@ -82,8 +83,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(e) if is_daemon => {
             tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("memprof: {e:#}");
             ExitCode::from(1)
         }
     }

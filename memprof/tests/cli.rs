@@ -59,6 +59,10 @@ fn help_lists_every_option() {
         "PPROF_PORT",
         "PPROF_PATH",
         "MEMPROF_SPOOL_DIR",
+        "MEMPROF_PPROF_PORTS",
+        "MEMPROF_PODS_DIR",
+        "capture",
+        "top",
     ] {
         assert!(
             stdout.contains(env),

@@ -34,6 +34,7 @@ func main() {
 	rate := flag.Float64("rate", 200, "MiB retained per second")
 	delay := flag.Duration("delay", 0, "wait this long before leaking")
 	freeAt := flag.Float64("free-at", 0, "when this many MiB are retained, free them all and start over (0: never)")
+	also := flag.String("also", "", "also listen here, serving a page that is not a profile (an application port)")
 	failHeap := flag.Int("fail-heap", 0, "answer this many heap profile requests with 503 first (a service thrashing near its limit)")
 	flag.Parse()
 
@@ -58,6 +59,15 @@ func main() {
 		}
 		go func() { log.Fatal(http.Serve(ln, nil)) }()
 		listening = ln.Addr().String()
+	}
+	if *also != "" {
+		ln, err := net.Listen("tcp", *also)
+		if err != nil {
+			log.Fatalf("listen %s: %v", *also, err)
+		}
+		app := http.NewServeMux()
+		app.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		go func() { log.Fatal(http.Serve(ln, app)) }()
 	}
 	fmt.Fprintf(os.Stdout, "ready pid=%d addr=%s\n", os.Getpid(), listening)
 

@@ -18,8 +18,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `namespace/pod/container` for log lines, `-` where unknown.
+    /// `namespace/pod/container` for log lines, `-` where unknown; `host` outside Kubernetes.
     pub fn describe(&self) -> String {
+        if self == &Identity::default() {
+            return "host".into();
+        }
         let part = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
         format!(
             "{}/{}/{}",

@@ -212,6 +212,8 @@ impl Capturer {
             Source::Manual => ("manual", Level::Manual),
             _ => ("poll", Level::Percent(reading.percent())),
         };
+        // Taking the profile (download or memory read), before naming and delivery.
+        let fetched = fetch_start.elapsed();
         let (key, delivered) = self
             .deliver(
                 Stored {
@@ -243,6 +245,7 @@ impl Capturer {
             detector,
             detect_to_stored_ms = ms(c.detected, Instant::now()),
             assess_ms = ms(c.detected, fetch_start),
+            fetch_ms = format!("{:.2}", fetched.as_secs_f64() * 1e3),
             "profile stored"
         );
         Some(key)

@@ -66,7 +66,15 @@ impl Pod {
     /// A pod named `name`; `index` (1..=250) picks its link's addresses and must be unique
     /// among the pods that exist at once.
     pub fn new(name: &str, index: u8) -> Self {
-        let cgroup = MemCgroup::new(&format!("memprof-test-{name}"), 2 << 30);
+        Self::in_cgroup(
+            name,
+            index,
+            MemCgroup::new(&format!("memprof-test-{name}"), 2 << 30),
+        )
+    }
+
+    /// A pod whose cgroup is `cgroup` (e.g. where the kubelet would put it).
+    pub fn in_cgroup(name: &str, index: u8, cgroup: MemCgroup) -> Self {
         let holder = Command::new("unshare")
             .args([
                 "--pid",
