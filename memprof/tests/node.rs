@@ -33,8 +33,26 @@ struct KubePod {
     pods_dir: PathBuf,
 }
 
+/// The capabilities `deploy/node` adds, as `setpriv` spells them (`+bpf,+perfmon,…`).
+fn manifest_capabilities() -> String {
+    let yaml = std::fs::read_to_string(workspace_root().join("deploy/node/daemonset.yaml"))
+        .expect("deploy/node/daemonset.yaml");
+    let list = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "capabilities:")
+        .find_map(|l| l.trim().strip_prefix("add: [")?.strip_suffix(']'))
+        .expect("a capabilities list in deploy/node");
+    list.split(',')
+        .map(|c| format!("+{}", c.trim().to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn kube_pod(index: u8) -> Option<KubePod> {
     prerequisites()?;
+    if !require(have("setpriv"), "util-linux's setpriv") {
+        return None;
+    }
     let kubepods = MemCgroup::new("kubepods", 8 << 30);
     let burstable = kubepods.child("burstable", 8 << 30);
     let pod = Pod::in_cgroup(
@@ -150,7 +168,13 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
     let s3 = S3Server::start("profiles");
     let mut env = s3.env();
     env.push(kp.env());
-    let memprof = Memprof::spawn(&["--detector", "btf"], &env);
+    // With only the capabilities deploy/node grants, and no_new_privs as it sets.
+    let caps = format!("--bounding-set=-all,{}", manifest_capabilities());
+    let memprof = Memprof::spawn_via(
+        &["setpriv", &caps, "--inh-caps=-all", "--no-new-privs", "--"],
+        &["--detector", "btf"],
+        &env,
+    );
     let app = kp.service(limit_mib * MIB, 7071, &rate);
     // From the host's namespace the pod's loopback is out of reach.
     assert!(std::net::TcpStream::connect("127.0.0.1:7071").is_err());

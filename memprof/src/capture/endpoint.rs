@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{listener, pprof::Pprof};
 use crate::assess::ProcKey;
@@ -25,6 +25,8 @@ const SCHEDULE_MS: [u64; 7] = [0, 200, 500, 1000, 2000, 4000, 8000];
 #[derive(Default)]
 struct Known {
     comm: String,
+    /// Whether a failure to list its sockets was logged (once per process).
+    warned: bool,
     addr: Option<SocketAddr>,
     /// Addresses probed that did not serve a profile (not probed again).
     refused: HashSet<SocketAddr>,
@@ -88,7 +90,13 @@ impl Endpoints {
         let listening = match listening {
             Ok(l) => l,
             Err(e) => {
-                debug!(pid, "listing the process's sockets failed: {e}");
+                // Usually a missing capability (SYS_ADMIN to enter another network namespace,
+                // SYS_PTRACE for its /proc entries): worth one line per process.
+                let first =
+                    !std::mem::replace(&mut self.lock().entry(key).or_default().warned, true);
+                if first {
+                    warn!(pid, comm, "cannot list the process's listening sockets, so no pprof endpoint can be found: {e}");
+                }
                 return None;
             }
         };

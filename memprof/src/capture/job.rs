@@ -146,9 +146,8 @@ impl Capturer {
                     pid,
                     comm = reading.comm,
                     percent,
-                    "over the threshold, but no pprof endpoint was found on the process's ports \
-                     and its heap cannot be read from memory (not Go, or see its discovery \
-                     line); nothing captured"
+                    "nothing captured: no pprof endpoint was found on the process's ports and its \
+                     heap cannot be read from memory (not Go, or see its discovery line)"
                 );
             }
             return outcome;

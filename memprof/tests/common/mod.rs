@@ -98,10 +98,24 @@ pub struct Memprof {
 
 impl Memprof {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+        Self::spawn_via(&[], args, env)
+    }
+
+    /// memprof started by `wrapper` (e.g. `setpriv` with a capability set).
+    pub fn spawn_via(wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("memprof.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_memprof"))
+        let bin = env!("CARGO_BIN_EXE_memprof");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args([
                 "--spool-dir",
                 &dir.path().join("spool").display().to_string(),
