@@ -4,7 +4,8 @@
 //!   no memprof, and with memprof running each detector, in ABBA order;
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
-//! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`).
+//! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`);
+//! * a profile taken across network namespaces vs on the same loopback (`bench_fetch.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -24,6 +25,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut rounds = 12;
     let mut latency_runs = 5;
     let mut kill_runs = 5;
+    let mut fetch_runs = 20;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -36,8 +38,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "--rounds" => rounds = value()?,
             "--latency-runs" => latency_runs = value()?,
             "--kill-runs" => kill_runs = value()?,
+            "--fetch-runs" => fetch_runs = value()?,
             other => bail!(
-                "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N)"
+                "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
+                 --fetch-runs N)"
             ),
         }
     }
@@ -45,7 +49,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = build_release()?;
     page_fault_overhead(&bin, rounds)?;
     latency(latency_runs)?;
-    crate::bench_kill::run(&bin, kill_runs)
+    crate::bench_kill::run(&bin, kill_runs)?;
+    crate::bench_fetch::run(&bin, fetch_runs)
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.

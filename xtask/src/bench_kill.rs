@@ -91,7 +91,7 @@ struct Run {
     user: Option<(f64, f64)>,
 }
 
-fn field(line: &str, name: &str) -> Option<f64> {
+pub fn field(line: &str, name: &str) -> Option<f64> {
     let rest = line.split(&format!("{name}=")).nth(1)?;
     rest.trim_start_matches('"')
         .split(['"', ' '])

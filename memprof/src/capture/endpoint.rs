@@ -84,6 +84,7 @@ impl Endpoints {
             entry.comm = comm.to_string();
         }
         let pid = key.pid;
+        let started = std::time::Instant::now();
         let listening = tokio::task::spawn_blocking(move || listener::listening(pid))
             .await
             .ok()?;
@@ -114,7 +115,8 @@ impl Endpoints {
                 Ok(()) => {
                     entry.addr = Some(addr);
                     drop(known);
-                    info!(pid, comm, %addr, path = self.pprof.path(), probed = probe, "pprof endpoint found");
+                    let took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
+                    info!(pid, comm, %addr, path = self.pprof.path(), probed = probe, took_ms, "pprof endpoint found");
                     return Some(addr);
                 }
                 Err(e) => {

@@ -1,0 +1,125 @@
+//! Taking a profile across network namespaces: the same Go service (testapps/leaky, pprof on
+//! a non-default port) once on the host's loopback and once on the loopback of its own network
+//! namespace (`unshare --net`, as a pod), each profiled by `memprof capture --pid` from the
+//! host's namespaces, alternating ABBA. Read from memprof's own lines: `took_ms` of "pprof
+//! endpoint found" (listing the process's sockets in its namespace + one probe) and `fetch_ms`
+//! of "profile stored" (socket made in the namespace, connect, GET, body).
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bench_kill::field, workspace_root};
+
+struct Service {
+    child: Child,
+    pid: u32,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The service, in a network namespace of its own with `own_netns`.
+fn service(leaky: &Path, port: u16, own_netns: bool) -> Result<Service> {
+    let args = [
+        "-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "-rate".into(),
+        "20".into(),
+        "-free-at".into(),
+        "100".into(),
+    ];
+    let mut cmd = if own_netns {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ]);
+        c.arg(leaky);
+        c
+    } else {
+        Command::new(leaky)
+    };
+    let child = cmd.args(&args).stdout(Stdio::null()).spawn()?;
+    // unshare execs sh, which execs the service: one PID throughout.
+    let pid = child.id();
+    Ok(Service { child, pid })
+}
+
+fn capture(bin: &Path, pid: u32, dir: &Path) -> Result<(f64, f64)> {
+    let out = Command::new(bin)
+        .arg("--local-dir")
+        .arg(dir.join("profiles"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .args(["capture", "--pid", &pid.to_string()])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("memprof capture failed: {stderr}");
+    }
+    let value = |needle: &str, name: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| field(l, name))
+            .with_context(|| format!("no {name} in: {stderr}"))
+    };
+    Ok((
+        value("pprof endpoint found", "took_ms")?,
+        value("profile stored", "fetch_ms")?,
+    ))
+}
+
+pub fn run(bin: &Path, runs: usize) -> Result<()> {
+    let leaky = workspace_root().join("target/testapps/go-system/leaky");
+    println!(
+        "\nprofile across network namespaces (memprof capture --pid from the host's \
+         namespaces, {runs} runs each, ABBA)"
+    );
+    let host = service(&leaky, 7301, false)?;
+    let pod = service(&leaky, 7302, true)?;
+    // A heap with some history before the first profile.
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = std::env::temp_dir().join(format!("memprof-bench-fetch-{}", std::process::id()));
+    let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..runs * 2 {
+        let order = if (round / 2) % 2 == 0 { [0, 1] } else { [1, 0] };
+        let which = order[round % 2];
+        let pid = [host.pid, pod.pid][which];
+        results[which].push(capture(bin, pid, &dir)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{:<28} {:>6} {:>18} {:>18}",
+        "service", "runs", "discover ms (med)", "fetch ms (med/min/max)"
+    );
+    for (name, mut r) in ["host loopback", "own netns (setns)"]
+        .into_iter()
+        .zip(results)
+    {
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let mut took: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let mut fetch: Vec<f64> = r.drain(..).map(|x| x.1).collect();
+        let (t, _, _) = med(&mut took);
+        let (f, fmin, fmax) = med(&mut fetch);
+        println!(
+            "{name:<28} {:>6} {t:>18.2} {:>18}",
+            took.len(),
+            format!("{f:.2}/{fmin:.2}/{fmax:.2}")
+        );
+    }
+    Ok(())
+}
