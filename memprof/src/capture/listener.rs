@@ -35,12 +35,7 @@ struct Listener {
 /// Where to connect to each TCP socket `pid` itself listens on, in its network namespace
 /// (a wildcard address is reached through that namespace's loopback), sorted by port.
 pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
-    let mut all = listeners(pid, libc::AF_INET as u8)?;
-    // A kernel or namespace without IPv6 answers the dump with an error: no IPv6 listeners.
-    all.extend(listeners(pid, libc::AF_INET6 as u8).unwrap_or_default());
-    if all.is_empty() {
-        return Ok(Vec::new());
-    }
+    // Most processes hold no socket at all: they cost one directory read, no dump.
     let own: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
@@ -52,6 +47,12 @@ pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
                 .ok()
         })
         .collect();
+    if own.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut all = listeners(pid, libc::AF_INET as u8)?;
+    // A kernel or namespace without IPv6 answers the dump with an error: no IPv6 listeners.
+    all.extend(listeners(pid, libc::AF_INET6 as u8).unwrap_or_default());
     let mut addrs: Vec<SocketAddr> = all
         .into_iter()
         .filter(|l| own.contains(&l.inode))
