@@ -175,6 +175,25 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
         &["--detector", "btf"],
         &env,
     );
+    // A program that is not Go, listening in the same pod: it is not sent probes.
+    let web_log = kp.pod.work_dir().join("web.out");
+    let web = kp.pod.container(
+        &Spec {
+            name: &CONTAINER_ID.replace('9', "8"),
+            limit: 256 * MIB,
+            cmd: &[
+                "python3",
+                "-m",
+                "http.server",
+                "7090",
+                "--bind",
+                "127.0.0.1",
+            ],
+            env: &[],
+            out: &web_log,
+        },
+        None,
+    );
     let app = kp.service(limit_mib * MIB, 7071, &rate);
     // From the host's namespace the pod's loopback is out of reach.
     assert!(std::net::TcpStream::connect("127.0.0.1:7071").is_err());
@@ -203,6 +222,15 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
     );
     let top = pprof_top(&s3.client().get(&key));
     assert!(top.contains("main.leakyRetain"), "{top}");
+    memprof.wait_for_log(
+        &format!("pid={} ports=[7090]", web.host_pid),
+        Duration::from_secs(30),
+    );
+    let web_said = std::fs::read_to_string(&web_log).unwrap_or_default();
+    assert!(
+        !web_said.contains("GET"),
+        "a probe reached the Python server:\n{web_said}"
+    );
     wait_for(
         "the OOM killer to take the service",
         Duration::from_secs(120),

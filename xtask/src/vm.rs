@@ -17,8 +17,8 @@ const GUEST_TESTS: &[(&str, &str)] = &[
     ("e2e", "ebpf_profile_beats_the_oom_killer"),
     ("pod", "sidecar_in_a_pod_profiles_against_the_service_limit"),
     (
-        "pod",
-        "node_memprof_measures_a_pod_container_against_its_own_limit",
+        "node",
+        "node_memprof_profiles_a_pod_behind_its_own_loopback",
     ),
     ("goheap_oom", "without_an_endpoint_go_current"),
 ];

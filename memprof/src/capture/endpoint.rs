@@ -2,6 +2,8 @@
 //! listens on, in its own network namespace, tried for a heap profile — `PPROF_PORT` first
 //! (taken as it is when the process listens there, as memprof always did), then the others
 //! (or only `MEMPROF_PPROF_PORTS`), each probed once with a GET that must answer a gzip body.
+//! Only Go programs' ports are probed unless the ports are listed: a node's databases and
+//! caches are not sent HTTP requests they cannot answer.
 //! A fresh process usually binds its ports after memprof first sees it, so discovery is
 //! repeated with growing pauses, and on every sweep while nothing is found. The capture
 //! path only looks the result up.
@@ -14,7 +16,7 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-use super::{listener, pprof::Pprof};
+use super::{goheap::registry::Registry, listener, pprof::Pprof};
 use crate::assess::ProcKey;
 
 /// How long a port has to answer a probe.
@@ -25,8 +27,13 @@ const SCHEDULE_MS: [u64; 7] = [0, 200, 500, 1000, 2000, 4000, 8000];
 #[derive(Default)]
 struct Known {
     comm: String,
-    /// Whether a failure to list its sockets was logged (once per process).
+    /// Whether a failure to list its sockets, or ports left unprobed, were logged (once per
+    /// program).
     warned: bool,
+    told: bool,
+    /// Which discovery schedule is current: a new program (exec) starts a new one, and the
+    /// older one stops.
+    schedule: u64,
     addr: Option<SocketAddr>,
     /// Addresses probed that did not serve a profile (not probed again).
     refused: HashSet<SocketAddr>,
@@ -38,14 +45,17 @@ pub struct Endpoints {
     pprof: Arc<Pprof>,
     /// With `MEMPROF_PPROF_PORTS`: only these ports are considered.
     only: Option<Vec<u16>>,
+    /// Which processes are Go (probes go to those only).
+    go: Registry,
     known: Arc<Mutex<HashMap<ProcKey, Known>>>,
 }
 
 impl Endpoints {
-    pub fn new(pprof: Arc<Pprof>, only: Option<Vec<u16>>) -> Self {
+    pub fn new(pprof: Arc<Pprof>, only: Option<Vec<u16>>, go: Registry) -> Self {
         Self {
             pprof,
             only,
+            go,
             known: Arc::default(),
         }
     }
@@ -59,13 +69,32 @@ impl Endpoints {
         self.lock().get(&key).and_then(|k| k.addr)
     }
 
-    /// Discovers in the background on the schedule, until found or the process is gone.
+    /// Discovers in the background on the schedule, until found or the process is gone. A
+    /// second call for the process (it ran exec: a new program) starts over.
     pub fn discover(&self, key: ProcKey, comm: String) {
+        let schedule = {
+            let mut known = self.lock();
+            let previous = known.remove(&key).map_or(0, |k| k.schedule);
+            let fresh = Known {
+                comm: comm.clone(),
+                schedule: previous + 1,
+                ..Known::default()
+            };
+            known.insert(key, fresh);
+            previous + 1
+        };
         let this = self.clone();
         tokio::spawn(async move {
             for ms in SCHEDULE_MS {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                if !crate::assess::alive(key) || this.find(key, &comm, true).await.is_some() {
+                let current = this
+                    .lock()
+                    .get(&key)
+                    .is_some_and(|k| k.schedule == schedule);
+                if !current || !crate::assess::alive(key) {
+                    return;
+                }
+                if this.find(key, &comm, true).await.is_some() {
                     return;
                 }
             }
@@ -102,7 +131,22 @@ impl Endpoints {
             }
         };
         let mut candidates = self.candidates(key, listening);
-        candidates.retain(|(_, needs_probe)| probe || !needs_probe);
+        // Undecided yet (the program's discovery runs beside this one): the next round probes.
+        let go = self.go.is_go(key);
+        let may_probe = probe && (self.only.is_some() || go == Some(true));
+        let quiet = candidates.iter().all(|c| !c.1)
+            || std::mem::replace(&mut self.lock().entry(key).or_default().told, true);
+        if probe && !may_probe && go == Some(false) && !quiet {
+            let ports: Vec<u16> = candidates.iter().map(|c| c.0.port()).collect();
+            debug!(
+                pid,
+                ?ports,
+                comm,
+                "not probing the ports of a program that is not Go (MEMPROF_PPROF_PORTS lists \
+                 ports to probe whatever the program)"
+            );
+        }
+        candidates.retain(|(_, needs_probe)| may_probe || !needs_probe);
         for (addr, probe) in candidates {
             let verdict = if probe {
                 self.pprof.probe(pid, addr, PROBE_TIMEOUT).await

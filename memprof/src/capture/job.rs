@@ -71,14 +71,15 @@ impl Capturer {
             Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
             Destination::Local(dir) => Sink::local(dir),
         };
+        let goheap = goheap::registry::Registry::new(go_targets);
         Ok(Self {
-            endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone()),
+            endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
             deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
             identities: Mutex::default(),
             place: Place::from_env(),
             key_prefix: cfg.key_prefix.clone(),
             go_heap: cfg.go_heap,
-            goheap: goheap::registry::Registry::new(go_targets),
+            goheap,
             read_bounds: goheap::read::Bounds {
                 max_buckets: READ_MAX_BUCKETS,
                 deadline: cfg.capture_timeout,

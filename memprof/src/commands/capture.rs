@@ -19,7 +19,10 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
     let capturer = Capturer::from_config(cfg, None).await?;
     capturer.identify(&reading);
     if cfg.go_heap != GoHeapMode::Memory {
-        // Interactive: probing every port the process listens on is worth the wait.
+        // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
+        // decides that, as in the daemon).
+        let (go, key, comm) = (capturer.goheap.clone(), reading.key, reading.comm.clone());
+        tokio::task::spawn_blocking(move || go.ensure(key, &comm)).await?;
         capturer
             .endpoints
             .find(reading.key, &reading.comm, true)

@@ -1,7 +1,7 @@
 //! `memprof top`: the processes memprof would watch, refreshed like `top` — who each is
 //! (namespace/pod/container), RSS, limit, percent, the level memprof captures at, and the
-//! pprof endpoint found.
-use std::{sync::Arc, time::Duration};
+//! pprof endpoint found (`memory` for a Go program whose heap memprof reads without one).
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use tokio::task::JoinSet;
@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use super::{human, interactive};
 use crate::{
     assess::{Assessor, Reading},
-    capture::{endpoint::Endpoints, pprof::Pprof},
+    capture::{endpoint::Endpoints, goheap::registry::Registry, pprof::Pprof},
     config::Config,
 };
 
@@ -24,7 +24,10 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
         cfg.capture_timeout,
         cfg.capture_max_bytes,
     );
-    let endpoints = Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone());
+    let go = Registry::new(None);
+    let endpoints = Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), go.clone());
+    // Whether each process's Go heap is readable from memory, once decided.
+    let mut readable = HashMap::new();
     let mut screen = 0u64;
     loop {
         let mut readings: Vec<Reading> = pids()
@@ -33,15 +36,27 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
             .filter_map(|pid| assessor.read(pid))
             .collect();
         assessor.retain(|k| readings.iter().any(|r| r.key == *k));
+        readable.retain(|k, _| readings.iter().any(|r| r.key == *k));
+        go.sweep(|k| readings.iter().any(|r| r.key == *k));
         let mut probes = JoinSet::new();
         for r in &readings {
             if endpoints.get(r.key).is_none() {
-                let (e, key, comm) = (endpoints.clone(), r.key, r.comm.clone());
-                probes.spawn(async move { e.find(key, &comm, true).await });
+                let (e, go, key, comm) = (endpoints.clone(), go.clone(), r.key, r.comm.clone());
+                probes.spawn(async move {
+                    let c = comm.clone();
+                    let heap = tokio::task::spawn_blocking(move || go.ensure(key, &c));
+                    let heap = heap.await.ok().flatten().is_some();
+                    e.find(key, &comm, true).await;
+                    (key, heap)
+                });
             }
         }
         let _ = tokio::time::timeout(PROBE_WAIT, async {
-            while probes.join_next().await.is_some() {}
+            while let Some(done) = probes.join_next().await {
+                if let Ok((key, heap)) = done {
+                    readable.insert(key, heap);
+                }
+            }
         })
         .await;
         readings.sort_by(|a, b| b.percent().total_cmp(&a.percent()));
@@ -60,9 +75,11 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
             "PID", "NAMESPACE/POD/CONTAINER", "COMM", "RSS", "LIMIT", "%", "AT", "ENDPOINT"
         ));
         for r in &readings {
-            let endpoint = endpoints
-                .get(r.key)
-                .map_or_else(|| "-".into(), |a| a.to_string());
+            let endpoint = match endpoints.get(r.key) {
+                Some(addr) => addr.to_string(),
+                None if readable.get(&r.key) == Some(&true) => "memory".into(),
+                None => "-".into(),
+            };
             out.push_str(&format!(
                 "{:>7}  {:<40} {:<16} {:>9} {:>9} {:>6.1} {:>9}  {}\n",
                 r.key.pid,

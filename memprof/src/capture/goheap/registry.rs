@@ -23,6 +23,10 @@ fn exe_id(pid: u32) -> Option<ExeId> {
     Some((m.dev(), m.ino()))
 }
 
+/// A program settled as having no readable heap, and whether it is Go all the same (a release
+/// or build memprof cannot read).
+type Settled = (Option<ExeId>, bool);
+
 struct Entry {
     go: Arc<GoProc>,
     exe: Option<ExeId>,
@@ -61,7 +65,7 @@ pub struct Registry {
     entries: Arc<Mutex<HashMap<ProcKey, Entry>>>,
     /// Processes (and the program they ran) discovery is done with that have no readable Go
     /// heap.
-    settled: Arc<Mutex<HashMap<ProcKey, Option<ExeId>>>>,
+    settled: Arc<Mutex<HashMap<ProcKey, Settled>>>,
     /// Keys of the profiles stored per process, oldest first (any process: kept apart from
     /// the discovery's result, which a new program replaces).
     stored: Arc<Mutex<HashMap<ProcKey, Vec<String>>>>,
@@ -98,7 +102,7 @@ impl Registry {
                 return Some(Arc::clone(&e.go));
             }
         }
-        if self.settled.lock().expect("settled").get(&key) == Some(&exe) {
+        if self.settled.lock().expect("settled").get(&key).map(|s| s.0) == Some(exe) {
             return None;
         }
         // Whatever was found for another program of this process no longer holds.
@@ -113,18 +117,18 @@ impl Registry {
                 kernel.unregister(key.pid);
             }
         }
-        let settle = || self.settled.lock().expect("settled").insert(key, exe);
+        let settle = |go| self.settled.lock().expect("settled").insert(key, (exe, go));
         match discover(key.pid) {
             Ok(Discovery::Go(go)) => return Some(self.add(key, exe, comm.to_string(), go)),
             Ok(Discovery::NotGo) => {
-                settle();
+                settle(false);
             }
             Ok(Discovery::Unreadable { version, reason }) => {
                 info!(
                     pid = key.pid,
                     comm, version, "Go process without an endpoint-free heap profile: {reason}"
                 );
-                settle();
+                settle(true);
             }
             // Not settled: the next capture tries again.
             Err(e) => debug!(pid = key.pid, comm, "Go discovery failed: {e:#}"),
@@ -181,6 +185,14 @@ impl Registry {
         };
         self.entries.lock().expect("registry").insert(key, entry);
         go
+    }
+
+    /// Whether the process runs a Go program (readable or not); `None` until discovered.
+    pub fn is_go(&self, key: ProcKey) -> Option<bool> {
+        if self.entries.lock().expect("registry").contains_key(&key) {
+            return Some(true);
+        }
+        self.settled.lock().expect("settled").get(&key).map(|s| s.1)
     }
 
     /// The newest process with this PID (the at-kill walk names PIDs only).
