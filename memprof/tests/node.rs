@@ -7,11 +7,7 @@
 //! the termination-message file mounted into the service's container.
 mod common;
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use common::{
     pod::{Container, Pod, Spec},
@@ -138,27 +134,6 @@ impl KubePod {
     }
 }
 
-/// The first key naming `pid`, stored while `service` still runs.
-fn wait_key(client: &S3Client, pid: u32, service: &Container, memprof: &Memprof) -> String {
-    let marker = format!("_pid-{pid}_");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(90) {
-        let alive = service.alive();
-        if let Some(key) = client.keys().into_iter().find(|k| k.contains(&marker)) {
-            assert!(alive, "profile {key} arrived only after the service died");
-            return key;
-        }
-        if !alive {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!(
-        "no profile of pid {pid}; memprof said:\n{}",
-        memprof.output()
-    );
-}
-
 #[test]
 fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
     let (limit_mib, rate) = scaled(512, 100);
@@ -207,7 +182,7 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
         found.contains("addr=127.0.0.1:7071") && found.contains("probed=true"),
         "{found}"
     );
-    let key = wait_key(&s3.client(), app.host_pid, &app, &memprof);
+    let key = wait_key(&s3.client(), app.host_pid, &app, &[], &|| memprof.output());
     let line = memprof.wait_for_log(&key, Duration::from_secs(5));
     println!("node: {line}");
     assert!(
@@ -231,15 +206,7 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
         !web_said.contains("GET"),
         "a probe reached the Python server:\n{web_said}"
     );
-    wait_for(
-        "the OOM killer to take the service",
-        Duration::from_secs(120),
-        || !app.alive(),
-    );
-    assert!(
-        app.cgroup.oom_kills() >= 1,
-        "the service was not OOM-killed"
-    );
+    app.wait_oom_kill();
 }
 
 /// `memprof capture --pid` and `memprof top` as an engineer on the node runs them.

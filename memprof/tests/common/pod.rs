@@ -236,6 +236,19 @@ impl Container {
         self.cgroup.pids().contains(&self.host_pid)
     }
 
+    /// Waits until the container's process is gone and checks the OOM killer took it.
+    pub fn wait_oom_kill(&self) {
+        wait_for(
+            "the OOM killer to take the service",
+            Duration::from_secs(120),
+            || !self.alive(),
+        );
+        assert!(
+            self.cgroup.oom_kills() >= 1,
+            "the service was not killed by the OOM killer"
+        );
+    }
+
     /// Sends `signal` to the container's process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory-safety preconditions.

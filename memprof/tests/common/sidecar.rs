@@ -171,16 +171,20 @@ impl Setup {
 
     /// The first profile of `service` not in `seen`, stored while it still runs.
     pub fn next_key(&self, service: &Container, seen: &[String]) -> String {
-        wait_key(&self.client, service.pid, service, seen, &self.memprof)
+        wait_key(&self.client, service.pid, service, seen, &|| {
+            self.memprof.output()
+        })
     }
 }
 
+/// The first key of `pid` not in `seen`, stored while `service` still runs; `log` gives
+/// memprof's output for the failure message.
 pub fn wait_key(
     client: &S3Client,
     pid: u32,
     service: &Container,
     seen: &[String],
-    log: &Sidecar,
+    log: &dyn Fn() -> String,
 ) -> String {
     let marker = format!("_pid-{pid}_");
     let start = Instant::now();
@@ -204,7 +208,7 @@ pub fn wait_key(
     }
     panic!(
         "no new profile for pid {pid} while the service lived; memprof said:\n{}",
-        log.output()
+        log()
     );
 }
 
