@@ -181,12 +181,13 @@ fn go() -> Result<()> {
 }
 
 /// What the pod-layout tests build pods with: `ip` (veth links) and util-linux's `unshare`
-/// and `nsenter` (namespaces).
+/// and `nsenter` (namespaces) and `setpriv` (memprof with a manifest's capabilities only).
 fn pod_tools() -> Result<()> {
     let mut missing: Vec<&str> = [
         ("ip", "iproute2"),
         ("unshare", "util-linux"),
         ("nsenter", "util-linux"),
+        ("setpriv", "util-linux"),
     ]
     .into_iter()
     .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
