@@ -125,7 +125,8 @@ impl LoopState {
         match c.source {
             Source::OomVictim => {
                 let host_pid = c.kernel.map(|k| k.host_pid);
-                info!(pid = c.ns_pid, host_pid, "OOM killer chose process");
+                let who = self.capturer.who(c.ns_pid);
+                info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
                 return;
             }
             Source::Exec => {

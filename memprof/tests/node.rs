@@ -207,6 +207,14 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
         "a probe reached the Python server:\n{web_said}"
     );
     app.wait_oom_kill();
+    let oom = memprof.wait_for_log(
+        &format!("OOM killer chose process pid={} ", app.host_pid),
+        Duration::from_secs(10),
+    );
+    assert!(
+        oom.contains(&format!("who=\"{NAMESPACE}/{POD}/cart\"")),
+        "{oom}"
+    );
 }
 
 /// `memprof capture --pid` and `memprof top` as an engineer on the node runs them.

@@ -124,6 +124,7 @@ impl Capturer {
             info!(
                 pid = found.key.pid,
                 comm = found.comm,
+                who = self.who(found.key.pid),
                 key,
                 buckets,
                 bytes = profile.bytes.len(),

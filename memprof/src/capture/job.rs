@@ -95,6 +95,17 @@ impl Capturer {
             .insert(reading.key, Arc::clone(&reading.identity));
     }
 
+    /// `namespace/pod/container` of the newest process with this PID, for log lines that
+    /// know only the PID.
+    pub fn who(&self, pid: u32) -> String {
+        let identities = self.identities.lock().expect("identities");
+        identities
+            .iter()
+            .filter(|(k, _)| k.pid == pid)
+            .max_by_key(|(k, _)| k.start)
+            .map_or_else(|| "-".into(), |(_, id)| id.describe())
+    }
+
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
         let mut keys = Vec::new();
         let outcome = self.capture_into(c, reading, &mut keys).await;
