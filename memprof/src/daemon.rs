@@ -47,7 +47,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     info!(
         detector,
         poll_every_ms = poll_every.as_millis() as u64,
-        threshold_pct = cfg.threshold_pct,
+        levels_pct = ?cfg.levels_pct,
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination = capturer.deliverer.describe(),
@@ -62,7 +62,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let mut state = LoopState {
         assessor,
-        policy: Policy::new(cfg.threshold_pct, cfg.cooldown),
+        policy: Policy::new(cfg.levels_pct.clone(), cfg.cooldown),
         arm,
         watching: HashSet::new(),
         discovered: HashSet::new(),
@@ -228,6 +228,8 @@ impl LoopState {
         let now = Instant::now();
         if outcome == Outcome::Stored {
             self.policy.stored(key, now);
+            // The next level (if any) is armed, or captured at once if already crossed.
+            self.again(key, Duration::ZERO, Source::NextLevel);
             return;
         }
         let failed = outcome == Outcome::Failed;
@@ -240,17 +242,7 @@ impl LoopState {
                     in_ms = delay.as_millis() as u64,
                     "retrying the capture while the process stays above its level"
                 );
-                let tx = self.retries.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let c = Candidate {
-                        ns_pid: key.pid,
-                        kernel: None,
-                        detected: Instant::now(),
-                        source: Source::Retry,
-                    };
-                    let _ = tx.send(c).await;
-                });
+                self.again(key, delay, Source::Retry);
             }
             Retry::GiveUp if failed => warn!(
                 pid = key.pid,
@@ -259,6 +251,21 @@ impl LoopState {
             ),
             Retry::GiveUp => {}
         }
+    }
+
+    /// Looks at the process again after `delay`, as `source`.
+    fn again(&self, key: ProcKey, delay: Duration, source: Source) {
+        let tx = self.retries.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let c = Candidate {
+                ns_pid: key.pid,
+                kernel: None,
+                detected: Instant::now(),
+                source,
+            };
+            let _ = tx.send(c).await;
+        });
     }
 
     fn sweep(&mut self) {

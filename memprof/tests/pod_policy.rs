@@ -1,11 +1,12 @@
 //! Process lifecycles and policy through a real pod (see `common::pod`): a reused PID starts
-//! afresh, a second crossing gives a second profile, a failed capture is retried, a resized
+//! afresh, a second crossing gives a second profile, escalating levels leave a series, a
+//! failed capture is retried, a resized
 //! limit is noticed, and a full kernel map leaves processes to the safety net.
 mod common;
 
 use std::time::Duration;
 
-use common::{go, pprof_top, sidecar::*};
+use common::{go, pprof_diff, pprof_top, sidecar::*};
 
 #[test]
 fn a_reused_pid_starts_afresh() {
@@ -45,6 +46,47 @@ fn a_second_crossing_gives_a_second_profile() {
     for key in [key1, key2] {
         assert!((50..70).contains(&percent_of(&key)), "{key}");
     }
+}
+
+/// A leak through `80,90,95` leaves a series: one profile per level, in that order, all while
+/// the service lives; the first and the last, diffed as users diff them, show the leak grow.
+#[test]
+fn escalating_levels_leave_a_series() {
+    let Some(s) = setup("series", 14, &[("MEMORY_CRITICAL_PERCENTAGE", "80,90,95")]) else {
+        return;
+    };
+    // Heap profiles publish what the last GC saw: collecting every 10 % of growth (as a
+    // service near GOMEMLIMIT does) makes each level's profile its own.
+    let app = s.service("app", 512 * MIB, &["-rate", "50", "-gc-percent", "10"]);
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let key = s.next_key(&app, &keys);
+        keys.push(key);
+    }
+    println!("series: {keys:?}");
+    let pct: Vec<u32> = keys.iter().map(|k| percent_of(k)).collect();
+    assert!(
+        (80..90).contains(&pct[0]) && (90..95).contains(&pct[1]) && (95..100).contains(&pct[2]),
+        "levels out of order: {keys:?}"
+    );
+    for key in &keys[1..] {
+        let line = s.memprof.stored_line(key);
+        assert!(
+            line.contains("detector=\"ebpf\"") || line.contains("detector=\"next-level\""),
+            "{line}"
+        );
+    }
+    let diff = pprof_diff(&s.client.get(&keys[0]), &s.client.get(&keys[2]));
+    let grew = diff
+        .lines()
+        .find(|l| l.contains("main.leakyRetain"))
+        .unwrap_or_else(|| panic!("the diff does not name the leak:\n{diff}"));
+    println!("series: go tool pprof -base first last: {grew}");
+    assert!(
+        !grew.trim_start().starts_with('-') && !grew.trim_start().starts_with("0 "),
+        "the leak did not grow between the first and the last profile: {grew}"
+    );
+    app.wait_oom_kill();
 }
 
 #[test]

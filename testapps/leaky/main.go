@@ -35,8 +35,10 @@ func main() {
 	delay := flag.Duration("delay", 0, "wait this long before leaking")
 	freeAt := flag.Float64("free-at", 0, "when this many MiB are retained, free them all and start over (0: never)")
 	also := flag.String("also", "", "also listen here, serving a page that is not a profile (an application port)")
+	gcPercent := flag.Int("gc-percent", 100, "GOGC: lower collects, and so publishes heap profiles, more often (as GOMEMLIMIT does near a limit)")
 	failHeap := flag.Int("fail-heap", 0, "answer this many heap profile requests with 503 first (a service thrashing near its limit)")
 	flag.Parse()
+	debug.SetGCPercent(*gcPercent)
 
 	failures := make(chan struct{}, *failHeap+1)
 	for i := 0; i < *failHeap; i++ {

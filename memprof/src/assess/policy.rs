@@ -1,17 +1,23 @@
-//! When to capture: once per threshold crossing, never twice within the cooldown, and again
-//! with backoff while a failed capture's process stays above.
+//! When to capture: once per level crossing, never twice at one level within the cooldown,
+//! and again with backoff while a failed capture's process stays above.
 //!
-//! A process that stays above the threshold is captured once; it must fall below and cross
-//! again to be captured again, and even then not before the cooldown has passed since its last
-//! profile. This keeps a process hovering around its threshold from causing a dump storm. A
-//! capture that fails (the endpoint timed out while the service thrashes near its limit —
-//! exactly when the profile matters) does not use the crossing up: it is retried after
-//! `RETRY_BACKOFF[n]` while the process stays above, up to `RETRY_BACKOFF.len()` times.
+//! Levels are percentages of the limit, one or several (`80,90,95`): each crossing of the next
+//! level up is captured once, so a slow leak leaves a series of profiles. A level is captured
+//! again only after the process has fallen `HYSTERESIS_PCT` points of its limit below it (80 %
+//! re-arms below 75 %), and then not before the cooldown has passed since that level's last
+//! profile: a process hovering around a level does not cause a dump storm. A capture that
+//! fails (the endpoint timed out while the service thrashes near its limit — exactly when the
+//! profile matters) does not use the crossing up: it is retried after `RETRY_BACKOFF[n]` while
+//! the process stays above, up to `RETRY_BACKOFF.len()` times; then the next level is due.
 use std::{
     collections::HashMap,
     hash::Hash,
     time::{Duration, Instant},
 };
+
+/// How far (in points of the limit) a process must fall below a captured level for that level
+/// to be captured again.
+pub const HYSTERESIS_PCT: u64 = 5;
 
 /// Waits before the retries of a failed capture (bounded: the process may simply not serve
 /// a profile while it is this close to its limit).
@@ -61,24 +67,28 @@ pub enum Retry {
 
 #[derive(Default)]
 struct ProcPolicy {
-    above: bool,
-    in_flight: bool,
-    last_capture: Option<Instant>,
-    /// Failed attempts of this crossing, and when the next one is due.
+    /// Index of the next level to capture (the ones below it are done until it falls).
+    next: usize,
+    /// The level a running capture is for.
+    in_flight: Option<usize>,
+    /// When each level was last stored (by level index).
+    last_capture: HashMap<usize, Instant>,
+    /// Failed attempts at the next level, and when the next one is due.
     failures: usize,
     retry_due: Option<Instant>,
 }
 
 pub struct Policy<K> {
-    threshold_pct: u8,
+    levels_pct: Vec<u8>,
     cooldown: Duration,
     procs: HashMap<K, ProcPolicy>,
 }
 
 impl<K: Copy + Eq + Hash> Policy<K> {
-    pub fn new(threshold_pct: u8, cooldown: Duration) -> Self {
+    /// `levels_pct`: ascending, at least one.
+    pub fn new(levels_pct: Vec<u8>, cooldown: Duration) -> Self {
         Self {
-            threshold_pct,
+            levels_pct,
             cooldown,
             procs: HashMap::new(),
         }
@@ -86,52 +96,64 @@ impl<K: Copy + Eq + Hash> Policy<K> {
 
     /// Records that process `key` uses `rss` of `limit` bytes at `now`, and decides.
     pub fn observe(&mut self, key: K, rss: u64, limit: u64, now: Instant) -> Decision {
-        let level = (limit as u128 * self.threshold_pct as u128).div_ceil(100) as u64;
+        let bytes = |pct: u8| (limit as u128 * pct as u128).div_ceil(100) as u64;
+        let margin = (limit as u128 * HYSTERESIS_PCT as u128 / 100) as u64;
         let p = self.procs.entry(key).or_default();
+        // Levels the process has fallen well below are due again.
+        while p.next > 0 && rss.saturating_add(margin) < bytes(self.levels_pct[p.next - 1]) {
+            p.next -= 1;
+        }
+        let Some(&pct) = self.levels_pct.get(p.next) else {
+            return Decision::Hold(HoldReason::AlreadyCaptured);
+        };
+        let level = bytes(pct);
         if rss < level {
-            p.above = false;
             p.failures = 0;
             p.retry_due = None;
             return Decision::Arm(level);
         }
-        if p.in_flight {
+        if p.in_flight.is_some() {
             return Decision::Hold(HoldReason::InFlight);
         }
-        if p.above {
-            return match p.retry_due {
-                Some(due) if now >= due => {
-                    p.retry_due = None;
-                    p.in_flight = true;
-                    Decision::Capture
-                }
-                Some(_) => Decision::Hold(HoldReason::RetryPending),
-                None => Decision::Hold(HoldReason::AlreadyCaptured),
-            };
+        match p.retry_due {
+            Some(due) if now >= due => {
+                p.retry_due = None;
+                p.in_flight = Some(p.next);
+                return Decision::Capture;
+            }
+            Some(_) => return Decision::Hold(HoldReason::RetryPending),
+            None => {}
         }
-        p.above = true;
-        if p.last_capture
-            .is_some_and(|t| now.duration_since(t) < self.cooldown)
-        {
+        let cooling = p
+            .last_capture
+            .get(&p.next)
+            .is_some_and(|t| now.duration_since(*t) < self.cooldown);
+        if cooling {
+            // This crossing is not captured late: the level is done until the process falls.
+            p.next += 1;
             return Decision::Hold(HoldReason::Cooldown);
         }
-        p.in_flight = true;
+        p.in_flight = Some(p.next);
         Decision::Capture
     }
 
-    /// A capture is stored: the cooldown starts now.
+    /// A capture is stored: its level's cooldown starts now, and the next level is due.
     pub fn stored(&mut self, key: K, now: Instant) {
         let p = self.procs.entry(key).or_default();
-        p.in_flight = false;
+        let level = p.in_flight.take().unwrap_or(p.next);
         p.failures = 0;
-        p.last_capture = Some(now);
+        p.last_capture.insert(level, now);
+        p.next = p.next.max(level + 1);
     }
 
-    /// A capture failed: when to retry, if at all.
+    /// A capture failed: when to retry, if at all (giving up makes the next level due).
     pub fn failed(&mut self, key: K, outcome: Outcome, now: Instant) -> Retry {
         let p = self.procs.entry(key).or_default();
-        p.in_flight = false;
+        let level = p.in_flight.take().unwrap_or(p.next);
         if outcome == Outcome::NoProfile || p.failures >= RETRY_BACKOFF.len() {
             p.retry_due = None;
+            p.failures = 0;
+            p.next = p.next.max(level + 1);
             return Retry::GiveUp;
         }
         let delay = RETRY_BACKOFF[p.failures];
@@ -162,7 +184,7 @@ mod tests {
 
     #[test]
     fn below_arms_at_threshold() {
-        let mut p = Policy::new(80, Duration::from_secs(60));
+        let mut p = Policy::new(vec![80], Duration::from_secs(60));
         assert_eq!(
             p.observe(1, 100 * MIB, 1000 * MIB, Instant::now()),
             Decision::Arm(800 * MIB)
@@ -171,7 +193,7 @@ mod tests {
 
     #[test]
     fn one_capture_per_crossing() {
-        let mut p = Policy::new(80, Duration::ZERO);
+        let mut p = Policy::new(vec![80], Duration::ZERO);
         let t = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t), Decision::Capture);
         assert_eq!(
@@ -192,7 +214,7 @@ mod tests {
 
     #[test]
     fn failed_capture_is_retried_with_backoff_while_above() {
-        let mut p = Policy::new(80, Duration::from_secs(300));
+        let mut p = Policy::new(vec![80], Duration::from_secs(300));
         let t0 = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t0), Decision::Capture);
         let mut t = t0;
@@ -232,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_process_without_a_profile_is_not_retried() {
-        let mut p = Policy::new(80, Duration::ZERO);
+        let mut p = Policy::new(vec![80], Duration::ZERO);
         let t = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t), Decision::Capture);
         assert_eq!(p.failed(1, Outcome::NoProfile, t), Retry::GiveUp);
@@ -244,7 +266,7 @@ mod tests {
 
     #[test]
     fn cooldown_holds_a_second_crossing() {
-        let mut p = Policy::new(80, Duration::from_secs(60));
+        let mut p = Policy::new(vec![80], Duration::from_secs(60));
         let t0 = Instant::now();
         assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t0), Decision::Capture);
         p.stored(1, t0);
@@ -274,7 +296,7 @@ mod tests {
 
     #[test]
     fn processes_are_independent_and_forgotten() {
-        let mut p = Policy::new(50, Duration::from_secs(60));
+        let mut p = Policy::new(vec![50], Duration::from_secs(60));
         let t = Instant::now();
         assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
         assert_eq!(p.observe(2, 60, 100, t), Decision::Capture);
@@ -285,6 +307,56 @@ mod tests {
         assert_eq!(
             p.observe(2, 60, 100, t),
             Decision::Hold(HoldReason::AlreadyCaptured)
+        );
+    }
+
+    #[test]
+    fn a_list_of_levels_captures_each_once_then_rearms_below_hysteresis() {
+        let mut p = Policy::new(vec![80, 90, 95], Duration::from_secs(300));
+        let t = Instant::now();
+        let limit = 1000 * MIB;
+        assert_eq!(p.observe(1, 500 * MIB, limit, t), Decision::Arm(800 * MIB));
+        assert_eq!(p.observe(1, 810 * MIB, limit, t), Decision::Capture);
+        p.stored(1, t);
+        // The next level is armed right after the capture, escalation ignores the cooldown.
+        assert_eq!(p.observe(1, 820 * MIB, limit, t), Decision::Arm(900 * MIB));
+        assert_eq!(p.observe(1, 930 * MIB, limit, t), Decision::Capture);
+        p.stored(1, t);
+        // Already above the last level when the capture is stored: captured at once.
+        assert_eq!(p.observe(1, 960 * MIB, limit, t), Decision::Capture);
+        p.stored(1, t);
+        assert_eq!(
+            p.observe(1, 990 * MIB, limit, t),
+            Decision::Hold(HoldReason::AlreadyCaptured)
+        );
+        // Within 5 points below 95 % nothing re-arms; further down, the levels come back.
+        assert_eq!(
+            p.observe(1, 910 * MIB, limit, t),
+            Decision::Hold(HoldReason::AlreadyCaptured)
+        );
+        assert_eq!(p.observe(1, 890 * MIB, limit, t), Decision::Arm(950 * MIB));
+        assert_eq!(p.observe(1, 700 * MIB, limit, t), Decision::Arm(800 * MIB));
+        // Crossing 80 % again within the cooldown: held, and the next level is due.
+        let later = t + Duration::from_secs(10);
+        assert_eq!(
+            p.observe(1, 810 * MIB, limit, later),
+            Decision::Hold(HoldReason::Cooldown)
+        );
+        assert_eq!(
+            p.observe(1, 820 * MIB, limit, later),
+            Decision::Arm(900 * MIB)
+        );
+    }
+
+    #[test]
+    fn a_failed_level_gives_way_to_the_next() {
+        let mut p = Policy::new(vec![80, 90], Duration::ZERO);
+        let t = Instant::now();
+        assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t), Decision::Capture);
+        assert_eq!(p.failed(1, Outcome::NoProfile, t), Retry::GiveUp);
+        assert_eq!(
+            p.observe(1, 850 * MIB, 1000 * MIB, t),
+            Decision::Arm(900 * MIB)
         );
     }
 }

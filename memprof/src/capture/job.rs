@@ -220,6 +220,7 @@ impl Capturer {
         let (detector, level) = match c.source {
             Source::Kernel { .. } => ("ebpf", Level::Percent(reading.percent())),
             Source::Retry => ("retry", Level::Percent(reading.percent())),
+            Source::NextLevel => ("next-level", Level::Percent(reading.percent())),
             Source::Manual => ("manual", Level::Manual),
             _ => ("poll", Level::Percent(reading.percent())),
         };

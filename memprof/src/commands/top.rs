@@ -1,5 +1,5 @@
 //! `memprof top`: the processes memprof would watch, refreshed like `top` — who each is
-//! (namespace/pod/container), RSS, limit, percent, the level memprof captures at, and the
+//! (namespace/pod/container), RSS, limit, percent, the first level memprof captures at, and the
 //! pprof endpoint found (`memory` for a Go program whose heap memprof reads without one).
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -28,6 +28,8 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
     let endpoints = Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), go.clone());
     // Whether each process's Go heap is readable from memory, once decided.
     let mut readable = HashMap::new();
+    let levels: Vec<String> = cfg.levels_pct.iter().map(u8::to_string).collect();
+    let levels = levels.join(",");
     let mut screen = 0u64;
     loop {
         let mut readings: Vec<Reading> = pids()
@@ -67,7 +69,7 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
         out.push_str(&format!(
             "memprof top — {} processes, capture at {}% of the limit, {}\n",
             readings.len(),
-            cfg.threshold_pct,
+            levels,
             chrono::Utc::now().format("%H:%M:%S UTC")
         ));
         out.push_str(&format!(
@@ -88,7 +90,7 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
                 human(r.rss),
                 human(r.limit),
                 r.percent(),
-                human(r.limit / 100 * u64::from(cfg.threshold_pct)),
+                human(r.limit / 100 * u64::from(cfg.levels_pct[0])),
                 endpoint
             ));
         }

@@ -38,7 +38,8 @@ pub enum GoHeapMode {
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Alert when a process's RSS reaches this percentage (1-100) of its memory limit.
+    /// Capture when a process's RSS reaches this percentage (1-100) of its memory limit; a
+    /// list (80,90,95) captures once at each level.
     #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
     pub memory_critical_percentage: String,
     /// Poll interval in milliseconds when no BPF detector is available.
@@ -133,7 +134,8 @@ pub enum Destination {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub threshold_pct: u8,
+    /// Capture levels in percent of the limit, ascending (one: the seed's single threshold).
+    pub levels_pct: Vec<u8>,
     pub watch_interval: Duration,
     pub safety_net_interval: Duration,
     pub cooldown: Duration,
@@ -180,14 +182,22 @@ fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
 
 impl Config {
     pub fn from_args(a: Args) -> Result<Self, ConfigError> {
-        let threshold_pct = number(
-            &a.memory_critical_percentage,
-            "MEMORY_CRITICAL_PERCENTAGE",
-            "memory-critical-percentage",
-            1u8,
-            100,
-            "percent",
-        )?;
+        let mut levels_pct = a
+            .memory_critical_percentage
+            .split(',')
+            .map(|v| {
+                number(
+                    v,
+                    "MEMORY_CRITICAL_PERCENTAGE",
+                    "memory-critical-percentage",
+                    1u8,
+                    100,
+                    "percent",
+                )
+            })
+            .collect::<Result<Vec<u8>, _>>()?;
+        levels_pct.sort_unstable();
+        levels_pct.dedup();
         let watch_ms = number(
             &a.watch_time,
             "WATCH_TIME",
@@ -269,7 +279,7 @@ impl Config {
             (None, _) => Destination::Local(a.local_dir),
         };
         Ok(Config {
-            threshold_pct,
+            levels_pct,
             watch_interval: Duration::from_millis(watch_ms),
             safety_net_interval: Duration::from_millis(safety_ms),
             cooldown: Duration::from_secs(cooldown),

@@ -25,7 +25,7 @@ fn defaults_match_the_seed() {
         }
     }
     let c = parse(&[]).unwrap();
-    assert_eq!(c.threshold_pct, 80);
+    assert_eq!(c.levels_pct, [80]);
     assert_eq!(c.watch_interval, Duration::from_millis(500));
     assert!(matches!(c.destination, Destination::Local(_)));
     assert_eq!(c.pprof_port, 6060);
@@ -34,7 +34,9 @@ fn defaults_match_the_seed() {
 
 #[test]
 fn percent_must_be_1_to_100() {
-    for bad in ["0", "101", "-5", "eighty", "80.5", ""] {
+    for bad in [
+        "0", "101", "-5", "eighty", "80.5", "", "80,", "80,,90", "80,101",
+    ] {
         let e = error(&[&format!("--memory-critical-percentage={bad}")]);
         assert!(e.contains("MEMORY_CRITICAL_PERCENTAGE"), "{e}");
         assert!(!e.contains('\n'));
@@ -42,14 +44,14 @@ fn percent_must_be_1_to_100() {
     assert_eq!(
         parse(&["--memory-critical-percentage", "1"])
             .unwrap()
-            .threshold_pct,
-        1
+            .levels_pct,
+        [1]
     );
     assert_eq!(
         parse(&["--memory-critical-percentage", "100"])
             .unwrap()
-            .threshold_pct,
-        100
+            .levels_pct,
+        [100]
     );
 }
 
@@ -118,4 +120,14 @@ fn subcommands_take_their_arguments() {
         c.command,
         Some(Command::Top { iterations: 1, .. })
     ));
+}
+
+#[test]
+fn percentages_can_be_a_list_of_levels() {
+    assert_eq!(
+        parse(&["--memory-critical-percentage", "95, 80,90,80"])
+            .unwrap()
+            .levels_pct,
+        [80, 90, 95]
+    );
 }

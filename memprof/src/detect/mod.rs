@@ -37,6 +37,8 @@ pub enum Source {
     Poll,
     /// A failed capture's retry is due.
     Retry,
+    /// A capture was stored: the next level is due.
+    NextLevel,
     /// The OOM killer chose this process.
     OomVictim,
     /// The process ran exec: a new program.

@@ -185,6 +185,14 @@ pub fn first_line(child: &mut Child) -> String {
 }
 
 /// Runs `go tool pprof <args> <profile>` (Go's own decoder) and returns its output.
+/// `go tool pprof -top -base <base> <profile>`: what grew from one profile to the other.
+pub fn pprof_diff(base: &[u8], profile: &[u8]) -> String {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), base).unwrap();
+    let base = f.path().display().to_string();
+    go_pprof(profile, &["-top", "-base", &base])
+}
+
 fn go_pprof(profile: &[u8], args: &[&str]) -> String {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), profile).unwrap();
