@@ -17,7 +17,7 @@ use crate::{
         policy::{Decision, Outcome, Policy, Retry, RETRY_BACKOFF},
         Assessor, ProcKey, Reading,
     },
-    capture::{at_kill, job::Capturer},
+    capture::{at_kill, job::Capturer, oom_record::Kill},
     config::{Config, GoHeapMode},
     detect::{self, ebpf::Arm, poll, Candidate, KernelProc, Source},
 };
@@ -127,6 +127,11 @@ impl LoopState {
                 let host_pid = c.kernel.map(|k| k.host_pid);
                 let who = self.capturer.who(c.ns_pid);
                 info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
+                if let Some((key, _)) = self.capturer.seen.newest(c.ns_pid) {
+                    let kill = Kill::now(key, host_pid, self.assessor.working_set(&key));
+                    let capturer = Arc::clone(&self.capturer);
+                    tokio::spawn(async move { capturer.record_oom(kill).await });
+                }
                 return;
             }
             Source::Exec => {
@@ -135,6 +140,7 @@ impl LoopState {
                 self.policy.retain(|k| k.pid != pid);
                 // Its mounts are final now: who it is is looked up afresh.
                 self.assessor.retain(|k| k.pid != pid);
+                self.capturer.seen.forget_pid(pid);
                 self.watching.retain(|k| k.pid != pid);
                 self.discovered.retain(|k| k.pid != pid);
                 self.kernel.retain(|k, _| k.pid != pid);
@@ -150,8 +156,8 @@ impl LoopState {
             return;
         };
         let key = reading.key;
+        self.capturer.seen.saw(&reading);
         if self.discovered.insert(key) {
-            self.capturer.identify(&reading);
             self.capturer.goheap.discover(key, reading.comm.clone());
             if self.capturer.go_heap != GoHeapMode::Memory {
                 self.capturer.endpoints.discover(key, reading.comm.clone());
@@ -194,6 +200,10 @@ impl LoopState {
             }
             Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
         }
+        // After the decision (a capture is already on its way): the container's working set,
+        // for the OOM record should the process die.
+        let working_set = self.assessor.working_set(&key);
+        self.capturer.seen.working_set(key, working_set);
     }
 
     fn arm_level(&mut self, key: ProcKey, level: u64, reading: &Reading) {
@@ -276,11 +286,7 @@ impl LoopState {
         self.discovered.retain(alive);
         self.capturer.goheap.sweep(alive);
         self.capturer.endpoints.sweep(alive);
-        self.capturer
-            .identities
-            .lock()
-            .expect("identities")
-            .retain(|k, _| alive(k));
+        self.capturer.seen.retain(alive);
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
         if let Some(arm) = &self.arm {

@@ -87,6 +87,60 @@ fn escalating_levels_leave_a_series() {
         "the leak did not grow between the first and the last profile: {grew}"
     );
     app.wait_oom_kill();
+    let record = oom_record(&s, app.pid);
+    println!("series: {record}");
+    let profiles: Vec<String> = record["profiles"]
+        .as_array()
+        .expect("profiles")
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(profiles[..3], keys[..], "{record}");
+    // Then the at-kill profile, when the kernel walked the heap (see README, limits).
+    assert!(
+        profiles[3..].iter().all(|k| k.ends_with("_oom.heap.pb.gz")),
+        "{record}"
+    );
+    assert_eq!(record["profiled_before_kill"], true);
+    assert_eq!(record["limit_bytes"], 512 * MIB);
+    assert_eq!(record["comm"], "leaky");
+}
+
+/// The OOM record of `pid`, once stored.
+fn oom_record(s: &Setup, pid: u32) -> serde_json::Value {
+    let marker = format!("_pid-{pid}_oom.record.json");
+    let mut key = None;
+    common::wait_for("the OOM record", Duration::from_secs(60), || {
+        key = s.client.keys().into_iter().find(|k| k.ends_with(&marker));
+        key.is_some()
+    });
+    serde_json::from_slice(&s.client.get(&key.unwrap())).expect("the record is JSON")
+}
+
+/// Killed with no profile before it (none could be taken): the record says so, and so does the
+/// log.
+#[test]
+fn a_kill_without_a_profile_before_it_is_recorded_as_such() {
+    let Some(bin) = go::build_stripped("leaky") else {
+        return;
+    };
+    let Some(s) = setup("unprofiled", 15, &[]) else {
+        return;
+    };
+    // No endpoint, and stripped: its heap can be read neither way.
+    let app = s.program(&bin, "app", 256 * MIB, &["-addr", "", "-rate", "100"]);
+    app.wait_oom_kill();
+    let record = oom_record(&s, app.pid);
+    println!("unprofiled: {record}");
+    assert_eq!(record["profiled_before_kill"], false);
+    assert_eq!(record["profiles"], serde_json::json!([]));
+    assert!(record["cmdline"][0]
+        .as_str()
+        .is_some_and(|c| c.ends_with("/leaky")));
+    s.memprof.wait_for_log(
+        &format!("OOM kill with no profile before it pid={}", app.pid),
+        Duration::from_secs(10),
+    );
 }
 
 #[test]

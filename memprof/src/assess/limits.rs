@@ -70,6 +70,26 @@ pub fn limit(
     Ok(limits.into_iter().flatten().min())
 }
 
+/// The working set of the process's memory cgroup, as the kubelet computes it: usage minus
+/// inactive file pages (v2 `memory.current` − `inactive_file`, v1 `memory.usage_in_bytes` −
+/// `total_inactive_file`), from the first view that has both.
+pub fn working_set(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
+    views.iter().find_map(|v| {
+        let (usage, stat_key) = if v.v2 {
+            ("memory.current", "inactive_file")
+        } else {
+            ("memory.usage_in_bytes", "total_inactive_file")
+        };
+        let usage: u64 = read(&v.dir.join(usage))?.trim().parse().ok()?;
+        let stat = read(&v.dir.join("memory.stat"))?;
+        let inactive: u64 = stat.lines().find_map(|l| {
+            let (k, n) = l.split_once(' ')?;
+            (k == stat_key).then(|| n.trim().parse().ok())?
+        })?;
+        Some(usage.saturating_sub(inactive))
+    })
+}
+
 #[cfg(test)]
 #[path = "limits_tests.rs"]
 mod tests;

@@ -131,3 +131,28 @@ fn unresolvable_cgroup_says_why() {
     assert!(err.contains("/../cri-containerd-"), "{err}");
     assert!(views("", "", Path::new("/"), &[]).is_err());
 }
+
+#[test]
+fn working_set_is_usage_minus_inactive_file() {
+    let files = |v2: bool| {
+        move |p: &Path| -> Option<String> {
+            let name = p.file_name()?.to_str()?;
+            match (v2, name) {
+                (true, "memory.current") => Some("500000\n".into()),
+                (false, "memory.usage_in_bytes") => Some("700000\n".into()),
+                (_, "memory.stat") => {
+                    Some("inactive_file 100000\ntotal_inactive_file 300000\nactive_file 5\n".into())
+                }
+                _ => None,
+            }
+        }
+    };
+    let view = |v2| View {
+        dir: "/cg".into(),
+        top: "/cg".into(),
+        v2,
+    };
+    assert_eq!(working_set(&[view(true)], files(true)), Some(400_000));
+    assert_eq!(working_set(&[view(false)], files(false)), Some(400_000));
+    assert_eq!(working_set(&[view(true)], |_| None), None);
+}

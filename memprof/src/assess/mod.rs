@@ -174,6 +174,12 @@ impl Assessor {
         }
     }
 
+    /// The working set of the process's memory cgroup now (see `limits::working_set`).
+    pub fn working_set(&self, key: &ProcKey) -> Option<u64> {
+        let views = self.located.get(key)?.views.as_ref().ok()?;
+        limits::working_set(views, |p| std::fs::read_to_string(p).ok())
+    }
+
     /// Forgets processes that are gone.
     pub fn retain(&mut self, alive: impl Fn(&ProcKey) -> bool) {
         self.located.retain(|k, _| alive(k));

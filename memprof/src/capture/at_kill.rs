@@ -37,13 +37,17 @@ pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {
 impl Capturer {
     pub async fn at_kill(&self, r: KillRead) {
         let started = Instant::now();
-        let Some(found) = self.goheap.by_pid(r.ns_pid) else {
+        let Some(mut found) = self.goheap.by_pid(r.ns_pid) else {
             warn!(
                 pid = r.ns_pid,
                 "the kernel walked a heap memprof no longer knows; dropped"
             );
             return;
         };
+        // The name it last ran under (its discovery may have seen it before its last exec).
+        if let Some(seen) = self.seen.get(found.key) {
+            found.comm = seen.comm;
+        }
         if r.rate == 0 && r.buckets.is_empty() {
             warn!(
                 pid = found.key.pid,

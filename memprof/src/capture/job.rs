@@ -1,19 +1,15 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use tracing::{info, warn};
 
 use anyhow::Result;
 
-use super::{endpoint::Endpoints, goheap, pprof::Pprof, Profile};
+use super::{endpoint::Endpoints, goheap, pprof::Pprof, seen::Seen, Profile};
 use crate::{
-    assess::{identity::Identity, policy::Outcome, ProcKey, Reading},
+    assess::{policy::Outcome, ProcKey, Reading},
     config::{Config, Destination, GoHeapMode},
     deliver::{
         key::{object_key, KeyParts, Level, Place},
@@ -28,8 +24,8 @@ use crate::{
 pub struct Capturer {
     pub endpoints: Endpoints,
     pub deliverer: Deliverer,
-    /// Who each process is, for its keys (set at first sight, see `identify`).
-    pub identities: Mutex<HashMap<ProcKey, Arc<Identity>>>,
+    /// Who each process is and what it used (see `seen`).
+    pub seen: Seen,
     pub place: Place,
     pub key_prefix: String,
     pub go_heap: GoHeapMode,
@@ -75,7 +71,7 @@ impl Capturer {
         Ok(Self {
             endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
             deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
-            identities: Mutex::default(),
+            seen: Seen::default(),
             place: Place::from_env(),
             key_prefix: cfg.key_prefix.clone(),
             go_heap: cfg.go_heap,
@@ -87,23 +83,10 @@ impl Capturer {
         })
     }
 
-    /// Remembers who the process is, for the keys of its profiles.
-    pub fn identify(&self, reading: &Reading) {
-        self.identities
-            .lock()
-            .expect("identities")
-            .insert(reading.key, Arc::clone(&reading.identity));
-    }
-
     /// `namespace/pod/container` of the newest process with this PID, for log lines that
     /// know only the PID.
     pub fn who(&self, pid: u32) -> String {
-        let identities = self.identities.lock().expect("identities");
-        identities
-            .iter()
-            .filter(|(k, _)| k.pid == pid)
-            .max_by_key(|(k, _)| k.start)
-            .map_or_else(|| "-".into(), |(_, id)| id.describe())
+        self.seen.who(pid)
     }
 
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
@@ -268,12 +251,10 @@ impl Capturer {
     /// process before delivery starts, so an OOM kill during a slow upload still names it.
     pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
         let identity = self
-            .identities
-            .lock()
-            .expect("identities")
-            .get(&s.proc)
-            .cloned();
-        let identity = identity.unwrap_or_default();
+            .seen
+            .get(s.proc)
+            .map(|p| p.identity)
+            .unwrap_or_default();
         let place = match (&identity.namespace, &identity.pod) {
             (Some(namespace), Some(pod)) => Place {
                 namespace: namespace.clone(),

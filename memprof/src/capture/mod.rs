@@ -7,7 +7,9 @@ pub mod goheap;
 pub mod job;
 pub mod listener;
 pub mod netns;
+pub mod oom_record;
 pub mod pprof;
+pub mod seen;
 
 /// A captured profile, ready for delivery.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
         bail!("no process with PID {pid} that has memory of its own (as this memprof sees PIDs)");
     };
     let capturer = Capturer::from_config(cfg, None).await?;
-    capturer.identify(&reading);
+    capturer.seen.saw(&reading);
     if cfg.go_heap != GoHeapMode::Memory {
         // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
         // decides that, as in the daemon).

@@ -1,0 +1,115 @@
+//! What memprof has seen of each process: who it is (for keys and log lines), its command
+//! line (read at first sight: a process being OOM-killed has lost it by the time the kill is
+//! reported) and its last reading — the facts the OOM record needs after the process is gone.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use crate::assess::{identity::Identity, LimitSource, ProcKey, Reading};
+
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub identity: Arc<Identity>,
+    pub cmdline: Vec<String>,
+    /// `/proc/PID/cgroup`'s memory (or unified) path.
+    pub cgroup: String,
+    pub comm: String,
+    pub rss: u64,
+    pub limit: u64,
+    pub limit_source: LimitSource,
+    /// The container's working set at the last look (see `Assessor::working_set`).
+    pub working_set: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    procs: Mutex<HashMap<ProcKey, Proc>>,
+}
+
+impl Seen {
+    /// Records a reading; the first one of a process also reads its command line and cgroup.
+    pub fn saw(&self, r: &Reading) {
+        let mut procs = self.lock();
+        if let Some(p) = procs.get_mut(&r.key) {
+            p.identity = Arc::clone(&r.identity);
+            p.comm.clone_from(&r.comm);
+            (p.rss, p.limit, p.limit_source) = (r.rss, r.limit, r.limit_source);
+            return;
+        }
+        let read = |file: &str| std::fs::read(format!("/proc/{}/{file}", r.key.pid));
+        let raw = read("cmdline").unwrap_or_default();
+        // NUL-terminated arguments; empty ones are arguments too.
+        let cmdline = match raw.strip_suffix(&[0]) {
+            Some(args) => args
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let cgroup = String::from_utf8_lossy(&read("cgroup").unwrap_or_default())
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                let memory = controllers.split(',').any(|c| c == "memory");
+                (memory || controllers.is_empty()).then(|| (!memory, path.to_string()))
+            })
+            .min()
+            .map(|(_, path)| path)
+            .unwrap_or_default();
+        procs.insert(
+            r.key,
+            Proc {
+                identity: Arc::clone(&r.identity),
+                cmdline,
+                cgroup,
+                comm: r.comm.clone(),
+                rss: r.rss,
+                limit: r.limit,
+                limit_source: r.limit_source,
+                working_set: None,
+            },
+        );
+    }
+
+    /// Records the container's working set as just read.
+    pub fn working_set(&self, key: ProcKey, bytes: Option<u64>) {
+        if let (Some(p), Some(b)) = (self.lock().get_mut(&key), bytes) {
+            p.working_set = Some(b);
+        }
+    }
+
+    /// Forgets a process that ran exec: its command line and cgroup are read afresh.
+    pub fn forget_pid(&self, pid: u32) {
+        self.lock().retain(|k, _| k.pid != pid);
+    }
+
+    pub fn get(&self, key: ProcKey) -> Option<Proc> {
+        self.lock().get(&key).cloned()
+    }
+
+    /// The newest process with this PID (events that name only a PID).
+    pub fn newest(&self, pid: u32) -> Option<(ProcKey, Proc)> {
+        let procs = self.lock();
+        procs
+            .iter()
+            .filter(|(k, _)| k.pid == pid)
+            .max_by_key(|(k, _)| k.start)
+            .map(|(k, p)| (*k, p.clone()))
+    }
+
+    /// `namespace/pod/container` of the newest process with this PID.
+    pub fn who(&self, pid: u32) -> String {
+        self.newest(pid)
+            .map_or_else(|| "-".into(), |(_, p)| p.identity.describe())
+    }
+
+    pub fn retain(&self, alive: impl Fn(&ProcKey) -> bool) {
+        self.lock().retain(|k, _| alive(k));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, Proc>> {
+        self.procs.lock().expect("seen")
+    }
+}
