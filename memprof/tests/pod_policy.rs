@@ -143,6 +143,72 @@ fn a_kill_without_a_profile_before_it_is_recorded_as_such() {
     );
 }
 
+/// The scope leaves out the pause container and excluded commands (each logged once with its
+/// rule), and the global rate limit suppresses a second capture within the minute, saying so.
+#[test]
+fn scope_and_rate_limit_say_which_rule_held_a_capture() {
+    let Some(s) = setup(
+        "scope",
+        16,
+        &[
+            ("MEMPROF_EXCLUDE_COMM", "batch"),
+            ("MEMPROF_MAX_CAPTURES_PER_MINUTE", "1"),
+        ],
+    ) else {
+        return;
+    };
+    let leaky = common::go_service().expect("the Go test service");
+    let copy = |name: &str| {
+        let path = s.pod.work_dir().join(name);
+        std::fs::copy(&leaky, &path).unwrap();
+        path
+    };
+    let args = ["-addr", "127.0.0.1:0", "-rate", "100"];
+    let pause = s.program(&copy("pause"), "pause", 256 * MIB, &args);
+    let batch = s.program(&copy("batch"), "batch", 256 * MIB, &args);
+    for (c, rule) in [
+        (&pause, "rule=\"the pod's pause container\""),
+        (&batch, "rule=\"MEMPROF_EXCLUDE_COMM\""),
+    ] {
+        let line = s.memprof.wait_for_log(
+            &format!("not watched pid={} ", c.pid),
+            Duration::from_secs(30),
+        );
+        assert!(line.contains(rule), "{line}");
+    }
+    let first = s.service("first", 256 * MIB, &["-rate", "100"]);
+    // The pod's loopback has one 6060: the second service's heap is read from its memory.
+    let second = s.service("second", 256 * MIB, &["-addr", "", "-rate", "100"]);
+    for c in [&pause, &batch, &first, &second] {
+        c.wait_oom_kill();
+    }
+    let keys = s.client.keys();
+    let of = |pid: u32| {
+        keys.iter()
+            .filter(|k| k.contains(&format!("_pid-{pid}_")))
+            .count()
+    };
+    assert_eq!((of(pause.pid), of(batch.pid)), (0, 0), "{keys:?}");
+    let (captured, held) = if of(first.pid) > 0 {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert!(of(captured.pid) > 0 && of(held.pid) == 0, "{keys:?}");
+    let line = s.memprof.wait_for_log(
+        &format!(
+            "capture suppressed by the capture rate limit pid={} ",
+            held.pid
+        ),
+        Duration::from_secs(5),
+    );
+    println!("scope: {line}");
+    assert!(
+        line.contains("rule=\"MEMPROF_MAX_CAPTURES_PER_MINUTE\""),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
     let Some(s) = setup(

@@ -4,6 +4,8 @@ pub mod cgroup;
 pub mod identity;
 pub mod limits;
 pub mod policy;
+pub mod rate;
+pub mod scope;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 

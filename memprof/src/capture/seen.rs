@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::assess::{identity::Identity, LimitSource, ProcKey, Reading};
+use crate::assess::{identity::Identity, scope::Scope, LimitSource, ProcKey, Reading};
 
 #[derive(Clone, Debug)]
 pub struct Proc {
@@ -20,6 +20,8 @@ pub struct Proc {
     pub limit_source: LimitSource,
     /// The container's working set at the last look (see `Assessor::working_set`).
     pub working_set: Option<u64>,
+    /// Whether memprof watches it (`Err`: the rule that leaves it out).
+    pub scope: Result<(), &'static str>,
 }
 
 #[derive(Default)]
@@ -28,14 +30,15 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Records a reading; the first one of a process also reads its command line and cgroup.
-    pub fn saw(&self, r: &Reading) {
+    /// Records a reading; the first one of a process also reads its command line and cgroup
+    /// and judges it against `scope`. Returns that verdict, and whether this was the first.
+    pub fn saw(&self, r: &Reading, scope: &Scope) -> (Result<(), &'static str>, bool) {
         let mut procs = self.lock();
         if let Some(p) = procs.get_mut(&r.key) {
             p.identity = Arc::clone(&r.identity);
             p.comm.clone_from(&r.comm);
             (p.rss, p.limit, p.limit_source) = (r.rss, r.limit, r.limit_source);
-            return;
+            return (p.scope, false);
         }
         let read = |file: &str| std::fs::read(format!("/proc/{}/{file}", r.key.pid));
         let raw = read("cmdline").unwrap_or_default();
@@ -58,9 +61,11 @@ impl Seen {
             .min()
             .map(|(_, path)| path)
             .unwrap_or_default();
+        let verdict = scope.admits(&r.comm, &cgroup);
         procs.insert(
             r.key,
             Proc {
+                scope: verdict,
                 identity: Arc::clone(&r.identity),
                 cmdline,
                 cgroup,
@@ -71,6 +76,7 @@ impl Seen {
                 working_set: None,
             },
         );
+        (verdict, true)
     }
 
     /// Records the container's working set as just read.

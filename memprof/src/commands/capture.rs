@@ -17,7 +17,8 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
         bail!("no process with PID {pid} that has memory of its own (as this memprof sees PIDs)");
     };
     let capturer = Capturer::from_config(cfg, None).await?;
-    capturer.seen.saw(&reading);
+    // Asked for by name: captured whatever the scope says.
+    let _ = capturer.seen.saw(&reading, &cfg.scope);
     if cfg.go_heap != GoHeapMode::Memory {
         // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
         // decides that, as in the daemon).

@@ -3,6 +3,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::assess::scope::Scope;
+
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DetectorChoice {
@@ -100,6 +102,21 @@ pub struct Args {
     /// by the kernel.
     #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
     pub go_heap: GoHeapMode,
+    /// At most this many captures per minute, whatever the processes (1-10000).
+    #[arg(long, env = "MEMPROF_MAX_CAPTURES_PER_MINUTE", default_value = "30")]
+    pub max_captures_per_minute: String,
+    /// Watch only processes with these command names (comma-separated).
+    #[arg(long, env = "MEMPROF_INCLUDE_COMM")]
+    pub include_comm: Option<String>,
+    /// Never watch processes with these command names (comma-separated).
+    #[arg(long, env = "MEMPROF_EXCLUDE_COMM")]
+    pub exclude_comm: Option<String>,
+    /// Watch only processes whose cgroup path contains one of these (comma-separated).
+    #[arg(long, env = "MEMPROF_INCLUDE_CGROUP")]
+    pub include_cgroup: Option<String>,
+    /// Never watch processes whose cgroup path contains one of these (comma-separated).
+    #[arg(long, env = "MEMPROF_EXCLUDE_CGROUP")]
+    pub exclude_cgroup: Option<String>,
     /// Processes the kernel follows at once (its map's capacity); others are seen by the
     /// safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
@@ -151,6 +168,8 @@ pub struct Config {
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
+    pub max_captures_per_minute: u32,
+    pub scope: Scope,
     pub go_heap: GoHeapMode,
 }
 
@@ -254,6 +273,27 @@ impl Config {
             1 << 22,
             "processes",
         )?;
+        let max_captures_per_minute = number(
+            &a.max_captures_per_minute,
+            "MEMPROF_MAX_CAPTURES_PER_MINUTE",
+            "max-captures-per-minute",
+            1u32,
+            10_000,
+            "captures",
+        )?;
+        let names = |v: Option<String>| -> Vec<String> {
+            v.unwrap_or_default()
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        };
+        let scope = Scope {
+            include_comm: names(a.include_comm),
+            exclude_comm: names(a.exclude_comm),
+            include_cgroup: names(a.include_cgroup),
+            exclude_cgroup: names(a.exclude_cgroup),
+        };
         let pprof_ports = match a.pprof_ports.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(list) => Some(
@@ -295,6 +335,8 @@ impl Config {
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,
+            max_captures_per_minute,
+            scope,
             go_heap: a.go_heap,
         })
     }

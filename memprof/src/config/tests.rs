@@ -131,3 +131,22 @@ fn percentages_can_be_a_list_of_levels() {
         [80, 90, 95]
     );
 }
+
+#[test]
+fn scope_lists_and_the_capture_rate() {
+    let c = parse(&[
+        "--exclude-comm",
+        "istio-proxy, envoy",
+        "--include-cgroup",
+        "kubepods",
+        "--max-captures-per-minute",
+        "5",
+    ])
+    .unwrap();
+    assert_eq!(c.scope.exclude_comm, ["istio-proxy", "envoy"]);
+    assert_eq!(c.scope.include_cgroup, ["kubepods"]);
+    assert!(c.scope.include_comm.is_empty());
+    assert_eq!(c.max_captures_per_minute, 5);
+    let e = error(&["--max-captures-per-minute", "0"]);
+    assert!(e.contains("MEMPROF_MAX_CAPTURES_PER_MINUTE"), "{e}");
+}

@@ -14,8 +14,10 @@ use tracing::{debug, error, info, warn};
 use crate::{
     assess::{
         self,
-        policy::{Decision, Outcome, Policy, Retry, RETRY_BACKOFF},
-        Assessor, ProcKey, Reading,
+        policy::{Decision, HoldReason, Outcome, Policy},
+        rate::RateLimit,
+        scope::Scope,
+        Assessor, ProcKey,
     },
     capture::{at_kill, job::Capturer, oom_record::Kill},
     config::{Config, GoHeapMode},
@@ -63,6 +65,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut state = LoopState {
         assessor,
         policy: Policy::new(cfg.levels_pct.clone(), cfg.cooldown),
+        scope: cfg.scope.clone(),
+        rate: RateLimit::new(cfg.max_captures_per_minute),
         arm,
         watching: HashSet::new(),
         discovered: HashSet::new(),
@@ -98,9 +102,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+mod outcome;
+
 struct LoopState {
     assessor: Assessor,
     policy: Policy<ProcKey>,
+    scope: Scope,
+    rate: RateLimit,
     arm: Option<Arm>,
     /// Processes announced in the log ("watching process").
     watching: HashSet<ProcKey>,
@@ -127,7 +135,8 @@ impl LoopState {
                 let host_pid = c.kernel.map(|k| k.host_pid);
                 let who = self.capturer.who(c.ns_pid);
                 info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
-                if let Some((key, _)) = self.capturer.seen.newest(c.ns_pid) {
+                let watched = self.capturer.seen.newest(c.ns_pid);
+                if let Some((key, _)) = watched.filter(|(_, p)| p.scope.is_ok()) {
                     let kill = Kill::now(key, host_pid, self.assessor.working_set(&key));
                     let capturer = Arc::clone(&self.capturer);
                     tokio::spawn(async move { capturer.record_oom(kill).await });
@@ -156,7 +165,13 @@ impl LoopState {
             return;
         };
         let key = reading.key;
-        self.capturer.seen.saw(&reading);
+        let (scope, first) = self.capturer.seen.saw(&reading, &self.scope);
+        if let Err(rule) = scope {
+            if first {
+                info!(pid = key.pid, comm = reading.comm, rule, "not watched");
+            }
+            return;
+        }
         if self.discovered.insert(key) {
             self.capturer.goheap.discover(key, reading.comm.clone());
             if self.capturer.go_heap != GoHeapMode::Memory {
@@ -193,89 +208,33 @@ impl LoopState {
             .observe(key, reading.rss, reading.limit, Instant::now())
         {
             Decision::Arm(level) => self.arm_level(key, level, &reading),
+            Decision::Capture if !self.rate.allow(Instant::now()) => {
+                warn!(
+                    pid = key.pid,
+                    comm = reading.comm,
+                    rule = "MEMPROF_MAX_CAPTURES_PER_MINUTE",
+                    per_minute = self.rate.per_minute(),
+                    "capture suppressed by the capture rate limit"
+                );
+                self.finished(key, Outcome::Failed);
+            }
             Decision::Capture => {
                 let capturer = Arc::clone(&self.capturer);
                 self.captures
                     .spawn(async move { (key, capturer.capture(&c, &reading).await.outcome) });
             }
+            Decision::Hold(HoldReason::Cooldown) => info!(
+                pid = key.pid,
+                comm = reading.comm,
+                rule = "MEMPROF_COOLDOWN_SECS",
+                "capture suppressed: this level was captured within the cooldown"
+            ),
             Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
         }
         // After the decision (a capture is already on its way): the container's working set,
         // for the OOM record should the process die.
         let working_set = self.assessor.working_set(&key);
         self.capturer.seen.working_set(key, working_set);
-    }
-
-    fn arm_level(&mut self, key: ProcKey, level: u64, reading: &Reading) {
-        let (Some(arm), Some(k)) = (&self.arm, self.kernel.get(&key)) else {
-            return;
-        };
-        if self.armed.get(&key) == Some(&level) {
-            return;
-        }
-        match arm.set(k, level, reading.counters) {
-            Ok(()) => {
-                self.armed.insert(key, level);
-                debug!(
-                    pid = key.pid,
-                    host_pid = k.host_pid,
-                    level,
-                    rss = reading.rss,
-                    "armed"
-                );
-            }
-            Err(e) => {
-                // Not armed, so not counted as armed: the kernel reports the process afresh
-                // if it still runs, and the safety net assesses it meanwhile.
-                debug!(pid = key.pid, host_pid = k.host_pid, "not armed: {e:#}");
-                self.kernel.remove(&key);
-            }
-        }
-    }
-
-    /// A capture task ended: tell the policy, and schedule a retry if it asks for one.
-    fn finished(&mut self, key: ProcKey, outcome: Outcome) {
-        let now = Instant::now();
-        if outcome == Outcome::Stored {
-            self.policy.stored(key, now);
-            // The next level (if any) is armed, or captured at once if already crossed.
-            self.again(key, Duration::ZERO, Source::NextLevel);
-            return;
-        }
-        let failed = outcome == Outcome::Failed;
-        match self.policy.failed(key, outcome, now) {
-            Retry::After { attempt, delay } => {
-                warn!(
-                    pid = key.pid,
-                    attempt,
-                    of = RETRY_BACKOFF.len(),
-                    in_ms = delay.as_millis() as u64,
-                    "retrying the capture while the process stays above its level"
-                );
-                self.again(key, delay, Source::Retry);
-            }
-            Retry::GiveUp if failed => warn!(
-                pid = key.pid,
-                "no capture after {} retries; waiting for the next crossing",
-                RETRY_BACKOFF.len()
-            ),
-            Retry::GiveUp => {}
-        }
-    }
-
-    /// Looks at the process again after `delay`, as `source`.
-    fn again(&self, key: ProcKey, delay: Duration, source: Source) {
-        let tx = self.retries.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let c = Candidate {
-                ns_pid: key.pid,
-                kernel: None,
-                detected: Instant::now(),
-                source,
-            };
-            let _ = tx.send(c).await;
-        });
     }
 
     fn sweep(&mut self) {

@@ -1,0 +1,88 @@
+//! What follows a decision: arming the kernel at a level, and what a finished capture means
+//! for the policy (the next level, a retry, or nothing).
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::LoopState;
+use crate::{
+    assess::{
+        policy::{Outcome, Retry, RETRY_BACKOFF},
+        ProcKey, Reading,
+    },
+    detect::{Candidate, Source},
+};
+
+impl LoopState {
+    pub(super) fn arm_level(&mut self, key: ProcKey, level: u64, reading: &Reading) {
+        let (Some(arm), Some(k)) = (&self.arm, self.kernel.get(&key)) else {
+            return;
+        };
+        if self.armed.get(&key) == Some(&level) {
+            return;
+        }
+        match arm.set(k, level, reading.counters) {
+            Ok(()) => {
+                self.armed.insert(key, level);
+                debug!(
+                    pid = key.pid,
+                    host_pid = k.host_pid,
+                    level,
+                    rss = reading.rss,
+                    "armed"
+                );
+            }
+            Err(e) => {
+                // Not armed, so not counted as armed: the kernel reports the process afresh
+                // if it still runs, and the safety net assesses it meanwhile.
+                debug!(pid = key.pid, host_pid = k.host_pid, "not armed: {e:#}");
+                self.kernel.remove(&key);
+            }
+        }
+    }
+
+    /// A capture task ended: tell the policy, and schedule a retry if it asks for one.
+    pub(super) fn finished(&mut self, key: ProcKey, outcome: Outcome) {
+        let now = Instant::now();
+        if outcome == Outcome::Stored {
+            self.policy.stored(key, now);
+            // The next level (if any) is armed, or captured at once if already crossed.
+            self.again(key, Duration::ZERO, Source::NextLevel);
+            return;
+        }
+        let failed = outcome == Outcome::Failed;
+        match self.policy.failed(key, outcome, now) {
+            Retry::After { attempt, delay } => {
+                warn!(
+                    pid = key.pid,
+                    attempt,
+                    of = RETRY_BACKOFF.len(),
+                    in_ms = delay.as_millis() as u64,
+                    "retrying the capture while the process stays above its level"
+                );
+                self.again(key, delay, Source::Retry);
+            }
+            Retry::GiveUp if failed => warn!(
+                pid = key.pid,
+                "no capture after {} retries; waiting for the next crossing",
+                RETRY_BACKOFF.len()
+            ),
+            Retry::GiveUp => {}
+        }
+    }
+
+    /// Looks at the process again after `delay`, as `source`.
+    fn again(&self, key: ProcKey, delay: Duration, source: Source) {
+        let tx = self.retries.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let c = Candidate {
+                ns_pid: key.pid,
+                kernel: None,
+                detected: Instant::now(),
+                source,
+            };
+            let _ = tx.send(c).await;
+        });
+    }
+}
