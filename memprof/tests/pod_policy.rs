@@ -209,6 +209,29 @@ fn scope_and_rate_limit_say_which_rule_held_a_capture() {
     );
 }
 
+/// A container without a memory limit: `MEMORY_CRITICAL_BYTES` levels apply instead of a
+/// percentage of the node's memory, and the keys name them.
+#[test]
+fn absolute_levels_for_a_process_without_a_limit() {
+    let Some(s) = setup("bytes", 17, &[("MEMORY_CRITICAL_BYTES", "64Mi,128Mi")]) else {
+        return;
+    };
+    let app = s.service("app", u64::MAX, &["-rate", "50"]);
+    let first = s.next_key(&app, &[]);
+    let second = s.next_key(&app, std::slice::from_ref(&first));
+    println!("bytes: {first} then {second}");
+    assert!(
+        first.contains(&format!("_pid-{}_64MiB.heap", app.pid)),
+        "{first}"
+    );
+    assert!(
+        second.contains(&format!("_pid-{}_128MiB.heap", app.pid)),
+        "{second}"
+    );
+    let line = s.memprof.stored_line(&first);
+    assert!(line.contains("limit_source=Unlimited"), "{line}");
+}
+
 #[test]
 fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
     let Some(s) = setup(

@@ -80,6 +80,8 @@ struct ProcPolicy {
 
 pub struct Policy<K> {
     levels_pct: Vec<u8>,
+    /// Absolute levels for processes without a limit (`MEMORY_CRITICAL_BYTES`), ascending.
+    levels_bytes: Vec<u64>,
     cooldown: Duration,
     procs: HashMap<K, ProcPolicy>,
 }
@@ -89,24 +91,58 @@ impl<K: Copy + Eq + Hash> Policy<K> {
     pub fn new(levels_pct: Vec<u8>, cooldown: Duration) -> Self {
         Self {
             levels_pct,
+            levels_bytes: Vec::new(),
             cooldown,
             procs: HashMap::new(),
         }
     }
 
+    /// With absolute levels for processes that have no limit.
+    pub fn with_bytes(mut self, levels_bytes: Vec<u64>) -> Self {
+        self.levels_bytes = levels_bytes;
+        self
+    }
+
+    pub fn has_bytes(&self) -> bool {
+        !self.levels_bytes.is_empty()
+    }
+
     /// Records that process `key` uses `rss` of `limit` bytes at `now`, and decides.
     pub fn observe(&mut self, key: K, rss: u64, limit: u64, now: Instant) -> Decision {
-        let bytes = |pct: u8| (limit as u128 * pct as u128).div_ceil(100) as u64;
+        let levels: Vec<u64> = self
+            .levels_pct
+            .iter()
+            .map(|&pct| (limit as u128 * pct as u128).div_ceil(100) as u64)
+            .collect();
         let margin = (limit as u128 * HYSTERESIS_PCT as u128 / 100) as u64;
+        self.decide(key, rss, &levels, |_| margin, now)
+    }
+
+    /// As `observe`, against the absolute levels (a process without a limit); a level re-arms
+    /// `HYSTERESIS_PCT` percent below itself.
+    pub fn observe_bytes(&mut self, key: K, rss: u64, now: Instant) -> Decision {
+        let levels = self.levels_bytes.clone();
+        self.decide(key, rss, &levels, |l| l / 100 * HYSTERESIS_PCT, now)
+    }
+
+    fn decide(
+        &mut self,
+        key: K,
+        rss: u64,
+        levels: &[u64],
+        margin: impl Fn(u64) -> u64,
+        now: Instant,
+    ) -> Decision {
         let p = self.procs.entry(key).or_default();
+        // (A process whose limit appeared or went has the other list's position.)
+        p.next = p.next.min(levels.len());
         // Levels the process has fallen well below are due again.
-        while p.next > 0 && rss.saturating_add(margin) < bytes(self.levels_pct[p.next - 1]) {
+        while p.next > 0 && rss.saturating_add(margin(levels[p.next - 1])) < levels[p.next - 1] {
             p.next -= 1;
         }
-        let Some(&pct) = self.levels_pct.get(p.next) else {
+        let Some(&level) = levels.get(p.next) else {
             return Decision::Hold(HoldReason::AlreadyCaptured);
         };
-        let level = bytes(pct);
         if rss < level {
             p.failures = 0;
             p.retry_due = None;
@@ -358,5 +394,19 @@ mod tests {
             p.observe(1, 850 * MIB, 1000 * MIB, t),
             Decision::Arm(900 * MIB)
         );
+    }
+
+    #[test]
+    fn processes_without_a_limit_use_the_absolute_levels() {
+        let gib = 1024 * MIB;
+        let mut p = Policy::new(vec![80], Duration::ZERO).with_bytes(vec![gib, 2 * gib]);
+        let t = Instant::now();
+        assert_eq!(p.observe_bytes(1, 100 * MIB, t), Decision::Arm(gib));
+        assert_eq!(p.observe_bytes(1, gib + 1, t), Decision::Capture);
+        p.stored(1, t);
+        assert_eq!(p.observe_bytes(1, gib + MIB, t), Decision::Arm(2 * gib));
+        // 5 % below 1 GiB re-arms it.
+        assert_eq!(p.observe_bytes(1, 990 * MIB, t), Decision::Arm(2 * gib));
+        assert_eq!(p.observe_bytes(1, 900 * MIB, t), Decision::Arm(gib));
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::{endpoint::Endpoints, goheap, pprof::Pprof, seen::Seen, Profile};
 use crate::{
-    assess::{policy::Outcome, ProcKey, Reading},
+    assess::{policy::Outcome, LimitSource, ProcKey, Reading},
     config::{Config, Destination, GoHeapMode},
     deliver::{
         key::{object_key, KeyParts, Level, Place},
@@ -29,6 +29,8 @@ pub struct Capturer {
     pub place: Place,
     pub key_prefix: String,
     pub go_heap: GoHeapMode,
+    /// `MEMORY_CRITICAL_BYTES`, for naming profiles of processes without a limit.
+    pub levels_bytes: Vec<u64>,
     pub goheap: goheap::registry::Registry,
     pub read_bounds: goheap::read::Bounds,
 }
@@ -75,6 +77,7 @@ impl Capturer {
             place: Place::from_env(),
             key_prefix: cfg.key_prefix.clone(),
             go_heap: cfg.go_heap,
+            levels_bytes: cfg.levels_bytes.clone(),
             goheap,
             read_bounds: goheap::read::Bounds {
                 max_buckets: READ_MAX_BUCKETS,
@@ -200,12 +203,23 @@ impl Capturer {
         source: &'static str,
         fetch_start: Instant,
     ) -> Option<String> {
+        // Without a limit and with absolute levels, the key names the level crossed.
+        let crossed = match reading.limit_source {
+            LimitSource::Cgroup => None,
+            _ => self
+                .levels_bytes
+                .iter()
+                .rev()
+                .find(|l| **l <= reading.rss)
+                .or(self.levels_bytes.first()),
+        };
+        let level = crossed.map_or(Level::Percent(reading.percent()), |b| Level::Bytes(*b));
         let (detector, level) = match c.source {
-            Source::Kernel { .. } => ("ebpf", Level::Percent(reading.percent())),
-            Source::Retry => ("retry", Level::Percent(reading.percent())),
-            Source::NextLevel => ("next-level", Level::Percent(reading.percent())),
+            Source::Kernel { .. } => ("ebpf", level),
+            Source::Retry => ("retry", level),
+            Source::NextLevel => ("next-level", level),
             Source::Manual => ("manual", Level::Manual),
-            _ => ("poll", Level::Percent(reading.percent())),
+            _ => ("poll", level),
         };
         // Taking the profile (download or memory read), before naming and delivery.
         let fetched = fetch_start.elapsed();

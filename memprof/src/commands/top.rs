@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 
 use super::{human, interactive};
 use crate::{
-    assess::{Assessor, Reading},
+    assess::{Assessor, LimitSource, Reading},
     capture::{endpoint::Endpoints, goheap::registry::Registry, pprof::Pprof},
     config::Config,
 };
@@ -90,7 +90,10 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
                 human(r.rss),
                 human(r.limit),
                 r.percent(),
-                human(r.limit / 100 * u64::from(cfg.levels_pct[0])),
+                human(match cfg.levels_bytes.first() {
+                    Some(b) if r.limit_source != LimitSource::Cgroup => *b,
+                    _ => r.limit / 100 * u64::from(cfg.levels_pct[0]),
+                }),
                 endpoint
             ));
         }

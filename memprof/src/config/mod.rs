@@ -44,6 +44,10 @@ pub struct Args {
     /// list (80,90,95) captures once at each level.
     #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
     pub memory_critical_percentage: String,
+    /// For processes without a memory limit: capture at these sizes (`1.5GiB`, `800Mi`,
+    /// `2G`; a list captures once at each) instead of a percentage of the node's memory.
+    #[arg(long, env = "MEMORY_CRITICAL_BYTES")]
+    pub memory_critical_bytes: Option<String>,
     /// Poll interval in milliseconds when no BPF detector is available.
     #[arg(long, env = "WATCH_TIME", default_value = "500")]
     pub watch_time: String,
@@ -153,6 +157,9 @@ pub enum Destination {
 pub struct Config {
     /// Capture levels in percent of the limit, ascending (one: the seed's single threshold).
     pub levels_pct: Vec<u8>,
+    /// Absolute levels for processes without a limit, ascending (empty: percentages of
+    /// MemTotal).
+    pub levels_bytes: Vec<u64>,
     pub watch_interval: Duration,
     pub safety_net_interval: Duration,
     pub cooldown: Duration,
@@ -199,6 +206,31 @@ fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     }
 }
 
+/// A size as Kubernetes writes quantities: a number with `Ki`/`Mi`/`Gi`/`Ti` (binary) or
+/// `k`/`K`/`M`/`G`/`T` (decimal), optionally followed by `B`; bare numbers are bytes.
+pub fn size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix('B').unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| (n * factor as f64).round() as u64)
+}
+
 impl Config {
     pub fn from_args(a: Args) -> Result<Self, ConfigError> {
         let mut levels_pct = a
@@ -217,6 +249,22 @@ impl Config {
             .collect::<Result<Vec<u8>, _>>()?;
         levels_pct.sort_unstable();
         levels_pct.dedup();
+        let mut levels_bytes = match a.memory_critical_bytes.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|v| {
+                    size(v).filter(|b| *b > 0).ok_or_else(|| {
+                        ConfigError(format!(
+                            "invalid MEMORY_CRITICAL_BYTES (--memory-critical-bytes): {v:?} is \
+                             not a size such as 1.5GiB, 800Mi or 2G"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<u64>, _>>()?,
+        };
+        levels_bytes.sort_unstable();
+        levels_bytes.dedup();
         let watch_ms = number(
             &a.watch_time,
             "WATCH_TIME",
@@ -320,6 +368,7 @@ impl Config {
         };
         Ok(Config {
             levels_pct,
+            levels_bytes,
             watch_interval: Duration::from_millis(watch_ms),
             safety_net_interval: Duration::from_millis(safety_ms),
             cooldown: Duration::from_secs(cooldown),

@@ -150,3 +150,24 @@ fn scope_lists_and_the_capture_rate() {
     let e = error(&["--max-captures-per-minute", "0"]);
     assert!(e.contains("MEMPROF_MAX_CAPTURES_PER_MINUTE"), "{e}");
 }
+
+#[test]
+fn sizes_as_kubernetes_writes_them() {
+    assert_eq!(size("1.5GiB"), Some(3 << 29));
+    assert_eq!(size("800Mi"), Some(800 << 20));
+    assert_eq!(size("2G"), Some(2_000_000_000));
+    assert_eq!(size("4096"), Some(4096));
+    assert_eq!(size("1.5 GiB"), None);
+    assert_eq!(size("lots"), None);
+    assert_eq!(
+        parse(&["--memory-critical-bytes", "2Gi,1.5GiB"])
+            .unwrap()
+            .levels_bytes,
+        [3 << 29, 2 << 30]
+    );
+    let e = error(&["--memory-critical-bytes", "1.5GB,x"]);
+    assert!(
+        e.contains("MEMORY_CRITICAL_BYTES") && e.contains("\"x\""),
+        "{e}"
+    );
+}

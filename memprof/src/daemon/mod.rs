@@ -17,7 +17,7 @@ use crate::{
         policy::{Decision, HoldReason, Outcome, Policy},
         rate::RateLimit,
         scope::Scope,
-        Assessor, ProcKey,
+        Assessor, LimitSource, ProcKey,
     },
     capture::{at_kill, job::Capturer, oom_record::Kill},
     config::{Config, GoHeapMode},
@@ -50,6 +50,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         detector,
         poll_every_ms = poll_every.as_millis() as u64,
         levels_pct = ?cfg.levels_pct,
+        levels_bytes = ?cfg.levels_bytes,
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination = capturer.deliverer.describe(),
@@ -64,7 +65,8 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let mut state = LoopState {
         assessor,
-        policy: Policy::new(cfg.levels_pct.clone(), cfg.cooldown),
+        policy: Policy::new(cfg.levels_pct.clone(), cfg.cooldown)
+            .with_bytes(cfg.levels_bytes.clone()),
         scope: cfg.scope.clone(),
         rate: RateLimit::new(cfg.max_captures_per_minute),
         arm,
@@ -203,10 +205,14 @@ impl LoopState {
             // The kernel disarms a process when it reports it.
             self.armed.remove(&key);
         }
-        match self
-            .policy
-            .observe(key, reading.rss, reading.limit, Instant::now())
-        {
+        let unlimited = reading.limit_source != LimitSource::Cgroup;
+        let decision = if unlimited && self.policy.has_bytes() {
+            self.policy.observe_bytes(key, reading.rss, Instant::now())
+        } else {
+            self.policy
+                .observe(key, reading.rss, reading.limit, Instant::now())
+        };
+        match decision {
             Decision::Arm(level) => self.arm_level(key, level, &reading),
             Decision::Capture if !self.rate.allow(Instant::now()) => {
                 warn!(

@@ -54,6 +54,8 @@ fn segment(s: &str) -> String {
 pub enum Level {
     /// RSS reached this percentage of the limit.
     Percent(f64),
+    /// RSS reached this absolute level (a process without a limit).
+    Bytes(u64),
     /// The OOM killer chose the process.
     Oom,
     /// Asked for on the command line.
@@ -64,6 +66,8 @@ impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Level::Percent(p) => write!(f, "{}pct", p.floor() as u64),
+            Level::Bytes(b) if b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            Level::Bytes(b) => write!(f, "{}MiB", b >> 20),
             Level::Oom => f.write_str("oom"),
             Level::Manual => f.write_str("manual"),
         }
@@ -146,6 +150,12 @@ mod tests {
         let mut p = parts(&place, "cart", 0.0);
         p.level = Level::Oom;
         assert!(object_key(&p).ends_with("_pid-4242_oom.heap.pb.gz"));
+    }
+
+    #[test]
+    fn absolute_levels_name_their_size() {
+        assert_eq!(Level::Bytes(3 << 29).to_string(), "1536MiB");
+        assert_eq!(Level::Bytes(2 << 30).to_string(), "2GiB");
     }
 
     #[test]
