@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::{endpoint::Endpoints, goheap, pprof::Pprof, seen::Seen, Profile};
 use crate::{
-    assess::{policy::Outcome, LimitSource, ProcKey, Reading},
+    assess::{identity::Identity, policy::Outcome, LimitSource, ProcKey, Reading},
     config::{Config, Destination, GoHeapMode},
     deliver::{
         key::{object_key, KeyParts, Level, Place},
@@ -89,7 +89,27 @@ impl Capturer {
     /// `namespace/pod/container` of the newest process with this PID, for log lines that
     /// know only the PID.
     pub fn who(&self, pid: u32) -> String {
-        self.seen.who(pid)
+        self.seen
+            .newest(pid)
+            .map_or_else(|| "-".into(), |(_, p)| self.who_of(&p.identity))
+    }
+
+    /// `namespace/pod/container` as the process's keys name it: its own names where known,
+    /// otherwise the downward API's (or `host` and the node), `-` for an unknown container.
+    pub fn who_of(&self, identity: &Identity) -> String {
+        let place = self.place_of(identity);
+        let container = identity.container.as_deref().unwrap_or("-");
+        format!("{}/{}/{container}", place.namespace, place.pod)
+    }
+
+    fn place_of(&self, identity: &Identity) -> Place {
+        match (&identity.namespace, &identity.pod) {
+            (Some(namespace), Some(pod)) => Place {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+            },
+            _ => self.place.clone(),
+        }
     }
 
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
@@ -243,7 +263,7 @@ impl Capturer {
         info!(
             pid = c.ns_pid,
             comm = reading.comm,
-            who = reading.identity.describe(),
+            who = self.who_of(&reading.identity),
             rss = reading.rss,
             limit = reading.limit,
             limit_source = ?reading.limit_source,
@@ -269,13 +289,7 @@ impl Capturer {
             .get(s.proc)
             .map(|p| p.identity)
             .unwrap_or_default();
-        let place = match (&identity.namespace, &identity.pod) {
-            (Some(namespace), Some(pod)) => Place {
-                namespace: namespace.clone(),
-                pod: pod.clone(),
-            },
-            _ => self.place.clone(),
-        };
+        let place = self.place_of(&identity);
         let key = object_key(&KeyParts {
             prefix: &self.key_prefix,
             place: &place,

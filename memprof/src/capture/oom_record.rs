@@ -129,7 +129,7 @@ impl Capturer {
             warn!(
                 pid = kill.key.pid,
                 comm = seen.comm,
-                who = id.describe(),
+                who = self.who_of(id),
                 rss = seen.rss,
                 limit = seen.limit,
                 "OOM kill with no profile before it"
@@ -152,7 +152,7 @@ impl Capturer {
         if delivered {
             info!(
                 pid = kill.key.pid,
-                who = id.describe(),
+                who = self.who_of(id),
                 key,
                 profiles = profiles.len(),
                 profiled_before_kill = before,

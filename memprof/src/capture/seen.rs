@@ -105,12 +105,6 @@ impl Seen {
             .map(|(k, p)| (*k, p.clone()))
     }
 
-    /// `namespace/pod/container` of the newest process with this PID.
-    pub fn who(&self, pid: u32) -> String {
-        self.newest(pid)
-            .map_or_else(|| "-".into(), |(_, p)| p.identity.describe())
-    }
-
     pub fn retain(&self, alive: impl Fn(&ProcKey) -> bool) {
         self.lock().retain(|k, _| alive(k));
     }

@@ -189,7 +189,7 @@ impl LoopState {
                 rss = reading.rss,
                 limit = reading.limit,
                 limit_source = ?reading.limit_source,
-                who = reading.identity.describe(),
+                who = self.capturer.who_of(&reading.identity),
                 "watching process"
             );
         }

@@ -62,12 +62,16 @@ impl LoopState {
                 );
                 self.again(key, delay, Source::Retry);
             }
-            Retry::GiveUp if failed => warn!(
-                pid = key.pid,
-                "no capture after {} retries; waiting for the next crossing",
-                RETRY_BACKOFF.len()
-            ),
-            Retry::GiveUp => {}
+            Retry::GiveUp => {
+                if failed {
+                    warn!(
+                        pid = key.pid,
+                        "no capture after {} retries; the next level (if any) is due",
+                        RETRY_BACKOFF.len()
+                    );
+                }
+                self.again(key, Duration::ZERO, Source::NextLevel);
+            }
         }
     }
 
