@@ -79,10 +79,8 @@ impl Sink {
             Sink::Local(dir) => {
                 let dest = dir.join(key);
                 let parent = dest.parent().context("key without a file name")?;
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .with_context(|| format!("creating {}", parent.display()))?;
-                super::write_atomically(&dest, bytes).await?;
+                super::private_dir(parent)?;
+                super::write_atomically(&dest, &[bytes]).await?;
             }
         }
         Ok(())

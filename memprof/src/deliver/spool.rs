@@ -1,55 +1,86 @@
 //! The durable spool: every profile is written here before it is sent, and removed only once
 //! the destination has it. Whatever is left (the destination was down, memprof was killed) is
 //! sent again later, so a captured profile is never dropped silently.
-use std::path::{Path, PathBuf};
+//!
+//! An entry is one file, `<hash of the key>.spool` (mode 0600, in a 0700 directory, synced
+//! with its directory before it counts as spooled), holding a header line with the object key
+//! and then the profile: keys can be far longer than a file name may be (a pod name alone may
+//! have 253 characters). Files of the earlier layout, named by the escaped key, are still
+//! read and delivered.
+use std::{
+    hash::{Hash, Hasher},
+    io::Read,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
+
+/// What a spool file starts with, before the key and a newline.
+const MAGIC: &[u8] = b"memprof-spool 1 ";
+const SUFFIX: &str = ".spool";
+/// Room for the header when reading it back (keys are well below this).
+const HEADER_MAX: usize = 16 * 1024;
 
 pub struct Spool {
     dir: PathBuf,
 }
 
-/// One spooled profile: its object key and the file holding it.
+/// One spooled profile: its object key, the file holding it and where the profile starts.
 pub struct Entry {
     pub key: String,
     pub path: PathBuf,
+    pub offset: usize,
 }
 
-/// Keys contain '/', file names cannot: escape '%' and '/' reversibly.
+/// A file name for `key`, the same for the same key (a key names one object).
 fn file_name(key: &str) -> String {
-    key.replace('%', "%25").replace('/', "%2F")
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    format!("{:016x}-{}{SUFFIX}", h.finish(), key.len())
 }
 
-fn key_of(file_name: &str) -> String {
+/// The earlier layout: the key itself, with '%' and '/' escaped.
+fn legacy_key(file_name: &str) -> String {
     file_name.replace("%2F", "/").replace("%25", "%")
+}
+
+/// The key and the profile's offset from the start of a spool file.
+fn header(start: &[u8]) -> Option<(String, usize)> {
+    let rest = start.strip_prefix(MAGIC)?;
+    let end = rest.iter().position(|b| *b == b'\n')?;
+    let key = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+    Some((key, MAGIC.len() + end + 1))
 }
 
 impl Spool {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating spool {}", dir.display()))?;
+        super::private_dir(dir).with_context(|| format!("opening spool {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
     }
 
-    /// Writes atomically (temp file + rename), so a crash never leaves half a profile behind.
+    /// Writes atomically and durably (see `write_atomically`).
     pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<Entry> {
         let path = self.dir.join(file_name(key));
-        super::write_atomically(&path, bytes).await?;
+        let head = [MAGIC, key.as_bytes(), b"\n"].concat();
+        super::write_atomically(&path, &[&head, bytes]).await?;
         Ok(Entry {
             key: key.to_string(),
             path,
+            offset: head.len(),
         })
     }
 
     pub async fn remove(&self, entry: &Entry) -> Result<()> {
         tokio::fs::remove_file(&entry.path)
             .await
-            .with_context(|| format!("removing {}", entry.path.display()))
+            .with_context(|| format!("removing {}", entry.path.display()))?;
+        super::sync_dir(&self.dir).await
     }
 
-    /// Profiles still waiting for delivery, oldest first.
+    /// Profiles still waiting for delivery, oldest first. A file whose header cannot be read
+    /// is skipped with an error in the log, and kept.
     pub fn pending(&self) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
         for e in std::fs::read_dir(&self.dir)
@@ -60,12 +91,27 @@ impl Spool {
             if name.starts_with('.') {
                 continue;
             }
+            let (key, offset) = if name.ends_with(SUFFIX) {
+                let mut start = Vec::with_capacity(HEADER_MAX);
+                let read = std::fs::File::open(e.path())
+                    .and_then(|f| f.take(HEADER_MAX as u64).read_to_end(&mut start));
+                match read.ok().and_then(|_| header(&start)) {
+                    Some(h) => h,
+                    None => {
+                        tracing::error!(file = %e.path().display(), "unreadable spool file, kept");
+                        continue;
+                    }
+                }
+            } else {
+                (legacy_key(&name), 0)
+            };
             let modified = e.metadata().and_then(|m| m.modified()).ok();
             entries.push((
                 modified,
                 Entry {
-                    key: key_of(&name),
+                    key,
                     path: e.path(),
+                    offset,
                 },
             ));
         }
@@ -76,19 +122,64 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    fn body(e: &Entry) -> Vec<u8> {
+        std::fs::read(&e.path).unwrap()[e.offset..].to_vec()
+    }
 
     #[tokio::test]
     async fn roundtrip_keeps_key_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
         let key = "memprof/ns/pod/comm%x/t_pid-1_90pct.heap.pb.gz";
         let entry = spool.put(key, b"profile").await.unwrap();
         let pending = spool.pending().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].key, key);
-        assert_eq!(std::fs::read(&pending[0].path).unwrap(), b"profile");
+        assert_eq!(body(&pending[0]), b"profile");
         spool.remove(&entry).await.unwrap();
         assert!(spool.pending().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_longest_keys_spool_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let spool = Spool::open(&spool_dir).unwrap();
+        // A 63-character namespace and a 253-character pod name.
+        let key = format!(
+            "memprof/{}/{}/app/20261125T030405.123Z_pid-7_83pct.heap.pb.gz",
+            "n".repeat(63),
+            "p".repeat(253)
+        );
+        let entry = spool.put(&key, b"heap").await.unwrap();
+        assert_eq!(spool.pending().unwrap()[0].key, key);
+        assert_eq!(body(&entry), b"heap");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        assert_eq!(mode(&entry.path), 0o600);
+    }
+
+    #[tokio::test]
+    async fn files_of_the_earlier_layout_are_still_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let key = "memprof/ns/pod/app/t_pid-1_90pct.heap.pb.gz";
+        std::fs::write(dir.path().join(key.replace('/', "%2F")), b"old").unwrap();
+        std::fs::write(dir.path().join("broken.spool"), b"not a header").unwrap();
+        let pending = spool.pending().unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the unreadable file is skipped, not dropped"
+        );
+        assert_eq!(
+            (pending[0].key.as_str(), body(&pending[0])),
+            (key, b"old".to_vec())
+        );
+        assert!(dir.path().join("broken.spool").exists());
     }
 }
