@@ -230,11 +230,7 @@ fn capture_pid_and_top_name_the_pod() {
     let local = dir.path().join("profiles");
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_memprof"))
-            .args(["--local-dir", &local.display().to_string()])
-            .args([
-                "--spool-dir",
-                &dir.path().join("spool").display().to_string(),
-            ])
+            .args(dir_args(dir.path()))
             .args(args)
             .env(kp.env().0, kp.env().1)
             .output()

@@ -25,14 +25,7 @@ fn the_longest_pod_names_spool_and_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let (namespace, pod) = ("n".repeat(63), "p".repeat(253));
     let out = Command::new(env!("CARGO_BIN_EXE_memprof"))
-        .args([
-            "--spool-dir",
-            &dir.path().join("spool").display().to_string(),
-        ])
-        .args([
-            "--local-dir",
-            &dir.path().join("profiles").display().to_string(),
-        ])
+        .args(dir_args(dir.path()))
         .args([
             "--pprof-port",
             &port,

@@ -89,6 +89,17 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// memprof's spool and local destination below `dir` (`spool/`, `profiles/`).
+pub fn dir_args(dir: &Path) -> [String; 4] {
+    let sub = |name: &str| dir.join(name).display().to_string();
+    [
+        "--spool-dir".into(),
+        sub("spool"),
+        "--local-dir".into(),
+        sub("profiles"),
+    ]
+}
+
 /// memprof as a child process, its output collected in a file.
 pub struct Memprof {
     pub child: Child,
@@ -116,14 +127,7 @@ impl Memprof {
             None => Command::new(bin),
         };
         let child = cmd
-            .args([
-                "--spool-dir",
-                &dir.path().join("spool").display().to_string(),
-            ])
-            .args([
-                "--local-dir",
-                &dir.path().join("profiles").display().to_string(),
-            ])
+            .args(dir_args(dir.path()))
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "memprof=debug")
