@@ -134,9 +134,14 @@ impl Endpoints {
         // Undecided yet (the program's discovery runs beside this one): the next round probes.
         let go = self.go.is_go(key);
         let may_probe = probe && (self.only.is_some() || go == Some(true));
-        let quiet = candidates.iter().all(|c| !c.1)
-            || std::mem::replace(&mut self.lock().entry(key).or_default().told, true);
-        if probe && !may_probe && go == Some(false) && !quiet {
+        // Once per program, and only when it is known not to be Go (the flag is taken only
+        // then: an undecided round must not use it up).
+        if probe
+            && !may_probe
+            && go == Some(false)
+            && candidates.iter().any(|c| c.1)
+            && !std::mem::replace(&mut self.lock().entry(key).or_default().told, true)
+        {
             let ports: Vec<u16> = candidates.iter().map(|c| c.0.port()).collect();
             debug!(
                 pid,
