@@ -176,6 +176,16 @@ impl Assessor {
         }
     }
 
+    /// The process's memory cgroup path (the memory line on v1, the unified one on v2), as
+    /// `/proc/PID/cgroup` read at its last reading says.
+    pub fn cgroup_path(&self, key: &ProcKey) -> String {
+        self.located
+            .get(key)
+            .and_then(|l| cgroup::parse_proc_cgroup(&l.proc_cgroup))
+            .map(|(_, path)| path)
+            .unwrap_or_default()
+    }
+
     /// The working set of the process's memory cgroup now (see `limits::working_set`).
     pub fn working_set(&self, key: &ProcKey) -> Option<u64> {
         let views = self.located.get(key)?.views.as_ref().ok()?;

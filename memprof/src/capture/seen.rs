@@ -30,9 +30,15 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Records a reading; the first one of a process also reads its command line and cgroup
-    /// and judges it against `scope`. Returns that verdict, and whether this was the first.
-    pub fn saw(&self, r: &Reading, scope: &Scope) -> (Result<(), &'static str>, bool) {
+    /// Records a reading; the first one of a process also reads its command line, takes its
+    /// cgroup path (`cgroup`, asked only then) and judges it against `scope`. Returns that
+    /// verdict, and whether this was the first.
+    pub fn saw(
+        &self,
+        r: &Reading,
+        scope: &Scope,
+        cgroup: impl FnOnce() -> String,
+    ) -> (Result<(), &'static str>, bool) {
         let mut procs = self.lock();
         if let Some(p) = procs.get_mut(&r.key) {
             p.identity = Arc::clone(&r.identity);
@@ -40,8 +46,7 @@ impl Seen {
             (p.rss, p.limit, p.limit_source) = (r.rss, r.limit, r.limit_source);
             return (p.scope, false);
         }
-        let read = |file: &str| std::fs::read(format!("/proc/{}/{file}", r.key.pid));
-        let raw = read("cmdline").unwrap_or_default();
+        let raw = std::fs::read(format!("/proc/{}/cmdline", r.key.pid)).unwrap_or_default();
         // NUL-terminated arguments; empty ones are arguments too.
         let cmdline = match raw.strip_suffix(&[0]) {
             Some(args) => args
@@ -50,17 +55,7 @@ impl Seen {
                 .collect(),
             None => Vec::new(),
         };
-        let cgroup = String::from_utf8_lossy(&read("cgroup").unwrap_or_default())
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                let memory = controllers.split(',').any(|c| c == "memory");
-                (memory || controllers.is_empty()).then(|| (!memory, path.to_string()))
-            })
-            .min()
-            .map(|(_, path)| path)
-            .unwrap_or_default();
+        let cgroup = cgroup();
         let verdict = scope.admits(&r.comm, &cgroup);
         procs.insert(
             r.key,

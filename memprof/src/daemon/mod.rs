@@ -167,7 +167,9 @@ impl LoopState {
             return;
         };
         let key = reading.key;
-        let (scope, first) = self.capturer.seen.saw(&reading, &self.scope);
+        let assessor = &self.assessor;
+        let cgroup = || assessor.cgroup_path(&key);
+        let (scope, first) = self.capturer.seen.saw(&reading, &self.scope, cgroup);
         if let Err(rule) = scope {
             if first {
                 info!(pid = key.pid, comm = reading.comm, rule, "not watched");
