@@ -27,6 +27,8 @@ struct KubePod {
     _kubepods: MemCgroup,
     /// The node's `/var/log/pods`.
     pods_dir: PathBuf,
+    /// The kubelet's termination-message file for container `cart`.
+    message: PathBuf,
 }
 
 /// The capabilities `deploy/node` adds, as `setpriv` spells them (`+bpf,+perfmon,…`).
@@ -76,6 +78,7 @@ fn kube_pod(index: u8) -> Option<KubePod> {
         _burstable: burstable,
         _kubepods: kubepods,
         pods_dir,
+        message,
     })
 }
 
@@ -85,15 +88,12 @@ impl KubePod {
     /// port beside it.
     fn service(&self, limit: u64, port: u16, rate: &str) -> Container {
         let root = self.pod.work_dir();
-        let message = root.join(format!(
-            "var/lib/kubelet/pods/{UID}/containers/cart/8f3a2b1c"
-        ));
         let go = go_service()
             .expect("the Go test service")
             .display()
             .to_string();
         let (src, dst) = (
-            message.display().to_string(),
+            self.message.display().to_string(),
             root.join("termination-log").display().to_string(),
         );
         let (addr, also) = (
