@@ -70,17 +70,32 @@ pub fn limit(
     Ok(limits.into_iter().flatten().min())
 }
 
+/// The cgroup's charge: v2 `memory.current`, v1 `memory.usage_in_bytes`, from the first view
+/// that has it.
+pub fn usage(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
+    views.iter().find_map(|v| usage_of(v, &read))
+}
+
+fn usage_of(v: &View, read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
+    let file = if v.v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    };
+    read(&v.dir.join(file))?.trim().parse().ok()
+}
+
 /// The working set of the process's memory cgroup, as the kubelet computes it: usage minus
 /// inactive file pages (v2 `memory.current` − `inactive_file`, v1 `memory.usage_in_bytes` −
 /// `total_inactive_file`), from the first view that has both.
 pub fn working_set(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
     views.iter().find_map(|v| {
-        let (usage, stat_key) = if v.v2 {
-            ("memory.current", "inactive_file")
+        let stat_key = if v.v2 {
+            "inactive_file"
         } else {
-            ("memory.usage_in_bytes", "total_inactive_file")
+            "total_inactive_file"
         };
-        let usage: u64 = read(&v.dir.join(usage))?.trim().parse().ok()?;
+        let usage = usage_of(v, &read)?;
         let stat = read(&v.dir.join("memory.stat"))?;
         let inactive: u64 = stat.lines().find_map(|l| {
             let (k, n) = l.split_once(' ')?;

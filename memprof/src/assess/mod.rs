@@ -1,6 +1,7 @@
 //! Assess: re-read a candidate's RSS from procfs and its memory limit from its cgroup, and
 //! decide (in `policy`) whether to capture now.
 pub mod cgroup;
+pub mod container;
 pub mod identity;
 pub mod limits;
 pub mod policy;
@@ -184,6 +185,11 @@ impl Assessor {
             .and_then(|l| cgroup::parse_proc_cgroup(&l.proc_cgroup))
             .map(|(_, path)| path)
             .unwrap_or_default()
+    }
+
+    /// Where the process's memory cgroup can be read, when it was found.
+    pub fn views(&self, key: &ProcKey) -> Option<&[limits::View]> {
+        Some(self.located.get(key)?.views.as_ref().ok()?.as_slice())
     }
 
     /// The working set of the process's memory cgroup now (see `limits::working_set`).

@@ -107,6 +107,14 @@ impl<K: Copy + Eq + Hash> Policy<K> {
         !self.levels_bytes.is_empty()
     }
 
+    /// Whether a level of the process was captured (or is being captured) and the process has
+    /// not fallen well below it since.
+    pub fn profiled(&self, key: &K) -> bool {
+        self.procs
+            .get(key)
+            .is_some_and(|p| p.next > 0 || p.in_flight.is_some())
+    }
+
     /// Records that process `key` uses `rss` of `limit` bytes at `now`, and decides.
     pub fn observe(&mut self, key: K, rss: u64, limit: u64, now: Instant) -> Decision {
         let levels: Vec<u64> = self

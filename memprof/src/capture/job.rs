@@ -235,11 +235,18 @@ impl Capturer {
         };
         let level = crossed.map_or(Level::Percent(reading.percent()), |b| Level::Bytes(*b));
         let (detector, level) = match c.source {
-            Source::Kernel { .. } => ("ebpf", level),
-            Source::Retry => ("retry", level),
-            Source::NextLevel => ("next-level", level),
-            Source::Manual => ("manual", Level::Manual),
-            _ => ("poll", level),
+            Source::Kernel { .. } => ("ebpf".to_string(), level),
+            Source::Retry => ("retry".to_string(), level),
+            Source::NextLevel => ("next-level".to_string(), level),
+            Source::Manual => ("manual".to_string(), Level::Manual),
+            Source::Container {
+                percent_tenths,
+                via,
+            } => (
+                format!("container-{via}"),
+                Level::Container(percent_tenths as f64 / 10.0),
+            ),
+            _ => ("poll".to_string(), level),
         };
         // Taking the profile (download or memory read), before naming and delivery.
         let fetched = fetch_start.elapsed();
@@ -271,7 +278,7 @@ impl Capturer {
             bytes = profile.bytes.len(),
             key,
             source,
-            detector,
+            detector = detector.as_str(),
             detect_to_stored_ms = ms(c.detected, Instant::now()),
             assess_ms = ms(c.detected, fetch_start),
             fetch_ms = format!("{:.2}", fetched.as_secs_f64() * 1e3),

@@ -1,9 +1,15 @@
 //! Environment and flags → a validated `Config`. Every error names the variable and its flag.
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 
 use crate::assess::scope::Scope;
+
+mod args;
+mod parse;
+pub use args::{Args, Command};
+use parse::number;
+pub use parse::size;
 
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -18,6 +24,16 @@ pub enum DetectorChoice {
     Poll,
 }
 
+/// How the container trigger notices a container nearing its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ContainerDetector {
+    /// cgroup v1 usage thresholds (eventfd), v2 `memory.events` and PSI triggers, with a
+    /// working-set poll beside them; the poll alone where the cgroup files are read-only.
+    Auto,
+    /// The working-set poll every WATCH_TIME ms only.
+    Poll,
+}
+
 /// Where Go heap profiles come from at the threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GoHeapMode {
@@ -27,124 +43,6 @@ pub enum GoHeapMode {
     Memory,
     /// Both, stored side by side (the memory read as `heap-memory`).
     Both,
-}
-
-/// Raw command line / environment. Numbers arrive as strings so that validation can name the
-/// variable in a single line instead of clap's multi-line usage error.
-#[derive(Parser, Debug)]
-#[command(
-    name = "memprof",
-    version,
-    about = "Captures a process's heap profile before the OOM killer does its work"
-)]
-pub struct Args {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Capture when a process's RSS reaches this percentage (1-100) of its memory limit; a
-    /// list (80,90,95) captures once at each level.
-    #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
-    pub memory_critical_percentage: String,
-    /// For processes without a memory limit: capture at these sizes (`1.5GiB`, `800Mi`,
-    /// `2G`; a list captures once at each) instead of a percentage of the node's memory.
-    #[arg(long, env = "MEMORY_CRITICAL_BYTES")]
-    pub memory_critical_bytes: Option<String>,
-    /// Poll interval in milliseconds when no BPF detector is available.
-    #[arg(long, env = "WATCH_TIME", default_value = "500")]
-    pub watch_time: String,
-    /// S3 bucket for profiles; without it profiles are written to --local-dir.
-    #[arg(long, env = "BUCKET")]
-    pub bucket: Option<String>,
-    /// AWS region of the bucket (required with BUCKET).
-    #[arg(long, env = "AWS_REGION")]
-    pub aws_region: Option<String>,
-    /// First path segment of every object key.
-    #[arg(long, env = "MEMPROF_KEY_PREFIX", default_value = "memprof")]
-    pub key_prefix: String,
-    /// Directory for profiles when no BUCKET is set.
-    #[arg(
-        long,
-        env = "MEMPROF_LOCAL_DIR",
-        default_value = "/var/lib/memprof/profiles"
-    )]
-    pub local_dir: PathBuf,
-    /// Profiles wait here until they are stored; leftovers are retried on start-up.
-    #[arg(
-        long,
-        env = "MEMPROF_SPOOL_DIR",
-        default_value = "/var/lib/memprof/spool"
-    )]
-    pub spool_dir: PathBuf,
-    /// Detector to use.
-    #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
-    pub detector: DetectorChoice,
-    /// Safety-net procfs scan interval in milliseconds while a BPF detector is active.
-    #[arg(long, env = "MEMPROF_SAFETY_NET_MS", default_value = "10000")]
-    pub safety_net_ms: String,
-    /// Minimum seconds between two profiles of the same process.
-    #[arg(long, env = "MEMPROF_COOLDOWN_SECS", default_value = "300")]
-    pub cooldown_secs: String,
-    /// The port tried first for a process's pprof endpoint (in its own network namespace).
-    #[arg(long, env = "PPROF_PORT", default_value = "6060")]
-    pub pprof_port: String,
-    /// Only these ports (comma-separated) are tried for pprof endpoints; by default every
-    /// port the process listens on is probed.
-    #[arg(long, env = "MEMPROF_PPROF_PORTS")]
-    pub pprof_ports: Option<String>,
-    /// The kubelet's pod log tree, for the namespace, pod and container of each process.
-    #[arg(long, env = "MEMPROF_PODS_DIR", default_value = "/var/log/pods")]
-    pub pods_dir: PathBuf,
-    /// Path of the heap profile on that endpoint.
-    #[arg(long, env = "PPROF_PATH", default_value = "/debug/pprof/heap")]
-    pub pprof_path: String,
-    /// Give up on a profile download after this many milliseconds.
-    #[arg(long, env = "MEMPROF_CAPTURE_TIMEOUT_MS", default_value = "10000")]
-    pub capture_timeout_ms: String,
-    /// Refuse profiles larger than this many bytes.
-    #[arg(long, env = "MEMPROF_CAPTURE_MAX_BYTES", default_value = "67108864")]
-    pub capture_max_bytes: String,
-    /// Where Go heap profiles come from at the threshold. The at-kill profile is always read
-    /// by the kernel.
-    #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
-    pub go_heap: GoHeapMode,
-    /// At most this many captures per minute, whatever the processes (1-10000).
-    #[arg(long, env = "MEMPROF_MAX_CAPTURES_PER_MINUTE", default_value = "30")]
-    pub max_captures_per_minute: String,
-    /// Watch only processes with these command names (comma-separated).
-    #[arg(long, env = "MEMPROF_INCLUDE_COMM")]
-    pub include_comm: Option<String>,
-    /// Never watch processes with these command names (comma-separated).
-    #[arg(long, env = "MEMPROF_EXCLUDE_COMM")]
-    pub exclude_comm: Option<String>,
-    /// Watch only processes whose cgroup path contains one of these (comma-separated).
-    #[arg(long, env = "MEMPROF_INCLUDE_CGROUP")]
-    pub include_cgroup: Option<String>,
-    /// Never watch processes whose cgroup path contains one of these (comma-separated).
-    #[arg(long, env = "MEMPROF_EXCLUDE_CGROUP")]
-    pub exclude_cgroup: Option<String>,
-    /// Processes the kernel follows at once (its map's capacity); others are seen by the
-    /// safety-net poll only.
-    #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
-    pub max_procs: String,
-}
-
-/// What to do instead of watching (the default).
-#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Take one heap profile of a process now, deliver it as the daemon would, print its key.
-    Capture {
-        /// The process (as memprof sees PIDs).
-        #[arg(long)]
-        pid: u32,
-    },
-    /// Show the processes memprof would watch, live: who, RSS, limit, percent, level, endpoint.
-    Top {
-        /// Refresh every this many milliseconds.
-        #[arg(long, default_value = "2000")]
-        interval_ms: u64,
-        /// Stop after this many screens (0: until interrupted).
-        #[arg(long, default_value = "0")]
-        iterations: u64,
-    },
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +58,9 @@ pub struct Config {
     /// Absolute levels for processes without a limit, ascending (empty: percentages of
     /// MemTotal).
     pub levels_bytes: Vec<u64>,
+    /// The container trigger's level in percent of the limit (`None`: off).
+    pub container_pct: Option<u8>,
+    pub container_detector: ContainerDetector,
     pub watch_interval: Duration,
     pub safety_net_interval: Duration,
     pub cooldown: Duration,
@@ -188,47 +89,6 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
-    value: &str,
-    var: &str,
-    flag: &str,
-    min: T,
-    max: T,
-    unit: &str,
-) -> Result<T, ConfigError> {
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(ConfigError(format!(
-            "invalid {var} (--{flag}): {value:?} is not a whole number of {unit} from {min} to {max}"
-        ))),
-    }
-}
-
-/// A size as Kubernetes writes quantities: a number with `Ki`/`Mi`/`Gi`/`Ti` (binary) or
-/// `k`/`K`/`M`/`G`/`T` (decimal), optionally followed by `B`; bare numbers are bytes.
-pub fn size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let t = t.strip_suffix('B').unwrap_or(t);
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let factor: u64 = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        _ => return None,
-    };
-    let n: f64 = number.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * factor as f64).round() as u64)
 }
 
 impl Config {
@@ -265,6 +125,17 @@ impl Config {
         };
         levels_bytes.sort_unstable();
         levels_bytes.dedup();
+        let container_pct = match a.memory_container_percentage.trim() {
+            "0" | "off" => None,
+            v => Some(number(
+                v,
+                "MEMORY_CONTAINER_PERCENTAGE",
+                "memory-container-percentage",
+                1u8,
+                100,
+                "percent (or 0/off)",
+            )?),
+        };
         let watch_ms = number(
             &a.watch_time,
             "WATCH_TIME",
@@ -369,6 +240,8 @@ impl Config {
         Ok(Config {
             levels_pct,
             levels_bytes,
+            container_pct,
+            container_detector: a.container_detector,
             watch_interval: Duration::from_millis(watch_ms),
             safety_net_interval: Duration::from_millis(safety_ms),
             cooldown: Duration::from_secs(cooldown),

@@ -1,5 +1,6 @@
 //! Validation of the configuration: every bad value names its variable in one line.
 use super::*;
+use clap::Parser;
 
 fn parse(args: &[&str]) -> Result<Config, ConfigError> {
     let mut argv = vec!["memprof"];
@@ -170,4 +171,36 @@ fn sizes_as_kubernetes_writes_them() {
         e.contains("MEMORY_CRITICAL_BYTES") && e.contains("\"x\""),
         "{e}"
     );
+}
+
+#[test]
+fn container_trigger_is_on_at_90_and_can_be_turned_off() {
+    let cfg = parse(&[]).unwrap();
+    assert_eq!(cfg.container_pct, Some(90));
+    assert_eq!(cfg.container_detector, ContainerDetector::Auto);
+    assert_eq!(
+        parse(&["--memory-container-percentage", "off"])
+            .unwrap()
+            .container_pct,
+        None
+    );
+    assert_eq!(
+        parse(&["--memory-container-percentage", "0"])
+            .unwrap()
+            .container_pct,
+        None
+    );
+    let cfg = parse(&[
+        "--memory-container-percentage",
+        "75",
+        "--container-detector",
+        "poll",
+    ]);
+    let cfg = cfg.unwrap();
+    assert_eq!(
+        (cfg.container_pct, cfg.container_detector),
+        (Some(75), ContainerDetector::Poll)
+    );
+    assert!(error(&["--memory-container-percentage", "101"])
+        .starts_with("invalid MEMORY_CONTAINER_PERCENTAGE (--memory-container-percentage)"));
 }

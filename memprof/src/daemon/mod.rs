@@ -21,7 +21,12 @@ use crate::{
     },
     capture::{at_kill, job::Capturer, oom_record::Kill},
     config::{Config, GoHeapMode},
-    detect::{self, ebpf::Arm, poll, Candidate, KernelProc, Source},
+    detect::{
+        self,
+        container::{ContainerEvent, WatchConfig},
+        ebpf::Arm,
+        poll, Candidate, KernelProc, Source,
+    },
 };
 
 /// How long in-flight captures may take to finish after SIGTERM.
@@ -32,6 +37,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(cfg: Config) -> Result<()> {
     let assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
+    let (container_tx, mut container_rx) = mpsc::channel::<ContainerEvent>(1024);
     let (kernel, detector) = detect::start(&cfg, tx.clone())?;
     let (arm, go_targets, heap_ring) = match kernel {
         Some(k) => (Some(k.arm), Some(k.go), Some(k.heap)),
@@ -51,6 +57,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         poll_every_ms = poll_every.as_millis() as u64,
         levels_pct = ?cfg.levels_pct,
         levels_bytes = ?cfg.levels_bytes,
+        container_pct = ?cfg.container_pct,
+        container_detector = ?cfg.container_detector,
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination = capturer.deliverer.describe(),
@@ -77,6 +85,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         captures: JoinSet::new(),
         capturer,
         retries: tx,
+        containers: cfg
+            .container_pct
+            .map(|pct| assess::container::Containers::new(pct, cfg.cooldown)),
+        watchers: HashMap::new(),
+        container_tx,
+        watch_cfg: WatchConfig {
+            pct: cfg.container_pct.unwrap_or(100),
+            mode: cfg.container_detector,
+            poll: cfg.watch_interval,
+        },
         procs_full: 0,
         poll_every,
     };
@@ -85,10 +103,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     loop {
         tokio::select! {
             Some(c) = rx.recv() => state.handle(c),
+            Some(e) = container_rx.recv() => state.container_event(e),
             _ = sweep.tick() => state.sweep(),
             Some(done) = state.captures.join_next(), if !state.captures.is_empty() => {
                 match done {
-                    Ok((key, outcome)) => state.finished(key, outcome),
+                    Ok((Trigger::Process(key), outcome)) => state.finished(key, outcome),
+                    Ok((Trigger::Container(path), outcome)) => {
+                        state.container_done(&path, outcome == Outcome::Stored)
+                    }
                     Err(e) => error!("capture task failed: {e}"),
                 }
             }
@@ -104,7 +126,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+mod container;
 mod outcome;
+
+/// What a capture task was started for.
+enum Trigger {
+    Process(ProcKey),
+    /// A container (its cgroup path) reached the container level.
+    Container(String),
+}
 
 struct LoopState {
     assessor: Assessor,
@@ -120,10 +150,16 @@ struct LoopState {
     kernel: HashMap<ProcKey, KernelProc>,
     /// Level currently armed in the kernel, per process.
     armed: HashMap<ProcKey, u64>,
-    captures: JoinSet<(ProcKey, Outcome)>,
+    captures: JoinSet<(Trigger, Outcome)>,
     capturer: Arc<Capturer>,
     /// Where due retries are sent (the candidates' channel).
     retries: mpsc::Sender<Candidate>,
+    /// The container trigger's state (`None`: off), its watchers by cgroup path, and where
+    /// they send their readings.
+    containers: Option<assess::container::Containers>,
+    watchers: HashMap<String, tokio::task::AbortHandle>,
+    container_tx: mpsc::Sender<ContainerEvent>,
+    watch_cfg: WatchConfig,
     /// Last seen count of processes that found the kernel's map full.
     procs_full: u64,
     poll_every: Duration,
@@ -156,6 +192,9 @@ impl LoopState {
                 self.discovered.retain(|k| k.pid != pid);
                 self.kernel.retain(|k, _| k.pid != pid);
                 self.armed.retain(|k, _| k.pid != pid);
+                if let Some(containers) = &mut self.containers {
+                    containers.forget_pid(pid);
+                }
                 return;
             }
             _ => {}
@@ -176,6 +215,7 @@ impl LoopState {
             }
             return;
         }
+        self.note_container(key);
         if self.discovered.insert(key) {
             self.capturer.goheap.discover(key, reading.comm.clone());
             if self.capturer.go_heap != GoHeapMode::Memory {
@@ -228,8 +268,10 @@ impl LoopState {
             }
             Decision::Capture => {
                 let capturer = Arc::clone(&self.capturer);
-                self.captures
-                    .spawn(async move { (key, capturer.capture(&c, &reading).await.outcome) });
+                self.captures.spawn(async move {
+                    let outcome = capturer.capture(&c, &reading).await.outcome;
+                    (Trigger::Process(key), outcome)
+                });
             }
             Decision::Hold(HoldReason::Cooldown) => info!(
                 pid = key.pid,
@@ -256,6 +298,7 @@ impl LoopState {
         self.capturer.seen.retain(alive);
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
+        self.sweep_containers(alive);
         if let Some(arm) = &self.arm {
             let full = arm.procs_full();
             if full > self.procs_full {

@@ -60,6 +60,8 @@ pub enum Level {
     Oom,
     /// Asked for on the command line.
     Manual,
+    /// The process's container's working set reached this percentage of its limit.
+    Container(f64),
 }
 
 impl std::fmt::Display for Level {
@@ -70,6 +72,7 @@ impl std::fmt::Display for Level {
             Level::Bytes(b) => write!(f, "{}MiB", b >> 20),
             Level::Oom => f.write_str("oom"),
             Level::Manual => f.write_str("manual"),
+            Level::Container(p) => write!(f, "container-{}pct", p.floor() as u64),
         }
     }
 }
@@ -156,6 +159,7 @@ mod tests {
     fn absolute_levels_name_their_size() {
         assert_eq!(Level::Bytes(3 << 29).to_string(), "1536MiB");
         assert_eq!(Level::Bytes(2 << 30).to_string(), "2GiB");
+        assert_eq!(Level::Container(91.7).to_string(), "container-91pct");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! reports armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
 //! BPF is unavailable and a slow safety net beside it.
 pub mod btf;
+pub mod container;
 pub mod ebpf;
 pub mod layout;
 pub mod poll;
@@ -35,6 +36,12 @@ pub enum Source {
     Kernel { rss: u64, level: u64 },
     /// The procfs poll.
     Poll,
+    /// The process's container reached the container level (`MEMORY_CONTAINER_PERCENTAGE`):
+    /// its working set's percent of the limit in tenths, and what noticed it.
+    Container {
+        percent_tenths: u32,
+        via: &'static str,
+    },
     /// A failed capture's retry is due.
     Retry,
     /// A capture was stored: the next level is due.

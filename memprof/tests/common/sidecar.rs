@@ -214,7 +214,11 @@ pub fn wait_key(
 
 pub fn percent_of(key: &str) -> u32 {
     key.rsplit('_')
-        .find_map(|part| part.split('.').next()?.strip_suffix("pct")?.parse().ok())
+        .find_map(|part| {
+            let level = part.split('.').next()?;
+            let level = level.strip_prefix("container-").unwrap_or(level);
+            level.strip_suffix("pct")?.parse().ok()
+        })
         .unwrap_or_else(|| panic!("no percentage in {key}"))
 }
 

@@ -1,0 +1,138 @@
+//! The command line and environment as given: every option is a flag and a variable.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::{ContainerDetector, DetectorChoice, GoHeapMode};
+
+/// Raw command line / environment. Numbers arrive as strings so that validation can name the
+/// variable in a single line instead of clap's multi-line usage error.
+#[derive(Parser, Debug)]
+#[command(
+    name = "memprof",
+    version,
+    about = "Captures a process's heap profile before the OOM killer does its work"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Capture when a process's RSS reaches this percentage (1-100) of its memory limit; a
+    /// list (80,90,95) captures once at each level.
+    #[arg(long, env = "MEMORY_CRITICAL_PERCENTAGE", default_value = "80")]
+    pub memory_critical_percentage: String,
+    /// For processes without a memory limit: capture at these sizes (`1.5GiB`, `800Mi`,
+    /// `2G`; a list captures once at each) instead of a percentage of the node's memory.
+    #[arg(long, env = "MEMORY_CRITICAL_BYTES")]
+    pub memory_critical_bytes: Option<String>,
+    /// Capture the container's largest process when the container's working set (usage minus
+    /// inactive file pages, as the kubelet counts it) reaches this percentage (1-100) of its
+    /// limit; 0 or `off` turns the container trigger off.
+    #[arg(long, env = "MEMORY_CONTAINER_PERCENTAGE", default_value = "90")]
+    pub memory_container_percentage: String,
+    /// How the container trigger notices: the kernel's notifications where the cgroup offers
+    /// them (`auto`), or only reading the working set every WATCH_TIME ms (`poll`).
+    #[arg(
+        long,
+        env = "MEMPROF_CONTAINER_DETECTOR",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub container_detector: ContainerDetector,
+    /// Poll interval in milliseconds when no BPF detector is available.
+    #[arg(long, env = "WATCH_TIME", default_value = "500")]
+    pub watch_time: String,
+    /// S3 bucket for profiles; without it profiles are written to --local-dir.
+    #[arg(long, env = "BUCKET")]
+    pub bucket: Option<String>,
+    /// AWS region of the bucket (required with BUCKET).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// First path segment of every object key.
+    #[arg(long, env = "MEMPROF_KEY_PREFIX", default_value = "memprof")]
+    pub key_prefix: String,
+    /// Directory for profiles when no BUCKET is set.
+    #[arg(
+        long,
+        env = "MEMPROF_LOCAL_DIR",
+        default_value = "/var/lib/memprof/profiles"
+    )]
+    pub local_dir: PathBuf,
+    /// Profiles wait here until they are stored; leftovers are retried on start-up.
+    #[arg(
+        long,
+        env = "MEMPROF_SPOOL_DIR",
+        default_value = "/var/lib/memprof/spool"
+    )]
+    pub spool_dir: PathBuf,
+    /// Detector to use.
+    #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
+    pub detector: DetectorChoice,
+    /// Safety-net procfs scan interval in milliseconds while a BPF detector is active.
+    #[arg(long, env = "MEMPROF_SAFETY_NET_MS", default_value = "10000")]
+    pub safety_net_ms: String,
+    /// Minimum seconds between two profiles of the same process.
+    #[arg(long, env = "MEMPROF_COOLDOWN_SECS", default_value = "300")]
+    pub cooldown_secs: String,
+    /// The port tried first for a process's pprof endpoint (in its own network namespace).
+    #[arg(long, env = "PPROF_PORT", default_value = "6060")]
+    pub pprof_port: String,
+    /// Only these ports (comma-separated) are tried for pprof endpoints; by default every
+    /// port the process listens on is probed.
+    #[arg(long, env = "MEMPROF_PPROF_PORTS")]
+    pub pprof_ports: Option<String>,
+    /// The kubelet's pod log tree, for the namespace, pod and container of each process.
+    #[arg(long, env = "MEMPROF_PODS_DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
+    /// Path of the heap profile on that endpoint.
+    #[arg(long, env = "PPROF_PATH", default_value = "/debug/pprof/heap")]
+    pub pprof_path: String,
+    /// Give up on a profile download after this many milliseconds.
+    #[arg(long, env = "MEMPROF_CAPTURE_TIMEOUT_MS", default_value = "10000")]
+    pub capture_timeout_ms: String,
+    /// Refuse profiles larger than this many bytes.
+    #[arg(long, env = "MEMPROF_CAPTURE_MAX_BYTES", default_value = "67108864")]
+    pub capture_max_bytes: String,
+    /// Where Go heap profiles come from at the threshold. The at-kill profile is always read
+    /// by the kernel.
+    #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
+    pub go_heap: GoHeapMode,
+    /// At most this many captures per minute, whatever the processes (1-10000).
+    #[arg(long, env = "MEMPROF_MAX_CAPTURES_PER_MINUTE", default_value = "30")]
+    pub max_captures_per_minute: String,
+    /// Watch only processes with these command names (comma-separated).
+    #[arg(long, env = "MEMPROF_INCLUDE_COMM")]
+    pub include_comm: Option<String>,
+    /// Never watch processes with these command names (comma-separated).
+    #[arg(long, env = "MEMPROF_EXCLUDE_COMM")]
+    pub exclude_comm: Option<String>,
+    /// Watch only processes whose cgroup path contains one of these (comma-separated).
+    #[arg(long, env = "MEMPROF_INCLUDE_CGROUP")]
+    pub include_cgroup: Option<String>,
+    /// Never watch processes whose cgroup path contains one of these (comma-separated).
+    #[arg(long, env = "MEMPROF_EXCLUDE_CGROUP")]
+    pub exclude_cgroup: Option<String>,
+    /// Processes the kernel follows at once (its map's capacity); others are seen by the
+    /// safety-net poll only.
+    #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
+    pub max_procs: String,
+}
+
+/// What to do instead of watching (the default).
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Take one heap profile of a process now, deliver it as the daemon would, print its key.
+    Capture {
+        /// The process (as memprof sees PIDs).
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Show the processes memprof would watch, live: who, RSS, limit, percent, level, endpoint.
+    Top {
+        /// Refresh every this many milliseconds.
+        #[arg(long, default_value = "2000")]
+        interval_ms: u64,
+        /// Stop after this many screens (0: until interrupted).
+        #[arg(long, default_value = "0")]
+        iterations: u64,
+    },
+}

@@ -1,0 +1,44 @@
+//! Parsers of the values users write: whole numbers in a range, and sizes as Kubernetes
+//! writes quantities. Errors name the variable and its flag in one line.
+use super::ConfigError;
+
+pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    value: &str,
+    var: &str,
+    flag: &str,
+    min: T,
+    max: T,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(ConfigError(format!(
+            "invalid {var} (--{flag}): {value:?} is not a whole number of {unit} from {min} to {max}"
+        ))),
+    }
+}
+
+/// A size as Kubernetes writes quantities: a number with `Ki`/`Mi`/`Gi`/`Ti` (binary) or
+/// `k`/`K`/`M`/`G`/`T` (decimal), optionally followed by `B`; bare numbers are bytes.
+pub fn size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix('B').unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| (n * factor as f64).round() as u64)
+}

@@ -1,0 +1,157 @@
+//! Detect, per container: the container's working set nearing its limit. One task per
+//! container reads the working set (usage minus inactive file pages) when the kernel says the
+//! cgroup changed, and on a timer as a safety net; readings near the level go to the daemon,
+//! which decides (`assess::container`).
+//!
+//! The kernel's notifications (see `notify`): cgroup v1 usage thresholds wake memprof the
+//! moment usage crosses the level; usage includes page cache, so a container full of cache
+//! stays above it while its working set may be far below, and is then read on a timer until
+//! usage falls. cgroup v2 has no usage threshold: `memory.events` and a PSI trigger wake
+//! memprof when the cgroup reclaims or stalls at its limit, and the working set is read every
+//! WATCH_TIME ms besides. Where the cgroup files cannot be written (runc and containerd mount
+//! them read-only in unprivileged containers), only `memory.events` or the timer remain.
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::{
+    assess::{limits, limits::View, policy::HYSTERESIS_PCT},
+    config::ContainerDetector,
+};
+
+#[path = "container_notify.rs"]
+mod notify;
+
+/// The poll interval while the working set is within `2 × HYSTERESIS_PCT` points of the level.
+const NEAR: Duration = Duration::from_millis(100);
+/// The poll interval while usage is above the level (page cache) but the working set is not
+/// near it.
+const CACHE_FULL: Duration = Duration::from_secs(1);
+/// The safety-net interval where a usage threshold notifies (cgroup v1).
+const NOTIFIED_SAFETY_NET: Duration = Duration::from_secs(10);
+
+/// What a container's watcher reports.
+#[derive(Clone, Debug)]
+pub enum ContainerEvent {
+    Reading(ContainerReading),
+    /// The container can no longer be read through the watcher's views (the process they
+    /// belong to exited or changed its mounts, or the cgroup is gone); the watcher ended.
+    Lost {
+        path: String,
+        why: String,
+    },
+}
+
+/// The working set of one container, read because of `via`.
+#[derive(Clone, Debug)]
+pub struct ContainerReading {
+    pub path: String,
+    pub working_set: u64,
+    pub limit: u64,
+    pub detected: Instant,
+    /// What woke memprof: `eventfd`, `memory.events`, `psi` or `poll`.
+    pub via: &'static str,
+}
+
+#[derive(Clone)]
+pub struct WatchConfig {
+    pub pct: u8,
+    pub mode: ContainerDetector,
+    /// WATCH_TIME: the poll interval without a usage threshold.
+    pub poll: Duration,
+}
+
+/// Watches the container at `path` (through `views`) until the task is aborted or the cgroup
+/// is gone.
+pub fn spawn(
+    path: String,
+    views: Vec<View>,
+    cfg: WatchConfig,
+    tx: mpsc::Sender<ContainerEvent>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(watch(path, views, cfg, tx)).abort_handle()
+}
+
+async fn watch(path: String, views: Vec<View>, cfg: WatchConfig, tx: mpsc::Sender<ContainerEvent>) {
+    let why = watch_until_lost(&path, views, cfg, &tx).await;
+    let _ = tx.send(ContainerEvent::Lost { path, why }).await;
+}
+
+/// Watches until the container cannot be read; why not.
+async fn watch_until_lost(
+    path: &str,
+    views: Vec<View>,
+    cfg: WatchConfig,
+    tx: &mpsc::Sender<ContainerEvent>,
+) -> String {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
+    let mut notifier = notify::Notifier::none();
+    let mut armed_at = None;
+    let mut near_before = false;
+    let mut via = "poll";
+    loop {
+        let detected = Instant::now();
+        let limit = match limits::limit(&views, read) {
+            Ok(Some(limit)) => limit,
+            Ok(None) => {
+                // Unlimited now (it may be resized): nothing to compare with.
+                tokio::time::sleep(cfg.poll.max(NOTIFIED_SAFETY_NET)).await;
+                continue;
+            }
+            Err(e) => return e,
+        };
+        let level = (limit as u128 * cfg.pct as u128).div_ceil(100) as u64;
+        let margin = (limit as u128 * HYSTERESIS_PCT as u128 / 100) as u64;
+        if cfg.mode == ContainerDetector::Auto && armed_at != Some(level) {
+            notifier = notify::Notifier::arm(&views, level);
+            armed_at = Some(level);
+            info!(
+                path,
+                limit,
+                level,
+                notified_by = notifier.describe(),
+                "watching container"
+            );
+        }
+        let (Some(usage), Some(working_set)) = (
+            limits::usage(&views, read),
+            limits::working_set(&views, read),
+        ) else {
+            return "its usage cannot be read".into();
+        };
+        // Near: the daemon needs these readings to capture, and the first one after to re-arm.
+        let near = working_set.saturating_add(margin) >= level;
+        if near || near_before {
+            let r = ContainerReading {
+                path: path.to_string(),
+                working_set,
+                limit,
+                detected,
+                via,
+            };
+            if tx.send(ContainerEvent::Reading(r)).await.is_err() {
+                return "memprof is stopping".into();
+            }
+        }
+        near_before = near;
+        let every = if working_set.saturating_add(2 * margin) >= level {
+            NEAR
+        } else if usage >= level {
+            CACHE_FULL
+        } else if notifier.thresholds() {
+            NOTIFIED_SAFETY_NET
+        } else {
+            cfg.poll
+        };
+        let every = if cfg.mode == ContainerDetector::Poll {
+            cfg.poll
+        } else {
+            every
+        };
+        via = tokio::select! {
+            v = notifier.wait() => v,
+            _ = tokio::time::sleep(every) => "poll",
+        };
+    }
+}

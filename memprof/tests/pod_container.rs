@@ -1,0 +1,130 @@
+//! The container trigger through a real pod (see `common::pod`): what the OOM killer judges is
+//! the container's charge, so a container of two processes, neither near the per-process
+//! level, is captured as a whole before the kill; and page cache, which the kernel reclaims,
+//! does not count.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{pprof_top, sidecar::*};
+
+/// Two services in one container, each under half of its limit and growing together: no
+/// process reaches 80 %, the container's working set reaches 90 % first, and its larger
+/// process is captured while both live; the log names both.
+#[test]
+fn a_container_of_two_processes_is_captured_as_a_whole() {
+    let Some(s) = setup("twoprocs", 18, &[]) else {
+        return;
+    };
+    let (limit_mib, _) = scaled(512, 0);
+    let go = common::go_service().expect("the Go test service");
+    let go = go.display();
+    let script =
+        format!("{go} -addr 127.0.0.1:6061 -rate 8 & exec {go} -addr 127.0.0.1:6060 -rate 10");
+    let app = s.program(
+        std::path::Path::new("/bin/sh"),
+        "app",
+        limit_mib * MIB,
+        &["-c", &script],
+    );
+    // The exec'd service keeps the container's first PID; its sibling is the other one.
+    let mut sibling = 0;
+    common::wait_for("the second process", Duration::from_secs(10), || {
+        let pids = app.cgroup.pids();
+        sibling = pids
+            .iter()
+            .copied()
+            .find(|p| {
+                let comm = std::fs::read_to_string(format!("/proc/{p}/comm"));
+                *p != app.host_pid && comm.is_ok_and(|c| c.trim() == "leaky")
+            })
+            .map_or(0, common::pod::ns_pid);
+        sibling != 0
+    });
+    let key = s.next_key(&app, &[]);
+    println!("two processes: {key}");
+    assert!(
+        key.contains("_container-"),
+        "not the container trigger: {key}"
+    );
+    assert!(percent_of(&key) >= 90, "{key}");
+    let line = s.memprof.stored_line(&key);
+    assert!(line.contains("detector=\"container-"), "{line}");
+    let reached = s
+        .memprof
+        .wait_for_log(&format!("chosen={}", app.pid), Duration::from_secs(1));
+    println!("two processes: {reached}");
+    for pid in [app.pid, sibling] {
+        assert!(reached.contains(&format!("{pid}:leaky:")), "{reached}");
+    }
+    let top = pprof_top(&s.client.get(&key));
+    assert!(top.contains("main.leakyRetain"), "{top}");
+    app.wait_oom_kill();
+    // Neither process reached the per-process level: nothing else was captured before the
+    // kill (the at-kill profile and the OOM record may follow).
+    let before: Vec<String> = s
+        .client
+        .keys()
+        .into_iter()
+        .filter(|k| !k.contains("_oom."))
+        .collect();
+    assert_eq!(before, vec![key], "{}", s.memprof.output());
+}
+
+/// A container whose page cache fills it (a file written through the cache): its usage
+/// reaches the limit, its working set stays low, and nothing is captured.
+#[test]
+fn page_cache_does_not_count_toward_the_container_level() {
+    let Some(s) = setup("cache", 19, &[]) else {
+        return;
+    };
+    let limit = 128 * MIB;
+    // On a disk-backed file system: tmpfs pages are not reclaimable and would rightly count.
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pod-cache.bin");
+    let script = format!(
+        "for i in 1 2 3 4; do dd if=/dev/zero of={} bs=1M count=256 2>/dev/null; done; sleep 600",
+        file.display()
+    );
+    let writer = s.program(
+        std::path::Path::new("/bin/sh"),
+        "writer",
+        limit,
+        &["-c", &script],
+    );
+    let usage_file = writer.cgroup.dir.join(if writer.cgroup.v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    });
+    let usage = || -> u64 {
+        std::fs::read_to_string(&usage_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    s.memprof
+        .wait_for_log("writer\" limit=", Duration::from_secs(30));
+    // The cache fills the container: by usage alone, the container level would be crossed.
+    let mut full_since = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if usage() >= limit / 100 * 92 {
+            full_since.get_or_insert_with(Instant::now);
+        }
+        if full_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        full_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)),
+        "the page cache did not fill the container (usage {} of {limit})",
+        usage()
+    );
+    let out = s.memprof.output();
+    assert!(!out.contains("container reached its level"), "{out}");
+    assert!(s.client.keys().is_empty(), "{:?}", s.client.keys());
+    assert!(writer.alive(), "the writer was killed: {out}");
+}
