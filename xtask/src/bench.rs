@@ -5,7 +5,8 @@
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
 //! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`);
-//! * a profile taken across network namespaces vs on the same loopback (`bench_fetch.rs`).
+//! * a profile taken across network namespaces vs on the same loopback (`bench_fetch.rs`);
+//! * the container trigger's detection latency, notifications vs poll (`bench_container.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -26,6 +27,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut latency_runs = 5;
     let mut kill_runs = 5;
     let mut fetch_runs = 20;
+    let mut container_runs = 4;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -39,18 +41,24 @@ pub fn run(args: &[String]) -> Result<()> {
             "--latency-runs" => latency_runs = value()?,
             "--kill-runs" => kill_runs = value()?,
             "--fetch-runs" => fetch_runs = value()?,
+            "--container-runs" => container_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
-                 --fetch-runs N)"
+                 --fetch-runs N, --container-runs N)"
             ),
         }
     }
     crate::setup::all()?;
     let bin = build_release()?;
-    page_fault_overhead(&bin, rounds)?;
+    if rounds > 0 {
+        page_fault_overhead(&bin, rounds)?;
+    }
     latency(latency_runs)?;
     crate::bench_kill::run(&bin, kill_runs)?;
-    crate::bench_fetch::run(&bin, fetch_runs)
+    if fetch_runs > 0 {
+        crate::bench_fetch::run(&bin, fetch_runs)?;
+    }
+    crate::bench_container::run(&bin, container_runs)
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.

@@ -22,22 +22,20 @@ use crate::{setup, workspace_root};
 const TRACE: &str = "/sys/kernel/tracing/instances/memprof-bench";
 const LIMIT: u64 = 256 << 20;
 
-struct Cgroup(PathBuf);
+/// A memory cgroup of its own (v1 where the memory controller is, else v2), removed on drop.
+pub struct Cgroup(pub PathBuf);
 
 impl Cgroup {
-    fn new() -> Result<Self> {
+    pub fn new(name: &str, limit: u64) -> Result<Self> {
         let v1 = Path::new("/sys/fs/cgroup/memory");
         let (dir, limit_file) = if v1.join("memory.limit_in_bytes").exists() {
-            (v1.join("memprof-bench-kill"), "memory.limit_in_bytes")
+            (v1.join(name), "memory.limit_in_bytes")
         } else {
-            (
-                Path::new("/sys/fs/cgroup/memprof-bench-kill").to_path_buf(),
-                "memory.max",
-            )
+            (Path::new("/sys/fs/cgroup").join(name), "memory.max")
         };
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(limit_file), LIMIT.to_string())?;
+        std::fs::write(dir.join(limit_file), limit.to_string())?;
         Ok(Self(dir))
     }
 }
@@ -101,7 +99,7 @@ pub fn field(line: &str, name: &str) -> Option<f64> {
 }
 
 fn one_run(memprof: Option<&Path>, stacks: &Path) -> Result<Run> {
-    let cg = Cgroup::new()?;
+    let cg = Cgroup::new("memprof-bench-kill", LIMIT)?;
     let dir = std::env::temp_dir().join(format!("memprof-bench-kill-{}", std::process::id()));
     let log = dir.join("memprof.log");
     std::fs::create_dir_all(&dir)?;

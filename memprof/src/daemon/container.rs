@@ -9,6 +9,7 @@ use super::{LoopState, Trigger};
 use crate::{
     assess::{
         container::{self, Decision, Member},
+        policy::Outcome,
         ProcKey,
     },
     detect::{
@@ -72,7 +73,7 @@ impl LoopState {
         };
         let members = self.members(&r.path);
         let Some(chosen) = container::choose(&members).cloned() else {
-            self.container_done(&r.path, false);
+            self.container_done(&r.path, Outcome::Failed);
             return;
         };
         info!(
@@ -107,11 +108,12 @@ impl LoopState {
                 per_minute = self.rate.per_minute(),
                 "capture suppressed by the capture rate limit"
             );
-            self.container_done(&r.path, false);
+            // The operator's cap: this crossing is dropped (not retried), as it was logged.
+            self.container_done(&r.path, Outcome::NoProfile);
             return;
         }
         let Some(reading) = self.assessor.read(chosen.key.pid) else {
-            self.container_done(&r.path, false);
+            self.container_done(&r.path, Outcome::Failed);
             return;
         };
         let c = Candidate {
@@ -130,10 +132,14 @@ impl LoopState {
         });
     }
 
-    /// A container capture ended (`stored`: a profile was stored).
-    pub(super) fn container_done(&mut self, path: &str, stored: bool) {
+    /// A container capture ended. One that found nothing to capture (no process serves a
+    /// profile) is not retried at this crossing.
+    pub(super) fn container_done(&mut self, path: &str, outcome: Outcome) {
         if let Some(c) = &mut self.containers {
-            c.finished(path, stored, Instant::now());
+            match outcome {
+                Outcome::NoProfile => c.skipped(path),
+                _ => c.finished(path, outcome == Outcome::Stored, Instant::now()),
+            }
         }
     }
 

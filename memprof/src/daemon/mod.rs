@@ -109,7 +109,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 match done {
                     Ok((Trigger::Process(key), outcome)) => state.finished(key, outcome),
                     Ok((Trigger::Container(path), outcome)) => {
-                        state.container_done(&path, outcome == Outcome::Stored)
+                        state.container_done(&path, outcome)
                     }
                     Err(e) => error!("capture task failed: {e}"),
                 }

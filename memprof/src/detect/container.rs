@@ -87,7 +87,8 @@ async fn watch_until_lost(
 ) -> String {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
     let mut notifier = notify::Notifier::none();
-    let mut armed_at = None;
+    // The level and usage threshold notifications are armed at.
+    let mut armed: Option<(u64, u64)> = None;
     let mut near_before = false;
     let mut via = "poll";
     loop {
@@ -103,23 +104,44 @@ async fn watch_until_lost(
         };
         let level = (limit as u128 * cfg.pct as u128).div_ceil(100) as u64;
         let margin = (limit as u128 * HYSTERESIS_PCT as u128 / 100) as u64;
-        if cfg.mode == ContainerDetector::Auto && armed_at != Some(level) {
-            notifier = notify::Notifier::arm(&views, level);
-            armed_at = Some(level);
-            info!(
-                path,
-                limit,
-                level,
-                notified_by = notifier.describe(),
-                "watching container"
-            );
-        }
         let (Some(usage), Some(working_set)) = (
             limits::usage(&views, read),
             limits::working_set(&views, read),
         ) else {
             return "its usage cannot be read".into();
         };
+        // The usage threshold sits where the working set would reach the level with the
+        // inactive file pages as they are now; it moves when they change by a point of the
+        // limit (and on v2, without thresholds, only when the limit changes).
+        let threshold = level.saturating_add(usage.saturating_sub(working_set));
+        let moved = |at: u64| at.abs_diff(threshold) > limit / 100;
+        let rearm = match armed {
+            None => true,
+            Some((at_level, _)) if at_level != level => true,
+            Some((_, at)) => notifier.thresholds() && moved(at),
+        };
+        if cfg.mode == ContainerDetector::Auto && rearm {
+            notifier = notify::Notifier::arm(&views, threshold);
+            if armed.is_none_or(|(at_level, _)| at_level != level) {
+                info!(
+                    path,
+                    limit,
+                    level,
+                    notified_by = notifier.describe(),
+                    "watching container"
+                );
+            }
+            armed = Some((level, threshold));
+        } else if armed.is_none() {
+            info!(
+                path,
+                limit,
+                level,
+                notified_by = "poll",
+                "watching container"
+            );
+            armed = Some((level, threshold));
+        }
         // Near: the daemon needs these readings to capture, and the first one after to re-arm.
         let near = working_set.saturating_add(margin) >= level;
         if near || near_before {

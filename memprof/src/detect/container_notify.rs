@@ -41,8 +41,9 @@ impl Notifier {
         }
     }
 
-    /// Registers what the first view that allows it offers, at `level` bytes of usage.
-    pub fn arm(views: &[View], level: u64) -> Self {
+    /// Registers what the first view that allows it offers; a usage threshold at `threshold`
+    /// bytes (v1).
+    pub fn arm(views: &[View], threshold: u64) -> Self {
         let mut n = Self::none();
         for v in views {
             if v.v2 {
@@ -51,7 +52,7 @@ impl Notifier {
             } else {
                 n.threshold = n
                     .threshold
-                    .or_else(|| note(&mut n.missing, threshold(&v.dir, level)));
+                    .or_else(|| note(&mut n.missing, usage_threshold(&v.dir, threshold)));
             }
         }
         if n.threshold.is_some() || n.events.is_some() || n.psi.is_some() {
@@ -140,7 +141,7 @@ fn note<T>(missing: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
     r.map_err(|e| missing.push(e)).ok()
 }
 
-fn threshold(dir: &Path, level: u64) -> Result<(AsyncFd<OwnedFd>, File), String> {
+fn usage_threshold(dir: &Path, level: u64) -> Result<(AsyncFd<OwnedFd>, File), String> {
     let usage_path = dir.join("memory.usage_in_bytes");
     let usage = File::open(&usage_path).map_err(|e| format!("{}: {e}", usage_path.display()))?;
     // SAFETY: eventfd has no memory preconditions; the result is checked.
