@@ -128,3 +128,33 @@ fn page_cache_does_not_count_toward_the_container_level() {
     assert!(s.client.keys().is_empty(), "{:?}", s.client.keys());
     assert!(writer.alive(), "the writer was killed: {out}");
 }
+
+/// Where the container's cgroup is mounted read-only (runc and containerd do so in
+/// unprivileged containers), no threshold or PSI trigger can be registered: memprof says so
+/// and the working-set poll captures the container all the same.
+#[test]
+fn a_read_only_cgroup_falls_back_to_the_poll() {
+    let Some(s) = setup_pod(
+        "rocgroup",
+        20,
+        &[("MEMORY_CRITICAL_PERCENTAGE", "99")],
+        true,
+    ) else {
+        return;
+    };
+    let (limit_mib, rate) = scaled(256, 20);
+    let app = s.service("app", limit_mib * MIB, &["-rate", &rate]);
+    // v1 offers nothing that works read-only; v2's memory.events is only read. (A first
+    // line may come from the process's view before its container's mounts were set up.)
+    let expected = if app.cgroup.v2 {
+        "notified_by=\"memory.events\""
+    } else {
+        "notified_by=\"nothing, polling only"
+    };
+    let watching = s.memprof.wait_for_log(expected, Duration::from_secs(30));
+    println!("read-only: {watching}");
+    assert!(watching.contains("app\" limit="), "{watching}");
+    let key = s.next_key(&app, &[]);
+    println!("read-only: {key}");
+    assert!(key.contains("_container-"), "{key}");
+}

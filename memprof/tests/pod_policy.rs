@@ -57,7 +57,15 @@ fn escalating_levels_leave_a_series() {
     };
     // Heap profiles publish what the last GC saw: collecting every 10 % of growth (as a
     // service near GOMEMLIMIT does) makes each level's profile its own.
-    let app = s.service("app", 512 * MIB, &["-rate", "50", "-gc-percent", "10"]);
+    // In the emulated VM a capture takes up to ~1.5 s: leak slowly enough that each level
+    // is still ahead when the previous one is stored.
+    let (limit_mib, vm_rate) = scaled(512, 50);
+    let rate = if vm_rate == "50" { vm_rate } else { "6".into() };
+    let app = s.service(
+        "app",
+        limit_mib * MIB,
+        &["-rate", &rate, "-gc-percent", "10"],
+    );
     let mut keys: Vec<String> = Vec::new();
     for _ in 0..3 {
         let key = s.next_key(&app, &keys);
@@ -102,7 +110,7 @@ fn escalating_levels_leave_a_series() {
         "{record}"
     );
     assert_eq!(record["profiled_before_kill"], true);
-    assert_eq!(record["limit_bytes"], 512 * MIB);
+    assert_eq!(record["limit_bytes"], limit_mib * MIB);
     assert_eq!(record["comm"], "leaky");
 }
 

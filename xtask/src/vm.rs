@@ -21,6 +21,12 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "node_memprof_profiles_a_pod_behind_its_own_loopback",
     ),
     ("goheap_oom", "without_an_endpoint_go_current"),
+    ("pod_policy", "escalating_levels_leave_a_series"),
+    (
+        "pod_container",
+        "a_container_of_two_processes_is_captured_as_a_whole",
+    ),
+    ("pod_container", "a_read_only_cgroup_falls_back_to_the_poll"),
 ];
 
 pub fn run() -> Result<()> {

@@ -17,13 +17,13 @@ use super::{wait_for, MemCgroup};
 /// own mount namespace with only its own cgroup visible, and runs the command.
 const CONTAINER_SH: &str = r#"
 set -e
-cg=$1; v2=$2; shift 2
+cg=$1; v2=$2; ro=$3; shift 3
 echo $$ > "$cg/cgroup.procs"
 if [ "$v2" = 1 ]; then
     # The node's cgroup2 mount is replaced: the same file system cannot be mounted on its own root.
-    exec unshare --mount --cgroup sh -c 'umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$@"' sh "$@"
+    exec unshare --mount --cgroup sh -c 'umount -l /sys/fs/cgroup && mount -t cgroup2 -o "$0" none /sys/fs/cgroup && exec "$@"' "$ro" "$@"
 fi
-exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && exec "$@"' "$cg" "$@"
+exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && mount -o "remount,bind,$1" /sys/fs/cgroup/memory && shift && exec "$@"' "$cg" "$ro" "$@"
 "#;
 
 pub struct Pod {
@@ -35,6 +35,9 @@ pub struct Pod {
     pub cgroup: MemCgroup,
     index: u8,
     dir: tempfile::TempDir,
+    /// Containers see their cgroup read-only, as runc and containerd mount it in unprivileged
+    /// containers.
+    pub read_only_cgroups: bool,
 }
 
 /// What a container runs: its name (and cgroup's), memory limit, command, environment, and
@@ -104,6 +107,7 @@ impl Pod {
             cgroup,
             index,
             dir: tempfile::tempdir().unwrap(),
+            read_only_cgroups: false,
         };
         std::fs::write(pod.dir.path().join("container.sh"), CONTAINER_SH).unwrap();
         let veth = pod.veth();
@@ -199,6 +203,7 @@ impl Pod {
             .arg(&script)
             .arg(&cgroup.dir)
             .arg(if cgroup.v2 { "1" } else { "0" })
+            .arg(if self.read_only_cgroups { "ro" } else { "rw" })
             .args(spec.cmd)
             .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())

@@ -142,8 +142,19 @@ pub struct Setup {
 }
 
 pub fn setup(name: &str, index: u8, env: &[(&str, &str)]) -> Option<Setup> {
+    setup_pod(name, index, env, false)
+}
+
+/// As `setup`; with `read_only_cgroups`, every container sees its cgroup read-only.
+pub fn setup_pod(
+    name: &str,
+    index: u8,
+    env: &[(&str, &str)],
+    read_only_cgroups: bool,
+) -> Option<Setup> {
     prerequisites()?;
-    let pod = Pod::new(name, index);
+    let mut pod = Pod::new(name, index);
+    pod.read_only_cgroups = read_only_cgroups;
     let s3 = S3Server::start_on("profiles", &pod.host_addr());
     Some(Setup {
         memprof: Sidecar::start(&pod, &s3, env),

@@ -1,0 +1,35 @@
+//! Every `SWEEP_EVERY`: state of exited processes is dropped everywhere it is kept, and the
+//! kernel's process map is checked for refusals.
+use tracing::warn;
+
+use super::LoopState;
+use crate::assess::{self, ProcKey};
+
+impl LoopState {
+    pub(super) fn sweep(&mut self) {
+        let alive = |k: &ProcKey| assess::alive(*k);
+        self.policy.retain(alive);
+        self.assessor.retain(alive);
+        self.watching.retain(alive);
+        self.discovered.retain(alive);
+        self.capturer.goheap.sweep(alive);
+        self.capturer.endpoints.sweep(alive);
+        self.capturer.seen.retain(alive);
+        self.kernel.retain(|k, _| alive(k));
+        self.armed.retain(|k, _| alive(k));
+        self.sweep_containers(alive);
+        if let Some(arm) = &self.arm {
+            let full = arm.procs_full();
+            if full > self.procs_full {
+                warn!(
+                    max_procs = arm.max_procs,
+                    refused = full - self.procs_full,
+                    "the kernel's process map is full; processes beyond it are only seen by the \
+                     safety-net poll every {:?} (raise MEMPROF_MAX_PROCS)",
+                    self.poll_every
+                );
+                self.procs_full = full;
+            }
+        }
+    }
+}
