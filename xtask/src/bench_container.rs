@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench_kill::Cgroup;
+use crate::bench_kill::{daemon, Cgroup};
 
 const LIMIT: u64 = 256 << 20;
 const LEVEL_PCT: u64 = 50;
@@ -84,16 +84,10 @@ fn one_run(bin: &Path, mode: &str) -> Result<(f64, String)> {
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("memprof.log");
     let mut memprof = Guard(
-        Command::new(bin)
+        daemon(bin, &dir, &log)?
             .args(["--container-detector", mode])
             .args(["--memory-container-percentage", &LEVEL_PCT.to_string()])
             .args(["--memory-critical-percentage", "99"])
-            .arg("--local-dir")
-            .arg(dir.join("profiles"))
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::inherit())
             .spawn()?,
     );

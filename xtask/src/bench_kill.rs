@@ -89,6 +89,18 @@ struct Run {
     user: Option<(f64, f64)>,
 }
 
+/// memprof as a daemon keeping its profiles and spool under `dir`, logging to `log`.
+pub fn daemon(bin: &Path, dir: &Path, log: &Path) -> Result<Command> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--local-dir")
+        .arg(dir.join("profiles"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(log)?);
+    Ok(cmd)
+}
+
 pub fn field(line: &str, name: &str) -> Option<f64> {
     let rest = line.split(&format!("{name}=")).nth(1)?;
     rest.trim_start_matches('"')
@@ -105,15 +117,9 @@ fn one_run(memprof: Option<&Path>, stacks: &Path) -> Result<Run> {
     std::fs::create_dir_all(&dir)?;
     let mut daemon = match memprof {
         Some(bin) => {
-            let child = Command::new(bin)
+            let child = daemon(bin, &dir, &log)?
                 .args(["--detector", "btf", "--go-heap", "memory"])
                 .args(["--memory-critical-percentage", "50"])
-                .arg("--local-dir")
-                .arg(dir.join("profiles"))
-                .arg("--spool-dir")
-                .arg(dir.join("spool"))
-                .env("RUST_LOG", "info")
-                .stdout(std::fs::File::create(&log)?)
                 .stderr(Stdio::null())
                 .spawn()?;
             let start = Instant::now();
