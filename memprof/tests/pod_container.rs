@@ -75,12 +75,13 @@ fn a_container_of_two_processes_is_captured_as_a_whole() {
 /// reaches the limit, its working set stays low, and nothing is captured.
 #[test]
 fn page_cache_does_not_count_toward_the_container_level() {
+    // Before the pod, whose mount namespace is a copy of the test's.
+    let disk = DiskBacked::new();
     let Some(s) = setup("cache", 19, &[]) else {
         return;
     };
     let limit = 128 * MIB;
-    // On a disk-backed file system: tmpfs pages are not reclaimable and would rightly count.
-    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pod-cache.bin");
+    let file = disk.dir.join("pod-cache.bin");
     let script = format!(
         "for i in 1 2 3 4; do dd if=/dev/zero of={} bs=1M count=256 2>/dev/null; done; sleep 600",
         file.display()
@@ -157,4 +158,54 @@ fn a_read_only_cgroup_falls_back_to_the_poll() {
     let key = s.next_key(&app, &[]);
     println!("read-only: {key}");
     assert!(key.contains("_container-"), "{key}");
+}
+
+/// A directory on a disk-backed file system: a file's pages there are page cache the kernel can
+/// write back and reclaim (tmpfs pages are not reclaimable without swap and would rightly
+/// count). The target directory where it is writable; in the VM, whose host files are
+/// read-only and whose /tmp is tmpfs, an ext4 image on a loop device, its tmpfs pages written
+/// in full beforehand so that the container's writes charge no new ones.
+struct DiskBacked {
+    dir: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl DiskBacked {
+    fn new() -> Self {
+        let target = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if std::fs::write(target.join("pod-cache.probe"), b"").is_ok() {
+            return Self {
+                dir: target,
+                mounted: false,
+            };
+        }
+        let img = std::env::temp_dir().join("memprof-cache.img");
+        let dir = std::env::temp_dir().join("memprof-cache-fs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |cmd: &str| {
+            let st = std::process::Command::new("sh").args(["-c", cmd]).status();
+            assert!(st.is_ok_and(|s| s.success()), "{cmd} failed");
+        };
+        run("modprobe loop 2>/dev/null; modprobe ext4 2>/dev/null; true");
+        run(&format!(
+            "dd if=/dev/zero of={} bs=1M count=600 status=none",
+            img.display()
+        ));
+        run(&format!("mkfs.ext4 -q -F {}", img.display()));
+        run(&format!(
+            "mount -o loop {} {}",
+            img.display(),
+            dir.display()
+        ));
+        Self { dir, mounted: true }
+    }
+}
+
+impl Drop for DiskBacked {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount").arg(&self.dir).status();
+            let _ = std::fs::remove_file(std::env::temp_dir().join("memprof-cache.img"));
+        }
+    }
 }
