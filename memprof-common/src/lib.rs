@@ -19,6 +19,22 @@ pub const MAX_PROCS: u32 = 16384;
 /// costs one more namespace lookup when such a process is met again.
 pub const MAX_FOREIGN: u32 = 16384;
 
+/// Version of the kernel/userspace ABI: maps shared between memprof instances through bpffs
+/// live under a directory named after it (and after the object's hash), so two memprof
+/// versions on one node never share maps of different layouts.
+pub const ABI_VERSION: u32 = 1;
+
+/// Tenants (memprof instances, one per PID namespace) that can share one set of kernel
+/// programs. Each owns a slot: its own ring buffers, reached from the shared programs through
+/// tail calls into its own programs (`EMIT_BTF`, `EMIT_TP`, `WALKERS`).
+pub const MAX_TENANTS: u32 = 64;
+/// `TENANCY` slots: `[0, MAX_TENANTS)` the generation of each tenant slot (bumped when a
+/// tenant takes or leaves it, which makes the processes routed to it re-resolve), then the
+/// join generation (bumped when a tenant joins, which makes processes that belonged to nobody
+/// re-resolve).
+pub const TENANCY_JOIN: u32 = MAX_TENANTS;
+pub const NR_TENANCY: u32 = MAX_TENANTS + 1;
+
 /// `STATS` slots.
 pub const STAT_PROCS_FULL: u32 = 0;
 pub const NR_STATS: u32 = 1;
@@ -49,9 +65,12 @@ pub struct ProcState {
     pub identity: Identity,
     /// RSS in bytes at or above which the kernel reports the process (see `DISARMED`/`UNARMED`).
     pub level: u64,
-    /// The process's PID as memprof's own PID namespace sees it (0: not visible there).
+    /// The process's PID as its tenant's PID namespace sees it.
     pub ns_pid: u32,
-    pub _pad: u32,
+    /// The tenant slot the process's events go to, and that slot's generation when the
+    /// process was routed there (an older generation means: resolve again).
+    pub slot: u32,
+    pub slot_gen: u64,
     /// Last counter values seen by the classic tracepoint (bytes); unused by the BTF program,
     /// which reads the live counters from `mm` instead.
     pub counters: [i64; NR_MM_COUNTERS],
@@ -89,10 +108,15 @@ pub struct Event {
     pub ktime_ns: u64,
 }
 
-/// Go processes whose heap the kernel may walk at the kill (`GO_PROCS`, keyed by PID in
-/// memprof's namespace), and OOM victims among them waiting for their SIGKILL (`VICTIMS`).
+/// Go processes whose heap the kernel may walk at the kill (`GO_PROCS`, keyed by `go_key`), and OOM victims among them waiting for their SIGKILL (`VICTIMS`).
 pub const MAX_GO_PROCS: u32 = 4096;
 pub const MAX_VICTIMS: u32 = 256;
+
+/// `GO_PROCS` key: the tenant's slot and the PID in the tenant's namespace (PIDs of two
+/// tenants' namespaces collide).
+pub const fn go_key(slot: u32, ns_pid: u32) -> u64 {
+    ((slot as u64) << 32) | ns_pid as u64
+}
 /// Buckets the at-kill walk reads; beyond them it only counts (up to `HEAP_MAX_COUNT`).
 pub const HEAP_MAX_BUCKETS: u32 = 65_536;
 pub const HEAP_MAX_COUNT: u32 = 1 << 20;
@@ -201,8 +225,6 @@ pub mod globals {
     /// 1 when memprof runs in the initial PID namespace, where host PIDs need no translation
     /// (which lets the classic hook run on kernels without BTF).
     pub const PIDNS_IS_INIT: &str = "PIDNS_IS_INIT";
-    /// Inode number of memprof's own PID namespace (`/proc/self/ns/pid`).
-    pub const MY_PIDNS_INUM: &str = "MY_PIDNS_INUM";
     pub const PAGE_SHIFT: &str = "PAGE_SHIFT";
     /// Classic `kmem/rss_stat` record field offsets (from the tracepoint's format file).
     pub const TP_MM_ID_OFF: &str = "TP_MM_ID_OFF";

@@ -14,11 +14,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memprof_common::{
-    GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
-    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
+    go_key, GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD,
+    HEAP_END, HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
 };
 
-use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, PROCS, VICTIMS};
+use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, PROCS, VICTIMS, WALKERS};
 
 const SIGKILL: i32 = 9;
 /// Bytes of a bucket header `{next, allnext, typ, hash, size, nstk}`.
@@ -48,20 +48,30 @@ pub fn signal_deliver(ctx: TracePointContext) -> i32 {
     }
     let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data.
-    if unsafe { VICTIMS.get(host_pid) }.is_none() {
+    let Some(&slot) = (unsafe { VICTIMS.get(host_pid) }) else {
         return 0;
+    };
+    // Exactly one thread of the victim walks: the one whose delete succeeds. The walk runs in
+    // the victim's tenant's own program, which writes into that tenant's own `HEAP`.
+    if VICTIMS.remove(host_pid).is_ok() {
+        // SAFETY: the program array holds programs of this type only.
+        unsafe { WALKERS.tail_call(&ctx, slot) };
     }
-    // Exactly one thread of the victim walks: the one whose delete succeeds.
-    if VICTIMS.remove(host_pid).is_err() {
-        return 0;
-    }
+    0
+}
+
+/// A tenant's at-kill walker, reached from `signal_deliver` by a tail call. Loaded, never
+/// attached.
+#[tracepoint]
+pub fn heap_walk(_ctx: TracePointContext) -> i32 {
+    let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data.
-    let ns_pid = match unsafe { PROCS.get(host_pid) } {
-        Some(state) => state.ns_pid,
-        None => host_pid,
+    let (ns_pid, slot) = match unsafe { PROCS.get(host_pid) } {
+        Some(state) => (state.ns_pid, state.slot),
+        None => (host_pid, 0),
     };
     // SAFETY: plain data.
-    let Some(target) = (unsafe { GO_PROCS.get(ns_pid) }).copied() else {
+    let Some(target) = (unsafe { GO_PROCS.get(go_key(slot, ns_pid)) }).copied() else {
         return 0;
     };
     walk_heap(host_pid, ns_pid, &target);

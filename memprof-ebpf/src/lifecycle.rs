@@ -15,15 +15,15 @@ use crate::{
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn process_exec(_ctx: TracePointContext) -> i32 {
+pub fn process_exec(ctx: TracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data.
-    let Some(ns_pid) = unsafe { PROCS.get(tgid) }.map(|s| s.ns_pid) else {
+    let Some((ns_pid, slot)) = unsafe { PROCS.get(tgid) }.map(|s| (s.ns_pid, s.slot)) else {
         return 0;
     };
     if PROCS.remove(tgid).is_ok() {
         bump_epoch(KERNEL_EPOCH);
-        notify(EventKind::Exec, tgid, ns_pid);
+        notify(&ctx, EventKind::Exec, tgid, ns_pid, slot);
     }
     0
 }

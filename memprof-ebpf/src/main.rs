@@ -2,10 +2,13 @@
 //! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
 //! `lifecycle.rs` forgets processes on exec and exit, `oom.rs` reports OOM-killer victims,
 //! `goheap.rs` walks a Go victim's heap profile when its SIGKILL arrives,
-//! `procs.rs` admits processes and reports crossings, `task.rs` resolves a task's tgid and its PID in memprof's namespace.
+//! `procs.rs` admits processes and reports crossings, `task.rs` resolves a task's tgid and
+//! its tenant, `emit.rs` hands events to the tenant's own programs (shared programs).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod emit;
 #[cfg(target_arch = "bpf")]
 mod goheap;
 #[cfg(target_arch = "bpf")]

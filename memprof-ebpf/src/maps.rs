@@ -1,11 +1,15 @@
 //! Maps shared by the programs, and the `.rodata` globals userspace fills in at load time.
+//!
+//! When memprof instances share one set of programs (see `emit.rs`), every map here is
+//! pinned and shared except the tenant's own: `EVENTS`, `HEAP` and `HEAP_SCRATCH`, which only
+//! its own programs (the tail-call targets) write.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use memprof_common::{
-    GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RING_BYTES, MAX_FOREIGN, MAX_GO_PROCS,
-    MAX_PROCS, MAX_VICTIMS, NR_STATS,
+    Event, GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RING_BYTES, MAX_FOREIGN,
+    MAX_GO_PROCS, MAX_PROCS, MAX_TENANTS, MAX_VICTIMS, NR_STATS, NR_TENANCY,
 };
 
 /// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
@@ -14,10 +18,34 @@ use memprof_common::{
 #[map]
 pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0);
 
-/// Host tgids of processes memprof cannot see (other PID namespaces), so they never take a
-/// `PROCS` slot and the namespace walk runs once per process, not on every cache miss.
+/// Host tgids of processes no tenant can see (other PID namespaces), so they never take a
+/// `PROCS` slot and the namespace walk runs once per process, not on every cache miss. The
+/// value is the join generation (`TENANCY[TENANCY_JOIN]`) of that judgement.
 #[map]
-pub static FOREIGN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FOREIGN, 0);
+pub static FOREIGN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_FOREIGN, 0);
+
+/// PID-namespace inode → tenant slot.
+#[map]
+pub static TENANTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TENANTS, 0);
+
+/// Generations of the tenant slots and of joins (`memprof_common::TENANCY_*`).
+#[map]
+pub static TENANCY: Array<u64> = Array::with_max_entries(NR_TENANCY, 0);
+
+/// Each tenant's programs, indexed by slot: the event emitters for the two kinds of caller
+/// (`tp_btf` and classic tracepoints must tail-call programs of their own type) and the
+/// at-kill heap walker.
+#[map]
+pub static EMIT_BTF: ProgramArray = ProgramArray::with_max_entries(MAX_TENANTS, 0);
+#[map]
+pub static EMIT_TP: ProgramArray = ProgramArray::with_max_entries(MAX_TENANTS, 0);
+#[map]
+pub static WALKERS: ProgramArray = ProgramArray::with_max_entries(MAX_TENANTS, 0);
+
+/// The event a shared program hands to a tenant's emitter (one per CPU: a tail call keeps
+/// the CPU).
+#[map]
+pub static OUTBOX: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters userspace reports (`memprof_common::STAT_*`).
 #[map]
@@ -29,17 +57,18 @@ pub static STATS: Array<u64> = Array::with_max_entries(NR_STATS, 0);
 #[map]
 pub static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PROCS, 0);
 
-/// Crossing and OOM events for userspace.
+/// Crossing and OOM events for userspace (the tenant's own).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Go processes whose heap can be walked, keyed by PID in memprof's namespace (userspace
+/// Go processes whose heap can be walked, keyed by `memprof_common::go_key` (userspace
 /// registers them when it discovers them).
 #[map]
-pub static GO_PROCS: HashMap<u32, GoTarget> = HashMap::with_max_entries(MAX_GO_PROCS, 0);
+pub static GO_PROCS: HashMap<u64, GoTarget> = HashMap::with_max_entries(MAX_GO_PROCS, 0);
 
-/// OOM victims with a `GO_PROCS` entry, by host tgid, until their SIGKILL is delivered. An
-/// LRU, so a victim that died without taking the signal (already exiting) ages out.
+/// OOM victims with a `GO_PROCS` entry, by host tgid → tenant slot, until their SIGKILL is
+/// delivered. An LRU, so a victim that died without taking the signal (already exiting) ages
+/// out.
 #[map]
 pub static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_VICTIMS, 0);
 
@@ -74,6 +103,8 @@ pub struct MmCache {
     pub start_ns: u64,
     pub host_pid: u32,
     pub ns_pid: u32,
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 #[map]
@@ -116,7 +147,6 @@ globals! {
     UPID_NS_OFF: u64,
     PIDNS_INUM_OFF: u64,
     PIDNS_IS_INIT: u64,
-    MY_PIDNS_INUM: u64,
     PAGE_SHIFT: u64,
     TP_MM_ID_OFF: u64,
     TP_CURR_OFF: u64,
@@ -149,4 +179,9 @@ pub fn bump_epoch(idx: u32) {
 #[inline(always)]
 pub fn epoch(idx: u32) -> u64 {
     EPOCH.get(idx).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn tenancy(idx: u32) -> u64 {
+    TENANCY.get(idx).copied().unwrap_or(0)
 }

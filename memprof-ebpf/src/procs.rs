@@ -1,13 +1,15 @@
 //! Which processes are memprof's, and their per-process state: looking an entry up for the
 //! process the kernel meets (never trusting a stale one), admitting new processes, and
-//! reporting crossings.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+//! reporting crossings to the process's tenant.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ProgramArray, EbpfContext};
 use memprof_common::{
-    Event, EventKind, Identity, ProcState, DISARMED, NR_MM_COUNTERS, STAT_PROCS_FULL, UNARMED,
+    Event, EventKind, Identity, ProcState, DISARMED, NR_MM_COUNTERS, STAT_PROCS_FULL, TENANCY_JOIN,
+    UNARMED,
 };
 
 use crate::{
-    maps::{bump_epoch, count, EVENTS, FOREIGN, PROCS},
+    emit,
+    maps::{bump_epoch, count, tenancy, FOREIGN, PROCS},
     task,
 };
 
@@ -20,19 +22,20 @@ const BPF_NOEXIST: u64 = 1;
 /// `-E2BIG`: the map is full.
 const E2BIG: i32 = -7;
 
-/// State of a process the kernel does not follow: another PID namespace's, or no room.
+/// State of a process the kernel does not follow: no tenant sees it, or no room.
 const IGNORED: ProcState = ProcState {
     identity: Identity { mm: 0, start_ns: 0 },
     level: DISARMED,
     ns_pid: 0,
-    _pad: 0,
+    slot: 0,
+    slot_gen: 0,
     counters: [0; NR_MM_COUNTERS],
 };
 
 /// The state of process `host_pid`, whose task is `task` and whose address space is `mm`,
 /// given its `PROCS` entry as the caller just looked it up. An entry for another identity
-/// (the PID was reused, or the process ran exec and the lifecycle hooks have not caught up)
-/// is replaced, never inherited.
+/// (the PID was reused, or the process ran exec and the lifecycle hooks have not caught up),
+/// or routed to a tenant slot that changed hands since, is replaced, never inherited.
 #[inline(always)]
 pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> ProcState {
     let identity = || Identity {
@@ -42,37 +45,38 @@ pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> 
     match entry {
         Some(state) => {
             let identity = identity();
-            if state.identity == identity {
+            if state.identity == identity && state.slot_gen == tenancy(state.slot) {
                 state
             } else {
                 remember(host_pid, identity, task, BPF_ANY)
             }
         }
         // SAFETY: plain data.
-        None if unsafe { FOREIGN.get(host_pid) }.is_some() => IGNORED,
+        None if unsafe { FOREIGN.get(host_pid) } == Some(&tenancy(TENANCY_JOIN)) => IGNORED,
         None => remember(host_pid, identity(), task, BPF_NOEXIST),
     }
 }
 
-/// Starts following a process. One visible to memprof is reported on its next counter change
-/// so that userspace can arm its level; one in another PID namespace branch goes to `FOREIGN`
-/// and never takes a `PROCS` slot.
+/// Starts following a process. One a tenant sees is reported on its next counter change so
+/// that the tenant can arm its level; one no tenant sees goes to `FOREIGN` and never takes a
+/// `PROCS` slot.
 #[inline(always)]
 pub fn remember(host_pid: u32, identity: Identity, task: u64, flags: u64) -> ProcState {
-    let ns_pid = task::ns_pid(task, host_pid);
-    if ns_pid == 0 {
+    let Some((slot, ns_pid)) = task::tenant_of(task, host_pid) else {
         if flags == BPF_ANY {
-            // The PID belonged to one of ours whose exit was missed: free its slot.
+            // The PID belonged to a watched process whose exit was missed, or its tenant
+            // left: free its slot.
             let _ = PROCS.remove(host_pid);
         }
-        let _ = FOREIGN.insert(host_pid, 0, 0);
+        let _ = FOREIGN.insert(host_pid, tenancy(TENANCY_JOIN), 0);
         return IGNORED;
-    }
+    };
     let state = ProcState {
         identity,
         level: UNARMED,
         ns_pid,
-        _pad: 0,
+        slot,
+        slot_gen: tenancy(slot),
         counters: [0; NR_MM_COUNTERS],
     };
     match PROCS.insert(host_pid, state, flags) {
@@ -87,16 +91,24 @@ pub fn remember(host_pid: u32, identity: Identity, task: u64, flags: u64) -> Pro
     }
 }
 
-/// Disarms the process, then tells userspace that it reached `level`: disarming first means
-/// userspace's re-arm, which follows the event, can never be overwritten by the disarm.
-/// Returns false (level restored) when the ring buffer is full; the next change retries.
+/// Disarms the process, then hands the crossing of `level` to its tenant's emitter (which
+/// restores the level if its ring buffer is full). Disarming first means the tenant's re-arm,
+/// which follows the event, can never be overwritten by the disarm. Callers disarm their
+/// per-CPU copy first: a tail call does not return.
 #[inline(always)]
-pub fn report(host_pid: u32, ns_pid: u32, identity: Identity, rss: u64, level: u64) -> bool {
-    let Some(state) = PROCS.get_ptr_mut(host_pid) else {
-        return false;
+pub fn report<C: EbpfContext>(
+    ctx: &C,
+    emit: &ProgramArray,
+    host_pid: u32,
+    (ns_pid, slot, identity): (u32, u32, Identity),
+    rss: u64,
+    level: u64,
+) {
+    let Some(entry) = PROCS.get_ptr_mut(host_pid) else {
+        return;
     };
     // SAFETY: valid map value pointer.
-    unsafe { (*state).level = DISARMED };
+    unsafe { (*entry).level = DISARMED };
     bump_epoch(KERNEL_EPOCH);
     let event = Event {
         kind: EventKind::Crossed as u32,
@@ -109,19 +121,12 @@ pub fn report(host_pid: u32, ns_pid: u32, identity: Identity, rss: u64, level: u
         // SAFETY: helper without preconditions.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output::<Event>(event, 0).is_err() {
-        // Userspace never heard of this crossing, so it cannot have re-armed meanwhile.
-        // SAFETY: valid map value pointer.
-        unsafe { (*state).level = level };
-        bump_epoch(KERNEL_EPOCH);
-        return false;
-    }
-    true
+    emit::hand_over(ctx, emit, slot, &event);
 }
 
-/// Sends a lifecycle or OOM event that carries no measurement.
+/// Sends a lifecycle or OOM event that carries no measurement to tenant `slot`.
 #[inline(always)]
-pub fn notify(kind: EventKind, host_pid: u32, ns_pid: u32) {
+pub fn notify<C: EbpfContext>(ctx: &C, kind: EventKind, host_pid: u32, ns_pid: u32, slot: u32) {
     let event = Event {
         kind: kind as u32,
         host_pid,
@@ -133,5 +138,5 @@ pub fn notify(kind: EventKind, host_pid: u32, ns_pid: u32) {
         // SAFETY: helper without preconditions.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = EVENTS.output::<Event>(event, 0);
+    emit::hand_over(ctx, &crate::maps::EMIT_TP, slot, &event);
 }

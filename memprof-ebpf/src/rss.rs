@@ -13,7 +13,7 @@ use aya_ebpf::{
 use memprof_common::{Identity, DISARMED, NR_MM_COUNTERS, RSS_MEMBERS};
 
 use crate::{
-    maps::{epoch, g, MmCache, MM_CACHE, MM_OWNERS, PROCS},
+    maps::{epoch, g, tenancy, MmCache, EMIT_BTF, EMIT_TP, MM_CACHE, MM_OWNERS, PROCS},
     procs::{self, KERNEL_EPOCH, USER_EPOCH},
     task,
 };
@@ -21,12 +21,12 @@ use crate::{
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     let mm: *const u8 = ctx.arg(0);
-    on_btf_event(mm);
+    on_btf_event(&ctx, mm);
     0
 }
 
 #[inline(always)]
-fn on_btf_event(mm: *const u8) -> Option<()> {
+fn on_btf_event(ctx: &BtfTracePointContext, mm: *const u8) -> Option<()> {
     let cache = MM_CACHE.get_ptr_mut(0)?;
     // SAFETY: a per-CPU map value, only touched by this CPU with preemption disabled.
     let cache = unsafe { &mut *cache };
@@ -39,13 +39,15 @@ fn on_btf_event(mm: *const u8) -> Option<()> {
         return None;
     }
     let rss = mm_rss(mm);
-    let identity = Identity {
-        mm: cache.mm,
-        start_ns: cache.start_ns,
-    };
-    if rss >= cache.level && procs::report(cache.host_pid, cache.ns_pid, identity, rss, cache.level)
-    {
+    if rss >= cache.level {
+        let identity = Identity {
+            mm: cache.mm,
+            start_ns: cache.start_ns,
+        };
+        let level = cache.level;
         cache.level = DISARMED;
+        let whom = (cache.ns_pid, cache.slot, identity);
+        procs::report(ctx, &EMIT_BTF, cache.host_pid, whom, rss, level);
     }
     Some(())
 }
@@ -91,6 +93,7 @@ fn fill_cache(cache: &mut MmCache, mm: u64, kernel_epoch: u64, user_epoch: u64) 
     cache.start_ns = state.identity.start_ns;
     cache.host_pid = host_pid;
     cache.ns_pid = state.ns_pid;
+    cache.slot = state.slot;
     Some(())
 }
 
@@ -116,10 +119,17 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let entry = PROCS.get_ptr_mut(host_pid);
         let state = match entry {
-            // The hot path checks the address space only: exit and exec remove entries, and a
-            // full identity check would cost two more reads on every event.
+            // The hot path checks the address space and the tenant slot's generation only:
+            // exit and exec remove entries, and a full identity check would cost two more
+            // reads on every event.
             // SAFETY: valid map value pointer.
-            Some(state) if unsafe { (*state).identity.mm } == mm_id => state,
+            Some(state)
+                if unsafe {
+                    (*state).identity.mm == mm_id && (*state).slot_gen == tenancy((*state).slot)
+                } =>
+            {
+                state
+            }
             _ => {
                 // SAFETY: helper without preconditions; the task uses this mm (curr == 1).
                 let current = unsafe { bpf_get_current_task() } as u64;
@@ -163,7 +173,8 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         .map(|&m| state.counters[m as usize].max(0) as u64)
         .sum::<u64>();
     if rss >= state.level {
-        procs::report(host_pid, state.ns_pid, state.identity, rss, state.level);
+        let whom = (state.ns_pid, state.slot, state.identity);
+        procs::report(ctx, &EMIT_TP, host_pid, whom, rss, state.level);
     }
     Some(())
 }

@@ -1,11 +1,11 @@
-//! Who a task is: its host tgid and its PID in memprof's own PID namespace.
+//! Who a task is: its host tgid, and which tenant (memprof instance) watches it under which PID.
 //!
 //! Rust BPF has no CO-RE, so every offset comes from the running kernel's BTF via the
 //! `.rodata` globals in `maps::g`. These reads happen once per newly seen process (a cache or
 //! map miss), so they use `bpf_probe_read_kernel`, which works on any pointer.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-use crate::maps::g;
+use crate::maps::{g, TENANTS};
 
 #[inline(always)]
 fn read<T>(base: u64, off: u64) -> Option<T> {
@@ -43,35 +43,34 @@ pub fn tgid(task: u64) -> Option<u32> {
     read::<u32>(task, g::TASK_TGID_OFF())
 }
 
-/// The task's process ID as memprof's PID namespace numbers it, or 0 when the process is not
-/// visible from there (it lives in another namespace branch, e.g. another pod).
+/// The tenant that watches the task's process and the PID it has there: the innermost of the
+/// process's PID namespaces that a tenant registered in `TENANTS`, or `None` when no tenant
+/// can see it (it lives in another namespace branch, e.g. a pod without memprof). A memprof
+/// in the initial namespace sees every process with its host PID; it never shares programs.
 #[inline(always)]
-pub fn ns_pid(task: u64, host_pid: u32) -> u32 {
+pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32)> {
     if g::PIDNS_IS_INIT() != 0 {
-        return host_pid;
+        return Some((0, host_pid));
     }
-    ns_pid_inner(task).unwrap_or(0)
-}
-
-/// Deepest PID namespace nesting searched for memprof's own namespace.
-const MAX_PIDNS_DEPTH: u64 = 8;
-
-#[inline(always)]
-fn ns_pid_inner(task: u64) -> Option<u32> {
     let leader = read::<u64>(task, g::TASK_GROUP_LEADER_OFF())?;
     let pid = read::<u64>(leader, g::TASK_THREAD_PID_OFF())?;
     let level = read::<u32>(pid, g::PID_LEVEL_OFF())? as u64;
-    // `pid->numbers[i]` is the number this pid has in the namespace at depth `i`; find the one
-    // whose namespace is memprof's (userspace cannot know its own depth when /proc is its own).
-    for i in 0..MAX_PIDNS_DEPTH {
-        if i > level {
+    // `pid->numbers[i]` is the number this pid has in the namespace at depth `i`; userspace
+    // cannot know its own depth when /proc is its own, so tenants are found by inode.
+    for j in 0..MAX_PIDNS_DEPTH {
+        if j > level {
             return None;
         }
-        let upid = pid + g::PID_NUMBERS_OFF() + i * g::UPID_SIZE();
+        let upid = pid + g::PID_NUMBERS_OFF() + (level - j) * g::UPID_SIZE();
         let ns = read::<u64>(upid, g::UPID_NS_OFF())?;
-        if read::<u32>(ns, g::PIDNS_INUM_OFF())? as u64 == g::MY_PIDNS_INUM() {
-            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| nr as u32);
+        let inum = read::<u32>(ns, g::PIDNS_INUM_OFF())?;
+        // SAFETY: plain data.
+        if let Some(&slot) = unsafe { TENANTS.get(inum) } {
+            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| (slot, nr as u32));
         }
     }
     None
 }
+
+/// Deepest PID namespace nesting searched for a tenant's namespace.
+const MAX_PIDNS_DEPTH: u64 = 8;

@@ -37,7 +37,7 @@ fn load(hook: Hook) -> Option<Loaded> {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let kernel = Kernel::load(hook, memprof_common::MAX_PROCS)
+    let kernel = Kernel::load(hook, memprof_common::MAX_PROCS, None)
         .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, rx) = tokio::sync::mpsc::channel(1024);

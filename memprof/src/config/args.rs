@@ -115,6 +115,10 @@ pub struct Args {
     /// safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
     pub max_procs: String,
+    /// bpffs mount where memprof instances on one node share their kernel programs (pinned
+    /// under `memprof/`), or `off` to always load this instance's own.
+    #[arg(long, env = "MEMPROF_BPFFS", default_value = "/sys/fs/bpf")]
+    pub bpffs: String,
 }
 
 /// What to do instead of watching (the default).

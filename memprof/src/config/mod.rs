@@ -76,6 +76,8 @@ pub struct Config {
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
+    /// Where shared kernel programs are pinned; `None` when sharing is off.
+    pub bpffs: Option<PathBuf>,
     pub max_captures_per_minute: u32,
     pub scope: Scope,
     pub go_heap: GoHeapMode,
@@ -257,6 +259,10 @@ impl Config {
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,
+            bpffs: match a.bpffs.trim() {
+                "off" => None,
+                dir => Some(PathBuf::from(dir)),
+            },
             max_captures_per_minute,
             scope,
             go_heap: a.go_heap,

@@ -1,18 +1,22 @@
 //! Detect: notice that a process may be nearing its limit. The kernel detector (`ebpf`)
 //! reports armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
 //! BPF is unavailable and a slow safety net beside it.
+mod arm;
+mod attach;
 pub mod btf;
 pub mod container;
 pub mod ebpf;
 pub mod layout;
+mod pin;
 pub mod poll;
+mod tenancy;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use memprof_common::Identity;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, DetectorChoice};
 use aya::maps::{MapData, RingBuf};
@@ -102,8 +106,16 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
     };
     let mut failures = Vec::new();
     for &hook in hooks {
-        match Kernel::load(hook, cfg.max_procs) {
+        match Kernel::load(hook, cfg.max_procs, cfg.bpffs.as_deref()) {
             Ok(mut kernel) => {
+                if kernel.pays_alone {
+                    warn!(
+                        "kernel programs not shared ({}): every memprof like this one adds their cost to each page fault on the node",
+                        kernel.sharing
+                    );
+                } else {
+                    info!("kernel programs: {}", kernel.sharing);
+                }
                 let handles = KernelHandles {
                     arm: kernel.arm(),
                     go: kernel.go_targets(),

@@ -1,0 +1,152 @@
+//! Preparing and attaching the kernel programs: the `.rodata` values they need from the
+//! running kernel, the programs attached to the kernel's hooks (pinned when shared), and this
+//! instance's own programs, which the attached ones reach through tail calls.
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    programs::{links::FdLink, BtfTracePoint, TracePoint},
+    Btf as AyaBtf, Ebpf,
+};
+use memprof_common::globals as g;
+
+use super::{btf::Btf, ebpf::Hook, layout, pin, tenancy};
+
+/// The `.rodata` values, and how the running kernel keeps its RSS counters.
+pub struct Globals {
+    pub values: Vec<(&'static str, u64)>,
+    pub rss_layout: Option<layout::RssLayout>,
+}
+
+pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
+    let tracefs = layout::tracefs()?;
+    let init_pidns = own_pidns == layout::INIT_PIDNS_INUM;
+    let mut values: Vec<(&'static str, u64)> = vec![
+        (g::PIDNS_IS_INIT, init_pidns as u64),
+        (g::PAGE_SHIFT, layout::page_shift()),
+    ];
+    let mut rss_layout = None;
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => {
+            values.extend(layout::task_offsets(&btf)?);
+            Some(btf)
+        }
+        // The classic hook attributes events to `current`; in the initial PID namespace no
+        // translation is needed, so it runs without BTF.
+        Err(_) if hook == Hook::Classic && init_pidns => None,
+        Err(e) => {
+            return Err(e.context("kernel BTF is needed to read RSS counters and translate PIDs"))
+        }
+    };
+    match hook {
+        Hook::Btf => {
+            let rss = layout::rss_offsets(btf.as_ref().context("tp_btf needs kernel BTF")?)?;
+            values.push((g::RSS_COUNT_OFF, rss.count_off));
+            values.push((g::RSS_STRIDE, rss.stride));
+            values.push((
+                g::RSS_PROBE_READ,
+                (rss.layout == layout::RssLayout::AtomicArray) as u64,
+            ));
+            rss_layout = Some(rss.layout);
+        }
+        Hook::Classic => {
+            let format = layout::read_format(tracefs, "kmem", "rss_stat")?;
+            for (name, field) in [
+                (g::TP_MM_ID_OFF, "mm_id"),
+                (g::TP_CURR_OFF, "curr"),
+                (g::TP_MEMBER_OFF, "member"),
+                (g::TP_SIZE_OFF, "size"),
+            ] {
+                values.push((name, layout::tracepoint_field(&format, field)?));
+            }
+        }
+    }
+    let oom_format = layout::read_format(tracefs, "oom", "mark_victim")?;
+    values.push((
+        g::TP_OOM_PID_OFF,
+        layout::tracepoint_field(&oom_format, "pid")?,
+    ));
+    let signal_format = layout::read_format(tracefs, "signal", "signal_deliver")?;
+    values.push((
+        g::TP_SIG_OFF,
+        layout::tracepoint_field(&signal_format, "sig")?,
+    ));
+    Ok(Globals { values, rss_layout })
+}
+
+/// Loads and attaches the programs on the kernel's hooks. With `pins`, each link is pinned
+/// there instead of being owned by this process, so the programs outlive it; the
+/// `rss_stat` link is pinned last, which marks the set complete for those who join.
+pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, pins: Option<&Path>) -> Result<()> {
+    for (name, category, event) in [
+        ("process_exec", "sched", "sched_process_exec"),
+        ("process_exit", "sched", "sched_process_exit"),
+        ("oom_mark_victim", "oom", "mark_victim"),
+        ("signal_deliver", "signal", "signal_deliver"),
+    ] {
+        attach_tracepoint(bpf, name, category, event, pins)?;
+    }
+    debug_assert_eq!(tenancy::ATTACHED.len(), 4);
+    match hook {
+        Hook::Btf => {
+            let prog: &mut BtfTracePoint = program(bpf, "rss_stat_btf")?.try_into()?;
+            prog.load("rss_stat", btf.context("tp_btf needs kernel BTF")?)
+                .context("verifying rss_stat_btf")?;
+            match pins {
+                // aya cannot pin a raw-tracepoint link; open one directly.
+                Some(dir) => {
+                    let link = pin::raw_tracepoint_open(prog.fd()?)
+                        .context("attaching tp_btf/rss_stat")?;
+                    let path = tenancy::link_pin(dir, "rss_stat_btf");
+                    pin::pin(&link, &path)
+                        .with_context(|| format!("pinning {}", path.display()))?;
+                }
+                None => {
+                    prog.attach().context("attaching tp_btf/rss_stat")?;
+                }
+            }
+        }
+        Hook::Classic => attach_tracepoint(bpf, "rss_stat_classic", "kmem", "rss_stat", pins)?,
+    }
+    Ok(())
+}
+
+/// Loads this instance's own programs: the event emitters and the heap walker.
+pub fn load_own(bpf: &mut Ebpf, btf: Option<&AyaBtf>) -> Result<()> {
+    if let Some(btf) = btf {
+        let prog: &mut BtfTracePoint = program(bpf, "emit_btf")?.try_into()?;
+        prog.load("rss_stat", btf).context("verifying emit_btf")?;
+    }
+    for name in ["emit_tp", "heap_walk"] {
+        let prog: &mut TracePoint = program(bpf, name)?.try_into()?;
+        prog.load().with_context(|| format!("verifying {name}"))?;
+    }
+    Ok(())
+}
+
+fn program<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    bpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
+}
+
+fn attach_tracepoint(
+    bpf: &mut Ebpf,
+    name: &str,
+    category: &str,
+    event: &str,
+    pins: Option<&Path>,
+) -> Result<()> {
+    let prog: &mut TracePoint = program(bpf, name)?.try_into()?;
+    prog.load().with_context(|| format!("verifying {name}"))?;
+    let link = prog
+        .attach(category, event)
+        .with_context(|| format!("attaching {category}/{event}"))?;
+    if let Some(dir) = pins {
+        let path = tenancy::link_pin(dir, name);
+        FdLink::try_from(prog.take_link(link)?)
+            .context("this kernel attaches tracepoints without BPF links; sharing needs them")?
+            .pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Many pods, one kernel cost: memprof sidecars in eight pods (eight PID namespaces) on one
+//! node share one set of kernel programs through a real bpffs, each hearing only of its own
+//! pod; the set survives its creator, recovers from a SIGKILLed tenant and from an incomplete
+//! set, and the last one out leaves nothing attached or pinned.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use common::{pod::Pod, sidecar::*, *};
+
+/// A bpffs of the test's own (a fresh instance, as the node's `/sys/fs/bpf` is to pods).
+struct Bpffs(tempfile::TempDir);
+
+impl Bpffs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a bpffs");
+        Bpffs(dir)
+    }
+
+    fn path(&self) -> String {
+        self.0.path().display().to_string()
+    }
+
+    /// Everything below `memprof/` (pins and tenant directories), sorted.
+    fn pins(&self) -> Vec<String> {
+        fn walk(dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+                if entry.path().is_dir() {
+                    walk(&entry.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.0.path().join("memprof"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Loaded BPF programs named `name`, node-wide (what `bpftool prog` lists).
+fn programs_named(name: &str) -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .count()
+}
+
+struct Tenant {
+    memprof: Sidecar,
+    s3: S3Server,
+    pod: Pod,
+}
+
+fn tenant(name: &str, index: u8, bpffs: &Bpffs) -> Tenant {
+    let pod = Pod::new(name, index);
+    let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    let memprof = Sidecar::start(&pod, &s3, &[("MEMPROF_BPFFS", &bpffs.path())]);
+    Tenant { memprof, s3, pod }
+}
+
+impl Tenant {
+    /// A leaking service with the pod PID `pid`, profiled by this tenant's sidecar.
+    fn leak_is_captured(&self, pid: u32) -> u32 {
+        let app = service(&self.pod, "app", 512 * MIB, &["-rate", "200"], Some(pid));
+        let key = wait_key(&self.s3.client(), pid, &app, &[], &|| self.memprof.output());
+        assert!(key.contains(&format!("/{}/", self.pod.name)), "{key}");
+        app.wait_oom_kill();
+        app.host_pid
+    }
+}
+
+#[test]
+fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let bpffs = Bpffs::mount();
+    let baseline = programs_named("rss_stat_btf");
+    let mut tenants: Vec<Option<Tenant>> = (0..8)
+        .map(|i| Some(tenant(&format!("shared-{i}"), 40 + i, &bpffs)))
+        .collect();
+    let log = |i: usize| tenants[i].as_ref().unwrap().memprof.output();
+    assert!(
+        log(0).contains("created the node's shared set"),
+        "{}",
+        log(0)
+    );
+    for i in 1..8 {
+        assert!(
+            log(i).contains("joined the node's shared set"),
+            "{}",
+            log(i)
+        );
+    }
+    // One rss_stat program attached for eight instances, each with its own emitter.
+    assert_eq!(programs_named("rss_stat_btf") - baseline, 1);
+    assert_eq!(programs_named("emit_btf"), 8);
+    let dir: Vec<_> = bpffs.pins();
+    assert_eq!(
+        dir.iter().filter(|p| p.starts_with("link_")).count(),
+        5,
+        "{dir:?}"
+    );
+    assert_eq!(
+        dir.iter().filter(|p| p.starts_with("tenant-")).count(),
+        8,
+        "{dir:?}"
+    );
+
+    // The instance that created the set leaves; the others keep detecting, each its own pod.
+    let first = tenants[0].take().unwrap();
+    assert_eq!(first.memprof.stop(), Some(0));
+    let leaked: Vec<(usize, u32)> = [(1, 51), (2, 52)]
+        .into_iter()
+        .map(|(i, pid)| (i, tenants[i].as_ref().unwrap().leak_is_captured(pid)))
+        .collect();
+    for (i, t) in tenants.iter().enumerate().skip(1) {
+        let t = t.as_ref().unwrap();
+        let keys = t.s3.client().keys();
+        let own = leaked.iter().any(|&(owner, _)| owner == i);
+        assert_eq!(!keys.is_empty(), own, "pod {i}'s bucket: {keys:?}");
+        for key in keys {
+            assert!(key.contains(&format!("/{}/", t.pod.name)), "{key}");
+        }
+        for &(owner, host_pid) in leaked.iter().filter(|&&(owner, _)| owner != i) {
+            assert!(
+                !t.memprof.output().contains(&format!("host_pid={host_pid}")),
+                "sidecar {i} heard of pod {owner}'s service"
+            );
+        }
+    }
+
+    // SIGKILL one: its slot is reclaimed, and the next start works.
+    let killed = tenants[3].take().unwrap();
+    killed.memprof.container.signal(libc::SIGKILL);
+    drop(killed);
+    let next = tenant("shared-next", 48, &bpffs);
+    assert!(next
+        .memprof
+        .output()
+        .contains("joined the node's shared set"));
+    next.memprof
+        .wait_for_log("reclaimed the slot", Duration::from_secs(20));
+    next.leak_is_captured(53);
+    wait_for(
+        "the killed tenant's programs to be freed",
+        Duration::from_secs(10),
+        || programs_named("emit_btf") == 7,
+    );
+
+    // Everyone leaves, the last one by SIGKILL: its set stays pinned until the next start.
+    for t in tenants.iter_mut().filter_map(Option::take) {
+        assert_eq!(t.memprof.stop(), Some(0));
+    }
+    next.memprof.container.signal(libc::SIGKILL);
+    drop(next);
+    assert!(bpffs.pins().iter().any(|p| p == "link_rss_stat_btf"));
+    let last = tenant("shared-last", 49, &bpffs);
+    last.memprof
+        .wait_for_log("reclaimed the slot", Duration::from_secs(20));
+    let group = bpffs
+        .pins()
+        .into_iter()
+        .find(|p| p.starts_with("abi"))
+        .unwrap();
+    assert_eq!(last.memprof.stop(), Some(0));
+    assert_all_gone(&bpffs, baseline);
+
+    // A set whose creator died while pinning it (here: an empty directory) is replaced.
+    let group_dir: PathBuf = bpffs.0.path().join("memprof").join(&group);
+    std::fs::create_dir(&group_dir).unwrap();
+    let again = tenant("shared-again", 50, &bpffs);
+    let out = again.memprof.output();
+    assert!(out.contains("replacing an incomplete set"), "{out}");
+    assert!(out.contains("created the node's shared set"), "{out}");
+    assert_eq!(again.memprof.stop(), Some(0));
+    assert_all_gone(&bpffs, baseline);
+}
+
+/// Nothing pinned, and no program of the set left loaded (freeing is deferred a moment).
+fn assert_all_gone(bpffs: &Bpffs, baseline: usize) {
+    assert_eq!(bpffs.pins(), Vec::<String>::new());
+    wait_for("the programs to be freed", Duration::from_secs(10), || {
+        programs_named("rss_stat_btf") == baseline && programs_named("emit_btf") == 0
+    });
+}
