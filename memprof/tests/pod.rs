@@ -68,8 +68,13 @@ fn two_sidecars_capture_only_their_own_pods() {
         S3Server::start_on("profiles", &pod_a.host_addr()),
         S3Server::start_on("profiles", &pod_b.host_addr()),
     );
-    let memprof_a = Sidecar::start(&pod_a, &s3_a, &[]);
-    let memprof_b = Sidecar::start(&pod_b, &s3_b, &[]);
+    // No bpffs where memprof looks: each sidecar loads its own programs, and says what it costs.
+    let memprof_a = Sidecar::start(&pod_a, &s3_a, &[("MEMPROF_BPFFS", "/proc")]);
+    let memprof_b = Sidecar::start(&pod_b, &s3_b, &[("MEMPROF_BPFFS", "/proc")]);
+    memprof_a.wait_for_log(
+        "kernel programs: own programs: /proc is not a bpffs mount",
+        Duration::from_secs(1),
+    );
     // Distinct PIDs, so that a profile in the wrong bucket would show.
     let app_a = service(&pod_a, "app", 512 * MIB, &["-rate", "200"], Some(50));
     let app_b = service(

@@ -82,6 +82,11 @@ impl Tenant {
         let key = wait_key(&self.s3.client(), pid, &app, &[], &|| self.memprof.output());
         assert!(key.contains(&format!("/{}/", self.pod.name)), "{key}");
         app.wait_oom_kill();
+        // The heap walk at the kill ran in this tenant's own program, into its own buffer.
+        self.memprof.wait_for_log(
+            &format!("at-kill profile stored pid={pid} "),
+            Duration::from_secs(20),
+        );
         app.host_pid
     }
 }
@@ -156,8 +161,18 @@ fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
         .memprof
         .output()
         .contains("joined the node's shared set"));
-    next.memprof
-        .wait_for_log("reclaimed the slot", Duration::from_secs(20));
+    // Reclaimed by the new instance as it starts, or by a live one's periodic check before.
+    wait_for(
+        "the killed tenant's slot to be reclaimed",
+        Duration::from_secs(20),
+        || {
+            tenants
+                .iter()
+                .flatten()
+                .chain([&next])
+                .any(|t| t.memprof.output().contains("reclaimed the slot"))
+        },
+    );
     next.leak_is_captured(53);
     wait_for(
         "the killed tenant's programs to be freed",

@@ -1,7 +1,8 @@
 //! Benchmarks, every mode side by side in one run:
 //!
 //! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
-//!   no memprof, and with memprof running each detector, in ABBA order;
+//!   no memprof, and with memprof running each detector, in ABBA order; and with 0, 1 and 8
+//!   sidecars, own or shared kernel programs (`bench_shared.rs`);
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
 //! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`);
@@ -28,6 +29,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut kill_runs = 5;
     let mut fetch_runs = 20;
     let mut container_runs = 4;
+    let mut sidecar_rounds = 6;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -42,9 +44,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "--kill-runs" => kill_runs = value()?,
             "--fetch-runs" => fetch_runs = value()?,
             "--container-runs" => container_runs = value()?,
+            "--sidecar-rounds" => sidecar_rounds = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
-                 --fetch-runs N, --container-runs N)"
+                 --fetch-runs N, --container-runs N, --sidecar-rounds N)"
             ),
         }
     }
@@ -53,6 +56,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if rounds > 0 {
         page_fault_overhead(&bin, rounds)?;
     }
+    crate::bench_shared::run(&bin, sidecar_rounds)?;
     latency(latency_runs)?;
     crate::bench_kill::run(&bin, kill_runs)?;
     if fetch_runs > 0 {
@@ -62,7 +66,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.
-fn fault_loop() -> Duration {
+pub fn fault_loop() -> Duration {
     let start = Instant::now();
     for _ in 0..7 {
         let mut v = vec![0u8; CHUNK];
@@ -127,11 +131,6 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let median = |v: &Vec<f64>| {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base = median(&samples["none"]);
     println!(
         "{:<10} {:>12} {:>12} {:>12} {:>10}",
@@ -149,6 +148,12 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Runs the end-to-end scenarios `runs` times and collects memprof's detection-to-stored times.

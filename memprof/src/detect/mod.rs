@@ -110,7 +110,7 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
             Ok(mut kernel) => {
                 if kernel.pays_alone {
                     warn!(
-                        "kernel programs not shared ({}): every memprof like this one adds their cost to each page fault on the node",
+                        "kernel programs: {}; every memprof like this one adds their cost to each page fault on the node",
                         kernel.sharing
                     );
                 } else {

@@ -1,0 +1,129 @@
+//! What memprof sidecars cost the node: the page-fault loop of `bench.rs` with no memprof, one
+//! sidecar, eight sidecars each with its own kernel programs (`MEMPROF_BPFFS=off`, as without a
+//! bpffs mount) and eight sharing one set through a bpffs; each sidecar in its own PID
+//! namespace, as in eight pods. ABBA order.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bench::{fault_loop, median};
+
+const MODES: [(&str, usize, bool); 4] = [
+    ("none", 0, false),
+    ("1 sidecar", 1, true),
+    ("8 own", 8, false),
+    ("8 shared", 8, true),
+];
+
+pub fn run(bin: &Path, rounds: usize) -> Result<()> {
+    if rounds == 0 {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("memprof-bench-shared-{}", std::process::id()));
+    let bpffs = dir.join("bpffs");
+    std::fs::create_dir_all(&bpffs)?;
+    let st = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&bpffs)
+        .status()?;
+    if !st.success() {
+        bail!("mounting a bpffs at {}", bpffs.display());
+    }
+    println!(
+        "\npage-fault loop with memprof sidecars (each in its own PID namespace), {rounds} rounds, ABBA"
+    );
+    let result = measure(bin, &dir, &bpffs, rounds);
+    let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    let samples = result?;
+    let base = median(&samples["none"]);
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>10}",
+        "sidecars", "median ms", "min ms", "max ms", "slowdown"
+    );
+    for (mode, _, _) in MODES {
+        let v = &samples[mode];
+        let (min, max) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let m = median(v);
+        println!(
+            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%",
+            (m / base - 1.0) * 100.0
+        );
+    }
+    Ok(())
+}
+
+fn measure(
+    bin: &Path,
+    dir: &Path,
+    bpffs: &Path,
+    rounds: usize,
+) -> Result<BTreeMap<&'static str, Vec<f64>>> {
+    fault_loop(); // warm-up
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        let mut order = MODES.to_vec();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (mode, n, shared) in order {
+            let share = if shared {
+                bpffs.display().to_string()
+            } else {
+                "off".into()
+            };
+            let sidecars = (0..n)
+                .map(|i| sidecar(bin, &dir.join(format!("{i}")), &share))
+                .collect::<Result<Vec<_>>>()?;
+            let t = fault_loop();
+            sidecars.into_iter().for_each(stop);
+            samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(samples)
+}
+
+/// memprof as PID 1 of a new PID namespace, started once it says so.
+fn sidecar(bin: &Path, dir: &Path, bpffs: &str) -> Result<Child> {
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bin)
+        .args(["--detector", "btf", "--local-dir"])
+        .arg(dir.join("profiles"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .env("MEMPROF_BPFFS", bpffs)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    for line in lines.by_ref() {
+        if line?.contains("memprof started") {
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(child);
+        }
+    }
+    bail!("a memprof sidecar exited before it started")
+}
+
+/// SIGTERM to memprof (the child of `unshare`), so it leaves the shared set as it would in a
+/// pod being deleted; then `unshare` ends with it.
+fn stop(mut child: Child) {
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    if let Some(pid) = std::fs::read_to_string(children)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+    {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let _ = child.wait();
+}
