@@ -20,6 +20,8 @@ const MODES: [(&str, usize, bool); 4] = [
     ("8 shared", 8, true),
 ];
 
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn run(bin: &Path, rounds: usize) -> Result<()> {
     if rounds == 0 {
         return Ok(());
@@ -82,6 +84,9 @@ fn measure(
             let sidecars = (0..n)
                 .map(|i| sidecar(bin, &dir.join(format!("{i}")), &share))
                 .collect::<Result<Vec<_>>>()?;
+            // Let the daemons finish starting (first scans, S3 or directory checks), so the
+            // loop measures what they cost the kernel's page faults, not their start.
+            std::thread::sleep(SETTLE);
             let t = fault_loop();
             sidecars.into_iter().for_each(stop);
             samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
