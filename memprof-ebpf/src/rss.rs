@@ -119,17 +119,10 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
         let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let entry = PROCS.get_ptr_mut(host_pid);
         let state = match entry {
-            // The hot path checks the address space and the tenant slot's generation only:
-            // exit and exec remove entries, and a full identity check would cost two more
-            // reads on every event.
+            // The hot path checks the address space only: exit and exec remove entries, and a
+            // full identity check would cost two more reads on every event.
             // SAFETY: valid map value pointer.
-            Some(state)
-                if unsafe {
-                    (*state).identity.mm == mm_id && (*state).slot_gen == tenancy((*state).slot)
-                } =>
-            {
-                state
-            }
+            Some(state) if unsafe { (*state).identity.mm } == mm_id => state,
             _ => {
                 // SAFETY: helper without preconditions; the task uses this mm (curr == 1).
                 let current = unsafe { bpf_get_current_task() } as u64;
@@ -165,16 +158,27 @@ fn on_classic_event(ctx: &TracePointContext) -> Option<()> {
     // would let the compiler drop the mask). The kernel's members are 0..NR_MM_COUNTERS, so
     // the mask changes no valid value.
     state.counters[member as usize & (NR_MM_COUNTERS - 1)] = size;
-    if state.level == DISARMED {
-        return None;
-    }
+    let level = state.level;
     let rss = RSS_MEMBERS
         .iter()
         .map(|&m| state.counters[m as usize].max(0) as u64)
         .sum::<u64>();
-    if rss >= state.level {
+    if level != DISARMED && rss < level {
+        return Some(());
+    }
+    // Rare from here (a disarmed process, or a crossing), so only here is the routing checked:
+    // a process whose tenant slot changed hands since is resolved again instead.
+    if state.slot_gen != tenancy(state.slot) {
+        if curr != 0 {
+            // SAFETY: helper without preconditions; the task uses this mm (curr == 1).
+            let current = unsafe { bpf_get_current_task() } as u64;
+            procs::state_of(host_pid, mm_id, current, Some(*state));
+        }
+        return None;
+    }
+    if level != DISARMED {
         let whom = (state.ns_pid, state.slot, state.identity);
-        procs::report(ctx, &EMIT_TP, host_pid, whom, rss, state.level);
+        procs::report(ctx, &EMIT_TP, host_pid, whom, rss, level);
     }
     Some(())
 }
