@@ -78,7 +78,14 @@ fn tenant(name: &str, index: u8, bpffs: &Bpffs) -> Tenant {
 impl Tenant {
     /// A leaking service with the pod PID `pid`, profiled by this tenant's sidecar.
     fn leak_is_captured(&self, pid: u32) -> u32 {
-        let app = service(&self.pod, "app", 512 * MIB, &["-rate", "200"], Some(pid));
+        let (limit_mib, rate) = scaled(512, 200);
+        let app = service(
+            &self.pod,
+            "app",
+            limit_mib * MIB,
+            &["-rate", &rate],
+            Some(pid),
+        );
         let key = wait_key(&self.s3.client(), pid, &app, &[], &|| self.memprof.output());
         assert!(key.contains(&format!("/{}/", self.pod.name)), "{key}");
         app.wait_oom_kill();

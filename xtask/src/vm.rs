@@ -31,6 +31,7 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "pod_container",
         "page_cache_does_not_count_toward_the_container_level",
     ),
+    ("shared", ""),
 ];
 
 pub fn run() -> Result<()> {

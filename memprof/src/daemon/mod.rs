@@ -35,6 +35,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn run(cfg: Config) -> Result<()> {
+    // Handled from the first moment: a pod deleted while memprof starts still gets a graceful
+    // exit (leaving the node's shared kernel programs, keeping its spool).
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (container_tx, mut container_rx) = mpsc::channel::<ContainerEvent>(1024);
@@ -98,7 +101,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         procs_full: 0,
         poll_every,
     };
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
