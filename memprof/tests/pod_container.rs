@@ -82,8 +82,11 @@ fn page_cache_does_not_count_toward_the_container_level() {
     };
     let limit = 128 * MIB;
     let file = disk.dir.join("pod-cache.bin");
+    // `dsync`: each write reaches the disk before the next, so the cached pages are clean and
+    // reclaim can always take them; dirty pages behind slow writeback (the emulated VM's loop
+    // device) could instead drive the container into an OOM kill.
     let script = format!(
-        "for i in 1 2 3 4; do dd if=/dev/zero of={} bs=1M count=256 2>/dev/null; done; sleep 600",
+        "for i in 1 2 3 4; do dd if=/dev/zero of={} bs=1M count=256 oflag=dsync 2>/dev/null; done; sleep 600",
         file.display()
     );
     let writer = s.program(

@@ -72,7 +72,7 @@ impl Capturer {
         let goheap = goheap::registry::Registry::new(go_targets);
         Ok(Self {
             endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
-            deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink),
+            deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink, cfg.spool_limits),
             seen: Seen::default(),
             place: Place::from_env(),
             key_prefix: cfg.key_prefix.clone(),
@@ -316,7 +316,7 @@ impl Capturer {
                     key,
                     source = s.source,
                     took_ms = s.started.elapsed().as_millis() as u64,
-                    "profile kept in the spool, delivery failed: {e:#}"
+                    "profile not stored yet: {e:#}"
                 );
                 (key, false)
             }

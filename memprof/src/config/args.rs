@@ -64,6 +64,16 @@ pub struct Args {
         default_value = "/var/lib/memprof/spool"
     )]
     pub spool_dir: PathBuf,
+    /// Most bytes of profiles the spool holds while they wait for the destination.
+    #[arg(long, env = "MEMPROF_SPOOL_MAX_BYTES", default_value = "1Gi")]
+    pub spool_max_bytes: String,
+    /// Most profiles the spool holds.
+    #[arg(long, env = "MEMPROF_SPOOL_MAX_OBJECTS", default_value = "1000")]
+    pub spool_max_objects: String,
+    /// Which profiles stay when the spool is full: the newest (the oldest are dropped) or the
+    /// oldest (new ones are sent without spooling).
+    #[arg(long, env = "MEMPROF_SPOOL_KEEP", value_enum, default_value = "newest")]
+    pub spool_keep: crate::deliver::bounds::Keep,
     /// Detector to use.
     #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
     pub detector: DetectorChoice,

@@ -67,6 +67,7 @@ pub struct Config {
     pub detector: DetectorChoice,
     pub destination: Destination,
     pub spool_dir: PathBuf,
+    pub spool_limits: crate::deliver::bounds::Limits,
     pub key_prefix: String,
     pub pprof_port: u16,
     pub pprof_ports: Option<Vec<u16>>,
@@ -127,6 +128,23 @@ impl Config {
         };
         levels_bytes.sort_unstable();
         levels_bytes.dedup();
+        let spool_limits = crate::deliver::bounds::Limits {
+            max_bytes: size(&a.spool_max_bytes).filter(|b| *b > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "invalid MEMPROF_SPOOL_MAX_BYTES (--spool-max-bytes): {:?} is not a size such as 1Gi or 500M",
+                    a.spool_max_bytes
+                ))
+            })?,
+            max_objects: number(
+                &a.spool_max_objects,
+                "MEMPROF_SPOOL_MAX_OBJECTS",
+                "spool-max-objects",
+                1usize,
+                1_000_000,
+                "profiles",
+            )?,
+            keep: a.spool_keep,
+        };
         let container_pct = match a.memory_container_percentage.trim() {
             "0" | "off" => None,
             v => Some(number(
@@ -250,6 +268,7 @@ impl Config {
             detector: a.detector,
             destination,
             spool_dir: a.spool_dir,
+            spool_limits,
             key_prefix: a.key_prefix.trim_matches('/').to_string(),
             pprof_port,
             pprof_ports,

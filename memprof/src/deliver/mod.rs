@@ -1,15 +1,25 @@
-//! Deliver: spool, then store at the destination; retry what is left in the spool.
+//! Deliver: spool (within its bounds), then store at the destination; retry what is left in
+//! the spool with a backoff per profile.
+pub mod bounds;
 pub mod key;
+mod retry;
 pub mod sink;
 pub mod spool;
 
-use std::{collections::HashSet, path::Path, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use bounds::{Limits, Room};
+use retry::Schedule;
 use sink::Sink;
-use spool::Spool;
+use spool::{Entry, Spool};
 
 /// Writes `parts` (concatenated) to `dest` through a hidden temporary file beside it and a
 /// rename, so a crash never leaves half a profile under the final name; the file (mode 0600)
@@ -62,22 +72,26 @@ fn private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// How often spooled leftovers are retried.
-const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// How often the spool is checked for profiles whose wait is over.
+const RETRY_TICK: Duration = Duration::from_secs(1);
 
 pub struct Deliverer {
     spool: Spool,
     sink: Sink,
+    limits: Limits,
+    schedule: Mutex<Schedule>,
     /// Keys a capture task is delivering right now; the retry loop leaves them alone so a
     /// profile is not sent twice.
     in_flight: Mutex<HashSet<String>>,
 }
 
 impl Deliverer {
-    pub fn new(spool: Spool, sink: Sink) -> Self {
+    pub fn new(spool: Spool, sink: Sink, limits: Limits) -> Self {
         Self {
             spool,
             sink,
+            limits,
+            schedule: Mutex::default(),
             in_flight: Mutex::default(),
         }
     }
@@ -86,39 +100,126 @@ impl Deliverer {
         self.sink.describe()
     }
 
-    /// Spools the profile and stores it. On failure the profile stays in the spool for the
-    /// retry loop and the error is returned for the log.
+    /// Spools the profile and stores it at once. On failure the profile stays in the spool for
+    /// the retry loop and the error is returned for the log.
     pub async fn deliver(&self, key: &str, bytes: &[u8]) -> Result<()> {
         self.in_flight
             .lock()
             .expect("in-flight lock")
             .insert(key.to_string());
-        let result = async {
-            let entry = match self.spool.put(key, bytes).await {
-                Ok(entry) => Some(entry),
-                Err(e) => {
-                    // Not durable, but not lost: straight to the destination.
-                    warn!(
-                        key,
-                        "could not spool the profile, sending it directly: {e:#}"
-                    );
-                    None
-                }
-            };
-            // The bytes are still in memory: store them rather than read the spool file back.
-            self.sink.store(key, bytes).await?;
-            match entry {
-                Some(entry) => self.spool.remove(&entry).await,
+        let entry = self.spool_within_bounds(key, bytes).await;
+        // The bytes are still in memory: store them rather than read the spool file back.
+        let result = match self.sink.store(key, bytes).await {
+            Ok(()) => match &entry {
+                Some(entry) => self.spool.remove(entry).await,
                 None => Ok(()),
+            },
+            Err(e) if entry.is_some() => {
+                let retry_in = self.note_failure(key, &e, false);
+                Err(e.context(format!(
+                    "kept in the spool, next attempt in {} ms",
+                    retry_in.as_millis()
+                )))
             }
-        }
-        .await;
+            Err(e) => Err(e.context("not in the spool either: this profile is lost")),
+        };
         self.in_flight.lock().expect("in-flight lock").remove(key);
         result
     }
 
-    /// Sends whatever the spool holds; returns how many were stored.
+    /// Spools `bytes` as `key`, first making room as `limits` say; `None` when it is not
+    /// spooled (refused, or the spool cannot be written), which the log says.
+    async fn spool_within_bounds(&self, key: &str, bytes: &[u8]) -> Option<Entry> {
+        let waiting = match self.spool.pending() {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(
+                    key,
+                    "could not read the spool, sending the profile directly: {e:#}"
+                );
+                return None;
+            }
+        };
+        let sizes: Vec<u64> = waiting.iter().map(|e| e.bytes).collect();
+        match bounds::room(&self.limits, &sizes, bytes.len() as u64) {
+            Room::Refuse => {
+                error!(
+                    key,
+                    bytes = bytes.len(),
+                    waiting = waiting.len(),
+                    waiting_bytes = sizes.iter().sum::<u64>(),
+                    limits = ?self.limits,
+                    "spool full: this profile is not spooled (the oldest are kept); sending it directly"
+                );
+                return None;
+            }
+            Room::Admit { drop } => {
+                for i in drop {
+                    let old = &waiting[i];
+                    match self.spool.remove(old).await {
+                        Ok(()) => {
+                            self.schedule
+                                .lock()
+                                .expect("schedule lock")
+                                .forget(&old.key);
+                            error!(
+                                dropped = old.key,
+                                bytes = sizes[i],
+                                limits = ?self.limits,
+                                for_key = key,
+                                "spool full: dropped the oldest spooled profile to keep the newest"
+                            );
+                        }
+                        Err(e) => warn!("{e:#}"),
+                    }
+                }
+            }
+        }
+        match self.spool.put(key, bytes).await {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                // Not durable, but not lost yet: straight to the destination.
+                warn!(
+                    key,
+                    "could not spool the profile, sending it directly: {e:#}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Schedules the next attempt and returns the wait. A permanent error is logged once per
+    /// profile; a transient one when `log_transient` (the caller logs it otherwise).
+    fn note_failure(&self, key: &str, e: &anyhow::Error, log_transient: bool) -> Duration {
+        let permanent = sink::is_permanent(e);
+        let failed =
+            self.schedule
+                .lock()
+                .expect("schedule lock")
+                .failed(key, Instant::now(), permanent);
+        if failed.first_permanent {
+            error!(
+                key,
+                "storing the profile cannot succeed until the configuration changes: {e:#}; it stays in the spool and is retried every few minutes"
+            );
+        } else if log_transient {
+            warn!(
+                key,
+                failures = failed.failures,
+                retry_in_ms = failed.retry_in.as_millis() as u64,
+                "spooled profile not stored yet: {e:#}"
+            );
+        }
+        failed.retry_in
+    }
+
+    /// Sends the spooled profiles whose wait is over; returns how many were stored.
     pub async fn flush(&self) -> usize {
+        self.flush_due(Instant::now()).await
+    }
+
+    /// As `flush`, as if it were `now`.
+    async fn flush_due(&self, now: Instant) -> usize {
         let pending = match self.spool.pending() {
             Ok(p) => p,
             Err(e) => {
@@ -128,11 +229,17 @@ impl Deliverer {
         };
         let mut stored = 0;
         for entry in pending {
-            if self
-                .in_flight
+            let due = self
+                .schedule
                 .lock()
-                .expect("in-flight lock")
-                .contains(&entry.key)
+                .expect("schedule lock")
+                .due(&entry.key, now);
+            if !due
+                || self
+                    .in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .contains(&entry.key)
             {
                 continue;
             }
@@ -150,23 +257,26 @@ impl Deliverer {
                     if let Err(e) = self.spool.remove(&entry).await {
                         warn!("{e:#}");
                     }
+                    self.schedule
+                        .lock()
+                        .expect("schedule lock")
+                        .forget(&entry.key);
                     info!(key = entry.key, "spooled profile stored");
                     stored += 1;
                 }
                 Err(e) => {
-                    warn!(key = entry.key, "spooled profile still not stored: {e:#}");
-                    break;
+                    self.note_failure(&entry.key, &e, true);
                 }
             }
         }
         stored
     }
 
-    /// Retries the spool forever (run as a background task).
+    /// Retries the spool for as long as memprof runs (a background task).
     pub async fn retry_loop(&self) {
         loop {
             self.flush().await;
-            tokio::time::sleep(RETRY_EVERY).await;
+            tokio::time::sleep(RETRY_TICK).await;
         }
     }
 }
@@ -174,6 +284,12 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const UNBOUNDED: Limits = Limits {
+        max_bytes: u64::MAX,
+        max_objects: usize::MAX,
+        keep: bounds::Keep::Newest,
+    };
 
     /// A profile whose destination fails stays in the spool and is stored by the next flush.
     #[tokio::test]
@@ -185,15 +301,57 @@ mod tests {
         let d = Deliverer::new(
             Spool::open(&dir.path().join("spool")).unwrap(),
             Sink::local(&dest),
+            UNBOUNDED,
         );
         let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
         assert!(d.deliver(key, b"heap").await.is_err());
-        assert_eq!(d.flush().await, 0);
+        let later = Instant::now() + Duration::from_secs(600);
+        assert_eq!(d.flush().await, 0, "not due before its backoff is over");
+        assert_eq!(d.flush_due(later).await, 0, "still failing");
 
         std::fs::remove_file(&dest).unwrap();
-        assert_eq!(d.flush().await, 1);
+        assert_eq!(d.flush().await, 0, "not due yet");
+        assert_eq!(d.flush_due(later + Duration::from_secs(600)).await, 1);
         assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
-        assert_eq!(d.flush().await, 0, "the spool is empty once stored");
+        assert_eq!(
+            d.flush_due(later + Duration::from_secs(1200)).await,
+            0,
+            "the spool is empty once stored"
+        );
+    }
+
+    /// With the spool full, the oldest profile makes room for the newest (the default), or the
+    /// new one is not spooled (keeping the oldest).
+    #[tokio::test]
+    async fn a_full_spool_keeps_what_the_limits_say() {
+        for (keep, kept) in [
+            (bounds::Keep::Newest, ["b", "c"]),
+            (bounds::Keep::Oldest, ["a", "b"]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("dest");
+            std::fs::write(&dest, b"not a directory").unwrap();
+            let limits = Limits {
+                max_bytes: 1 << 20,
+                max_objects: 2,
+                keep,
+            };
+            let spool = Spool::open(&dir.path().join("spool")).unwrap();
+            let d = Deliverer::new(spool, Sink::local(&dest), limits);
+            for key in ["a", "b", "c"] {
+                assert!(d.deliver(key, key.as_bytes()).await.is_err());
+                // Distinct modification times order the spool.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let left: Vec<String> = d
+                .spool
+                .pending()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(left, kept, "{keep:?}");
+        }
     }
 
     /// A spool that cannot be written does not lose the profile: it goes straight to the
@@ -207,7 +365,7 @@ mod tests {
         std::fs::remove_dir(&spool_dir).unwrap();
         std::fs::write(&spool_dir, b"not a directory").unwrap();
         let dest = dir.path().join("dest");
-        let d = Deliverer::new(spool, Sink::local(&dest));
+        let d = Deliverer::new(spool, Sink::local(&dest), UNBOUNDED);
         let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
         d.deliver(key, b"heap").await.unwrap();
         assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");

@@ -1,10 +1,76 @@
 //! Where profiles end up: an S3 bucket, or a local directory when no bucket is configured.
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::{
+    config::timeout::TimeoutConfig,
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    primitives::ByteStream,
+};
 use tracing::{info, warn};
+
+/// A store that cannot succeed until someone changes the configuration (credentials, bucket,
+/// its policy), as opposed to an outage, throttling or a timeout, which pass by themselves.
+#[derive(Debug)]
+pub struct Permanent(pub String);
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Permanent {}
+
+/// S3 error codes that no retry fixes.
+const PERMANENT_CODES: [&str; 9] = [
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+    "NoSuchBucket",
+    "AccountProblem",
+    "InvalidToken",
+    "KMS.DisabledException",
+];
+
+/// Whether an error from `Sink::store` is permanent.
+pub fn is_permanent(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Permanent>().is_some()
+}
+
+/// The SDK's error as one line, typed `Permanent` when no retry can fix it.
+fn classify<E, R>(e: SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let text = DisplayErrorContext(&e).to_string();
+    let permanent = match &e {
+        SdkError::ServiceError(s) => s.err().code().is_some_and(|c| PERMANENT_CODES.contains(&c)),
+        // The request could not even be built: no credentials at all.
+        SdkError::ConstructionFailure(_) => true,
+        _ => false,
+    };
+    if permanent {
+        anyhow::Error::new(Permanent(text))
+    } else {
+        anyhow::anyhow!(text)
+    }
+}
+
+/// Bounds of every S3 call, so a hung S3 never holds a capture or the retries.
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(120))
+        .build()
+}
 
 pub enum Sink {
     S3 {
@@ -27,6 +93,7 @@ impl Sink {
         let custom_endpoint = shared.endpoint_url().is_some();
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(custom_endpoint)
+            .timeout_config(timeouts())
             .build();
         let client = aws_sdk_s3::Client::from_conf(conf);
         if let Some(provider) = shared.credentials_provider() {
@@ -40,7 +107,7 @@ impl Sink {
                 bucket,
                 region,
                 "S3 bucket not reachable yet: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
+                DisplayErrorContext(&e)
             ),
         }
         Ok(Sink::S3 {
@@ -73,7 +140,7 @@ impl Sink {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+                    .map_err(classify)
                     .with_context(|| format!("PUT s3://{bucket}/{key}"))?;
             }
             Sink::Local(dir) => {

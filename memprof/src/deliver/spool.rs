@@ -30,6 +30,8 @@ pub struct Entry {
     pub key: String,
     pub path: PathBuf,
     pub offset: usize,
+    /// Bytes of the profile (without the header).
+    pub bytes: u64,
 }
 
 /// A file name for `key`, the same for the same key (a key names one object).
@@ -69,6 +71,7 @@ impl Spool {
             key: key.to_string(),
             path,
             offset: head.len(),
+            bytes: bytes.len() as u64,
         })
     }
 
@@ -105,13 +108,16 @@ impl Spool {
             } else {
                 (legacy_key(&name), 0)
             };
-            let modified = e.metadata().and_then(|m| m.modified()).ok();
+            let meta = e.metadata().ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
             entries.push((
                 modified,
                 Entry {
                     key,
                     path: e.path(),
                     offset,
+                    bytes: len.saturating_sub(offset as u64),
                 },
             ));
         }

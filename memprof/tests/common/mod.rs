@@ -104,7 +104,7 @@ pub fn dir_args(dir: &Path) -> [String; 4] {
 pub struct Memprof {
     pub child: Child,
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Memprof {
@@ -115,7 +115,18 @@ impl Memprof {
     /// memprof started by `wrapper` (e.g. `setpriv` with a capability set).
     pub fn spawn_via(wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("memprof.log");
+        let mut m = Self::spawn_at(dir.path(), wrapper, args, env);
+        m._dir = Some(dir);
+        m
+    }
+
+    /// memprof with its spool, destination and log below `dir`, which may outlive it (a
+    /// restart finds the same spool); each start has a log of its own.
+    pub fn spawn_at(dir: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
+        let log = (0..)
+            .map(|i| dir.join(format!("memprof.{i}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let bin = env!("CARGO_BIN_EXE_memprof");
         let mut cmd = match wrapper.split_first() {
@@ -127,7 +138,7 @@ impl Memprof {
             None => Command::new(bin),
         };
         let child = cmd
-            .args(dir_args(dir.path()))
+            .args(dir_args(dir))
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "memprof=debug")
@@ -138,7 +149,7 @@ impl Memprof {
         let m = Memprof {
             child,
             log,
-            _dir: dir,
+            _dir: None,
         };
         m.wait_for_log("memprof started", Duration::from_secs(30));
         m

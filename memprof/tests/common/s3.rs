@@ -33,9 +33,13 @@ impl S3Server {
 
     /// Listens on `host`, e.g. the host's end of a pod's network link.
     pub fn start_on(bucket: &str, host: &str) -> Self {
+        Self::start_at(bucket, host, free_port())
+    }
+
+    /// Listens on `host:port` (a port reserved earlier, e.g. for a server that comes up late).
+    pub fn start_at(bucket: &str, host: &str, port: u16) -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(bucket)).unwrap();
-        let port = free_port();
         let child = Command::new("s3s-fs")
             .args(["--host", host, "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])

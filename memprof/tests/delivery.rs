@@ -1,0 +1,210 @@
+//! Delivery through outages, on real parts: a Go service leaking in a memory cgroup, memprof
+//! beside it, and a real S3 server (s3s-fs, SigV4) that is down when the profiles are taken or
+//! refuses memprof's credentials. Profiles wait in the spool within its bounds and arrive
+//! byte-identical, once.
+mod common;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+fn prerequisites() -> Option<PathBuf> {
+    if !require(is_root(), "root (BPF, cgroups)")
+        || !require(MemCgroup::available(), "a memory cgroup controller")
+        || !S3Server::available()
+    {
+        return None;
+    }
+    go_service()
+}
+
+/// The Go service in `cg`, retaining `rate` MiB/s.
+fn leak(go: &Path, cg: &MemCgroup, rate: u32) -> Child {
+    let procs = cg.procs_file();
+    let mut child = Command::new(go);
+    child
+        .args(["-rate", &rate.to_string()])
+        .stdout(Stdio::piped());
+    // SAFETY: only async-signal-safe work (a write) between fork and exec.
+    unsafe {
+        child.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
+    }
+    let mut child = child.spawn().unwrap();
+    first_line(&mut child);
+    child
+}
+
+/// The environment for `server`'s bucket at `endpoint`, with `secret` as the secret key.
+fn s3_env(endpoint: &str, secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BUCKET", "profiles".into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_ENDPOINT_URL", endpoint.into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", secret.into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// The profiles waiting in the spool below `dir`: (key, profile bytes).
+fn spooled(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("spool")).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        if let Some(rest) = bytes.strip_prefix(b"memprof-spool 1 ".as_slice()) {
+            let end = rest.iter().position(|b| *b == b'\n').unwrap();
+            let key = String::from_utf8(rest[..end].to_vec()).unwrap();
+            out.push((key, rest[end + 1..].to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
+    let Some(go) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut env = s3_env(&endpoint, SECRET_KEY);
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "40,60".into()));
+    // Room for one profile: the second makes the first go, and the log says so.
+    env.push(("MEMPROF_SPOOL_MAX_OBJECTS", "1".into()));
+    let memprof = Memprof::spawn_at(dir.path(), &[], &["--detector", "btf"], &env);
+    let cg = MemCgroup::new("memprof-test-delivery-down", 256 << 20);
+    let mut app = leak(&go, &cg, 20);
+    let pid = app.id();
+
+    // Each profile is tried at once, fails, and is kept.
+    let not_stored = |pct: u32| {
+        let key = format!("_pid-{pid}_{pct}pct.heap.pb.gz");
+        wait_for(
+            &format!("the {pct} % profile to fail"),
+            Duration::from_secs(60),
+            || {
+                memprof
+                    .output()
+                    .lines()
+                    .any(|l| l.contains(&key) && l.contains("profile not stored yet"))
+            },
+        );
+    };
+    not_stored(40);
+    not_stored(60);
+    let taken = Instant::now();
+    let _ = app.kill();
+    let _ = app.wait();
+    let dropped = memprof.wait_for_log("spool full: dropped", Duration::from_secs(5));
+    assert!(dropped.contains(&format!("_pid-{pid}_40pct")), "{dropped}");
+    let waiting = spooled(dir.path());
+    assert_eq!(
+        waiting.len(),
+        1,
+        "{:?}",
+        waiting.iter().map(|w| &w.0).collect::<Vec<_>>()
+    );
+    let (key, bytes) = waiting.into_iter().next().unwrap();
+    assert!(
+        key.ends_with(&format!("_pid-{pid}_60pct.heap.pb.gz")),
+        "{key}"
+    );
+
+    // S3 comes up 30 s after the profile was taken.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(taken.elapsed()));
+    let s3 = S3Server::start_at("profiles", "127.0.0.1", port);
+    let client = s3.client();
+    wait_for("the spooled profile in S3", Duration::from_secs(90), || {
+        client.keys().contains(&key)
+    });
+    assert_eq!(
+        client.get(&key),
+        bytes,
+        "byte-identical to what was spooled"
+    );
+    wait_for("memprof's stored line", Duration::from_secs(5), || {
+        stored_lines(&memprof.output(), &key) == 1
+    });
+    // Once: no second attempt, no other object for the service, an empty spool.
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, out) = memprof.stop();
+    assert_eq!(code, Some(0));
+    let marker = format!("_pid-{pid}_");
+    let keys: Vec<_> = client
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(&marker))
+        .collect();
+    assert_eq!(keys, vec![key.clone()]);
+    assert_eq!(stored_lines(&out, &key), 1, "{out}");
+    assert!(spooled(dir.path()).is_empty());
+}
+
+#[test]
+fn wrong_credentials_keep_the_profile_until_a_restart_with_the_right_ones() {
+    let Some(go) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start("profiles");
+    let mut env = s3_env(&s3.endpoint(), "not-the-secret");
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "40".into()));
+    let memprof = Memprof::spawn_at(dir.path(), &[], &["--detector", "btf"], &env);
+    let cg = MemCgroup::new("memprof-test-delivery-creds", 256 << 20);
+    let mut app = leak(&go, &cg, 20);
+    let pid = app.id();
+
+    let line = memprof.wait_for_log(
+        "cannot succeed until the configuration changes",
+        Duration::from_secs(60),
+    );
+    let _ = app.kill();
+    let _ = app.wait();
+    assert!(line.contains(&format!("_pid-{pid}_40pct")), "{line}");
+    assert!(line.contains("SignatureDoesNotMatch"), "{line}");
+    assert!(
+        !line.contains("not-the-secret"),
+        "the secret must not be logged: {line}"
+    );
+    let (code, out) = memprof.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.matches("cannot succeed until").count(),
+        1,
+        "once per profile:\n{out}"
+    );
+    assert!(client_keys(&s3).is_empty());
+    let (key, bytes) = spooled(dir.path())
+        .pop()
+        .expect("the profile kept in the spool");
+
+    // Restarted with the right credentials, memprof sends what its spool kept.
+    let mut env = s3_env(&s3.endpoint(), SECRET_KEY);
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "40".into()));
+    let memprof = Memprof::spawn_at(dir.path(), &[], &["--detector", "btf"], &env);
+    wait_for(
+        "the spooled profile stored",
+        Duration::from_secs(30),
+        || stored_lines(&memprof.output(), &key) == 1,
+    );
+    assert_eq!(s3.client().get(&key), bytes);
+    assert!(spooled(dir.path()).is_empty());
+    assert_eq!(memprof.stop().0, Some(0));
+}
+
+/// Lines saying the spooled `key` was stored.
+fn stored_lines(log: &str, key: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("spooled profile stored") && l.contains(key))
+        .count()
+}
+
+fn client_keys(s3: &S3Server) -> Vec<String> {
+    s3.client().keys()
+}
