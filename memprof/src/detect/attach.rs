@@ -10,7 +10,7 @@ use aya::{
 };
 use memprof_common::globals as g;
 
-use super::{btf::Btf, ebpf::Hook, layout, pin, tenancy};
+use super::{btf::Btf, ebpf::Hook, group, layout, pin, tenancy};
 
 /// The `.rodata` values, and how the running kernel keeps its RSS counters.
 pub struct Globals {
@@ -97,7 +97,7 @@ pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, pins: Option<&Path>
                 Some(dir) => {
                     let link = pin::raw_tracepoint_open(prog.fd()?)
                         .context("attaching tp_btf/rss_stat")?;
-                    let path = tenancy::link_pin(dir, "rss_stat_btf");
+                    let path = group::link_pin(dir, "rss_stat_btf");
                     pin::pin(&link, &path)
                         .with_context(|| format!("pinning {}", path.display()))?;
                 }
@@ -142,7 +142,7 @@ fn attach_tracepoint(
         .attach(category, event)
         .with_context(|| format!("attaching {category}/{event}"))?;
     if let Some(dir) = pins {
-        let path = tenancy::link_pin(dir, name);
+        let path = group::link_pin(dir, name);
         FdLink::try_from(prog.take_link(link)?)
             .context("this kernel attaches tracepoints without BPF links; sharing needs them")?
             .pin(&path)

@@ -17,8 +17,9 @@ use tracing::debug;
 pub use super::arm::{Arm, GoTargets};
 use super::{
     attach::{self, globals},
+    group::{self, Plan},
     layout,
-    tenancy::{self, Plan, Tenant},
+    tenancy::{self, Tenant},
     Candidate, KernelProc, Source,
 };
 
@@ -74,7 +75,7 @@ impl Kernel {
     /// fall back. `bpffs`: where shared programs are pinned (`None`: never share).
     pub fn load(hook: Hook, max_procs: u32, bpffs: Option<&Path>) -> Result<Self> {
         let own_pidns = layout::own_pidns_inum()?;
-        let plan = tenancy::plan(bpffs, own_pidns, BPF_OBJECT)?;
+        let plan = group::plan(bpffs, own_pidns, BPF_OBJECT)?;
         let hook = match &plan {
             Plan::Join(_, group_hook) => *group_hook,
             _ => hook,

@@ -6,6 +6,7 @@ mod attach;
 pub mod btf;
 pub mod container;
 pub mod ebpf;
+mod group;
 pub mod layout;
 mod pin;
 pub mod poll;

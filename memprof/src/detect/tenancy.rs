@@ -20,10 +20,14 @@ use aya::{
     maps::{Array, HashMap, MapData, ProgramArray},
     Ebpf,
 };
-use memprof_common::{ABI_VERSION, MAX_TENANTS, TENANCY_JOIN};
+use memprof_common::{MAX_TENANTS, TENANCY_JOIN};
 use tracing::{info, warn};
 
-use super::{arm::Arm, ebpf::Hook, layout, pin};
+use super::{
+    arm::Arm,
+    group::{clear_dir, Group},
+    pin,
+};
 
 /// Maps every instance shares; the others (`EVENTS`, `HEAP`, `HEAP_SCRATCH`, globals) are
 /// each instance's own.
@@ -56,92 +60,6 @@ pub const OWN: [(&str, &str); 3] = [
     ("EMIT_TP", "emit_tp"),
     ("WALKERS", "heap_walk"),
 ];
-
-/// How this instance gets its kernel programs.
-pub enum Plan {
-    /// Loads and attaches its own, unpinned; the reason it does not share.
-    Solo(String),
-    /// Loads, attaches and pins them for later instances.
-    Create(Group),
-    /// Joins the set pinned by an earlier instance, which uses this hook.
-    Join(Group, Hook),
-}
-
-/// A pinned set's directory, and the lock over all changes to it.
-pub struct Group {
-    lock: File,
-    pub dir: PathBuf,
-}
-
-pub fn link_pin(dir: &Path, program: &str) -> PathBuf {
-    dir.join(format!("link_{program}"))
-}
-
-/// Decides how to get the programs and, when sharing, takes the group's lock (held until the
-/// tenant has claimed its slot).
-pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan> {
-    let Some(bpffs) = bpffs else {
-        return Ok(Plan::Solo("sharing is off (MEMPROF_BPFFS=off)".into()));
-    };
-    if own_pidns == layout::INIT_PIDNS_INUM {
-        return Ok(Plan::Solo(
-            "memprof runs in the node's PID namespace, where one instance sees every process"
-                .into(),
-        ));
-    }
-    if !pin::is_bpffs(bpffs) {
-        return Ok(Plan::Solo(format!(
-            "{} is not a bpffs mount (mount the node's /sys/fs/bpf there)",
-            bpffs.display()
-        )));
-    }
-    let root = bpffs.join("memprof");
-    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let lock = File::open(&root).with_context(|| format!("opening {}", root.display()))?;
-    pin::flock(&lock, true).with_context(|| format!("locking {}", root.display()))?;
-    let dir = root.join(format!("abi{ABI_VERSION}-{:016x}", fnv1a(object)));
-    let group = Group { lock, dir };
-    if !group.dir.exists() {
-        fs::create_dir(&group.dir).with_context(|| format!("creating {}", group.dir.display()))?;
-        return Ok(Plan::Create(group));
-    }
-    let complete = ATTACHED.iter().all(|p| link_pin(&group.dir, p).exists());
-    let hook = [Hook::Btf, Hook::Classic]
-        .into_iter()
-        .find(|h| link_pin(&group.dir, h.program()).exists());
-    match hook {
-        Some(hook) if complete => Ok(Plan::Join(group, hook)),
-        _ => {
-            warn!(
-                dir = %group.dir.display(),
-                "replacing an incomplete set of shared kernel programs (its creator died while pinning it)"
-            );
-            clear_dir(&group.dir)?;
-            Ok(Plan::Create(group))
-        }
-    }
-}
-
-/// FNV-1a: a stable name for the BPF object, so that only identical builds share.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Removes every pin (and tenant directory) in `dir`.
-fn clear_dir(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let removed = if path.is_dir() {
-            fs::remove_dir(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.with_context(|| format!("unpinning {}", path.display()))?;
-    }
-    Ok(())
-}
 
 /// This instance's place among the tenants of the kernel programs.
 pub struct Tenant {

@@ -1,0 +1,88 @@
+//! The deliverer against a local destination that fails on purpose.
+use super::*;
+
+const UNBOUNDED: Limits = Limits {
+    max_bytes: u64::MAX,
+    max_objects: usize::MAX,
+    keep: bounds::Keep::Newest,
+};
+
+/// A profile whose destination fails stays in the spool and is stored by the next flush.
+#[tokio::test]
+async fn failed_delivery_is_kept_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    // A file where the destination directory should be makes every store fail.
+    std::fs::write(&dest, b"not a directory").unwrap();
+    let d = Deliverer::new(
+        Spool::open(&dir.path().join("spool")).unwrap(),
+        Sink::local(&dest),
+        UNBOUNDED,
+    );
+    let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
+    assert!(d.deliver(key, b"heap").await.is_err());
+    let later = Instant::now() + Duration::from_secs(600);
+    assert_eq!(d.flush().await, 0, "not due before its backoff is over");
+    assert_eq!(d.flush_due(later).await, 0, "still failing");
+
+    std::fs::remove_file(&dest).unwrap();
+    assert_eq!(d.flush().await, 0, "not due yet");
+    assert_eq!(d.flush_due(later + Duration::from_secs(600)).await, 1);
+    assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
+    assert_eq!(
+        d.flush_due(later + Duration::from_secs(1200)).await,
+        0,
+        "the spool is empty once stored"
+    );
+}
+
+/// With the spool full, the oldest profile makes room for the newest (the default), or the
+/// new one is not spooled (keeping the oldest).
+#[tokio::test]
+async fn a_full_spool_keeps_what_the_limits_say() {
+    for (keep, kept) in [
+        (bounds::Keep::Newest, ["b", "c"]),
+        (bounds::Keep::Oldest, ["a", "b"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::write(&dest, b"not a directory").unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_objects: 2,
+            keep,
+        };
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let d = Deliverer::new(spool, Sink::local(&dest), limits);
+        for key in ["a", "b", "c"] {
+            assert!(d.deliver(key, key.as_bytes()).await.is_err());
+            // Distinct modification times order the spool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<String> = d
+            .spool
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(left, kept, "{keep:?}");
+    }
+}
+
+/// A spool that cannot be written does not lose the profile: it goes straight to the
+/// destination.
+#[tokio::test]
+async fn an_unwritable_spool_sends_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let spool = Spool::open(&spool_dir).unwrap();
+    // A file where the spool directory was makes every spooling fail.
+    std::fs::remove_dir(&spool_dir).unwrap();
+    std::fs::write(&spool_dir, b"not a directory").unwrap();
+    let dest = dir.path().join("dest");
+    let d = Deliverer::new(spool, Sink::local(&dest), UNBOUNDED);
+    let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
+    d.deliver(key, b"heap").await.unwrap();
+    assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
+}
