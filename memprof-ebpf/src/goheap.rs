@@ -14,11 +14,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memprof_common::{
-    go_key, GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD,
-    HEAP_END, HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
+    GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
+    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
 };
 
-use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, PROCS, VICTIMS, WALKERS};
+use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, OUTBOX, VICTIMS, WALKERS};
 
 const SIGKILL: i32 = 9;
 /// Bytes of a bucket header `{next, allnext, typ, hash, size, nstk}`.
@@ -48,33 +48,39 @@ pub fn signal_deliver(ctx: TracePointContext) -> i32 {
     }
     let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data.
-    let Some(&slot) = (unsafe { VICTIMS.get(host_pid) }) else {
+    let Some(&key) = (unsafe { VICTIMS.get(host_pid) }) else {
         return 0;
     };
     // Exactly one thread of the victim walks: the one whose delete succeeds. The walk runs in
-    // the victim's tenant's own program, which writes into that tenant's own `HEAP`.
+    // the victim's tenant's own program, which writes into that tenant's own `HEAP`; the key
+    // goes with it through this CPU's `OUTBOX` (a tail call keeps the CPU).
     if VICTIMS.remove(host_pid).is_ok() {
-        // SAFETY: the program array holds programs of this type only.
-        unsafe { WALKERS.tail_call(&ctx, slot) };
+        if let Some(out) = OUTBOX.get_ptr_mut(0) {
+            // SAFETY: a per-CPU map value, read by the tail call's target on this CPU.
+            unsafe {
+                (*out).host_pid = host_pid;
+                (*out).level = key;
+                WALKERS.tail_call(&ctx, (key >> 32) as u32);
+            }
+        }
     }
     0
 }
 
-/// A tenant's at-kill walker, reached from `signal_deliver` by a tail call. Loaded, never
-/// attached.
+/// A tenant's at-kill walker, reached from `signal_deliver` by a tail call with the victim's
+/// `GO_PROCS` key in `OUTBOX.level`. Loaded, never attached.
 #[tracepoint]
 pub fn heap_walk(_ctx: TracePointContext) -> i32 {
-    let host_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: plain data.
-    let (ns_pid, slot) = match unsafe { PROCS.get(host_pid) } {
-        Some(state) => (state.ns_pid, state.slot),
-        None => (host_pid, 0),
-    };
-    // SAFETY: plain data.
-    let Some(target) = (unsafe { GO_PROCS.get(go_key(slot, ns_pid)) }).copied() else {
+    let Some(out) = OUTBOX.get_ptr(0) else {
         return 0;
     };
-    walk_heap(host_pid, ns_pid, &target);
+    // SAFETY: see `signal_deliver`.
+    let (host_pid, key) = unsafe { ((*out).host_pid, (*out).level) };
+    // SAFETY: plain data.
+    let Some(target) = (unsafe { GO_PROCS.get(key) }).copied() else {
+        return 0;
+    };
+    walk_heap(host_pid, key as u32, &target);
     0
 }
 

@@ -66,11 +66,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static GO_PROCS: HashMap<u64, GoTarget> = HashMap::with_max_entries(MAX_GO_PROCS, 0);
 
-/// OOM victims with a `GO_PROCS` entry, by host tgid → tenant slot, until their SIGKILL is
-/// delivered. An LRU, so a victim that died without taking the signal (already exiting) ages
-/// out.
+/// OOM victims with a `GO_PROCS` entry, by host tgid → their `GO_PROCS` key (tenant slot and
+/// PID there), until their SIGKILL is delivered: the key travels with the victim because its
+/// `PROCS` entry may be gone by then (the leader thread can exit before another thread takes
+/// the signal). An LRU, so a victim that died without taking the signal ages out.
 #[map]
-pub static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_VICTIMS, 0);
+pub static VICTIMS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_VICTIMS, 0);
 
 /// The at-kill walk's records (`memprof_common::HEAP_*`).
 #[map]

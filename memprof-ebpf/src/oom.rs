@@ -27,8 +27,9 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> i32 {
     };
     // Mark before notifying: the walk must not miss a SIGKILL delivered meanwhile.
     // SAFETY: plain data.
-    if unsafe { GO_PROCS.get(go_key(slot, ns_pid)) }.is_some() {
-        let _ = VICTIMS.insert(host_pid, slot, 0);
+    let key = go_key(slot, ns_pid);
+    if unsafe { GO_PROCS.get(key) }.is_some() {
+        let _ = VICTIMS.insert(host_pid, key, 0);
     }
     notify(&ctx, EventKind::OomVictim, host_pid, ns_pid, slot);
     0
