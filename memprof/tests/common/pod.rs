@@ -18,12 +18,17 @@ use super::{wait_for, MemCgroup};
 const CONTAINER_SH: &str = r#"
 set -e
 cg=$1; v2=$2; ro=$3; shift 3
-echo $$ > "$cg/cgroup.procs"
 if [ "$v2" = 1 ]; then
+    # The cgroup namespace is rooted where the process is when it is created: join first.
+    echo $$ > "$cg/cgroup.procs"
     # The node's cgroup2 mount is replaced: the same file system cannot be mounted on its own root.
     exec unshare --mount --cgroup sh -c 'umount -l /sys/fs/cgroup && mount -t cgroup2 -o "$0" none /sys/fs/cgroup && exec "$@"' "$ro" "$@"
 fi
-exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && mount -o "remount,bind,$1" /sys/fs/cgroup/memory && shift && exec "$@"' "$cg" "$ro" "$@"
+# v1: join the cgroup only once the container's view is in place (read-only when asked), as a
+# runtime's container is only seen in its cgroup with its final mounts; the cgroup's file is
+# opened before the view hides it.
+exec 3>"$cg/cgroup.procs"
+exec unshare --mount sh -c 'mount --bind "$0" /sys/fs/cgroup/memory && mount -o "remount,bind,$1" /sys/fs/cgroup/memory && echo $$ >&3 && exec 3>&- && shift && exec "$@"' "$cg" "$ro" "$@"
 "#;
 
 pub struct Pod {
