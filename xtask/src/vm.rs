@@ -27,10 +27,6 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "a_container_of_two_processes_is_captured_as_a_whole",
     ),
     ("pod_container", "a_read_only_cgroup_falls_back_to_the_poll"),
-    (
-        "pod_container",
-        "page_cache_does_not_count_toward_the_container_level",
-    ),
     ("shared", ""),
 ];
 
