@@ -79,7 +79,7 @@ pub fn fault_loop() -> Duration {
 }
 
 fn start_memprof(bin: &std::path::Path, detector: &str, dir: &std::path::Path) -> Result<Child> {
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["--detector", detector])
         .arg("--local-dir")
         .arg(dir.join("profiles"))
@@ -89,15 +89,20 @@ fn start_memprof(bin: &std::path::Path, detector: &str, dir: &std::path::Path) -
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
+    started(child).with_context(|| format!("memprof ({detector})"))
+}
+
+/// Waits until `child` (memprof, its stdout piped) says it started, then keeps draining its
+/// output so it never blocks on a full pipe.
+pub fn started(mut child: Child) -> Result<Child> {
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     for line in lines.by_ref() {
         if line?.contains("memprof started") {
-            // Keep draining so memprof never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
             return Ok(child);
         }
     }
-    bail!("memprof ({detector}) exited before it started")
+    bail!("exited before it started")
 }
 
 fn stop(mut child: Child) {

@@ -4,14 +4,13 @@
 //! namespace, as in eight pods. ABBA order.
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{fault_loop, median};
+use crate::bench::{fault_loop, median, started};
 
 const MODES: [(&str, usize, bool); 4] = [
     ("none", 0, false),
@@ -97,7 +96,7 @@ fn measure(
 
 /// memprof as PID 1 of a new PID namespace, started once it says so.
 fn sidecar(bin: &Path, dir: &Path, bpffs: &str) -> Result<Child> {
-    let mut child = Command::new("unshare")
+    let child = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(bin)
         .args(["--detector", "btf", "--local-dir"])
@@ -109,14 +108,7 @@ fn sidecar(bin: &Path, dir: &Path, bpffs: &str) -> Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    for line in lines.by_ref() {
-        if line?.contains("memprof started") {
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok(child);
-        }
-    }
-    bail!("a memprof sidecar exited before it started")
+    started(child).context("a memprof sidecar")
 }
 
 /// SIGTERM to memprof (the child of `unshare`), so it leaves the shared set as it would in a
