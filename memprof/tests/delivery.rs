@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{sidecar::percent_of, *};
 
 fn prerequisites() -> Option<PathBuf> {
     if !require(is_root(), "root (BPF, cgroups)")
@@ -51,6 +51,12 @@ fn s3_env(endpoint: &str, secret: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The key a "not stored yet" line names.
+fn key_in(line: &str) -> Option<&str> {
+    let rest = line.split(" PUT s3://profiles/").nth(1)?;
+    Some(&rest[..rest.find(": ")?])
+}
+
 /// The profiles waiting in the spool below `dir`: (key, profile bytes).
 fn spooled(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -82,27 +88,31 @@ fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
     let mut app = leak(&go, &cg, 20);
     let pid = app.id();
 
-    // Each profile is tried at once, fails, and is kept.
-    let not_stored = |pct: u32| {
-        let key = format!("_pid-{pid}_{pct}pct.heap.pb.gz");
-        wait_for(
-            &format!("the {pct} % profile to fail"),
+    // Each profile is tried at once, fails, and is kept. A key names the percent the process
+    // was at when captured: at or above its level.
+    let marker = format!("_pid-{pid}_");
+    let not_stored = |level: u32| {
+        let line = memprof.wait_for_line(
+            &format!("the {level} % profile to fail"),
             Duration::from_secs(60),
-            || {
-                memprof
-                    .output()
-                    .lines()
-                    .any(|l| l.contains(&key) && l.contains("profile not stored yet"))
+            |l| {
+                l.contains("capture::job: profile not stored yet")
+                    && key_in(l).is_some_and(|k| k.contains(&marker) && percent_of(k) >= level)
             },
         );
+        key_in(&line).unwrap().to_string()
     };
-    not_stored(40);
-    not_stored(60);
+    let first = not_stored(40);
+    let second = not_stored(60);
+    assert!(percent_of(&first) < 60, "{first}");
     let taken = Instant::now();
     let _ = app.kill();
     let _ = app.wait();
     let dropped = memprof.wait_for_log("spool full: dropped", Duration::from_secs(5));
-    assert!(dropped.contains(&format!("_pid-{pid}_40pct")), "{dropped}");
+    assert!(
+        dropped.contains(&format!("dropped=\"{first}\"")),
+        "{dropped}"
+    );
     let waiting = spooled(dir.path());
     assert_eq!(
         waiting.len(),
@@ -111,10 +121,7 @@ fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
         waiting.iter().map(|w| &w.0).collect::<Vec<_>>()
     );
     let (key, bytes) = waiting.into_iter().next().unwrap();
-    assert!(
-        key.ends_with(&format!("_pid-{pid}_60pct.heap.pb.gz")),
-        "{key}"
-    );
+    assert_eq!(key, second);
 
     // S3 comes up 30 s after the profile was taken.
     std::thread::sleep(Duration::from_secs(30).saturating_sub(taken.elapsed()));
@@ -135,7 +142,6 @@ fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
     std::thread::sleep(Duration::from_secs(3));
     let (code, out) = memprof.stop();
     assert_eq!(code, Some(0));
-    let marker = format!("_pid-{pid}_");
     let keys: Vec<_> = client
         .keys()
         .into_iter()
@@ -166,7 +172,17 @@ fn wrong_credentials_keep_the_profile_until_a_restart_with_the_right_ones() {
     );
     let _ = app.kill();
     let _ = app.wait();
-    assert!(line.contains(&format!("_pid-{pid}_40pct")), "{line}");
+    let key = line
+        .split("key=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        key.contains(&format!("_pid-{pid}_")) && percent_of(key) >= 40,
+        "{line}"
+    );
     assert!(line.contains("SignatureDoesNotMatch"), "{line}");
     assert!(
         !line.contains("not-the-secret"),

@@ -264,6 +264,13 @@ impl Deliverer {
                     info!(key = entry.key, "spooled profile stored");
                     stored += 1;
                 }
+                // Dropped from the spool (it was full) while this attempt ran: nothing to retry.
+                Err(_) if !entry.path.exists() => {
+                    self.schedule
+                        .lock()
+                        .expect("schedule lock")
+                        .forget(&entry.key);
+                }
                 Err(e) => {
                     self.note_failure(&entry.key, &e, true);
                 }

@@ -160,15 +160,25 @@ impl Memprof {
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_line(needle, timeout, |l| l.contains(needle))
+    }
+
+    /// The first line of memprof's log that `matches`; on a timeout the whole log is shown.
+    pub fn wait_for_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         let start = Instant::now();
         loop {
             let out = self.output();
-            if let Some(line) = out.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = out.lines().find(|l| matches(l)) {
                 return line.to_string();
             }
             assert!(
                 start.elapsed() < timeout,
-                "memprof never logged {needle:?}; output:\n{out}"
+                "memprof never logged {what:?}; output:\n{out}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
