@@ -4,72 +4,9 @@
 //! byte-identical, once.
 mod common;
 
-use std::{
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{sidecar::percent_of, *};
-
-fn prerequisites() -> Option<PathBuf> {
-    if !require(is_root(), "root (BPF, cgroups)")
-        || !require(MemCgroup::available(), "a memory cgroup controller")
-        || !S3Server::available()
-    {
-        return None;
-    }
-    go_service()
-}
-
-/// The Go service in `cg`, retaining `rate` MiB/s.
-fn leak(go: &Path, cg: &MemCgroup, rate: u32) -> Child {
-    let procs = cg.procs_file();
-    let mut child = Command::new(go);
-    child
-        .args(["-rate", &rate.to_string()])
-        .stdout(Stdio::piped());
-    // SAFETY: only async-signal-safe work (a write) between fork and exec.
-    unsafe {
-        child.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
-    }
-    let mut child = child.spawn().unwrap();
-    first_line(&mut child);
-    child
-}
-
-/// The environment for `server`'s bucket at `endpoint`, with `secret` as the secret key.
-fn s3_env(endpoint: &str, secret: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("BUCKET", "profiles".into()),
-        ("AWS_REGION", REGION.into()),
-        ("AWS_ENDPOINT_URL", endpoint.into()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", secret.into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
-}
-
-/// The key a "not stored yet" line names.
-fn key_in(line: &str) -> Option<&str> {
-    let rest = line.split(" PUT s3://profiles/").nth(1)?;
-    Some(&rest[..rest.find(": ")?])
-}
-
-/// The profiles waiting in the spool below `dir`: (key, profile bytes).
-fn spooled(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("spool")).unwrap().flatten() {
-        let bytes = std::fs::read(e.path()).unwrap();
-        if let Some(rest) = bytes.strip_prefix(b"memprof-spool 1 ".as_slice()) {
-            let end = rest.iter().position(|b| *b == b'\n').unwrap();
-            let key = String::from_utf8(rest[..end].to_vec()).unwrap();
-            out.push((key, rest[end + 1..].to_vec()));
-        }
-    }
-    out
-}
+use common::{outage::*, sidecar::percent_of, *};
 
 #[test]
 fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
@@ -96,7 +33,7 @@ fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
             &format!("the {level} % profile to fail"),
             Duration::from_secs(60),
             |l| {
-                l.contains("capture::job: profile not stored yet")
+                l.contains("capture::naming: profile not stored yet")
                     && key_in(l).is_some_and(|k| k.contains(&marker) && percent_of(k) >= level)
             },
         );

@@ -9,7 +9,8 @@ use tracing::{error, info, warn};
 
 use super::{
     goheap::{self, kill, kill::KillRead},
-    job::{Capturer, Stored},
+    job::Capturer,
+    naming::Stored,
     Profile,
 };
 use crate::deliver::key::Level;
@@ -121,6 +122,7 @@ impl Capturer {
             comm: &found.comm,
             level: Level::Oom,
             source: "kernel",
+            detector: "oom-kill",
             started,
         };
         let (key, delivered) = self.deliver(stored, &profile).await;

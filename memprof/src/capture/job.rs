@@ -7,12 +7,12 @@ use tracing::{info, warn};
 
 use anyhow::Result;
 
-use super::{endpoint::Endpoints, goheap, pprof::Pprof, seen::Seen, Profile};
+use super::{endpoint::Endpoints, goheap, naming::Stored, pprof::Pprof, seen::Seen, Profile};
 use crate::{
-    assess::{identity::Identity, policy::Outcome, LimitSource, ProcKey, Reading},
+    assess::{policy::Outcome, LimitSource, Reading},
     config::{Config, Destination, GoHeapMode},
     deliver::{
-        key::{object_key, KeyParts, Level, Place},
+        key::{Level, Place},
         sink::Sink,
         spool::Spool,
         Deliverer,
@@ -27,23 +27,14 @@ pub struct Capturer {
     /// Who each process is and what it used (see `seen`).
     pub seen: Seen,
     pub place: Place,
+    /// The node's name, in each profile's metadata.
+    pub node: String,
     pub key_prefix: String,
     pub go_heap: GoHeapMode,
     /// `MEMORY_CRITICAL_BYTES`, for naming profiles of processes without a limit.
     pub levels_bytes: Vec<u64>,
     pub goheap: goheap::registry::Registry,
     pub read_bounds: goheap::read::Bounds,
-}
-
-/// Facts for naming and logging a profile.
-pub struct Stored<'a> {
-    /// The process, whose stored profiles the at-kill profile lists.
-    pub proc: ProcKey,
-    pub pid: u32,
-    pub comm: &'a str,
-    pub level: Level,
-    pub source: &'static str,
-    pub started: Instant,
 }
 
 /// Buckets a read from process memory keeps (a profile with more is marked truncated).
@@ -66,7 +57,11 @@ impl Capturer {
             cfg.capture_max_bytes,
         );
         let sink = match &cfg.destination {
-            Destination::S3 { bucket, region } => Sink::s3(bucket, region).await?,
+            Destination::S3 {
+                bucket,
+                region,
+                encryption,
+            } => Sink::s3(bucket, region, encryption.clone()).await?,
             Destination::Local(dir) => Sink::local(dir),
         };
         let goheap = goheap::registry::Registry::new(go_targets);
@@ -75,6 +70,7 @@ impl Capturer {
             deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink, cfg.spool_limits),
             seen: Seen::default(),
             place: Place::from_env(),
+            node: crate::deliver::key::node_name(),
             key_prefix: cfg.key_prefix.clone(),
             go_heap: cfg.go_heap,
             levels_bytes: cfg.levels_bytes.clone(),
@@ -84,32 +80,6 @@ impl Capturer {
                 deadline: cfg.capture_timeout,
             },
         })
-    }
-
-    /// `namespace/pod/container` of the newest process with this PID, for log lines that
-    /// know only the PID.
-    pub fn who(&self, pid: u32) -> String {
-        self.seen
-            .newest(pid)
-            .map_or_else(|| "-".into(), |(_, p)| self.who_of(&p.identity))
-    }
-
-    /// `namespace/pod/container` as the process's keys name it: its own names where known,
-    /// otherwise the downward API's (or `host` and the node), `-` for an unknown container.
-    pub fn who_of(&self, identity: &Identity) -> String {
-        let place = self.place_of(identity);
-        let container = identity.container.as_deref().unwrap_or("-");
-        format!("{}/{}/{container}", place.namespace, place.pod)
-    }
-
-    fn place_of(&self, identity: &Identity) -> Place {
-        match (&identity.namespace, &identity.pod) {
-            (Some(namespace), Some(pod)) => Place {
-                namespace: namespace.clone(),
-                pod: pod.clone(),
-            },
-            _ => self.place.clone(),
-        }
     }
 
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
@@ -258,6 +228,7 @@ impl Capturer {
                     comm: &reading.comm,
                     level,
                     source,
+                    detector: &detector,
                     started: fetch_start,
                 },
                 &profile,
@@ -285,41 +256,5 @@ impl Capturer {
             "profile stored"
         );
         Some(key)
-    }
-
-    /// Names the profile and delivers it: its key, and whether it is stored already (otherwise
-    /// it waits in the spool, and the retry loop delivers it). The key is remembered for the
-    /// process before delivery starts, so an OOM kill during a slow upload still names it.
-    pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
-        let identity = self
-            .seen
-            .get(s.proc)
-            .map(|p| p.identity)
-            .unwrap_or_default();
-        let place = self.place_of(&identity);
-        let key = object_key(&KeyParts {
-            prefix: &self.key_prefix,
-            place: &place,
-            name: identity.container.as_deref().unwrap_or(s.comm),
-            pid: s.pid,
-            level: s.level,
-            kind: profile.kind,
-            extension: profile.extension,
-            time: chrono::Utc::now(),
-        });
-        self.goheap.stored(s.proc, &key);
-        match self.deliverer.deliver(&key, &profile.bytes).await {
-            Ok(()) => (key, true),
-            Err(e) => {
-                warn!(
-                    pid = s.pid,
-                    key,
-                    source = s.source,
-                    took_ms = s.started.elapsed().as_millis() as u64,
-                    "profile not stored yet: {e:#}"
-                );
-                (key, false)
-            }
-        }
     }
 }

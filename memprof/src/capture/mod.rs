@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod goheap;
 pub mod job;
 pub mod listener;
+pub mod naming;
 pub mod netns;
 pub mod oom_record;
 pub mod pprof;

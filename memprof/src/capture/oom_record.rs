@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{
-    job::{Capturer, Stored},
-    Profile,
-};
+use super::{job::Capturer, naming::Stored, Profile};
 use crate::{assess::ProcKey, deliver::key::Level};
 
 /// How long the record waits for the process's captures still in flight (as the at-kill
@@ -141,6 +138,7 @@ impl Capturer {
             comm: &seen.comm,
             level: Level::Oom,
             source: "record",
+            detector: "oom-kill",
             started,
         };
         let profile = Profile {

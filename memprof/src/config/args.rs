@@ -74,6 +74,16 @@ pub struct Args {
     /// oldest (new ones are sent without spooling).
     #[arg(long, env = "MEMPROF_SPOOL_KEEP", value_enum, default_value = "newest")]
     pub spool_keep: crate::deliver::bounds::Keep,
+    /// Server-side encryption of the objects in S3: AES256 or aws:kms.
+    #[arg(long, env = "MEMPROF_S3_SSE")]
+    pub s3_sse: Option<String>,
+    /// The KMS key for aws:kms (the bucket's default key without it).
+    #[arg(long, env = "MEMPROF_S3_SSE_KMS_KEY_ID")]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// On SIGTERM/SIGINT, seconds to finish captures and keep uploading before exiting 0
+    /// (keep it below the pod's terminationGracePeriodSeconds, 30 by default).
+    #[arg(long, env = "MEMPROF_SHUTDOWN_SECS", default_value = "25")]
+    pub shutdown_secs: String,
     /// Detector to use.
     #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
     pub detector: DetectorChoice,

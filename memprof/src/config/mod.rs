@@ -6,6 +6,7 @@ use clap::ValueEnum;
 use crate::assess::scope::Scope;
 
 mod args;
+mod delivery;
 mod parse;
 pub use args::{Args, Command};
 use parse::number;
@@ -47,7 +48,11 @@ pub enum GoHeapMode {
 
 #[derive(Clone, Debug)]
 pub enum Destination {
-    S3 { bucket: String, region: String },
+    S3 {
+        bucket: String,
+        region: String,
+        encryption: Option<crate::deliver::sink::Encryption>,
+    },
     Local(PathBuf),
 }
 
@@ -68,6 +73,8 @@ pub struct Config {
     pub destination: Destination,
     pub spool_dir: PathBuf,
     pub spool_limits: crate::deliver::bounds::Limits,
+    /// How long a stopping memprof finishes captures and keeps uploading before it exits.
+    pub shutdown_deadline: Duration,
     pub key_prefix: String,
     pub pprof_port: u16,
     pub pprof_ports: Option<Vec<u16>>,
@@ -96,6 +103,9 @@ impl std::fmt::Display for ConfigError {
 
 impl Config {
     pub fn from_args(a: Args) -> Result<Self, ConfigError> {
+        let destination = delivery::destination(&a)?;
+        let spool_limits = delivery::spool_limits(&a)?;
+        let shutdown_deadline = delivery::shutdown_deadline(&a)?;
         let mut levels_pct = a
             .memory_critical_percentage
             .split(',')
@@ -128,23 +138,6 @@ impl Config {
         };
         levels_bytes.sort_unstable();
         levels_bytes.dedup();
-        let spool_limits = crate::deliver::bounds::Limits {
-            max_bytes: size(&a.spool_max_bytes).filter(|b| *b > 0).ok_or_else(|| {
-                ConfigError(format!(
-                    "invalid MEMPROF_SPOOL_MAX_BYTES (--spool-max-bytes): {:?} is not a size such as 1Gi or 500M",
-                    a.spool_max_bytes
-                ))
-            })?,
-            max_objects: number(
-                &a.spool_max_objects,
-                "MEMPROF_SPOOL_MAX_OBJECTS",
-                "spool-max-objects",
-                1usize,
-                1_000_000,
-                "profiles",
-            )?,
-            keep: a.spool_keep,
-        };
         let container_pct = match a.memory_container_percentage.trim() {
             "0" | "off" => None,
             v => Some(number(
@@ -247,16 +240,6 @@ impl Config {
                 a.pprof_path
             )));
         }
-        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let destination = match (nonempty(a.bucket), nonempty(a.aws_region)) {
-            (Some(bucket), Some(region)) => Destination::S3 { bucket, region },
-            (Some(_), None) => {
-                return Err(ConfigError(
-                    "AWS_REGION (--aws-region) must be set when BUCKET is set".into(),
-                ))
-            }
-            (None, _) => Destination::Local(a.local_dir),
-        };
         Ok(Config {
             levels_pct,
             levels_bytes,
@@ -269,6 +252,7 @@ impl Config {
             destination,
             spool_dir: a.spool_dir,
             spool_limits,
+            shutdown_deadline,
             key_prefix: a.key_prefix.trim_matches('/').to_string(),
             pprof_port,
             pprof_ports,

@@ -1,5 +1,6 @@
 //! Validation of the configuration: every bad value names its variable in one line.
 use super::*;
+use crate::deliver::sink::Encryption;
 use clap::Parser;
 
 fn parse(args: &[&str]) -> Result<Config, ConfigError> {
@@ -73,11 +74,47 @@ fn bucket_needs_region() {
         .unwrap()
         .destination
     {
-        Destination::S3 { bucket, region } => {
+        Destination::S3 {
+            bucket,
+            region,
+            encryption: None,
+        } => {
             assert_eq!((bucket.as_str(), region.as_str()), ("b", "eu-west-1"))
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn server_side_encryption_is_aes256_or_kms_with_a_bucket() {
+    let s3 = ["--bucket", "b", "--aws-region", "eu-west-1"];
+    let encryption = |extra: &[&str]| match parse(&[&s3[..], extra].concat()).unwrap().destination {
+        Destination::S3 { encryption, .. } => encryption,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        encryption(&["--s3-sse", "AES256"]),
+        Some(Encryption::Aes256)
+    );
+    assert_eq!(
+        encryption(&["--s3-sse", "aws:kms", "--s3-sse-kms-key-id", "alias/p"]),
+        Some(Encryption::Kms {
+            key_id: Some("alias/p".into())
+        })
+    );
+    let e = error(&[&s3[..], &["--s3-sse", "aes"]].concat());
+    assert!(e.contains("MEMPROF_S3_SSE") && e.contains("\"aes\""), "{e}");
+    assert!(error(&[&s3[..], &["--s3-sse-kms-key-id", "k"]].concat()).contains("aws:kms"));
+    assert!(error(&["--s3-sse", "AES256"]).contains("needs BUCKET"));
+}
+
+#[test]
+fn shutdown_deadline_defaults_below_the_grace_period() {
+    assert_eq!(
+        parse(&[]).unwrap().shutdown_deadline,
+        Duration::from_secs(25)
+    );
+    assert!(error(&["--shutdown-secs", "0"]).contains("MEMPROF_SHUTDOWN_SECS"));
 }
 
 #[test]

@@ -29,8 +29,6 @@ use crate::{
     },
 };
 
-/// How long in-flight captures may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How often state of exited processes is dropped and the kernel's counters are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -120,16 +118,13 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    info!(in_flight = state.captures.len(), "shutting down");
-    let drain = async { while state.captures.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!("in-flight captures did not finish in time; spooled profiles are sent on the next start");
-    }
+    shutdown::finish(&mut state, cfg.shutdown_deadline).await;
     Ok(())
 }
 
 mod container;
 mod outcome;
+mod shutdown;
 mod sweep;
 
 /// What a capture task was started for.

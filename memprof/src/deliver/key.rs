@@ -25,6 +25,14 @@ impl Place {
     }
 }
 
+/// The node's name: the downward API's `NODE_NAME`, else the host name.
+pub fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(hostname)
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

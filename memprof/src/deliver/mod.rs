@@ -1,77 +1,31 @@
 //! Deliver: spool (within its bounds), then store at the destination; retry what is left in
 //! the spool with a backoff per profile.
 pub mod bounds;
+mod durable;
 pub mod key;
+pub mod metadata;
 mod retry;
 pub mod sink;
 pub mod spool;
 
 use std::{
     collections::HashSet,
-    path::Path,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
 use bounds::{Limits, Room};
+use metadata::Metadata;
 use retry::Schedule;
 use sink::Sink;
 use spool::{Entry, Spool};
 
-/// Writes `parts` (concatenated) to `dest` through a hidden temporary file beside it and a
-/// rename, so a crash never leaves half a profile under the final name; the file (mode 0600)
-/// and then its directory are synced before this returns, so what it wrote survives a crash
-/// or power loss of the node.
-async fn write_atomically(dest: &Path, parts: &[&[u8]]) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let dir = dest.parent().context("path without a directory")?;
-    let name = dest.file_name().context("path without a file name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let write = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .await?;
-        for part in parts {
-            f.write_all(part).await?;
-        }
-        f.sync_all().await
-    };
-    write
-        .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, dest)
-        .await
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-    sync_dir(dir).await
-}
-
-/// Makes a rename or removal in `dir` durable.
-async fn sync_dir(dir: &Path) -> Result<()> {
-    let d = tokio::fs::File::open(dir)
-        .await
-        .with_context(|| format!("opening {}", dir.display()))?;
-    d.sync_all()
-        .await
-        .with_context(|| format!("syncing {}", dir.display()))
-}
-
-/// Creates `dir` and its missing parents with mode 0700 (profiles are a process's memory).
-fn private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
+/// Spooled profiles sent at the same time by one flush.
+const FLUSH_PARALLEL: usize = 4;
 /// How often the spool is checked for profiles whose wait is over.
 const RETRY_TICK: Duration = Duration::from_secs(1);
 
@@ -102,14 +56,14 @@ impl Deliverer {
 
     /// Spools the profile and stores it at once. On failure the profile stays in the spool for
     /// the retry loop and the error is returned for the log.
-    pub async fn deliver(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    pub async fn deliver(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<()> {
         self.in_flight
             .lock()
             .expect("in-flight lock")
             .insert(key.to_string());
-        let entry = self.spool_within_bounds(key, bytes).await;
+        let entry = self.spool_within_bounds(key, meta, bytes).await;
         // The bytes are still in memory: store them rather than read the spool file back.
-        let result = match self.sink.store(key, bytes).await {
+        let result = match self.sink.store(key, meta, bytes).await {
             Ok(()) => match &entry {
                 Some(entry) => self.spool.remove(entry).await,
                 None => Ok(()),
@@ -129,7 +83,7 @@ impl Deliverer {
 
     /// Spools `bytes` as `key`, first making room as `limits` say; `None` when it is not
     /// spooled (refused, or the spool cannot be written), which the log says.
-    async fn spool_within_bounds(&self, key: &str, bytes: &[u8]) -> Option<Entry> {
+    async fn spool_within_bounds(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Option<Entry> {
         let waiting = match self.spool.pending() {
             Ok(w) => w,
             Err(e) => {
@@ -175,7 +129,7 @@ impl Deliverer {
                 }
             }
         }
-        match self.spool.put(key, bytes).await {
+        match self.spool.put(key, meta, bytes).await {
             Ok(entry) => Some(entry),
             Err(e) => {
                 // Not durable, but not lost yet: straight to the destination.
@@ -227,56 +181,90 @@ impl Deliverer {
                 return 0;
             }
         };
-        let mut stored = 0;
-        for entry in pending {
-            let due = self
-                .schedule
-                .lock()
-                .expect("schedule lock")
-                .due(&entry.key, now);
-            if !due
-                || self
-                    .in_flight
+        // Claimed while it is sent: a capture task, the retry loop and the shutdown's drain
+        // never send one profile at the same time.
+        let due: Vec<Entry> = pending
+            .into_iter()
+            .filter(|e| {
+                self.schedule
                     .lock()
-                    .expect("in-flight lock")
-                    .contains(&entry.key)
-            {
-                continue;
-            }
-            let result = match tokio::fs::read(&entry.path).await {
-                Ok(bytes) => {
-                    let body = bytes.get(entry.offset..).unwrap_or_default();
-                    self.sink.store(&entry.key, body).await
-                }
-                Err(e) => {
-                    Err(anyhow::Error::new(e).context(format!("reading {}", entry.path.display())))
-                }
-            };
-            match result {
-                Ok(()) => {
-                    if let Err(e) = self.spool.remove(&entry).await {
-                        warn!("{e:#}");
-                    }
-                    self.schedule
+                    .expect("schedule lock")
+                    .due(&e.key, now)
+                    && self
+                        .in_flight
                         .lock()
-                        .expect("schedule lock")
-                        .forget(&entry.key);
-                    info!(key = entry.key, "spooled profile stored");
-                    stored += 1;
-                }
-                // Dropped from the spool (it was full) while this attempt ran: nothing to retry.
-                Err(_) if !entry.path.exists() => {
-                    self.schedule
-                        .lock()
-                        .expect("schedule lock")
-                        .forget(&entry.key);
-                }
-                Err(e) => {
-                    self.note_failure(&entry.key, &e, true);
-                }
+                        .expect("in-flight lock")
+                        .insert(e.key.clone())
+            })
+            .collect();
+        // A few at a time: one hung upload does not hold the others.
+        futures_util::stream::iter(due)
+            .map(|entry| self.send_spooled(entry))
+            .buffer_unordered(FLUSH_PARALLEL)
+            .filter(|stored| std::future::ready(*stored))
+            .count()
+            .await
+    }
+
+    /// Sends one claimed spool entry; whether it is stored.
+    async fn send_spooled(&self, entry: Entry) -> bool {
+        let result = match tokio::fs::read(&entry.path).await {
+            Ok(bytes) => {
+                let body = bytes.get(entry.offset..).unwrap_or_default();
+                self.sink.store(&entry.key, &entry.meta, body).await
             }
-        }
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("reading {}", entry.path.display())))
+            }
+        };
+        let stored = match result {
+            Ok(()) => {
+                if let Err(e) = self.spool.remove(&entry).await {
+                    warn!("{e:#}");
+                }
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .forget(&entry.key);
+                info!(key = entry.key, "spooled profile stored");
+                true
+            }
+            // Dropped from the spool (it was full) while this attempt ran: nothing to retry.
+            Err(_) if !entry.path.exists() => {
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .forget(&entry.key);
+                false
+            }
+            Err(e) => {
+                self.note_failure(&entry.key, &e, true);
+                false
+            }
+        };
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&entry.key);
         stored
+    }
+
+    /// Sends every spooled profile, whatever its backoff, until the spool is empty (at
+    /// shutdown, under a deadline).
+    pub async fn drain(&self) {
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            self.flush_due(far).await;
+            if self.waiting().map_or(true, |n| n == 0) {
+                return;
+            }
+            tokio::time::sleep(RETRY_TICK).await;
+        }
+    }
+
+    /// How many profiles wait in the spool.
+    pub fn waiting(&self) -> Result<usize> {
+        Ok(self.spool.pending()?.len())
     }
 
     /// Retries the spool for as long as memprof runs (a background task).

@@ -9,8 +9,21 @@ use aws_sdk_s3::{
     config::timeout::TimeoutConfig,
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     primitives::ByteStream,
+    types::ServerSideEncryption as Sse,
 };
 use tracing::{info, warn};
+
+use super::metadata::Metadata;
+
+/// Server-side encryption asked of S3 for every object (`MEMPROF_S3_SSE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encryption {
+    Aes256,
+    /// `aws:kms`, with the bucket's default key when no key id is given.
+    Kms {
+        key_id: Option<String>,
+    },
+}
 
 /// A store that cannot succeed until someone changes the configuration (credentials, bucket,
 /// its policy), as opposed to an outage, throttling or a timeout, which pass by themselves.
@@ -76,6 +89,7 @@ pub enum Sink {
     S3 {
         client: aws_sdk_s3::Client,
         bucket: String,
+        encryption: Option<Encryption>,
     },
     Local(PathBuf),
 }
@@ -85,7 +99,7 @@ impl Sink {
     /// pay for it. Standard AWS configuration applies (env, profiles, IRSA, Pod Identity,
     /// `AWS_ENDPOINT_URL`); a custom endpoint implies path-style addressing, which
     /// S3-compatible servers expect.
-    pub async fn s3(bucket: &str, region: &str) -> Result<Self> {
+    pub async fn s3(bucket: &str, region: &str, encryption: Option<Encryption>) -> Result<Self> {
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_string()))
             .load()
@@ -101,18 +115,23 @@ impl Sink {
                 warn!("no AWS credentials yet ({e}); profiles will wait in the spool");
             }
         }
-        match client.head_bucket().bucket(bucket).send().await {
-            Ok(_) => info!(bucket, region, "S3 bucket reachable"),
-            Err(e) => warn!(
-                bucket,
-                region,
-                "S3 bucket not reachable yet: {}",
-                DisplayErrorContext(&e)
-            ),
-        }
+        // Checked beside start-up, never before it: a hung S3 must not delay detection.
+        let (check, b, r) = (client.clone(), bucket.to_string(), region.to_string());
+        tokio::spawn(async move {
+            match check.head_bucket().bucket(&b).send().await {
+                Ok(_) => info!(bucket = b, region = r, "S3 bucket reachable"),
+                Err(e) => warn!(
+                    bucket = b,
+                    region = r,
+                    "S3 bucket not reachable yet: {}",
+                    DisplayErrorContext(&e)
+                ),
+            }
+        });
         Ok(Sink::S3 {
             client,
             bucket: bucket.to_string(),
+            encryption,
         })
     }
 
@@ -127,18 +146,31 @@ impl Sink {
         }
     }
 
-    /// Stores `bytes` under `key`.
-    pub async fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    /// Stores `bytes` under `key`, with `meta` as S3 user metadata or, in a local directory,
+    /// as `<key>.meta.json` beside it (written first, so an object never lacks it).
+    pub async fn store(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<()> {
         match self {
-            Sink::S3 { client, bucket } => {
+            Sink::S3 {
+                client,
+                bucket,
+                encryption,
+            } => {
                 let body = ByteStream::from(bytes.to_vec());
-                client
+                let put = client
                     .put_object()
                     .bucket(bucket)
                     .key(key)
                     .content_type("application/octet-stream")
-                    .body(body)
-                    .send()
+                    .set_metadata(Some(meta.for_s3()))
+                    .body(body);
+                let put = match encryption {
+                    None => put,
+                    Some(Encryption::Aes256) => put.server_side_encryption(Sse::Aes256),
+                    Some(Encryption::Kms { key_id }) => put
+                        .server_side_encryption(Sse::AwsKms)
+                        .set_ssekms_key_id(key_id.clone()),
+                };
+                put.send()
                     .await
                     .map_err(classify)
                     .with_context(|| format!("PUT s3://{bucket}/{key}"))?;
@@ -146,8 +178,10 @@ impl Sink {
             Sink::Local(dir) => {
                 let dest = dir.join(key);
                 let parent = dest.parent().context("key without a file name")?;
-                super::private_dir(parent)?;
-                super::write_atomically(&dest, &[bytes]).await?;
+                super::durable::private_dir(parent)?;
+                let meta_path = dir.join(format!("{key}.meta.json"));
+                super::durable::write_atomically(&meta_path, &[&meta.to_json()]).await?;
+                super::durable::write_atomically(&dest, &[bytes]).await?;
             }
         }
         Ok(())

@@ -3,10 +3,11 @@
 //! sent again later, so a captured profile is never dropped silently.
 //!
 //! An entry is one file, `<hash of the key>.spool` (mode 0600, in a 0700 directory, synced
-//! with its directory before it counts as spooled), holding a header line with the object key
-//! and then the profile: keys can be far longer than a file name may be (a pod name alone may
-//! have 253 characters). Files of the earlier layout, named by the escaped key, are still
-//! read and delivered.
+//! with its directory before it counts as spooled), holding a header line with the object key,
+//! a line with the profile's metadata (JSON), and then the profile: keys can be far longer
+//! than a file name may be (a pod name alone may have 253 characters). Files of the earlier
+//! layouts (a header without metadata; a file named by the escaped key) are still read and
+//! delivered.
 use std::{
     hash::{Hash, Hasher},
     io::Read,
@@ -15,8 +16,12 @@ use std::{
 
 use anyhow::{Context, Result};
 
-/// What a spool file starts with, before the key and a newline.
-const MAGIC: &[u8] = b"memprof-spool 1 ";
+use super::metadata::Metadata;
+
+/// What a spool file starts with, before the key and a newline; then the metadata line.
+const MAGIC: &[u8] = b"memprof-spool 2 ";
+/// The earlier header: the key only.
+const MAGIC_V1: &[u8] = b"memprof-spool 1 ";
 const SUFFIX: &str = ".spool";
 /// Room for the header when reading it back (keys are well below this).
 const HEADER_MAX: usize = 16 * 1024;
@@ -28,6 +33,7 @@ pub struct Spool {
 /// One spooled profile: its object key, the file holding it and where the profile starts.
 pub struct Entry {
     pub key: String,
+    pub meta: Metadata,
     pub path: PathBuf,
     pub offset: usize,
     /// Bytes of the profile (without the header).
@@ -46,29 +52,43 @@ fn legacy_key(file_name: &str) -> String {
     file_name.replace("%2F", "/").replace("%25", "%")
 }
 
-/// The key and the profile's offset from the start of a spool file.
-fn header(start: &[u8]) -> Option<(String, usize)> {
-    let rest = start.strip_prefix(MAGIC)?;
-    let end = rest.iter().position(|b| *b == b'\n')?;
-    let key = std::str::from_utf8(&rest[..end]).ok()?.to_string();
-    Some((key, MAGIC.len() + end + 1))
+/// The key, the metadata and the profile's offset from the start of a spool file.
+fn header(start: &[u8]) -> Option<(String, Metadata, usize)> {
+    let line = |from: usize| {
+        let end = from + start[from..].iter().position(|b| *b == b'\n')?;
+        Some((&start[from..end], end + 1))
+    };
+    let v1 = start.starts_with(MAGIC_V1);
+    if !v1 && !start.starts_with(MAGIC) {
+        return None;
+    }
+    let (key, after_key) = line(MAGIC.len())?;
+    let key = std::str::from_utf8(key).ok()?.to_string();
+    if v1 {
+        return Some((key, Metadata::new(), after_key));
+    }
+    let (meta, offset) = line(after_key)?;
+    Some((key, Metadata::from_json(meta)?, offset))
 }
 
 impl Spool {
     pub fn open(dir: &Path) -> Result<Self> {
-        super::private_dir(dir).with_context(|| format!("opening spool {}", dir.display()))?;
+        super::durable::private_dir(dir)
+            .with_context(|| format!("opening spool {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
     }
 
     /// Writes atomically and durably (see `write_atomically`).
-    pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<Entry> {
+    pub async fn put(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<Entry> {
         let path = self.dir.join(file_name(key));
-        let head = [MAGIC, key.as_bytes(), b"\n"].concat();
-        super::write_atomically(&path, &[&head, bytes]).await?;
+        let json = serde_json::to_vec(meta).expect("a map of strings serialises");
+        let head = [MAGIC, key.as_bytes(), b"\n", &json, b"\n"].concat();
+        super::durable::write_atomically(&path, &[&head, bytes]).await?;
         Ok(Entry {
             key: key.to_string(),
+            meta: meta.clone(),
             path,
             offset: head.len(),
             bytes: bytes.len() as u64,
@@ -79,7 +99,7 @@ impl Spool {
         tokio::fs::remove_file(&entry.path)
             .await
             .with_context(|| format!("removing {}", entry.path.display()))?;
-        super::sync_dir(&self.dir).await
+        super::durable::sync_dir(&self.dir).await
     }
 
     /// Profiles still waiting for delivery, oldest first. A file whose header cannot be read
@@ -94,7 +114,7 @@ impl Spool {
             if name.starts_with('.') {
                 continue;
             }
-            let (key, offset) = if name.ends_with(SUFFIX) {
+            let (key, meta, offset) = if name.ends_with(SUFFIX) {
                 let mut start = Vec::with_capacity(HEADER_MAX);
                 let read = std::fs::File::open(e.path())
                     .and_then(|f| f.take(HEADER_MAX as u64).read_to_end(&mut start));
@@ -106,15 +126,16 @@ impl Spool {
                     }
                 }
             } else {
-                (legacy_key(&name), 0)
+                (legacy_key(&name), Metadata::new(), 0)
             };
-            let meta = e.metadata().ok();
-            let modified = meta.as_ref().and_then(|m| m.modified().ok());
-            let len = meta.map_or(0, |m| m.len());
+            let stat = e.metadata().ok();
+            let modified = stat.as_ref().and_then(|m| m.modified().ok());
+            let len = stat.map_or(0, |m| m.len());
             entries.push((
                 modified,
                 Entry {
                     key,
+                    meta,
                     path: e.path(),
                     offset,
                     bytes: len.saturating_sub(offset as u64),
@@ -141,10 +162,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         let key = "memprof/ns/pod/comm%x/t_pid-1_90pct.heap.pb.gz";
-        let entry = spool.put(key, b"profile").await.unwrap();
+        let mut meta = Metadata::new();
+        meta.set("cmdline", "app\n--flag");
+        let entry = spool.put(key, &meta, b"profile").await.unwrap();
         let pending = spool.pending().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].key, key);
+        assert_eq!(pending[0].meta, meta);
         assert_eq!(body(&pending[0]), b"profile");
         spool.remove(&entry).await.unwrap();
         assert!(spool.pending().unwrap().is_empty());
@@ -161,7 +185,7 @@ mod tests {
             "n".repeat(63),
             "p".repeat(253)
         );
-        let entry = spool.put(&key, b"heap").await.unwrap();
+        let entry = spool.put(&key, &Metadata::new(), b"heap").await.unwrap();
         assert_eq!(spool.pending().unwrap()[0].key, key);
         assert_eq!(body(&entry), b"heap");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -176,15 +200,22 @@ mod tests {
         let key = "memprof/ns/pod/app/t_pid-1_90pct.heap.pb.gz";
         std::fs::write(dir.path().join(key.replace('/', "%2F")), b"old").unwrap();
         std::fs::write(dir.path().join("broken.spool"), b"not a header").unwrap();
-        let pending = spool.pending().unwrap();
+        let v1 = [MAGIC_V1, b"memprof/v1.heap.pb.gz\nheap v1"].concat();
+        std::fs::write(dir.path().join("v1.spool"), v1).unwrap();
+        let mut pending = spool.pending().unwrap();
+        pending.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(
             pending.len(),
-            1,
+            2,
             "the unreadable file is skipped, not dropped"
         );
         assert_eq!(
             (pending[0].key.as_str(), body(&pending[0])),
             (key, b"old".to_vec())
+        );
+        assert_eq!(
+            (pending[1].key.as_str(), body(&pending[1])),
+            ("memprof/v1.heap.pb.gz", b"heap v1".to_vec())
         );
         assert!(dir.path().join("broken.spool").exists());
     }

@@ -7,7 +7,8 @@ const UNBOUNDED: Limits = Limits {
     keep: bounds::Keep::Newest,
 };
 
-/// A profile whose destination fails stays in the spool and is stored by the next flush.
+/// A profile whose destination fails stays in the spool and is stored by the next flush, its
+/// metadata beside it.
 #[tokio::test]
 async fn failed_delivery_is_kept_and_retried() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,7 +21,9 @@ async fn failed_delivery_is_kept_and_retried() {
         UNBOUNDED,
     );
     let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
-    assert!(d.deliver(key, b"heap").await.is_err());
+    let mut meta = Metadata::new();
+    meta.set("pid", 7).set("cmdline", "app --leak");
+    assert!(d.deliver(key, &meta, b"heap").await.is_err());
     let later = Instant::now() + Duration::from_secs(600);
     assert_eq!(d.flush().await, 0, "not due before its backoff is over");
     assert_eq!(d.flush_due(later).await, 0, "still failing");
@@ -29,6 +32,8 @@ async fn failed_delivery_is_kept_and_retried() {
     assert_eq!(d.flush().await, 0, "not due yet");
     assert_eq!(d.flush_due(later + Duration::from_secs(600)).await, 1);
     assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
+    let json = std::fs::read(dest.join(format!("{key}.meta.json"))).unwrap();
+    assert_eq!(Metadata::from_json(&json), Some(meta));
     assert_eq!(
         d.flush_due(later + Duration::from_secs(1200)).await,
         0,
@@ -55,7 +60,10 @@ async fn a_full_spool_keeps_what_the_limits_say() {
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         let d = Deliverer::new(spool, Sink::local(&dest), limits);
         for key in ["a", "b", "c"] {
-            assert!(d.deliver(key, key.as_bytes()).await.is_err());
+            assert!(d
+                .deliver(key, &Metadata::new(), key.as_bytes())
+                .await
+                .is_err());
             // Distinct modification times order the spool.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -83,6 +91,6 @@ async fn an_unwritable_spool_sends_directly() {
     let dest = dir.path().join("dest");
     let d = Deliverer::new(spool, Sink::local(&dest), UNBOUNDED);
     let key = "memprof/ns/pod/app/t_pid-7_91pct.heap.pb.gz";
-    d.deliver(key, b"heap").await.unwrap();
+    d.deliver(key, &Metadata::new(), b"heap").await.unwrap();
     assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
 }

@@ -7,7 +7,9 @@
 
 mod cgroup;
 pub mod go;
+pub mod outage;
 pub mod pod;
+pub mod proxy;
 mod s3;
 pub mod sidecar;
 

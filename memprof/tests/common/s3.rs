@@ -147,4 +147,19 @@ impl S3Client {
                 .to_vec()
         })
     }
+
+    /// The object's user metadata (`x-amz-meta-*`), as S3 returns it.
+    pub fn metadata(&self, key: &str) -> std::collections::HashMap<String, String> {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .expect("HeadObject");
+        out.metadata().cloned().unwrap_or_default()
+    }
 }

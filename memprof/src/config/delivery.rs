@@ -1,0 +1,74 @@
+//! The delivery settings: the destination (with server-side encryption), the spool's bounds
+//! and how long a stopping memprof keeps uploading.
+use std::time::Duration;
+
+use super::{number, size, Args, ConfigError, Destination};
+use crate::deliver::{bounds::Limits, sink::Encryption};
+
+pub fn destination(a: &Args) -> Result<Destination, ConfigError> {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let encryption = encryption(a)?;
+    match (nonempty(&a.bucket), nonempty(&a.aws_region)) {
+        (Some(bucket), Some(region)) => Ok(Destination::S3 {
+            bucket,
+            region,
+            encryption,
+        }),
+        (Some(_), None) => Err(ConfigError(
+            "AWS_REGION (--aws-region) must be set when BUCKET is set".into(),
+        )),
+        (None, _) if encryption.is_some() => Err(ConfigError(
+            "MEMPROF_S3_SSE (--s3-sse) needs BUCKET: a local directory is not encrypted by memprof"
+                .into(),
+        )),
+        (None, _) => Ok(Destination::Local(a.local_dir.clone())),
+    }
+}
+
+fn encryption(a: &Args) -> Result<Option<Encryption>, ConfigError> {
+    let key_id = a.s3_sse_kms_key_id.clone().filter(|k| !k.trim().is_empty());
+    let sse = a.s3_sse.as_deref().map(str::trim).unwrap_or("");
+    match (sse, key_id) {
+        ("", None) => Ok(None),
+        ("AES256", None) => Ok(Some(Encryption::Aes256)),
+        ("aws:kms", key_id) => Ok(Some(Encryption::Kms { key_id })),
+        ("" | "AES256", Some(_)) => Err(ConfigError(
+            "MEMPROF_S3_SSE_KMS_KEY_ID (--s3-sse-kms-key-id) needs MEMPROF_S3_SSE=aws:kms".into(),
+        )),
+        (other, _) => Err(ConfigError(format!(
+            "invalid MEMPROF_S3_SSE (--s3-sse): {other:?} is not AES256 or aws:kms"
+        ))),
+    }
+}
+
+pub fn spool_limits(a: &Args) -> Result<Limits, ConfigError> {
+    Ok(Limits {
+        max_bytes: size(&a.spool_max_bytes).filter(|b| *b > 0).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid MEMPROF_SPOOL_MAX_BYTES (--spool-max-bytes): {:?} is not a size such as 1Gi or 500M",
+                a.spool_max_bytes
+            ))
+        })?,
+        max_objects: number(
+            &a.spool_max_objects,
+            "MEMPROF_SPOOL_MAX_OBJECTS",
+            "spool-max-objects",
+            1usize,
+            1_000_000,
+            "profiles",
+        )?,
+        keep: a.spool_keep,
+    })
+}
+
+pub fn shutdown_deadline(a: &Args) -> Result<Duration, ConfigError> {
+    number(
+        &a.shutdown_secs,
+        "MEMPROF_SHUTDOWN_SECS",
+        "shutdown-secs",
+        1u64,
+        3600,
+        "seconds",
+    )
+    .map(Duration::from_secs)
+}
