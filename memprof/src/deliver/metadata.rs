@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 #[serde(transparent)]
 pub struct Metadata(BTreeMap<String, String>);
 
-/// S3 limits user metadata to 2 KB per object (names and values); a long command line is
-/// cut to this many bytes there (the local JSON keeps it whole).
-const S3_VALUE_MAX: usize = 1024;
+/// S3 refuses more than 2 KB of user metadata per object (names and values), and a refusal
+/// would keep the profile from ever being stored: a long value (command line, cgroup path) is
+/// cut to this many bytes there. The local JSON keeps it whole.
+const S3_VALUE_MAX: usize = 400;
 
 impl Metadata {
     pub fn new() -> Self {

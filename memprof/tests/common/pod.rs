@@ -170,13 +170,16 @@ impl Pod {
     /// Starts a container as `spec` says; with `pid`, its process must get that PID in the
     /// pod (set through the namespace's `ns_last_pid`, as PID reuse would hand it out).
     pub fn container(&self, spec: &Spec, pid: Option<u32>) -> Container {
-        for _ in 0..10 {
+        for _ in 0..30 {
             let c = self.start(spec, pid);
             if pid.is_none_or(|pid| c.pid == pid) {
                 return c;
             }
-            // Another process of the pod forked in between: try again.
+            // Another process of the pod forked in between, or a thread of memprof's (its
+            // blocking pool comes and goes in the pod's PID namespace) holds the PID for a
+            // while: try again a moment later.
             drop(c);
+            std::thread::sleep(Duration::from_millis(500));
         }
         panic!(
             "could not start a process with PID {pid:?} in pod {}",
