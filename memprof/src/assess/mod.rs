@@ -187,6 +187,16 @@ impl Assessor {
             .unwrap_or_default()
     }
 
+    /// The process's cgroup path, and the directory its `memory.stat` is read from when the
+    /// cgroup was found.
+    pub fn cgroup_of(&self, key: &ProcKey) -> (String, Option<std::path::PathBuf>) {
+        let dir = self
+            .views(key)
+            .and_then(|v| v.first())
+            .map(|v| v.dir.clone());
+        (self.cgroup_path(key), dir)
+    }
+
     /// Where the process's memory cgroup can be read, when it was found.
     pub fn views(&self, key: &ProcKey) -> Option<&[limits::View]> {
         Some(self.located.get(key)?.views.as_ref().ok()?.as_slice())

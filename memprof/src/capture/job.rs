@@ -7,7 +7,14 @@ use tracing::{info, warn};
 
 use anyhow::Result;
 
-use super::{endpoint::Endpoints, goheap, naming::Stored, pprof::Pprof, seen::Seen, Profile};
+use super::{
+    endpoint::Endpoints,
+    goheap,
+    naming::Stored,
+    pprof::{Failure, Pprof},
+    seen::Seen,
+    Profile,
+};
 use crate::{
     assess::{policy::Outcome, LimitSource, Reading},
     config::{Config, Destination, GoHeapMode},
@@ -82,9 +89,22 @@ impl Capturer {
         })
     }
 
+    /// Takes a profile; when none could be taken, a snapshot in its place (once per
+    /// crossing: retries of the crossing do not store another).
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
         let mut keys = Vec::new();
-        let outcome = self.capture_into(c, reading, &mut keys).await;
+        let mut failed = None;
+        let outcome = self.capture_into(c, reading, &mut keys, &mut failed).await;
+        if outcome != Outcome::Stored && !matches!(c.source, Source::Retry) {
+            let (why, answer) = match &failed {
+                Some(f) => (format!("{:#}", f.error), Some(&f.answer)),
+                None => (
+                    "no pprof endpoint, and no heap readable from memory".into(),
+                    None,
+                ),
+            };
+            keys.extend(self.store_snapshot(c, reading, &why, answer).await);
+        }
         Captured { outcome, keys }
     }
 
@@ -93,6 +113,7 @@ impl Capturer {
         c: &Candidate,
         reading: &Reading,
         keys: &mut Vec<String>,
+        failed: &mut Option<Failure>,
     ) -> Outcome {
         let _in_flight = self.goheap.begin(reading.key);
         let pid = c.ns_pid;
@@ -109,13 +130,15 @@ impl Capturer {
                     keys.extend(self.store(c, reading, p, "endpoint", fetch_start).await);
                     outcome = Outcome::Stored;
                 }
-                Err(e) => {
+                Err(f) => {
                     warn!(
                         pid,
                         comm = reading.comm,
                         percent,
-                        "endpoint capture failed: {e:#}"
+                        "endpoint capture failed: {:#}",
+                        f.error
                     );
+                    *failed = Some(f);
                     outcome = Outcome::Failed;
                 }
             }

@@ -59,6 +59,8 @@ struct Record<'a> {
     killed_at: String,
     /// Threshold profiles first, in the order they were stored, then the at-kill profile.
     profiles: &'a [String],
+    /// Snapshots stored in place of a profile (see `snapshot`).
+    snapshots: &'a [String],
     profiled_before_kill: bool,
     memprof_version: &'static str,
 }
@@ -92,6 +94,10 @@ impl Capturer {
                 }
             }
         }
+        // Snapshots stored where no profile could be taken are evidence, not profiles.
+        let (snapshots, profiles): (Vec<String>, Vec<String>) = profiles
+            .into_iter()
+            .partition(|k| k.ends_with(".snapshot.txt"));
         let before = profiles.iter().any(|k| !k.contains("_oom."));
         let id = &seen.identity;
         let record = Record {
@@ -112,6 +118,7 @@ impl Capturer {
                 .time
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             profiles: &profiles,
+            snapshots: &snapshots,
             profiled_before_kill: before,
             memprof_version: env!("CARGO_PKG_VERSION"),
         };

@@ -14,6 +14,31 @@ use super::{netns, Profile};
 /// What gzip data starts with: a heap profile in the protobuf format always does.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// How much of an answer that is not a profile is kept to show what it was.
+const ANSWER_HEAD: usize = 2048;
+
+fn starts_as_gzip(head: &[u8]) -> bool {
+    GZIP_MAGIC.starts_with(&head[..head.len().min(GZIP_MAGIC.len())])
+}
+
+/// What an endpoint answered, as far as it got.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// The status line, when one came.
+    pub status: Option<String>,
+    /// The body's first bytes.
+    pub head: Vec<u8>,
+    /// Body bytes received in all.
+    pub received: u64,
+}
+
+/// A download that did not yield a profile: why, and what the endpoint said.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub answer: Answer,
+}
+
 pub struct Pprof {
     path: String,
     port: u16,
@@ -40,37 +65,72 @@ impl Pprof {
         &self.path
     }
 
-    /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace).
-    pub async fn capture(&self, pid: u32, addr: SocketAddr) -> Result<Profile> {
+    /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace). A
+    /// failure carries what the endpoint answered, for the snapshot stored instead.
+    pub async fn capture(&self, pid: u32, addr: SocketAddr) -> Result<Profile, Failure> {
         let url = format!("http://{addr}{}", self.path);
+        let mut answer = Answer::default();
         let get = async {
             let mut resp = self.get(pid, addr).await?;
+            answer.status = Some(resp.status().to_string());
             let mut bytes = Vec::new();
             while let Some(frame) = resp.frame().await {
                 let frame = frame.context("reading the body")?;
                 let Some(chunk) = frame.data_ref() else {
                     continue;
                 };
+                answer.received += chunk.len() as u64;
+                let room = ANSWER_HEAD.saturating_sub(answer.head.len());
+                answer
+                    .head
+                    .extend_from_slice(&chunk[..room.min(chunk.len())]);
+                if !resp.status().is_success() || !starts_as_gzip(&answer.head) {
+                    // Not a profile: only its first bytes are kept, to show what it was.
+                    if answer.head.len() >= ANSWER_HEAD {
+                        break;
+                    }
+                    continue;
+                }
                 if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
-                    bail!("the profile exceeds {} bytes", self.max_bytes);
+                    bail!(
+                        "the answer exceeds MEMPROF_CAPTURE_MAX_BYTES ({} bytes)",
+                        self.max_bytes
+                    );
                 }
                 bytes.extend_from_slice(chunk);
             }
-            if bytes.is_empty() {
-                bail!("empty profile");
+            if !resp.status().is_success() {
+                bail!("HTTP {}", resp.status());
+            }
+            if answer.head.is_empty() {
+                bail!("an empty answer");
+            }
+            if !starts_as_gzip(&answer.head) {
+                bail!("the answer is not a gzip-compressed profile");
             }
             Ok(bytes)
         };
-        let bytes = tokio::time::timeout(self.timeout, get)
-            .await
-            .map_err(|_| anyhow!("no complete answer within {:?}", self.timeout))
+        let result = tokio::time::timeout(self.timeout, get).await;
+        let received = answer.received;
+        match result
+            .map_err(|_| {
+                anyhow!(
+                    "no complete answer within {:?} ({received} bytes received)",
+                    self.timeout
+                )
+            })
             .and_then(|r| r)
-            .with_context(|| format!("GET {url} (PID {pid}'s network namespace)"))?;
-        Ok(Profile {
-            kind: "heap",
-            extension: "pb.gz",
-            bytes,
-        })
+        {
+            Ok(bytes) => Ok(Profile {
+                kind: "heap",
+                extension: "pb.gz",
+                bytes,
+            }),
+            Err(e) => Err(Failure {
+                error: e.context(format!("GET {url} (PID {pid}'s network namespace)")),
+                answer,
+            }),
+        }
     }
 
     /// Whether `addr` serves a heap profile at the path: HTTP 200 and a body that starts as
@@ -78,6 +138,9 @@ impl Pprof {
     pub async fn probe(&self, pid: u32, addr: SocketAddr, timeout: Duration) -> Result<()> {
         let check = async {
             let mut resp = self.get(pid, addr).await?;
+            if !resp.status().is_success() {
+                bail!("HTTP {}", resp.status());
+            }
             let mut head = Vec::new();
             while head.len() < GZIP_MAGIC.len() {
                 match resp.frame().await {
@@ -99,7 +162,7 @@ impl Pprof {
             .map_err(|_| anyhow!("no answer within {timeout:?}"))?
     }
 
-    /// Sends the GET and returns the response once its status says success.
+    /// Sends the GET and returns the response, whatever its status.
     async fn get(&self, pid: u32, addr: SocketAddr) -> Result<Response<hyper::body::Incoming>> {
         let domain = if addr.is_ipv4() {
             libc::AF_INET
@@ -118,11 +181,7 @@ impl Pprof {
         let req = Request::get(&self.path)
             .header(hyper::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())?;
-        let resp = sender.send_request(req).await?;
-        if !resp.status().is_success() {
-            bail!("HTTP {}", resp.status());
-        }
-        Ok(resp)
+        Ok(sender.send_request(req).await?)
     }
 }
 
@@ -181,7 +240,7 @@ mod tests {
             .capture(std::process::id(), addr)
             .await
             .unwrap_err();
-        assert!(format!("{e:#}").contains("exceeds 4096 bytes"), "{e:#}");
+        assert!(format!("{:#}", e.error).contains("(4096 bytes)"), "{e:?}");
     }
 
     #[tokio::test]
@@ -191,7 +250,8 @@ mod tests {
             .capture(std::process::id(), addr)
             .await
             .unwrap_err();
-        assert!(format!("{e:#}").contains("404"), "{e:#}");
+        assert!(format!("{:#}", e.error).contains("404"), "{e:?}");
+        assert_eq!(e.answer.status.as_deref(), Some("404 Not Found"));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! reported) and its last reading — the facts the OOM record needs after the process is gone.
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
@@ -14,6 +15,8 @@ pub struct Proc {
     pub cmdline: Vec<String>,
     /// `/proc/PID/cgroup`'s memory (or unified) path.
     pub cgroup: String,
+    /// Where that cgroup's files are read, when found (for a snapshot's `memory.stat`).
+    pub cgroup_dir: Option<PathBuf>,
     pub comm: String,
     pub rss: u64,
     pub limit: u64,
@@ -31,13 +34,13 @@ pub struct Seen {
 
 impl Seen {
     /// Records a reading; the first one of a process also reads its command line, takes its
-    /// cgroup path (`cgroup`, asked only then) and judges it against `scope`. Returns that
+    /// cgroup path and directory (`cgroup`, asked only then) and judges it against `scope`. Returns that
     /// verdict, and whether this was the first.
     pub fn saw(
         &self,
         r: &Reading,
         scope: &Scope,
-        cgroup: impl FnOnce() -> String,
+        cgroup: impl FnOnce() -> (String, Option<PathBuf>),
     ) -> (Result<(), &'static str>, bool) {
         let mut procs = self.lock();
         if let Some(p) = procs.get_mut(&r.key) {
@@ -55,7 +58,7 @@ impl Seen {
                 .collect(),
             None => Vec::new(),
         };
-        let cgroup = cgroup();
+        let (cgroup, cgroup_dir) = cgroup();
         let verdict = scope.admits(&r.comm, &cgroup);
         procs.insert(
             r.key,
@@ -64,6 +67,7 @@ impl Seen {
                 identity: Arc::clone(&r.identity),
                 cmdline,
                 cgroup,
+                cgroup_dir,
                 comm: r.comm.clone(),
                 rss: r.rss,
                 limit: r.limit,

@@ -20,7 +20,7 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
     // Asked for by name: captured whatever the scope says.
     let _ = capturer
         .seen
-        .saw(&reading, &cfg.scope, || assessor.cgroup_path(&reading.key));
+        .saw(&reading, &cfg.scope, || assessor.cgroup_of(&reading.key));
     if cfg.go_heap != GoHeapMode::Memory {
         // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
         // decides that, as in the daemon).

@@ -205,7 +205,7 @@ impl LoopState {
         };
         let key = reading.key;
         let assessor = &self.assessor;
-        let cgroup = || assessor.cgroup_path(&key);
+        let cgroup = || assessor.cgroup_of(&key);
         let (scope, first) = self.capturer.seen.saw(&reading, &self.scope, cgroup);
         if let Err(rule) = scope {
             if first {

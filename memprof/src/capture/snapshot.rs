@@ -1,0 +1,138 @@
+//! A generic snapshot, stored when a capture took no profile (no endpoint, an endpoint that
+//! refused, hung, failed or answered something else, a heap that could not be read): what the
+//! kernel says of the process and its container, and what the endpoint answered. An incident
+//! always leaves evidence, readable with `cat`. Taken once per crossing, not on retries.
+use std::{fmt::Write, path::Path, time::Instant};
+
+use super::{job::Capturer, naming::Stored, pprof::Answer, Profile};
+use crate::{
+    assess::Reading,
+    deliver::key::Level,
+    detect::{Candidate, Source},
+};
+
+impl Capturer {
+    /// Takes and delivers the snapshot; its key once stored.
+    pub(super) async fn store_snapshot(
+        &self,
+        c: &Candidate,
+        reading: &Reading,
+        why: &str,
+        answer: Option<&Answer>,
+    ) -> Option<String> {
+        let started = Instant::now();
+        let pid = c.ns_pid;
+        let cgroup_dir = self.seen.get(reading.key).and_then(|p| p.cgroup_dir);
+        let text = snapshot(pid, &reading.comm, cgroup_dir.as_deref(), why, answer);
+        let profile = Profile {
+            kind: "snapshot",
+            extension: "txt",
+            bytes: text.into_bytes(),
+        };
+        let level = match c.source {
+            Source::Manual => Level::Manual,
+            _ => Level::Percent(reading.percent()),
+        };
+        let (key, delivered) = self
+            .deliver(
+                Stored {
+                    proc: reading.key,
+                    pid,
+                    comm: &reading.comm,
+                    level,
+                    source: "snapshot",
+                    detector: "snapshot",
+                    started,
+                },
+                &profile,
+            )
+            .await;
+        tracing::info!(
+            pid,
+            comm = reading.comm,
+            who = self.who_of(&reading.identity),
+            bytes = profile.bytes.len(),
+            key,
+            spooled = !delivered,
+            "snapshot stored in place of a profile"
+        );
+        delivered.then_some(key)
+    }
+}
+
+/// The snapshot's text: one section per source, each headed by where it was read.
+pub fn snapshot(
+    pid: u32,
+    comm: &str,
+    cgroup_dir: Option<&Path>,
+    why: &str,
+    answer: Option<&Answer>,
+) -> String {
+    let mut out = String::new();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let _ = writeln!(out, "memprof snapshot of PID {pid} ({comm}) at {now}");
+    let _ = writeln!(out, "no profile could be taken: {why}");
+    section(&mut out, &format!("/proc/{pid}/status"));
+    section(&mut out, &format!("/proc/{pid}/smaps_rollup"));
+    match cgroup_dir {
+        Some(dir) => section(&mut out, &dir.join("memory.stat").display().to_string()),
+        None => {
+            let _ = writeln!(
+                out,
+                "\n== memory.stat\n(the process's memory cgroup was not found)"
+            );
+        }
+    }
+    if let Some(a) = answer {
+        let _ = writeln!(out, "\n== the endpoint's answer");
+        let status = a.status.as_deref().unwrap_or("(no status line)");
+        let _ = writeln!(out, "status: {status}\nbody bytes received: {}", a.received);
+        if !a.head.is_empty() {
+            let _ = writeln!(
+                out,
+                "first {} bytes:\n{}",
+                a.head.len(),
+                a.head.escape_ascii()
+            );
+        }
+    }
+    out
+}
+
+fn section(out: &mut String, path: &str) {
+    let _ = writeln!(out, "\n== {path}");
+    match std::fs::read_to_string(path) {
+        Ok(text) => out.push_str(&text),
+        Err(e) => {
+            let _ = writeln!(out, "(unreadable: {e})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_each_source_and_shows_the_answer_escaped() {
+        let answer = Answer {
+            status: Some("200 OK".into()),
+            head: b"<html>\x00oops".to_vec(),
+            received: 1 << 20,
+        };
+        let pid = std::process::id();
+        let text = snapshot(pid, "self", None, "HTTP 404", Some(&answer));
+        assert!(
+            text.contains("no profile could be taken: HTTP 404"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("== /proc/{pid}/status\nName:")),
+            "{text}"
+        );
+        assert!(text.contains("VmRSS:"), "{text}");
+        assert!(text.contains("memory cgroup was not found"), "{text}");
+        assert!(text.contains("body bytes received: 1048576"), "{text}");
+        assert!(text.contains("<html>\\x00oops"), "{text}");
+    }
+}
