@@ -15,10 +15,13 @@ fn a_reused_pid_starts_afresh() {
     let Some(s) = setup("reuse", 4, &[("MEMPROF_SAFETY_NET_MS", "600000")]) else {
         return;
     };
-    let first = service(&s.pod, "first", 256 * MIB, &["-rate", "100"], Some(40));
+    // The first takes whatever PID comes next (memprof's own threads take PIDs in the pod
+    // too); the second is given the same one.
+    let first = service(&s.pod, "first", 256 * MIB, &["-rate", "100"], None);
     let key1 = s.next_key(&first, &[]);
+    let pid = first.pid;
     drop(first);
-    let second = service(&s.pod, "second", 256 * MIB, &["-rate", "100"], Some(40));
+    let second = service(&s.pod, "second", 256 * MIB, &["-rate", "100"], Some(pid));
     let key2 = s.next_key(&second, std::slice::from_ref(&key1));
     let line = s.memprof.stored_line(&key2);
     assert!(line.contains("detector=\"ebpf\""), "{line}");

@@ -7,7 +7,8 @@
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
 //! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`);
 //! * a profile taken across network namespaces vs on the same loopback (`bench_fetch.rs`);
-//! * the container trigger's detection latency, notifications vs poll (`bench_container.rs`).
+//! * the container trigger's detection latency, notifications vs poll (`bench_container.rs`);
+//! * a large profile, 16 MiB and 1 GiB, to a local directory and to S3 (`bench_large.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -30,6 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut fetch_runs = 20;
     let mut container_runs = 4;
     let mut sidecar_rounds = 6;
+    let mut large_runs = 2;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -45,9 +47,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "--fetch-runs" => fetch_runs = value()?,
             "--container-runs" => container_runs = value()?,
             "--sidecar-rounds" => sidecar_rounds = value()?,
+            "--large-runs" => large_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
-                 --fetch-runs N, --container-runs N, --sidecar-rounds N)"
+                 --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N)"
             ),
         }
     }
@@ -57,10 +60,17 @@ pub fn run(args: &[String]) -> Result<()> {
         page_fault_overhead(&bin, rounds)?;
     }
     crate::bench_shared::run(&bin, sidecar_rounds)?;
-    latency(latency_runs)?;
-    crate::bench_kill::run(&bin, kill_runs)?;
+    if latency_runs > 0 {
+        latency(latency_runs)?;
+    }
+    if kill_runs > 0 {
+        crate::bench_kill::run(&bin, kill_runs)?;
+    }
     if fetch_runs > 0 {
         crate::bench_fetch::run(&bin, fetch_runs)?;
+    }
+    if large_runs > 0 {
+        crate::bench_large::run(&bin, large_runs)?;
     }
     crate::bench_container::run(&bin, container_runs)
 }

@@ -6,6 +6,7 @@ mod bench;
 mod bench_container;
 mod bench_fetch;
 mod bench_kill;
+mod bench_large;
 mod bench_shared;
 mod setup;
 mod vm;

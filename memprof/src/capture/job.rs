@@ -1,7 +1,7 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tracing::{info, warn};
 
@@ -13,6 +13,7 @@ use super::{
     naming::Stored,
     pprof::{Failure, Pprof},
     seen::Seen,
+    stream::Downloaded,
     Profile,
 };
 use crate::{
@@ -125,9 +126,13 @@ impl Capturer {
         let mut outcome = Outcome::NoProfile;
         let fetch_start = Instant::now();
         if let Some(addr) = endpoint {
-            match self.endpoints.pprof().capture(pid, addr).await {
-                Ok(p) => {
-                    keys.extend(self.store(c, reading, p, "endpoint", fetch_start).await);
+            let download = What::Download(addr);
+            match self
+                .store(c, reading, download, "endpoint", fetch_start)
+                .await
+            {
+                Ok(key) => {
+                    keys.extend(key);
                     outcome = Outcome::Stored;
                 }
                 Err(f) => {
@@ -187,7 +192,8 @@ impl Capturer {
                     extension: "pb.gz",
                     bytes: read.bytes,
                 };
-                keys.extend(self.store(c, reading, p, "memory", read_start).await);
+                let taken = self.store(c, reading, What::Taken(p), "memory", read_start);
+                keys.extend(taken.await.ok().flatten());
                 Outcome::Stored
             }
             Err(e) => {
@@ -206,17 +212,9 @@ impl Capturer {
         }
     }
 
-    /// Delivers one profile and logs it; its key once stored (not while it waits in the
-    /// spool).
-    async fn store(
-        &self,
-        c: &Candidate,
-        reading: &Reading,
-        profile: Profile,
-        source: &'static str,
-        fetch_start: Instant,
-    ) -> Option<String> {
-        // Without a limit and with absolute levels, the key names the level crossed.
+    /// Takes the labels a profile is named by: the detector, and the level (without a limit
+    /// and with absolute levels, the key names the level crossed).
+    fn labels(&self, c: &Candidate, reading: &Reading) -> (String, Level) {
         let crossed = match reading.limit_source {
             LimitSource::Cgroup => None,
             _ => self
@@ -227,7 +225,7 @@ impl Capturer {
                 .or(self.levels_bytes.first()),
         };
         let level = crossed.map_or(Level::Percent(reading.percent()), |b| Level::Bytes(*b));
-        let (detector, level) = match c.source {
+        match c.source {
             Source::Kernel { .. } => ("ebpf".to_string(), level),
             Source::Retry => ("retry".to_string(), level),
             Source::NextLevel => ("next-level".to_string(), level),
@@ -240,26 +238,46 @@ impl Capturer {
                 Level::Container(percent_tenths as f64 / 10.0),
             ),
             _ => ("poll".to_string(), level),
+        }
+    }
+
+    /// Delivers one profile (taken already, or downloaded now) and logs it; its key once
+    /// stored (not while it waits in the spool).
+    async fn store(
+        &self,
+        c: &Candidate,
+        reading: &Reading,
+        what: What,
+        source: &'static str,
+        fetch_start: Instant,
+    ) -> Result<Option<String>, Failure> {
+        let (detector, level) = self.labels(c, reading);
+        let s = Stored {
+            proc: reading.key,
+            pid: c.ns_pid,
+            comm: &reading.comm,
+            level,
+            source,
+            detector: &detector,
+            started: fetch_start,
         };
-        // Taking the profile (download or memory read), before naming and delivery.
-        let fetched = fetch_start.elapsed();
-        let (key, delivered) = self
-            .deliver(
-                Stored {
-                    proc: reading.key,
-                    pid: c.ns_pid,
-                    comm: &reading.comm,
-                    level,
-                    source,
-                    detector: &detector,
-                    started: fetch_start,
-                },
-                &profile,
-            )
-            .await;
+        let d = match what {
+            What::Taken(profile) => {
+                let fetched = fetch_start.elapsed();
+                let (key, delivered) = self.deliver(s, &profile).await;
+                let bytes = profile.bytes.len() as u64;
+                Downloaded {
+                    key,
+                    delivered,
+                    bytes,
+                    fetched,
+                }
+            }
+            What::Download(addr) => self.download(s, addr).await?,
+        };
         let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
-        if !delivered {
-            return None;
+        if !d.delivered {
+            return Ok(None);
         }
         info!(
             pid = c.ns_pid,
@@ -269,15 +287,22 @@ impl Capturer {
             limit = reading.limit,
             limit_source = ?reading.limit_source,
             percent = format!("{:.1}", reading.percent()),
-            bytes = profile.bytes.len(),
-            key,
+            bytes = d.bytes,
+            key = d.key,
             source,
             detector = detector.as_str(),
             detect_to_stored_ms = ms(c.detected, Instant::now()),
             assess_ms = ms(c.detected, fetch_start),
-            fetch_ms = format!("{:.2}", fetched.as_secs_f64() * 1e3),
+            fetch_ms = format!("{:.2}", d.fetched.as_secs_f64() * 1e3),
             "profile stored"
         );
-        Some(key)
+        Ok(Some(d.key))
     }
+}
+
+/// A profile to store: taken already (read from memory), or to be downloaded from an endpoint
+/// straight into the spool.
+enum What {
+    Taken(Profile),
+    Download(SocketAddr),
 }

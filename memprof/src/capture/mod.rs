@@ -13,6 +13,7 @@ pub mod oom_record;
 pub mod pprof;
 pub mod seen;
 pub mod snapshot;
+pub mod stream;
 
 /// A captured profile, ready for delivery.
 #[derive(Clone, Debug)]

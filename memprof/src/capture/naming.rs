@@ -59,6 +59,20 @@ impl Capturer {
     /// it waits in the spool, and the retry loop delivers it). The key is remembered for the
     /// process before delivery starts, so an OOM kill during a slow upload still names it.
     pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
+        let (key, meta) = self.name(&s, profile.kind, profile.extension);
+        self.goheap.stored(s.proc, &key);
+        match self.deliverer.deliver(&key, &meta, &profile.bytes).await {
+            Ok(()) => (key, true),
+            Err(e) => {
+                s.not_stored_yet(&key, &e);
+                (key, false)
+            }
+        }
+    }
+
+    /// The object key and metadata of a profile about to be delivered. (The caller remembers
+    /// the key for the process once the profile exists: `goheap.stored`.)
+    pub fn name(&self, s: &Stored<'_>, kind: &str, extension: &str) -> (String, Metadata) {
         let seen = self.seen.get(s.proc);
         let identity = seen
             .as_ref()
@@ -72,8 +86,8 @@ impl Capturer {
             name: identity.container.as_deref().unwrap_or(s.comm),
             pid: s.pid,
             level: s.level,
-            kind: profile.kind,
-            extension: profile.extension,
+            kind,
+            extension,
             time,
         });
         let mut meta = Metadata::new();
@@ -82,7 +96,7 @@ impl Capturer {
             .set("trigger", s.level)
             .set("detector", s.detector)
             .set("source", s.source)
-            .set("kind", profile.kind)
+            .set("kind", kind)
             .set("namespace", &place.namespace)
             .set("pod", &place.pod)
             .set("container", identity.container.as_deref().unwrap_or("-"))
@@ -106,19 +120,19 @@ impl Capturer {
                 meta.set("working-set", ws);
             }
         }
-        self.goheap.stored(s.proc, &key);
-        match self.deliverer.deliver(&key, &meta, &profile.bytes).await {
-            Ok(()) => (key, true),
-            Err(e) => {
-                warn!(
-                    pid = s.pid,
-                    key,
-                    source = s.source,
-                    took_ms = s.started.elapsed().as_millis() as u64,
-                    "profile not stored yet: {e:#}"
-                );
-                (key, false)
-            }
-        }
+        (key, meta)
+    }
+}
+
+impl Stored<'_> {
+    /// The line for a profile that waits in the spool (or was lost: the error says which).
+    pub fn not_stored_yet(&self, key: &str, e: &anyhow::Error) {
+        warn!(
+            pid = self.pid,
+            key,
+            source = self.source,
+            took_ms = self.started.elapsed().as_millis() as u64,
+            "profile not stored yet: {e:#}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{body::Bytes, client::conn::http1, Request, Response};
 use hyper_util::rt::TokioIo;
 
-use super::{netns, Profile};
+use super::{netns, stream::Out};
 
 /// What gzip data starts with: a heap profile in the protobuf format always does.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -65,15 +65,15 @@ impl Pprof {
         &self.path
     }
 
-    /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace). A
-    /// failure carries what the endpoint answered, for the snapshot stored instead.
-    pub async fn capture(&self, pid: u32, addr: SocketAddr) -> Result<Profile, Failure> {
+    /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace) into
+    /// `out`, chunk by chunk. A failure carries what the endpoint answered, for the snapshot
+    /// stored instead.
+    pub async fn capture(&self, pid: u32, addr: SocketAddr, out: &mut Out) -> Result<(), Failure> {
         let url = format!("http://{addr}{}", self.path);
         let mut answer = Answer::default();
         let get = async {
             let mut resp = self.get(pid, addr).await?;
             answer.status = Some(resp.status().to_string());
-            let mut bytes = Vec::new();
             while let Some(frame) = resp.frame().await {
                 let frame = frame.context("reading the body")?;
                 let Some(chunk) = frame.data_ref() else {
@@ -91,13 +91,13 @@ impl Pprof {
                     }
                     continue;
                 }
-                if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
+                if out.written() + chunk.len() as u64 > self.max_bytes {
                     bail!(
                         "the answer exceeds MEMPROF_CAPTURE_MAX_BYTES ({} bytes)",
                         self.max_bytes
                     );
                 }
-                bytes.extend_from_slice(chunk);
+                out.write(chunk).await?;
             }
             if !resp.status().is_success() {
                 bail!("HTTP {}", resp.status());
@@ -108,7 +108,7 @@ impl Pprof {
             if !starts_as_gzip(&answer.head) {
                 bail!("the answer is not a gzip-compressed profile");
             }
-            Ok(bytes)
+            Ok(())
         };
         let result = tokio::time::timeout(self.timeout, get).await;
         let received = answer.received;
@@ -121,11 +121,7 @@ impl Pprof {
             })
             .and_then(|r| r)
         {
-            Ok(bytes) => Ok(Profile {
-                kind: "heap",
-                extension: "pb.gz",
-                bytes,
-            }),
+            Ok(()) => Ok(()),
             Err(e) => Err(Failure {
                 error: e.context(format!("GET {url} (PID {pid}'s network namespace)")),
                 answer,
@@ -194,7 +190,7 @@ mod tests {
         net::TcpListener,
     };
 
-    use super::Pprof;
+    use super::{Out, Pprof};
 
     /// Serves one HTTP response with a body of `len` bytes (starting as gzip does).
     async fn serve(status: &'static str, len: usize) -> SocketAddr {
@@ -229,15 +225,19 @@ mod tests {
     #[tokio::test]
     async fn downloads_the_profile() {
         let addr = serve("200 OK", 1000).await;
-        let p = pprof(4096).capture(std::process::id(), addr).await.unwrap();
-        assert_eq!((p.kind, p.bytes.len()), ("heap", 1000));
+        let mut out = Out::Memory(Vec::new());
+        pprof(4096)
+            .capture(std::process::id(), addr, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(out.written(), 1000);
     }
 
     #[tokio::test]
     async fn refuses_oversized_profiles() {
         let addr = serve("200 OK", 100_000).await;
         let e = pprof(4096)
-            .capture(std::process::id(), addr)
+            .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
             .await
             .unwrap_err();
         assert!(format!("{:#}", e.error).contains("(4096 bytes)"), "{e:?}");
@@ -247,7 +247,7 @@ mod tests {
     async fn http_errors_are_errors() {
         let addr = serve("404 Not Found", 0).await;
         let e = pprof(4096)
-            .capture(std::process::id(), addr)
+            .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
             .await
             .unwrap_err();
         assert!(format!("{:#}", e.error).contains("404"), "{e:?}");

@@ -3,24 +3,16 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Writes `parts` (concatenated) to `dest` through a hidden temporary file beside it and a
 /// rename, so a crash never leaves half a profile under the final name; the file (mode 0600)
 /// and then its directory are synced before this returns, so what it wrote survives a crash
 /// or power loss of the node.
 pub async fn write_atomically(dest: &Path, parts: &[&[u8]]) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let dir = dest.parent().context("path without a directory")?;
-    let name = dest.file_name().context("path without a file name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let (dir, tmp) = temporary(dest)?;
     let write = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .await?;
+        let mut f = create(&tmp).await?;
         for part in parts {
             f.write_all(part).await?;
         }
@@ -29,7 +21,47 @@ pub async fn write_atomically(dest: &Path, parts: &[&[u8]]) -> Result<()> {
     write
         .await
         .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, dest)
+    publish(&tmp, dest, dir).await
+}
+
+/// As `write_atomically`, with `len` bytes of `src` from `offset` (streamed, not read whole).
+pub async fn copy_atomically(dest: &Path, src: &Path, offset: u64, len: u64) -> Result<()> {
+    let (dir, tmp) = temporary(dest)?;
+    let copy = async {
+        let mut from = tokio::fs::File::open(src).await?;
+        from.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut f = create(&tmp).await?;
+        let copied = tokio::io::copy(&mut from.take(len), &mut f).await?;
+        if copied != len {
+            return Err(std::io::Error::other(format!("{copied} of {len} bytes")));
+        }
+        f.sync_all().await
+    };
+    copy.await
+        .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
+    publish(&tmp, dest, dir).await
+}
+
+/// The directory of `dest` and the hidden temporary file beside it.
+fn temporary(dest: &Path) -> Result<(&Path, std::path::PathBuf)> {
+    let dir = dest.parent().context("path without a directory")?;
+    let name = dest.file_name().context("path without a file name")?;
+    Ok((dir, dir.join(format!(".{}.tmp", name.to_string_lossy()))))
+}
+
+async fn create(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
+/// Gives the synced temporary file its final name, durably.
+async fn publish(tmp: &Path, dest: &Path, dir: &Path) -> Result<()> {
+    tokio::fs::rename(tmp, dest)
         .await
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     sync_dir(dir).await

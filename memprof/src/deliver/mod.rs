@@ -2,11 +2,14 @@
 //! the spool with a backoff per profile.
 pub mod bounds;
 mod durable;
+pub mod incoming;
 pub mod key;
 pub mod metadata;
 mod retry;
+mod room;
 pub mod sink;
 pub mod spool;
+mod upload;
 
 use std::{
     collections::HashSet,
@@ -18,10 +21,11 @@ use anyhow::Result;
 use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
-use bounds::{Limits, Room};
+use bounds::Limits;
+use incoming::Incoming;
 use metadata::Metadata;
 use retry::Schedule;
-use sink::Sink;
+use sink::{Body, Sink};
 use spool::{Entry, Spool};
 
 /// Spooled profiles sent at the same time by one flush.
@@ -57,89 +61,103 @@ impl Deliverer {
     /// Spools the profile and stores it at once. On failure the profile stays in the spool for
     /// the retry loop and the error is returned for the log.
     pub async fn deliver(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<()> {
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(key.to_string());
-        let entry = self.spool_within_bounds(key, meta, bytes).await;
-        // The bytes are still in memory: store them rather than read the spool file back.
-        let result = match self.sink.store(key, meta, bytes).await {
-            Ok(()) => match &entry {
-                Some(entry) => self.spool.remove(entry).await,
-                None => Ok(()),
+        self.claim(key);
+        let entry = match self.make_room(key, bytes.len() as u64, None).await {
+            Some(false) => None,
+            _ => match self.spool.put(key, meta, bytes).await {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    // Not durable, but not lost yet: straight to the destination.
+                    warn!(
+                        key,
+                        "could not spool the profile, sending it directly: {e:#}"
+                    );
+                    None
+                }
             },
-            Err(e) if entry.is_some() => {
+        };
+        // The bytes are still in memory: store them rather than read the spool file back.
+        let result = self.sink.store(key, meta, Body::Memory(bytes)).await;
+        self.settle(key, entry.as_ref(), true, result).await
+    }
+
+    /// Starts a profile that is written into the spool as it arrives (see `Incoming`);
+    /// `finish` delivers it.
+    pub async fn begin(&self, key: &str, meta: &Metadata) -> Result<Incoming> {
+        self.claim(key);
+        let incoming = self.spool.begin(key, meta).await;
+        if incoming.is_err() {
+            self.release(key);
+        }
+        incoming
+    }
+
+    /// Completes a streamed profile in the spool and stores it, streamed from the spool file.
+    pub async fn finish(&self, incoming: Incoming) -> Result<()> {
+        let key = incoming.key.clone();
+        let entry = match incoming.commit().await {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.release(&key);
+                return Err(e.context("the profile could not be spooled: it is lost"));
+            }
+        };
+        let keep = self.make_room(&key, entry.bytes, Some(&entry.path)).await != Some(false);
+        let body = Body::File {
+            path: &entry.path,
+            offset: entry.offset as u64,
+            len: entry.bytes,
+        };
+        let result = self.sink.store(&key, &entry.meta, body).await;
+        self.settle(&key, Some(&entry), keep, result).await
+    }
+
+    /// Throws away a streamed profile whose capture failed.
+    pub async fn abandon(&self, incoming: Incoming) {
+        let key = incoming.key.clone();
+        incoming.discard().await;
+        self.release(&key);
+    }
+
+    /// After an attempt to store a profile of a capture: removes its spool entry once stored;
+    /// otherwise keeps it for the retry loop (`keep`) or removes it (the spool is full).
+    async fn settle(
+        &self,
+        key: &str,
+        entry: Option<&Entry>,
+        keep: bool,
+        result: Result<()>,
+    ) -> Result<()> {
+        let result = match (result, entry) {
+            (Ok(()), Some(entry)) => self.spool.remove(entry).await,
+            (Ok(()), None) => Ok(()),
+            (Err(e), Some(_)) if keep => {
                 let retry_in = self.note_failure(key, &e, false);
                 Err(e.context(format!(
                     "kept in the spool, next attempt in {} ms",
                     retry_in.as_millis()
                 )))
             }
-            Err(e) => Err(e.context("not in the spool either: this profile is lost")),
+            (Err(e), entry) => {
+                if let Some(entry) = entry {
+                    let _ = self.spool.remove(entry).await;
+                }
+                Err(e.context("not in the spool either: this profile is lost"))
+            }
         };
-        self.in_flight.lock().expect("in-flight lock").remove(key);
+        self.release(key);
         result
     }
 
-    /// Spools `bytes` as `key`, first making room as `limits` say; `None` when it is not
-    /// spooled (refused, or the spool cannot be written), which the log says.
-    async fn spool_within_bounds(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Option<Entry> {
-        let waiting = match self.spool.pending() {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(
-                    key,
-                    "could not read the spool, sending the profile directly: {e:#}"
-                );
-                return None;
-            }
-        };
-        let sizes: Vec<u64> = waiting.iter().map(|e| e.bytes).collect();
-        match bounds::room(&self.limits, &sizes, bytes.len() as u64) {
-            Room::Refuse => {
-                error!(
-                    key,
-                    bytes = bytes.len(),
-                    waiting = waiting.len(),
-                    waiting_bytes = sizes.iter().sum::<u64>(),
-                    limits = ?self.limits,
-                    "spool full: this profile is not spooled (the oldest are kept); sending it directly"
-                );
-                return None;
-            }
-            Room::Admit { drop } => {
-                for i in drop {
-                    let old = &waiting[i];
-                    match self.spool.remove(old).await {
-                        Ok(()) => {
-                            self.schedule
-                                .lock()
-                                .expect("schedule lock")
-                                .forget(&old.key);
-                            error!(
-                                dropped = old.key,
-                                bytes = sizes[i],
-                                limits = ?self.limits,
-                                for_key = key,
-                                "spool full: dropped the oldest spooled profile to keep the newest"
-                            );
-                        }
-                        Err(e) => warn!("{e:#}"),
-                    }
-                }
-            }
-        }
-        match self.spool.put(key, meta, bytes).await {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                // Not durable, but not lost yet: straight to the destination.
-                warn!(
-                    key,
-                    "could not spool the profile, sending it directly: {e:#}"
-                );
-                None
-            }
-        }
+    fn claim(&self, key: &str) {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.to_string());
+    }
+
+    fn release(&self, key: &str) {
+        self.in_flight.lock().expect("in-flight lock").remove(key);
     }
 
     /// Schedules the next attempt and returns the wait. A permanent error is logged once per
@@ -208,15 +226,13 @@ impl Deliverer {
 
     /// Sends one claimed spool entry; whether it is stored.
     async fn send_spooled(&self, entry: Entry) -> bool {
-        let result = match tokio::fs::read(&entry.path).await {
-            Ok(bytes) => {
-                let body = bytes.get(entry.offset..).unwrap_or_default();
-                self.sink.store(&entry.key, &entry.meta, body).await
-            }
-            Err(e) => {
-                Err(anyhow::Error::new(e).context(format!("reading {}", entry.path.display())))
-            }
+        // Streamed from the file: a large profile is never read whole.
+        let body = Body::File {
+            path: &entry.path,
+            offset: entry.offset as u64,
+            len: entry.bytes,
         };
+        let result = self.sink.store(&entry.key, &entry.meta, body).await;
         let stored = match result {
             Ok(()) => {
                 if let Err(e) = self.spool.remove(&entry).await {
@@ -242,10 +258,7 @@ impl Deliverer {
                 false
             }
         };
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .remove(&entry.key);
+        self.release(&entry.key);
         stored
     }
 

@@ -8,12 +8,11 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_s3::{
     config::timeout::TimeoutConfig,
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
-    primitives::ByteStream,
-    types::ServerSideEncryption as Sse,
 };
 use tracing::{info, warn};
 
-use super::metadata::Metadata;
+pub use super::upload::Body;
+use super::{metadata::Metadata, upload::Target};
 
 /// Server-side encryption asked of S3 for every object (`MEMPROF_S3_SSE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +56,7 @@ pub fn is_permanent(e: &anyhow::Error) -> bool {
 }
 
 /// The SDK's error as one line, typed `Permanent` when no retry can fix it.
-fn classify<E, R>(e: SdkError<E, R>) -> anyhow::Error
+pub(super) fn classify<E, R>(e: SdkError<E, R>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -146,33 +145,23 @@ impl Sink {
         }
     }
 
-    /// Stores `bytes` under `key`, with `meta` as S3 user metadata or, in a local directory,
+    /// Stores `body` under `key`, with `meta` as S3 user metadata or, in a local directory,
     /// as `<key>.meta.json` beside it (written first, so an object never lacks it).
-    pub async fn store(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<()> {
+    pub async fn store(&self, key: &str, meta: &Metadata, body: Body<'_>) -> Result<()> {
         match self {
             Sink::S3 {
                 client,
                 bucket,
                 encryption,
             } => {
-                let body = ByteStream::from(bytes.to_vec());
-                let put = client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .content_type("application/octet-stream")
-                    .set_metadata(Some(meta.for_s3()))
-                    .body(body);
-                let put = match encryption {
-                    None => put,
-                    Some(Encryption::Aes256) => put.server_side_encryption(Sse::Aes256),
-                    Some(Encryption::Kms { key_id }) => put
-                        .server_side_encryption(Sse::AwsKms)
-                        .set_ssekms_key_id(key_id.clone()),
+                let target = Target {
+                    client,
+                    bucket,
+                    encryption: encryption.as_ref(),
                 };
-                put.send()
+                target
+                    .put(key, meta, body)
                     .await
-                    .map_err(classify)
                     .with_context(|| format!("PUT s3://{bucket}/{key}"))?;
             }
             Sink::Local(dir) => {
@@ -181,7 +170,14 @@ impl Sink {
                 super::durable::private_dir(parent)?;
                 let meta_path = dir.join(format!("{key}.meta.json"));
                 super::durable::write_atomically(&meta_path, &[&meta.to_json()]).await?;
-                super::durable::write_atomically(&dest, &[bytes]).await?;
+                match body {
+                    Body::Memory(bytes) => {
+                        super::durable::write_atomically(&dest, &[bytes]).await?
+                    }
+                    Body::File { path, offset, len } => {
+                        super::durable::copy_atomically(&dest, path, offset, len).await?
+                    }
+                }
             }
         }
         Ok(())

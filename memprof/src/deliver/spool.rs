@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::metadata::Metadata;
+use super::{incoming::Incoming, metadata::Metadata};
 
 /// What a spool file starts with, before the key and a newline; then the metadata line.
 const MAGIC: &[u8] = b"memprof-spool 2 ";
@@ -52,6 +52,12 @@ fn legacy_key(file_name: &str) -> String {
     file_name.replace("%2F", "/").replace("%25", "%")
 }
 
+/// A spool file's header: the key and the metadata, a line each.
+fn head(key: &str, meta: &Metadata) -> Vec<u8> {
+    let json = serde_json::to_vec(meta).expect("a map of strings serialises");
+    [MAGIC, key.as_bytes(), b"\n", &json, b"\n"].concat()
+}
+
 /// The key, the metadata and the profile's offset from the start of a spool file.
 fn header(start: &[u8]) -> Option<(String, Metadata, usize)> {
     let line = |from: usize| {
@@ -72,19 +78,33 @@ fn header(start: &[u8]) -> Option<(String, Metadata, usize)> {
 }
 
 impl Spool {
+    /// Opens (creates) the spool; files a crash left half-written are removed.
     pub fn open(dir: &Path) -> Result<Self> {
         super::durable::private_dir(dir)
             .with_context(|| format!("opening spool {}", dir.display()))?;
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".partial")) {
+                tracing::warn!(file = %e.path().display(), "removing a spool file a crash left half-written");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
         })
     }
 
+    /// Starts an entry whose body is written as it arrives (see `Incoming`).
+    pub async fn begin(&self, key: &str, meta: &Metadata) -> Result<Incoming> {
+        let name = file_name(key);
+        let tmp = self.dir.join(format!(".{name}.partial"));
+        Incoming::create(tmp, self.dir.join(name), key, meta, head(key, meta)).await
+    }
+
     /// Writes atomically and durably (see `write_atomically`).
     pub async fn put(&self, key: &str, meta: &Metadata, bytes: &[u8]) -> Result<Entry> {
         let path = self.dir.join(file_name(key));
-        let json = serde_json::to_vec(meta).expect("a map of strings serialises");
-        let head = [MAGIC, key.as_bytes(), b"\n", &json, b"\n"].concat();
+        let head = head(key, meta);
         super::durable::write_atomically(&path, &[&head, bytes]).await?;
         Ok(Entry {
             key: key.to_string(),

@@ -94,3 +94,46 @@ async fn an_unwritable_spool_sends_directly() {
     d.deliver(key, &Metadata::new(), b"heap").await.unwrap();
     assert_eq!(std::fs::read(dest.join(key)).unwrap(), b"heap");
 }
+
+/// A streamed profile: nothing under its entry's name until complete; a failed one leaves
+/// nothing; a complete one reaches the destination from the file (when the destination is
+/// down, later, by the retry loop); a crash's half-written file is removed at the next open.
+#[tokio::test]
+async fn streamed_profiles_count_once_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool_dir, dest) = (dir.path().join("spool"), dir.path().join("dest"));
+    std::fs::write(&dest, b"not a directory").unwrap();
+    let d = Deliverer::new(
+        Spool::open(&spool_dir).unwrap(),
+        Sink::local(&dest),
+        UNBOUNDED,
+    );
+    let listed = || std::fs::read_dir(&spool_dir).unwrap().count();
+
+    let mut failed = d.begin("k/failed.pb.gz", &Metadata::new()).await.unwrap();
+    failed.write(b"half").await.unwrap();
+    assert!(d.spool.pending().unwrap().is_empty(), "not an entry yet");
+    d.abandon(failed).await;
+    assert_eq!(listed(), 0);
+
+    let key = "k/big.pb.gz";
+    let mut meta = Metadata::new();
+    meta.set("pid", 9);
+    let mut big = d.begin(key, &meta).await.unwrap();
+    for i in 0..64u8 {
+        big.write(&[i; 4096]).await.unwrap();
+    }
+    assert!(d.finish(big).await.is_err(), "the destination is down");
+    let pending = d.spool.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].bytes), (1, 64 * 4096));
+    std::fs::remove_file(&dest).unwrap();
+    let far = Instant::now() + Duration::from_secs(86_400);
+    assert_eq!(d.flush_due(far).await, 1);
+    let stored = std::fs::read(dest.join(key)).unwrap();
+    assert_eq!((stored.len(), stored[4096 * 63]), (64 * 4096, 63));
+    assert_eq!(listed(), 0);
+
+    std::fs::write(spool_dir.join(".x.spool.partial"), b"cut short").unwrap();
+    Spool::open(&spool_dir).unwrap();
+    assert_eq!(listed(), 0);
+}

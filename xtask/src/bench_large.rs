@@ -1,0 +1,139 @@
+//! A large profile: a synthetic endpoint (the test fixture, `large` mode) serving 16 MiB or
+//! 1 GiB, taken with `memprof capture --pid` into a local directory and into a real S3 server
+//! (s3s-fs: one streamed PUT at 16 MiB, a multipart upload at 1 GiB), ABBA. Reports the time
+//! from start to stored, the throughput and memprof's peak RSS (`ru_maxrss` from wait4): a
+//! streamed profile's peak is memprof's own footprint, whatever the profile's size.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bench::median, workspace_root};
+
+const KEY_ID: &str = "memprof-bench";
+const SECRET: &str = "memprof-bench-secret";
+
+/// Mode name, body MiB, whether S3 (else a local directory).
+const MODES: [(&str, u64, bool); 4] = [
+    ("16 MiB → local dir", 16, false),
+    ("16 MiB → S3 (PUT)", 16, true),
+    ("1 GiB → local dir", 1024, false),
+    ("1 GiB → S3 (multipart)", 1024, true),
+];
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(bin: &Path, runs: usize) -> Result<()> {
+    println!(
+        "\nlarge profile (memprof capture --pid against a synthetic endpoint, {runs} runs per \
+         mode, ABBA)"
+    );
+    let dir = std::env::temp_dir().join(format!("memprof-bench-large-{}", std::process::id()));
+    let s3_root = dir.join("s3");
+    std::fs::create_dir_all(s3_root.join("profiles"))?;
+    let s3_port = free_port()?;
+    let _s3 = Killed(
+        Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
+            .args(["--access-key", KEY_ID, "--secret-key", SECRET])
+            .arg(&s3_root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting s3s-fs (cargo xtask setup installs it)")?,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MODES.len()];
+    for round in 0..runs {
+        let mut order: Vec<usize> = (0..MODES.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (_, mib, s3) = MODES[i];
+            let s3 = s3.then_some(s3_port);
+            samples[i].push(one(bin, &dir, mib, s3)?);
+            // Objects do not pile up on disk between runs.
+            let _ = std::fs::remove_dir_all(s3_root.join("profiles/memprof"));
+            let _ = std::fs::remove_dir_all(dir.join("profiles"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{:<26} {:>10} {:>10} {:>16}",
+        "mode", "ms (med)", "MiB/s", "peak RSS MiB"
+    );
+    for ((name, mib, _), s) in MODES.iter().zip(samples) {
+        let ms = median(&s.iter().map(|x| x.0).collect::<Vec<_>>());
+        let peak = s.iter().map(|x| x.1).fold(0.0, f64::max);
+        println!(
+            "{name:<26} {ms:>10.0} {:>10.0} {peak:>16.1}",
+            *mib as f64 / (ms / 1e3)
+        );
+    }
+    Ok(())
+}
+
+/// One capture: (milliseconds, peak RSS in MiB).
+fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<u16>) -> Result<(f64, f64)> {
+    let port = free_port()?.to_string();
+    let fixture = workspace_root().join("memprof/tests/fixtures/hostile_endpoint.py");
+    let mut target = Command::new("/usr/bin/python3")
+        .arg(fixture)
+        .args(["large", &port, "1", &mib.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(target.stdout.as_mut().context("fixture stdout")?),
+        &mut line,
+    )?;
+    let target = Killed(target);
+    let mut cmd = Command::new(bin);
+    cmd.arg("--local-dir")
+        .arg(dir.join("profiles"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .args(["--pprof-port", &port, "capture", "--pid"])
+        .arg(target.0.id().to_string())
+        .env("MEMPROF_CAPTURE_MAX_BYTES", "4294967296")
+        .env("MEMPROF_SPOOL_MAX_BYTES", "8Gi")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(port) = s3 {
+        cmd.env("BUCKET", "profiles")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let start = Instant::now();
+    let child = cmd.spawn()?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with valid pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if r != child.id() as i32 || libc::WEXITSTATUS(status) != 0 {
+        bail!("memprof capture of {mib} MiB failed (status {status})");
+    }
+    Ok((ms, usage.ru_maxrss as f64 / 1024.0))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
