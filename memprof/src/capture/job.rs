@@ -17,14 +17,9 @@ use super::{
     Profile,
 };
 use crate::{
-    assess::{policy::Outcome, LimitSource, Reading},
+    assess::{policy::Outcome, Reading},
     config::{Config, Destination, GoHeapMode},
-    deliver::{
-        key::{Level, Place},
-        sink::Sink,
-        spool::Spool,
-        Deliverer,
-    },
+    deliver::{key::Place, sink::Sink, spool::Spool, Deliverer},
     detect::{ebpf::GoTargets, Candidate, Source},
 };
 
@@ -209,35 +204,6 @@ impl Capturer {
                     Outcome::Failed
                 }
             }
-        }
-    }
-
-    /// Takes the labels a profile is named by: the detector, and the level (without a limit
-    /// and with absolute levels, the key names the level crossed).
-    fn labels(&self, c: &Candidate, reading: &Reading) -> (String, Level) {
-        let crossed = match reading.limit_source {
-            LimitSource::Cgroup => None,
-            _ => self
-                .levels_bytes
-                .iter()
-                .rev()
-                .find(|l| **l <= reading.rss)
-                .or(self.levels_bytes.first()),
-        };
-        let level = crossed.map_or(Level::Percent(reading.percent()), |b| Level::Bytes(*b));
-        match c.source {
-            Source::Kernel { .. } => ("ebpf".to_string(), level),
-            Source::Retry => ("retry".to_string(), level),
-            Source::NextLevel => ("next-level".to_string(), level),
-            Source::Manual => ("manual".to_string(), Level::Manual),
-            Source::Container {
-                percent_tenths,
-                via,
-            } => (
-                format!("container-{via}"),
-                Level::Container(percent_tenths as f64 / 10.0),
-            ),
-            _ => ("poll".to_string(), level),
         }
     }
 

@@ -7,11 +7,12 @@ use tracing::warn;
 
 use super::{job::Capturer, Profile};
 use crate::{
-    assess::{identity::Identity, ProcKey},
+    assess::{identity::Identity, LimitSource, ProcKey, Reading},
     deliver::{
         key::{object_key, KeyParts, Level, Place},
         metadata::Metadata,
     },
+    detect::{Candidate, Source},
 };
 
 /// Facts for naming and logging a profile.
@@ -29,6 +30,35 @@ pub struct Stored<'a> {
 }
 
 impl Capturer {
+    /// Takes the labels a profile is named by: the detector, and the level (without a limit
+    /// and with absolute levels, the key names the level crossed).
+    pub(super) fn labels(&self, c: &Candidate, reading: &Reading) -> (String, Level) {
+        let crossed = match reading.limit_source {
+            LimitSource::Cgroup => None,
+            _ => self
+                .levels_bytes
+                .iter()
+                .rev()
+                .find(|l| **l <= reading.rss)
+                .or(self.levels_bytes.first()),
+        };
+        let level = crossed.map_or(Level::Percent(reading.percent()), |b| Level::Bytes(*b));
+        match c.source {
+            Source::Kernel { .. } => ("ebpf".to_string(), level),
+            Source::Retry => ("retry".to_string(), level),
+            Source::NextLevel => ("next-level".to_string(), level),
+            Source::Manual => ("manual".to_string(), Level::Manual),
+            Source::Container {
+                percent_tenths,
+                via,
+            } => (
+                format!("container-{via}"),
+                Level::Container(percent_tenths as f64 / 10.0),
+            ),
+            _ => ("poll".to_string(), level),
+        }
+    }
+
     /// `namespace/pod/container` of the newest process with this PID, for log lines that
     /// know only the PID.
     pub fn who(&self, pid: u32) -> String {
