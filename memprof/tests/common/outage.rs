@@ -56,7 +56,13 @@ pub fn key_in(line: &str) -> Option<&str> {
 pub fn spooled(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir.join("spool")).unwrap().flatten() {
-        let bytes = std::fs::read(e.path()).unwrap();
+        // Hidden files are entries still being written: not spooled yet.
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue; // sent and removed meanwhile
+        };
         // The header line with the key, then one with the metadata, then the profile.
         if let Some(rest) = bytes.strip_prefix(b"memprof-spool 2 ".as_slice()) {
             let end = rest.iter().position(|b| *b == b'\n').unwrap();
