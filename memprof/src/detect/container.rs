@@ -30,6 +30,10 @@ const NEAR: Duration = Duration::from_millis(100);
 const CACHE_FULL: Duration = Duration::from_secs(1);
 /// The safety-net interval where a usage threshold notifies (cgroup v1).
 const NOTIFIED_SAFETY_NET: Duration = Duration::from_secs(10);
+/// Where the threshold counts on inactive file pages that may be reclaimed or activated
+/// before the working set reaches the level (then usage never reaches the threshold): the
+/// interval at which it is checked and moved.
+const OFFSET_RECHECK: Duration = Duration::from_secs(1);
 
 /// What a container's watcher reports.
 #[derive(Clone, Debug)]
@@ -120,8 +124,13 @@ async fn watch_until_lost(
             Some((at_level, _)) if at_level != level => true,
             Some((_, at)) => notifier.thresholds() && moved(at),
         };
+        let mut crossed_while_arming = false;
         if cfg.mode == ContainerDetector::Auto && rearm {
             notifier = notify::Notifier::arm(&views, threshold);
+            // The kernel notifies crossings after the threshold is registered: one between the
+            // reading above and now would never be told. Look again at once if so.
+            crossed_while_arming = notifier.thresholds()
+                && limits::usage(&views, read).is_some_and(|u| u >= threshold);
             if armed.is_none_or(|(at_level, _)| at_level != level) {
                 info!(
                     path,
@@ -161,6 +170,8 @@ async fn watch_until_lost(
             NEAR
         } else if usage >= level {
             CACHE_FULL
+        } else if notifier.thresholds() && usage.saturating_sub(working_set) > limit / 100 {
+            OFFSET_RECHECK
         } else if notifier.thresholds() {
             NOTIFIED_SAFETY_NET
         } else {
@@ -171,9 +182,13 @@ async fn watch_until_lost(
         } else {
             every
         };
-        via = tokio::select! {
-            v = notifier.wait() => v,
-            _ = tokio::time::sleep(every) => "poll",
+        via = if crossed_while_arming {
+            "poll"
+        } else {
+            tokio::select! {
+                v = notifier.wait() => v,
+                _ = tokio::time::sleep(every) => "poll",
+            }
         };
     }
 }
