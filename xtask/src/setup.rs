@@ -181,13 +181,15 @@ fn go() -> Result<()> {
 }
 
 /// What the pod-layout tests build pods with: `ip` (veth links) and util-linux's `unshare`
-/// and `nsenter` (namespaces) and `setpriv` (memprof with a manifest's capabilities only).
+/// and `nsenter` (namespaces) and `setpriv` (memprof with a manifest's capabilities only);
+/// and the system's Python, which runs the misbehaving-endpoint fixture.
 fn pod_tools() -> Result<()> {
     let mut missing: Vec<&str> = [
         ("ip", "iproute2"),
         ("unshare", "util-linux"),
         ("nsenter", "util-linux"),
         ("setpriv", "util-linux"),
+        ("/usr/bin/python3", "python3"),
     ]
     .into_iter()
     .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
@@ -197,7 +199,10 @@ fn pod_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step("installing iproute2 and util-linux for the pod-layout tests");
+    step(&format!(
+        "installing {} for the pod-layout tests",
+        missing.join(", ")
+    ));
     apt_install(&missing)
 }
 
