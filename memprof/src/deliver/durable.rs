@@ -49,14 +49,26 @@ fn temporary(dest: &Path) -> Result<(&Path, std::path::PathBuf)> {
     Ok((dir, dir.join(format!(".{}.tmp", name.to_string_lossy()))))
 }
 
-async fn create(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
+/// Creates `path` (mode 0600) for writing, locked (`flock`) for as long as it is open: a hidden
+/// file nobody holds is a crash's leftover (see `leftover`), one being written is not — even
+/// when another memprof (`memprof capture` beside the daemon) opens the same spool.
+pub(super) async fn create(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .await
+        .await?
+        .into_std()
+        .await;
+    crate::detect::pin::flock(&file, false)?;
+    Ok(tokio::fs::File::from_std(file))
+}
+
+/// Whether `path`, a temporary file, was left by a writer that is gone (nobody holds its lock).
+pub fn leftover(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| crate::detect::pin::flock(&f, false).is_ok())
 }
 
 /// Gives the synced temporary file its final name, durably.

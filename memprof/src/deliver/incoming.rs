@@ -31,12 +31,7 @@ impl Incoming {
         meta: &Metadata,
         head: Vec<u8>,
     ) -> Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
+        let file = super::durable::create(&tmp)
             .await
             .with_context(|| format!("creating {}", tmp.display()))?;
         let mut file = BufWriter::with_capacity(BUFFER, file);

@@ -78,13 +78,15 @@ fn header(start: &[u8]) -> Option<(String, Metadata, usize)> {
 }
 
 impl Spool {
-    /// Opens (creates) the spool; files a crash left half-written are removed.
+    /// Opens (creates) the spool; files a crash left half-written are removed (not those another
+    /// memprof on this spool is writing).
     pub fn open(dir: &Path) -> Result<Self> {
         super::durable::private_dir(dir)
             .with_context(|| format!("opening spool {}", dir.display()))?;
         for e in std::fs::read_dir(dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".partial")) {
+            let temporary = name.ends_with(".tmp") || name.ends_with(".partial");
+            if name.starts_with('.') && temporary && super::durable::leftover(&e.path()) {
                 tracing::warn!(file = %e.path().display(), "removing a spool file a crash left half-written");
                 let _ = std::fs::remove_file(e.path());
             }

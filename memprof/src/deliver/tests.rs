@@ -133,7 +133,13 @@ async fn streamed_profiles_count_once_complete() {
     assert_eq!((stored.len(), stored[4096 * 63]), (64 * 4096, 63));
     assert_eq!(listed(), 0);
 
+    // Another memprof opening this spool (`memprof capture` beside the daemon) leaves an
+    // entry being written alone, and removes only what nobody writes.
+    let mut live = d.begin("k/live.pb.gz", &Metadata::new()).await.unwrap();
+    live.write(b"still coming").await.unwrap();
     std::fs::write(spool_dir.join(".x.spool.partial"), b"cut short").unwrap();
     Spool::open(&spool_dir).unwrap();
+    assert_eq!(listed(), 1, "the live one stays");
+    d.abandon(live).await;
     assert_eq!(listed(), 0);
 }

@@ -8,7 +8,7 @@ pub mod container;
 pub mod ebpf;
 mod group;
 pub mod layout;
-mod pin;
+pub(crate) mod pin;
 pub mod poll;
 mod tenancy;
 
