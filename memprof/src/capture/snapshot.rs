@@ -5,11 +5,7 @@
 use std::{fmt::Write, path::Path, time::Instant};
 
 use super::{job::Capturer, naming::Stored, pprof::Answer, Profile};
-use crate::{
-    assess::Reading,
-    deliver::key::Level,
-    detect::{Candidate, Source},
-};
+use crate::{assess::Reading, detect::Candidate};
 
 impl Capturer {
     /// Takes and delivers the snapshot; its key once stored.
@@ -29,10 +25,8 @@ impl Capturer {
             extension: "txt",
             bytes: text.into_bytes(),
         };
-        let level = match c.source {
-            Source::Manual => Level::Manual,
-            _ => Level::Percent(reading.percent()),
-        };
+        // Named as a profile of this capture would be (its level: percent, bytes, container).
+        let (detector, level) = self.labels(c, reading);
         let (key, delivered) = self
             .deliver(
                 Stored {
@@ -41,7 +35,7 @@ impl Capturer {
                     comm: &reading.comm,
                     level,
                     source: "snapshot",
-                    detector: "snapshot",
+                    detector: &detector,
                     started,
                 },
                 &profile,
