@@ -1,66 +1,18 @@
 //! Many pods, one kernel cost: memprof sidecars in eight pods (eight PID namespaces) on one
 //! node share one set of kernel programs through a real bpffs, each hearing only of its own
 //! pod; the set survives its creator, recovers from a SIGKILLed tenant and from an incomplete
-//! set, and the last one out leaves nothing attached or pinned.
+//! set, leaves its hooks the moment its last instance is SIGKILLed, and the last one out leaves
+//! nothing attached or pinned. Kernel objects are counted relative to what was there before.
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
+use std::{path::PathBuf, time::Duration};
+
+use common::{
+    bpffs::{programs_named, Bpffs},
+    pod::Pod,
+    sidecar::*,
+    *,
 };
-
-use common::{pod::Pod, sidecar::*, *};
-
-/// A bpffs of the test's own (a fresh instance, as the node's `/sys/fs/bpf` is to pods).
-struct Bpffs(tempfile::TempDir);
-
-impl Bpffs {
-    fn mount() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a bpffs");
-        Bpffs(dir)
-    }
-
-    fn path(&self) -> String {
-        self.0.path().display().to_string()
-    }
-
-    /// Everything below `memprof/` (pins and tenant directories), sorted.
-    fn pins(&self) -> Vec<String> {
-        fn walk(dir: &Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                out.push(entry.file_name().to_string_lossy().into_owned());
-                if entry.path().is_dir() {
-                    walk(&entry.path(), out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.0.path().join("memprof"), &mut out);
-        out.sort();
-        out
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
-/// Loaded BPF programs named `name`, node-wide (what `bpftool prog` lists).
-fn programs_named(name: &str) -> usize {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some(name))
-        .count()
-}
 
 struct Tenant {
     memprof: Sidecar,
@@ -100,7 +52,7 @@ fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
         return;
     }
     let bpffs = Bpffs::mount();
-    let baseline = programs_named("rss_stat_btf");
+    let baseline = Baseline::now();
     let mut tenants: Vec<Option<Tenant>> = (0..8)
         .map(|i| Some(tenant(&format!("shared-{i}"), 40 + i, &bpffs)))
         .collect();
@@ -117,15 +69,15 @@ fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
             log(i)
         );
     }
-    // One rss_stat program attached for eight instances, each with its own emitter.
-    assert_eq!(programs_named("rss_stat_btf") - baseline, 1);
-    assert_eq!(programs_named("emit_btf"), 8);
+    // One rss_stat program attached for eight instances, each with its own emitter; the five
+    // links are held by the live instances, not pinned.
+    assert_eq!(baseline.rss_stat(), 1);
+    assert_eq!(baseline.emitters(), 8);
+    for i in 0..8 {
+        assert!(log(i).contains("holding 5 of its links"), "{}", log(i));
+    }
     let dir: Vec<_> = bpffs.pins();
-    assert_eq!(
-        dir.iter().filter(|p| p.starts_with("link_")).count(),
-        5,
-        "{dir:?}"
-    );
+    assert!(!dir.iter().any(|p| p.starts_with("link_")), "{dir:?}");
     assert_eq!(
         dir.iter().filter(|p| p.starts_with("tenant-")).count(),
         8,
@@ -180,42 +132,80 @@ fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
     wait_for(
         "the killed tenant's programs to be freed",
         Duration::from_secs(10),
-        || programs_named("emit_btf") == 7,
+        || baseline.emitters() == 7,
     );
 
-    // Everyone leaves, the last one by SIGKILL: its set stays pinned until the next start.
+    // Everyone leaves, the last one by SIGKILL: nothing holds the links any more, so the
+    // programs leave their hooks at once (page faults stop paying); the maps stay pinned until
+    // the next start replaces them.
     for t in tenants.iter_mut().filter_map(Option::take) {
         assert_eq!(t.memprof.stop(), Some(0));
     }
     next.memprof.container.signal(libc::SIGKILL);
     drop(next);
-    assert!(bpffs.pins().iter().any(|p| p == "link_rss_stat_btf"));
+    wait_for(
+        "the SIGKILLed last instance's programs to leave rss_stat",
+        Duration::from_secs(10),
+        || baseline.rss_stat() == 0,
+    );
+    assert!(
+        bpffs.pins().iter().any(|p| p == "PROCS"),
+        "{:?}",
+        bpffs.pins()
+    );
     let last = tenant("shared-last", 49, &bpffs);
-    last.memprof
-        .wait_for_log("reclaimed the slot", Duration::from_secs(20));
+    let out = last.memprof.output();
+    assert!(out.contains("that no live memprof holds"), "{out}");
+    assert!(out.contains("created the node's shared set"), "{out}");
     let group = bpffs
         .pins()
         .into_iter()
         .find(|p| p.starts_with("abi"))
         .unwrap();
     assert_eq!(last.memprof.stop(), Some(0));
-    assert_all_gone(&bpffs, baseline);
+    assert_all_gone(&bpffs, &baseline);
 
-    // A set whose creator died while pinning it (here: an empty directory) is replaced.
-    let group_dir: PathBuf = bpffs.0.path().join("memprof").join(&group);
+    // A set whose creator died while creating it (here: an empty directory) is replaced.
+    let group_dir: PathBuf = bpffs.root().join("memprof").join(&group);
     std::fs::create_dir(&group_dir).unwrap();
     let again = tenant("shared-again", 50, &bpffs);
     let out = again.memprof.output();
-    assert!(out.contains("replacing an incomplete set"), "{out}");
+    assert!(out.contains("that no live memprof holds"), "{out}");
     assert!(out.contains("created the node's shared set"), "{out}");
     assert_eq!(again.memprof.stop(), Some(0));
-    assert_all_gone(&bpffs, baseline);
+    assert_all_gone(&bpffs, &baseline);
+}
+
+/// The node's programs before the test: other memprof instances (an earlier test's, a real
+/// node's) may have theirs loaded, and this test counts only its own.
+struct Baseline {
+    rss_stat: usize,
+    emitters: usize,
+}
+
+impl Baseline {
+    fn now() -> Self {
+        Baseline {
+            rss_stat: programs_named("rss_stat_btf"),
+            emitters: programs_named("emit_btf"),
+        }
+    }
+
+    /// `rss_stat_btf` programs loaded since (an attached one is loaded; one no link holds is
+    /// freed).
+    fn rss_stat(&self) -> usize {
+        programs_named("rss_stat_btf").saturating_sub(self.rss_stat)
+    }
+
+    fn emitters(&self) -> usize {
+        programs_named("emit_btf").saturating_sub(self.emitters)
+    }
 }
 
 /// Nothing pinned, and no program of the set left loaded (freeing is deferred a moment).
-fn assert_all_gone(bpffs: &Bpffs, baseline: usize) {
+fn assert_all_gone(bpffs: &Bpffs, baseline: &Baseline) {
     assert_eq!(bpffs.pins(), Vec::<String>::new());
     wait_for("the programs to be freed", Duration::from_secs(10), || {
-        programs_named("rss_stat_btf") == baseline && programs_named("emit_btf") == 0
+        baseline.rss_stat() == 0 && baseline.emitters() == 0
     });
 }

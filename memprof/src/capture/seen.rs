@@ -46,7 +46,15 @@ impl Seen {
         if let Some(p) = procs.get_mut(&r.key) {
             p.identity = Arc::clone(&r.identity);
             p.comm.clone_from(&r.comm);
-            (p.rss, p.limit, p.limit_source) = (r.rss, r.limit, r.limit_source);
+            p.rss = r.rss;
+            // A dying process's cgroup can no longer be read (its files go first): a limit
+            // found before is kept rather than replaced by the node's MemTotal, so the OOM
+            // record names the limit the process was killed at.
+            if r.limit_source != LimitSource::Unresolved
+                || p.limit_source == LimitSource::Unresolved
+            {
+                (p.limit, p.limit_source) = (r.limit, r.limit_source);
+            }
             return (p.scope, false);
         }
         let raw = std::fs::read(format!("/proc/{}/cmdline", r.key.pid)).unwrap_or_default();
@@ -110,5 +118,48 @@ impl Seen {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, Proc>> {
         self.procs.lock().expect("seen")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(limit: u64, limit_source: LimitSource) -> Reading {
+        Reading {
+            key: ProcKey { pid: 7, start: 1 },
+            comm: "app".into(),
+            rss: limit / 2,
+            counters: [0; 4],
+            limit,
+            limit_source,
+            identity: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_dying_reading_keeps_the_limit_found_before() {
+        let seen = Seen::default();
+        let scope = Scope::default();
+        let none = || (String::new(), None);
+        let key = ProcKey { pid: 7, start: 1 };
+        let _ = seen.saw(&reading(512 << 20, LimitSource::Cgroup), &scope, none);
+        let _ = seen.saw(&reading(24 << 30, LimitSource::Unresolved), &scope, none);
+        let p = seen.get(key).unwrap();
+        assert_eq!((p.limit, p.limit_source), (512 << 20, LimitSource::Cgroup));
+        // A resize, or a limit removed, is still taken.
+        let _ = seen.saw(&reading(1 << 30, LimitSource::Unlimited), &scope, none);
+        assert_eq!(seen.get(key).unwrap().limit_source, LimitSource::Unlimited);
+    }
+
+    #[test]
+    fn an_unresolved_limit_is_replaced_once_found() {
+        let seen = Seen::default();
+        let scope = Scope::default();
+        let none = || (String::new(), None);
+        let _ = seen.saw(&reading(24 << 30, LimitSource::Unresolved), &scope, none);
+        let _ = seen.saw(&reading(256 << 20, LimitSource::Cgroup), &scope, none);
+        let p = seen.get(ProcKey { pid: 7, start: 1 }).unwrap();
+        assert_eq!((p.limit, p.limit_source), (256 << 20, LimitSource::Cgroup));
     }
 }

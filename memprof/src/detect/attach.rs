@@ -1,7 +1,7 @@
 //! Preparing and attaching the kernel programs: the `.rodata` values they need from the
-//! running kernel, the programs attached to the kernel's hooks (pinned when shared), and this
-//! instance's own programs, which the attached ones reach through tail calls.
-use std::path::Path;
+//! running kernel, the programs attached to the kernel's hooks (as BPF links others can hold
+//! when shared), and this instance's own programs, which the attached ones reach through tail
+//! calls.
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -10,7 +10,7 @@ use aya::{
 };
 use memprof_common::globals as g;
 
-use super::{btf::Btf, ebpf::Hook, group, layout, pin, tenancy};
+use super::{btf::Btf, ebpf::Hook, layout, tenancy};
 
 /// The `.rodata` values, and how the running kernel keeps its RSS counters.
 pub struct Globals {
@@ -74,17 +74,18 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
     Ok(Globals { values, rss_layout })
 }
 
-/// Loads and attaches the programs on the kernel's hooks. With `pins`, each link is pinned
-/// there instead of being owned by this process, so the programs outlive it; the
-/// `rss_stat` link is pinned last, which marks the set complete for those who join.
-pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, pins: Option<&Path>) -> Result<()> {
+/// Loads and attaches the programs on the kernel's hooks. When `shared`, every attachment
+/// must be a BPF link (the kind other instances can hold, see `links.rs`), and the tracepoint
+/// links are returned for the caller to hold; otherwise aya holds them all.
+pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, shared: bool) -> Result<Vec<FdLink>> {
+    let mut made = Vec::new();
     for (name, category, event) in [
         ("process_exec", "sched", "sched_process_exec"),
         ("process_exit", "sched", "sched_process_exit"),
         ("oom_mark_victim", "oom", "mark_victim"),
         ("signal_deliver", "signal", "signal_deliver"),
     ] {
-        attach_tracepoint(bpf, name, category, event, pins)?;
+        made.extend(attach_tracepoint(bpf, name, category, event, shared)?);
     }
     debug_assert_eq!(tenancy::ATTACHED.len(), 4);
     match hook {
@@ -92,23 +93,21 @@ pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, pins: Option<&Path>
             let prog: &mut BtfTracePoint = program(bpf, "rss_stat_btf")?.try_into()?;
             prog.load("rss_stat", btf.context("tp_btf needs kernel BTF")?)
                 .context("verifying rss_stat_btf")?;
-            match pins {
-                // aya cannot pin a raw-tracepoint link; open one directly.
-                Some(dir) => {
-                    let link = pin::raw_tracepoint_open(prog.fd()?)
-                        .context("attaching tp_btf/rss_stat")?;
-                    let path = group::link_pin(dir, "rss_stat_btf");
-                    pin::pin(&link, &path)
-                        .with_context(|| format!("pinning {}", path.display()))?;
-                }
-                None => {
-                    prog.attach().context("attaching tp_btf/rss_stat")?;
-                }
+            // Always a BPF link (a raw tracepoint's).
+            let link = prog.attach().context("attaching tp_btf/rss_stat")?;
+            if shared {
+                made.push(FdLink::from(prog.take_link(link)?));
             }
         }
-        Hook::Classic => attach_tracepoint(bpf, "rss_stat_classic", "kmem", "rss_stat", pins)?,
+        Hook::Classic => made.extend(attach_tracepoint(
+            bpf,
+            "rss_stat_classic",
+            "kmem",
+            "rss_stat",
+            shared,
+        )?),
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Loads this instance's own programs: the event emitters and the heap walker.
@@ -134,19 +133,17 @@ fn attach_tracepoint(
     name: &str,
     category: &str,
     event: &str,
-    pins: Option<&Path>,
-) -> Result<()> {
+    shared: bool,
+) -> Result<Option<FdLink>> {
     let prog: &mut TracePoint = program(bpf, name)?.try_into()?;
     prog.load().with_context(|| format!("verifying {name}"))?;
     let link = prog
         .attach(category, event)
         .with_context(|| format!("attaching {category}/{event}"))?;
-    if let Some(dir) = pins {
-        let path = group::link_pin(dir, name);
-        FdLink::try_from(prog.take_link(link)?)
-            .context("this kernel attaches tracepoints without BPF links; sharing needs them")?
-            .pin(&path)
-            .with_context(|| format!("pinning {}", path.display()))?;
+    if !shared {
+        return Ok(None);
     }
-    Ok(())
+    let link = FdLink::try_from(prog.take_link(link)?)
+        .context("this kernel attaches tracepoints without BPF links; sharing needs them")?;
+    Ok(Some(link))
 }

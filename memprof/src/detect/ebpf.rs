@@ -19,6 +19,7 @@ use super::{
     attach::{self, globals},
     group::{self, Plan},
     layout,
+    links::Held,
     tenancy::{self, Tenant},
     Candidate, KernelProc, Source,
 };
@@ -57,6 +58,8 @@ pub struct Kernel {
     bpf: Ebpf,
     arm: Arm,
     go: GoTargets,
+    /// The shared set's attachments, alive while some instance holds them (`links.rs`).
+    _links: Held,
 }
 
 impl Hook {
@@ -77,7 +80,7 @@ impl Kernel {
         let own_pidns = layout::own_pidns_inum()?;
         let plan = group::plan(bpffs, own_pidns, BPF_OBJECT)?;
         let hook = match &plan {
-            Plan::Join(_, group_hook) => *group_hook,
+            Plan::Join(_, group_hook, _) => *group_hook,
             _ => hook,
         };
         let globals = globals(hook, own_pidns)?;
@@ -90,7 +93,7 @@ impl Kernel {
             loader.override_global(name, value, true);
         }
         let pins = match &plan {
-            Plan::Create(g) | Plan::Join(g, _) => Some(g.dir.clone()),
+            Plan::Create(g) | Plan::Join(g, ..) => Some(g.dir.clone()),
             Plan::Solo(_) => None,
         };
         let map_pins: Vec<_> = pins
@@ -105,9 +108,10 @@ impl Kernel {
             Hook::Btf => Some(AyaBtf::from_sys_fs()?),
             Hook::Classic => None,
         };
-        if !matches!(plan, Plan::Join(..)) {
-            attach::all(&mut bpf, hook, aya_btf.as_ref(), pins.as_deref())?;
-        }
+        let made = match plan {
+            Plan::Join(..) => Vec::new(),
+            _ => attach::all(&mut bpf, hook, aya_btf.as_ref(), pins.is_some())?,
+        };
         attach::load_own(&mut bpf, aya_btf.as_ref())?;
 
         let take =
@@ -121,15 +125,24 @@ impl Kernel {
         };
         let go = HashMap::try_from(take(&mut bpf, "GO_PROCS")?)?;
         let pays_alone = matches!(plan, Plan::Solo(_)) && own_pidns != layout::INIT_PIDNS_INUM;
-        let (group, sharing) = match plan {
-            Plan::Solo(why) => (None, format!("own programs: {why}")),
-            Plan::Create(g) => (Some(g), "created the node's shared set".to_string()),
-            Plan::Join(g, _) => (Some(g), "joined the node's shared set".to_string()),
+        let (group, sharing, links) = match plan {
+            Plan::Solo(why) => (None, format!("own programs: {why}"), Held::default()),
+            Plan::Create(g) => (
+                Some(g),
+                "created the node's shared set".to_string(),
+                Held::made(made),
+            ),
+            Plan::Join(g, _, held) => (Some(g), "joined the node's shared set".to_string(), held),
         };
         let tenant = Tenant::claim(group, own_pidns, &mut bpf, arm.clone())?;
         arm.slot = tenant.slot;
         let sharing = match tenant.shared_dir() {
-            Some(dir) => format!("{sharing} at {} (slot {})", dir.display(), tenant.slot),
+            Some(dir) => format!(
+                "{sharing} at {} (slot {}, holding {} of its links)",
+                dir.display(),
+                tenant.slot,
+                links.count()
+            ),
             None => sharing,
         };
         Ok(Self {
@@ -144,6 +157,7 @@ impl Kernel {
             tenant,
             bpf,
             arm,
+            _links: links,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Finding the node's shared set of kernel programs (`tenancy.rs`), or deciding to load this
-//! instance's own: where the set is pinned, whether it is complete, and the lock over every
-//! change to it.
+//! instance's own: where the set is pinned, whether a live instance still holds it
+//! (`links.rs`), and the lock over every change to it.
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
@@ -10,26 +10,27 @@ use anyhow::{Context, Result};
 use memprof_common::ABI_VERSION;
 use tracing::warn;
 
-use super::{ebpf::Hook, layout, pin, tenancy::ATTACHED};
+use super::{
+    ebpf::Hook,
+    layout,
+    links::{self, Held},
+    pin,
+};
 
 /// How this instance gets its kernel programs.
 pub enum Plan {
     /// Loads and attaches its own, unpinned; the reason it does not share.
     Solo(String),
-    /// Loads, attaches and pins them for later instances.
+    /// Loads and attaches them, and pins the maps for later instances.
     Create(Group),
-    /// Joins the set pinned by an earlier instance, which uses this hook.
-    Join(Group, Hook),
+    /// Joins the set of earlier instances, which uses this hook; holds its links.
+    Join(Group, Hook, Held),
 }
 
 /// A pinned set's directory, and the lock over all changes to it.
 pub struct Group {
     pub(super) lock: File,
     pub dir: PathBuf,
-}
-
-pub fn link_pin(dir: &Path, program: &str) -> PathBuf {
-    dir.join(format!("link_{program}"))
 }
 
 /// Decides how to get the programs and, when sharing, takes the group's lock (held until the
@@ -50,6 +51,11 @@ pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan>
             bpffs.display()
         )));
     }
+    if !links::may_hold_others() {
+        return Ok(Plan::Solo(
+            "holding the links of other instances' programs needs CAP_SYS_ADMIN".into(),
+        ));
+    }
     let root = bpffs.join("memprof");
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let lock = File::open(&root).with_context(|| format!("opening {}", root.display()))?;
@@ -60,16 +66,12 @@ pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan>
         fs::create_dir(&group.dir).with_context(|| format!("creating {}", group.dir.display()))?;
         return Ok(Plan::Create(group));
     }
-    let complete = ATTACHED.iter().all(|p| link_pin(&group.dir, p).exists());
-    let hook = [Hook::Btf, Hook::Classic]
-        .into_iter()
-        .find(|h| link_pin(&group.dir, h.program()).exists());
-    match hook {
-        Some(hook) if complete => Ok(Plan::Join(group, hook)),
-        _ => {
+    match links::find(&group.dir)? {
+        Some((hook, held)) => Ok(Plan::Join(group, hook, held)),
+        None => {
             warn!(
                 dir = %group.dir.display(),
-                "replacing an incomplete set of shared kernel programs (its creator died while pinning it)"
+                "replacing a set of shared kernel programs that no live memprof holds (the last one was killed, or died while creating it)"
             );
             clear_dir(&group.dir)?;
             Ok(Plan::Create(group))

@@ -8,6 +8,7 @@ pub mod container;
 pub mod ebpf;
 mod group;
 pub mod layout;
+mod links;
 pub(crate) mod pin;
 pub mod poll;
 mod tenancy;

@@ -1,23 +1,22 @@
-//! bpffs helpers the shared kernel programs need and aya 0.14 does not offer: a `tp_btf` link
-//! that can be pinned (aya keeps its raw-tracepoint link private and cannot turn it into a
-//! pinnable `FdLink`), the pin itself, and telling a bpffs mount from a plain directory.
+//! BPF and bpffs helpers the shared kernel programs need and aya 0.14 does not offer: a
+//! descriptor of another instance's link (aya lists links but keeps their descriptors), telling
+//! a bpffs mount from a plain directory, and `flock`.
 use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
 };
 
-/// `BPF_OBJ_PIN`, `BPF_RAW_TRACEPOINT_OPEN` (uapi/linux/bpf.h).
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+/// `BPF_LINK_GET_FD_BY_ID` (uapi/linux/bpf.h).
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 /// `statfs.f_type` of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The `bpf_attr` members of the two commands, zero-padded to the size the kernel accepts.
+/// The `bpf_attr` members of the command, zero-padded to the size the kernel accepts.
 #[repr(C)]
 #[derive(Default)]
 struct Attr {
@@ -40,25 +39,15 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i32> {
     Ok(ret as i32)
 }
 
-/// Attaches a loaded `tp_btf` program to the hook it was verified for, returning the link.
-pub fn raw_tracepoint_open(prog: impl AsFd) -> io::Result<OwnedFd> {
-    // `{ name = NULL (use the program's BTF target), prog_fd }`
+/// A new descriptor of the BPF link with kernel ID `id` (needs `CAP_SYS_ADMIN`). Holding it
+/// keeps the link, and the program it attaches, alive.
+pub fn link_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    // `{ link_id, next_id = 0, open_flags = 0 }`
     let mut attr = Attr::default();
-    attr.words[1] = prog.as_fd().as_raw_fd() as u32 as u64;
-    let fd = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
+    attr.words[0] = id as u64;
+    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Pins a BPF object (here: a link) at `path` on a bpffs.
-pub fn pin(fd: impl AsFd, path: &Path) -> io::Result<()> {
-    let path_c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // `{ pathname, bpf_fd, file_flags = 0 }`
-    let mut attr = Attr::default();
-    attr.words[0] = path_c.as_ptr() as u64;
-    attr.words[1] = fd.as_fd().as_raw_fd() as u32 as u64;
-    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
 }
 
 /// Whether `dir` is (the root of, or inside) a bpffs mount.

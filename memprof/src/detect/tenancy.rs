@@ -2,9 +2,10 @@
 //! pod). `rss_stat` fires on every page fault of every process on the node, so each instance
 //! attaching its own programs would add its whole cost to the node again.
 //!
-//! The first instance loads the programs, attaches them and pins the links and the shared maps
-//! under `<bpffs>/memprof/abi<ABI>-<object hash>/` (another memprof build has another
-//! directory: two layouts never share maps). Later instances load only their own programs
+//! The first instance loads the programs, attaches them and pins the shared maps under
+//! `<bpffs>/memprof/abi<ABI>-<object hash>/` (another memprof build has another directory: two
+//! layouts never share maps); the links are held by live instances only (`links.rs`), so a
+//! node without memprof pays nothing per page fault. Later instances load only their own programs
 //! (the tail-call targets of `memprof-ebpf/src/emit.rs`, which write into their own ring
 //! buffers) and claim a tenant slot keyed by their PID namespace. A tenant is alive while it
 //! holds a `flock` on its slot directory (`tenant-<slot>-<pidns inode>`), so a crashed one is
@@ -47,7 +48,7 @@ pub const SHARED_MAPS: [&str; 14] = [
     "WALKERS",
     "OUTBOX",
 ];
-/// The attached programs besides the `rss_stat` one; each has its link pinned as `link_<name>`.
+/// The attached programs besides the `rss_stat` one.
 pub const ATTACHED: [&str; 4] = [
     "process_exec",
     "process_exit",
@@ -189,8 +190,8 @@ impl Tenant {
 }
 
 impl Drop for Tenant {
-    /// Leaves: routes nothing more to this instance and, when it was the last, unpins all, which
-    /// detaches the programs once no process holds them either.
+    /// Leaves: routes nothing more to this instance and, when it was the last, unpins the maps
+    /// (the programs leave their hooks as the links close).
     fn drop(&mut self) {
         let Some((group, slot_dir, held)) = self.shared.take() else {
             return;

@@ -5,6 +5,7 @@
 //! message saying what is missing and how to get it (`cargo xtask setup`).
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
+pub mod bpffs;
 mod cgroup;
 pub mod go;
 pub mod outage;

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{
+    bpffs::Bpffs,
     go_service, have, is_root,
     pod::{Container, Pod, Spec},
     require, MemCgroup, S3Client, S3Server,
@@ -132,13 +133,16 @@ pub fn program(
     pod.container(&spec, pid)
 }
 
-/// A pod with a memprof sidecar (`env` added to its environment) and an S3 server on the
-/// host's end of the pod's link. Fields drop in order: the sidecar before its pod.
+/// A pod with a memprof sidecar (`env` added to its environment), an S3 server on the
+/// host's end of the pod's link, and a bpffs of its own where the sidecar pins its kernel
+/// programs' maps (as on a node; no other test's, nor the host's, meets them). Fields drop in
+/// order: the sidecar before its pod, the bpffs last.
 pub struct Setup {
     pub memprof: Sidecar,
     pub client: S3Client,
     s3: S3Server,
     pub pod: Pod,
+    _bpffs: Bpffs,
 }
 
 pub fn setup(name: &str, index: u8, env: &[(&str, &str)]) -> Option<Setup> {
@@ -153,14 +157,22 @@ pub fn setup_pod(
     read_only_cgroups: bool,
 ) -> Option<Setup> {
     prerequisites()?;
+    // Before the pod: its mount namespace is a copy of the host's.
+    let bpffs = Bpffs::mount();
     let mut pod = Pod::new(name, index);
     pod.read_only_cgroups = read_only_cgroups;
     let s3 = S3Server::start_on("profiles", &pod.host_addr());
+    let bpffs_path = bpffs.path();
+    let mut env = env.to_vec();
+    if !env.iter().any(|(k, _)| *k == "MEMPROF_BPFFS") {
+        env.push(("MEMPROF_BPFFS", &bpffs_path));
+    }
     Some(Setup {
-        memprof: Sidecar::start(&pod, &s3, env),
+        memprof: Sidecar::start(&pod, &s3, &env),
         client: s3.client(),
         s3,
         pod,
+        _bpffs: bpffs,
     })
 }
 
