@@ -224,8 +224,6 @@ fn capture_pid_and_top_name_the_pod() {
         return;
     };
     let app = kp.service(512 * MIB, 7073, "5");
-    // A few MiB retained, so the profile has the leak's samples.
-    std::thread::sleep(Duration::from_secs(1));
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("profiles");
     let run = |args: &[&str]| {
@@ -240,9 +238,21 @@ fn capture_pid_and_top_name_the_pod() {
     };
 
     let pid = app.host_pid.to_string();
-    let (code, stdout, stderr) = run(&["capture", "--pid", &pid]);
-    println!("capture: {stdout}{stderr}");
-    assert_eq!(code, Some(0), "{stderr}");
+    // A heap profile shows what the last GC saw: a service just started may have none yet,
+    // so the capture is repeated until the leak's samples are in it.
+    let mut tries = 0;
+    let (stdout, stderr, profile) = loop {
+        let (code, stdout, stderr) = run(&["capture", "--pid", &pid]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let profile =
+            std::fs::read(local.join(stdout.trim())).expect("the profile in the local directory");
+        tries += 1;
+        if pprof_top(&profile).contains("main.leakyRetain") || tries == 40 {
+            break (stdout, stderr, profile);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!("capture (try {tries}): {stdout}{stderr}");
     let key = stdout.trim();
     assert!(
         key.starts_with(&format!("memprof/{NAMESPACE}/{POD}/cart/"))
@@ -250,8 +260,10 @@ fn capture_pid_and_top_name_the_pod() {
         "{key}"
     );
     assert!(stderr.contains("source=\"endpoint\""), "{stderr}");
-    let profile = std::fs::read(local.join(key)).expect("the profile in the local directory");
-    assert!(pprof_top(&profile).contains("main.leakyRetain"));
+    assert!(
+        pprof_top(&profile).contains("main.leakyRetain"),
+        "no profile named the leak in {tries} captures"
+    );
 
     let (code, stdout, stderr) = run(&["top", "--iterations", "1"]);
     assert_eq!(code, Some(0), "{stderr}");

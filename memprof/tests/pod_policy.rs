@@ -252,15 +252,42 @@ fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
     ) else {
         return;
     };
-    // memprof itself or this idle service holds the one slot for as long as the test runs.
-    let _filler = s.service("filler", 512 * MIB, &["-addr", "127.0.0.1:0", "-rate", "1"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The one slot goes to whichever process changes its RSS first once it is free, a
+    // short-lived helper of the pod's too: the app starts only once memprof itself or this
+    // idle (but ever faulting) service holds it, which both do for as long as the test runs.
+    let filler = s.service("filler", 512 * MIB, &["-addr", "127.0.0.1:0", "-rate", "1"]);
+    let lasting = [filler.host_pid, s.memprof.container.host_pid];
+    let mut holders = Vec::new();
+    common::wait_for(
+        "memprof or the filler to hold the kernel map's one slot",
+        Duration::from_secs(30),
+        || {
+            holders = one_slot_holders();
+            holders.iter().any(|p| lasting.contains(p))
+        },
+    );
+    println!("full: the kernel's one slot is held by host PID {holders:?}");
     let app = s.service("app", 512 * MIB, &["-rate", "100"]);
     let key = s.next_key(&app, &[]);
     let line = s.memprof.stored_line(&key);
     assert!(line.contains("detector=\"poll\""), "{line}");
     s.memprof
         .wait_for_log("process map is full", Duration::from_secs(20));
+}
+
+/// The host PIDs in the kernel's process map of the sidecar started with `MEMPROF_MAX_PROCS=1`
+/// (the node's only one-entry `PROCS` map).
+fn one_slot_holders() -> Vec<u32> {
+    use aya::maps::{HashMap, Map, MapData};
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str() == Some("PROCS") && m.max_entries() == 1)
+        .filter_map(|m| MapData::from_id(m.id()).ok())
+        .filter_map(|d| {
+            HashMap::<_, u32, memprof_common::ProcState>::try_from(Map::HashMap(d)).ok()
+        })
+        .flat_map(|map| map.keys().filter_map(Result::ok).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -320,7 +347,15 @@ fn a_resized_limit_is_noticed() {
             && watching.contains("limit_source=Cgroup"),
         "{watching}"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // Armed at the 1 GiB limit's level before the resize, or the re-read goes untested.
+    s.memprof.wait_for_line_matching(
+        "the service armed at 80 % of 1 GiB",
+        Duration::from_secs(10),
+        |l| {
+            l.contains(&format!(" armed pid={} ", app.pid))
+                && field(l, "level").is_some_and(|level| level > 512 * MIB)
+        },
+    );
     let file = if app.cgroup.v2 {
         "memory.max"
     } else {
@@ -331,4 +366,13 @@ fn a_resized_limit_is_noticed() {
     let line = s.memprof.stored_line(&key);
     assert!(line.contains(&format!("limit={}", 256 * MIB)), "{line}");
     assert!((80..100).contains(&percent_of(&key)), "{key}");
+}
+
+/// A numeric field (`name=123`) of a log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

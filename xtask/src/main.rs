@@ -9,6 +9,7 @@ mod bench_kill;
 mod bench_large;
 mod bench_shared;
 mod setup;
+mod testrun;
 mod vm;
 
 use std::process::{Command, ExitCode};
@@ -19,7 +20,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 
   setup [--build-only]  install what building (and testing) needs; idempotent
   run [-- ARGS]      build memprof (release) and run it with ARGS
-  test [-- ARGS]     set up, then run every test (ARGS go to cargo test); under CI also vm-test
+  test [--repeat N] [-- ARGS]
+                     set up, then run every test binary, also after a failure (ARGS go to
+                     the test binaries), then list what failed; under CI also vm-test.
+                     --repeat N: the integration tests N times, and each test's pass count
   bench              page-fault overhead and detection-to-stored latency, all modes side by side
   vm-test            run the BPF and end-to-end tests on Debian's 6.1 kernel (cgroup v2) in a VM";
 
@@ -39,9 +43,12 @@ fn main() -> ExitCode {
         "setup" if rest.iter().any(|a| a == "--build-only") => setup::build_prerequisites(),
         "setup" => setup::all(),
         "run" => run(&rest),
-        "test" => test(&rest),
+        "test" => testrun::test(&rest),
         "bench" => bench::run(&rest),
-        "vm-test" => vm::run(),
+        "vm-test" => vm::run().and_then(|failed| match failed.is_empty() {
+            true => Ok(()),
+            false => bail!("failed in the VM: {}", failed.join(", ")),
+        }),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -97,33 +104,4 @@ fn run(args: &[String]) -> Result<()> {
         .status()
         .with_context(|| format!("starting {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
-}
-
-fn test(args: &[String]) -> Result<()> {
-    setup::all()?;
-    sh(cargo()
-        .args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .current_dir(workspace_root()))?;
-    // One test at a time: the end-to-end tests race real services against the OOM killer and
-    // measure the kernel's counters, which other tests' load would disturb.
-    sh(cargo()
-        .args(["test", "--workspace", "--"])
-        .args(["--test-threads", "1"])
-        .args(args)
-        .current_dir(workspace_root()))?;
-    if std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var_os("MEMPROF_VM_TEST").is_some()
-    {
-        vm::run()
-    } else {
-        eprintln!("xtask: the 6.1-kernel VM stage runs under CI=true or MEMPROF_VM_TEST=1 (or: cargo xtask vm-test)");
-        Ok(())
-    }
 }

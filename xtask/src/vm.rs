@@ -30,7 +30,12 @@ const GUEST_TESTS: &[(&str, &str)] = &[
     ("shared", ""),
 ];
 
-pub fn run() -> Result<()> {
+/// Printed by the guest for each test that failed, and once at its end.
+const FAILED: &str = "== FAILED in the VM: ";
+const DONE: &str = "== VM stage done";
+
+/// Runs the guest's tests, every one even after a failure; returns those that failed.
+pub fn run() -> Result<Vec<String>> {
     setup::all()?;
     let kernel = kernel_6_1()?;
     if !Command::new("vng")
@@ -47,7 +52,7 @@ pub fn run() -> Result<()> {
     script.push_str(
         "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
          echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
-         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20; ",
+         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20; set +e; ",
     );
     for (test, filter) in GUEST_TESTS {
         let exe = test_executable(test)?;
@@ -57,10 +62,11 @@ pub fn run() -> Result<()> {
             format!("{filter} --exact")
         };
         script.push_str(&format!(
-            "echo '== {test} {filter}'; {} {select} --test-threads 1 --nocapture; ",
+            "echo '== {test} {filter}'; {} {select} --test-threads 1 --nocapture || echo '{FAILED}{test} {filter}'; ",
             exe.display()
         ));
     }
+    script.push_str(&format!("echo '{DONE}'; "));
     // vng hands its command to the guest on the kernel command line, which holds 2 KiB on
     // x86: a longer script hangs the boot. The guest reads the host's files, so pass a file.
     let file = workspace_root().join("target/vm-test.sh");
@@ -76,26 +82,41 @@ pub fn run() -> Result<()> {
     through_pipes(&mut vng)
 }
 
-/// Runs `cmd` with its output relayed through pipes: qemu reopens `/proc/self/fd/1` and `2`,
+/// Runs `cmd` with its output relayed through pipes (qemu reopens `/proc/self/fd/1` and `2`,
 /// which for a regular file starts writing at offset 0 again and overwrites what the host's
-/// tests printed before (CI logs to a file).
-fn through_pipes(cmd: &mut Command) -> Result<()> {
-    use std::process::Stdio;
+/// tests printed before: CI logs to a file), and returns the tests the guest said failed.
+fn through_pipes(cmd: &mut Command) -> Result<Vec<String>> {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        process::Stdio,
+    };
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
-    let mut out = child.stdout.take().context("stdout")?;
+    let out = child.stdout.take().context("stdout")?;
     let mut err = child.stderr.take().context("stderr")?;
     let relay = std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
-    std::io::copy(&mut out, &mut std::io::stdout())?;
+    let (mut failed, mut done) = (Vec::new(), false);
+    let mut stdout = std::io::stdout();
+    for line in BufReader::new(out).split(b'\n') {
+        let line = line?;
+        stdout.write_all(&line)?;
+        stdout.write_all(b"\n")?;
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\r');
+        if let Some(test) = text.strip_prefix(FAILED) {
+            failed.push(test.trim().to_string());
+        }
+        done |= text == DONE;
+    }
     let _ = relay.join();
     let status = child.wait()?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
+    if !status.success() || !done {
+        bail!("{cmd:?} did not run the guest's tests to their end: {status}");
     }
-    Ok(())
+    Ok(failed)
 }
 
 fn kernel_6_1() -> Result<PathBuf> {

@@ -92,6 +92,28 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The first line of `output()` (a log read afresh each time) that `matches`; on a timeout
+/// the whole log is shown.
+pub fn wait_for_line(
+    what: &str,
+    timeout: Duration,
+    output: impl Fn() -> String,
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let out = output();
+        if let Some(line) = out.lines().find(|l| matches(l)) {
+            return line.to_string();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "memprof never logged {what:?}; output:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// memprof's spool and local destination below `dir` (`spool/`, `profiles/`).
 pub fn dir_args(dir: &Path) -> [String; 4] {
     let sub = |name: &str| dir.join(name).display().to_string();
@@ -173,18 +195,7 @@ impl Memprof {
         timeout: Duration,
         matches: impl Fn(&str) -> bool,
     ) -> String {
-        let start = Instant::now();
-        loop {
-            let out = self.output();
-            if let Some(line) = out.lines().find(|l| matches(l)) {
-                return line.to_string();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "memprof never logged {what:?}; output:\n{out}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_line(what, timeout, || self.output(), matches)
     }
 
     /// Stops memprof with SIGTERM and returns its exit code and output.
@@ -290,6 +301,16 @@ pub fn http_get(url: &str) -> Vec<u8> {
         "{head}"
     );
     all[end + 4..].to_vec()
+}
+
+/// Waits until the Go heap profile at `url` shows retained bytes: a heap profile publishes what
+/// the last completed GC saw, so a service just started has none to show.
+pub fn wait_for_heap_samples(url: &str) {
+    wait_for(
+        &format!("{url} to show retained bytes (a completed GC)"),
+        Duration::from_secs(20),
+        || pprof_inuse(&http_get(url)).0 > 0,
+    );
 }
 
 /// A profile's `inuse_space` samples as `go tool pprof -traces` lists them: each sample's

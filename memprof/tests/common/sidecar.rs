@@ -73,21 +73,17 @@ impl Sidecar {
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        let mut line = String::new();
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(l) = self.output().lines().find(|l| l.contains(needle)) {
-                line = l.to_string();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            !line.is_empty(),
-            "memprof never logged {needle:?}:\n{}",
-            self.output()
-        );
-        line
+        self.wait_for_line_matching(needle, timeout, |l| l.contains(needle))
+    }
+
+    /// The first line of memprof's log that `matches`; on a timeout the whole log is shown.
+    pub fn wait_for_line_matching(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        super::wait_for_line(what, timeout, || self.output(), matches)
     }
 
     /// memprof's "profile stored" line for `key` (written just after the object is stored,
