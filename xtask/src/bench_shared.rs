@@ -1,7 +1,8 @@
 //! What memprof sidecars cost the node: the page-fault loop of `bench.rs` with no memprof, one
 //! sidecar, eight sidecars each with its own kernel programs (`MEMPROF_BPFFS=off`, as without a
-//! bpffs mount) and eight sharing one set through a bpffs; each sidecar in its own PID
-//! namespace, as in eight pods. ABBA order.
+//! bpffs mount), eight sharing one set through a bpffs, and that set once all eight were
+//! SIGKILLed (nothing holds its links: its programs must cost nothing); each sidecar in its
+//! own PID namespace, as in eight pods. ABBA order.
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -12,11 +13,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench::{fault_loop, median, started};
 
-const MODES: [(&str, usize, bool); 4] = [
-    ("none", 0, false),
-    ("1 sidecar", 1, true),
-    ("8 own", 8, false),
-    ("8 shared", 8, true),
+/// Name, sidecars, whether they share, whether they are SIGKILLed before the loop.
+const MODES: [(&str, usize, bool, bool); 5] = [
+    ("none", 0, false, false),
+    ("1 sidecar", 1, true, false),
+    ("8 own", 8, false, false),
+    ("8 shared", 8, true, false),
+    ("8 killed", 8, true, true),
 ];
 
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -47,7 +50,7 @@ pub fn run(bin: &Path, rounds: usize) -> Result<()> {
         "{:<10} {:>12} {:>12} {:>12} {:>10}",
         "sidecars", "median ms", "min ms", "max ms", "slowdown"
     );
-    for (mode, _, _) in MODES {
+    for (mode, ..) in MODES {
         let v = &samples[mode];
         let (min, max) = v
             .iter()
@@ -74,20 +77,24 @@ fn measure(
         if round % 2 == 1 {
             order.reverse();
         }
-        for (mode, n, shared) in order {
+        for (mode, n, shared, killed) in order {
             let share = if shared {
                 bpffs.display().to_string()
             } else {
                 "off".into()
             };
-            let sidecars = (0..n)
+            let mut sidecars = (0..n)
                 .map(|i| sidecar(bin, &dir.join(format!("{i}")), &share))
                 .collect::<Result<Vec<_>>>()?;
             // Let the daemons finish starting (first scans, S3 or directory checks), so the
             // loop measures what they cost the kernel's page faults, not their start.
             std::thread::sleep(SETTLE);
+            if killed {
+                sidecars.drain(..).for_each(|c| stop(c, libc::SIGKILL));
+                std::thread::sleep(SETTLE);
+            }
             let t = fault_loop();
-            sidecars.into_iter().for_each(stop);
+            sidecars.into_iter().for_each(|c| stop(c, libc::SIGTERM));
             samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
         }
     }
@@ -111,16 +118,16 @@ fn sidecar(bin: &Path, dir: &Path, bpffs: &str) -> Result<Child> {
     started(child).context("a memprof sidecar")
 }
 
-/// SIGTERM to memprof (the child of `unshare`), so it leaves the shared set as it would in a
-/// pod being deleted; then `unshare` ends with it.
-fn stop(mut child: Child) {
+/// `signal` to memprof (the child of `unshare`): SIGTERM leaves the shared set as a pod being
+/// deleted does, SIGKILL as an OOM kill or a short grace period does; `unshare` ends with it.
+fn stop(mut child: Child, signal: i32) {
     let children = format!("/proc/{0}/task/{0}/children", child.id());
     if let Some(pid) = std::fs::read_to_string(children)
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
     {
         // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
     }
     let _ = child.wait();
 }
