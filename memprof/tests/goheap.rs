@@ -104,7 +104,7 @@ fn agrees_with_the_endpoint(t: go::Toolchain) {
     // The service leaks on; a GC between the two reads publishes another cycle. Memory is read
     // before and after the endpoint: when both reads agree, no GC came between.
     let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
-    wait_for_heap_samples(&url);
+    wait_for_heap_samples(&url, "main.leakyRetain");
     let (from_memory, from_endpoint) = (0..5)
         .find_map(|_| {
             let before = memory_profile(pid);

@@ -21,7 +21,10 @@ fn the_longest_pod_names_spool_and_arrive() {
         .spawn()
         .unwrap();
     assert!(first_line(&mut app).starts_with("ready"));
-    wait_for_heap_samples(&format!("http://127.0.0.1:{port}/debug/pprof/heap"));
+    wait_for_heap_samples(
+        &format!("http://127.0.0.1:{port}/debug/pprof/heap"),
+        "main.leakyRetain",
+    );
     let dir = tempfile::tempdir().unwrap();
     let (namespace, pod) = ("n".repeat(63), "p".repeat(253));
     let out = Command::new(env!("CARGO_BIN_EXE_memprof"))

@@ -303,13 +303,13 @@ pub fn http_get(url: &str) -> Vec<u8> {
     all[end + 4..].to_vec()
 }
 
-/// Waits until the Go heap profile at `url` shows retained bytes: a heap profile publishes what
-/// the last completed GC saw, so a service just started has none to show.
-pub fn wait_for_heap_samples(url: &str) {
+/// Waits until the Go heap profile at `url` shows bytes retained by `function`: a heap profile
+/// publishes what the last completed GC saw, so a service just started has none to show.
+pub fn wait_for_heap_samples(url: &str, function: &str) {
     wait_for(
-        &format!("{url} to show retained bytes (a completed GC)"),
+        &format!("{url} to show {function} (a completed GC after it allocated)"),
         Duration::from_secs(20),
-        || pprof_inuse(&http_get(url)).0 > 0,
+        || pprof_inuse(&http_get(url)).1.contains_key(function),
     );
 }
 
