@@ -1,13 +1,11 @@
 //! The kernel detector on the real kernel: load and attach the BPF object, arm a level for a
 //! growing process, and check the crossing event (PID, RSS) against procfs.
-mod common;
-
 use std::{
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use memprof::{
     assess::Assessor,
     detect::{

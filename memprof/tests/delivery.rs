@@ -2,11 +2,9 @@
 //! beside it, and a real S3 server (s3s-fs, SigV4) that is down when the profiles are taken or
 //! refuses memprof's credentials. Profiles wait in the spool within its bounds and arrive
 //! byte-identical, once.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{outage::*, sidecar::percent_of, *};
+use crate::common::{outage::*, sidecar::percent_of, *};
 
 #[test]
 fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {

@@ -2,15 +2,13 @@
 //! takes it, memprof beside it, a real S3 server. The profile must be in the bucket while the
 //! service is still alive, name the service's PID and percentage, and decode as a pprof heap
 //! profile that names the leaking function.
-mod common;
-
 use std::{
     os::unix::process::{CommandExt, ExitStatusExt},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 
 struct Scenario {
     name: &'static str,

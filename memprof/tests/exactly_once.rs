@@ -4,11 +4,9 @@
 //! SIGTERMed during a PUT (it exits 0 at its shutdown deadline), and SIGKILLed after S3 stored
 //! a PUT whose answer never came; a last start delivers what is left. Each profile arrives
 //! once, byte-identical, with its metadata, and no secret is ever logged.
-mod common;
-
 use std::{path::Path, time::Duration};
 
-use common::{
+use crate::common::{
     outage::*,
     proxy::{Mode, Proxy},
     *,

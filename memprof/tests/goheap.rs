@@ -1,13 +1,11 @@
 //! Go heap profiles read from the process's memory, checked against the Go runtime's own
 //! `/debug/pprof/heap` and decoded by `go tool pprof`.
-mod common;
-
 use std::{
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use memprof::capture::goheap::{
     discover::{discover, Discovery},
     profile::{build, HeapRead},

@@ -1,8 +1,6 @@
 //! Go services with no pprof endpoint, leaking into real memory cgroups until the real OOM
 //! killer takes them: memprof reads the heap from memory at the threshold and the kernel reads
 //! it at the kill; both profiles arrive in a real S3 server and name the leaking function.
-mod common;
-
 use std::{
     os::unix::process::CommandExt,
     path::Path,
@@ -10,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 
 /// A Go program started in its own memory cgroup, once it said it is ready.
 fn start_in(cg: &MemCgroup, go: &Path, args: &[&str]) -> Child {

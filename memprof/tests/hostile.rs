@@ -3,8 +3,6 @@
 //! resets the connection, hangs, answers 404, answers a page that is not a profile, answers
 //! without end, or answers a byte at a time. Each yields one clear log line and, instead of
 //! nothing, a snapshot of what the kernel says of the process and what the endpoint said.
-mod common;
-
 use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 
 const PORT: &str = "7171";
 

@@ -2,15 +2,13 @@
 //! that starts as gzip does), `memprof capture --pid` against it, and a real S3 server
 //! (s3s-fs, SigV4). The download streams into the spool and goes up to S3 in parts streamed
 //! from the spool file: the object arrives whole while memprof's peak RSS stays far below it.
-mod common;
-
 use std::{
     io::{Read, Seek, SeekFrom},
     path::Path,
     process::{Command, Stdio},
 };
 
-use common::*;
+use crate::common::*;
 
 const BODY_MIB: u64 = 1024;
 

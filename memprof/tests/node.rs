@@ -5,11 +5,9 @@
 //! that is not `PPROF_PORT`'s default, beside an application port that serves no profile; the
 //! kubelet's `/var/log/pods/<namespace>_<pod>_<uid>/<container>/` tree with two containers and
 //! the termination-message file mounted into the service's container.
-mod common;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::{
+use crate::common::{
     pod::{Container, Pod, Spec},
     sidecar::*,
     *,

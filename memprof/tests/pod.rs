@@ -2,11 +2,9 @@
 //! 128 MiB limit and a mount view showing only its own cgroup, the Go service in another
 //! container, one PID and one network namespace for both, a real S3 server reached over the
 //! pod's link. The limit must be the service's own, and two pods must stay apart.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{pod::Pod, sidecar::*, *};
+use crate::common::{pod::Pod, sidecar::*, *};
 
 #[test]
 fn sidecar_in_a_pod_profiles_against_the_service_limit() {

@@ -2,11 +2,9 @@
 //! the container's charge, so a container of two processes, neither near the per-process
 //! level, is captured as a whole before the kill; and page cache, which the kernel reclaims,
 //! does not count.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{pprof_top, sidecar::*};
+use crate::common::{pprof_top, sidecar::*};
 
 /// Two services in one container, each under half of its limit and growing together: no
 /// process reaches 80 %, the container's working set reaches 90 % first, and its larger
@@ -17,7 +15,7 @@ fn a_container_of_two_processes_is_captured_as_a_whole() {
         return;
     };
     let (limit_mib, _) = scaled(512, 0);
-    let go = common::go_service().expect("the Go test service");
+    let go = crate::common::go_service().expect("the Go test service");
     let go = go.display();
     let script =
         format!("{go} -addr 127.0.0.1:6061 -rate 8 & exec {go} -addr 127.0.0.1:6060 -rate 10");
@@ -29,7 +27,7 @@ fn a_container_of_two_processes_is_captured_as_a_whole() {
     );
     // The exec'd service keeps the container's first PID; its sibling is the other one.
     let mut sibling = 0;
-    common::wait_for("the second process", Duration::from_secs(10), || {
+    crate::common::wait_for("the second process", Duration::from_secs(10), || {
         let pids = app.cgroup.pids();
         sibling = pids
             .iter()
@@ -38,7 +36,7 @@ fn a_container_of_two_processes_is_captured_as_a_whole() {
                 let comm = std::fs::read_to_string(format!("/proc/{p}/comm"));
                 *p != app.host_pid && comm.is_ok_and(|c| c.trim() == "leaky")
             })
-            .map_or(0, common::pod::ns_pid);
+            .map_or(0, crate::common::pod::ns_pid);
         sibling != 0
     });
     let key = s.next_key(&app, &[]);

@@ -2,11 +2,9 @@
 //! afresh, a second crossing gives a second profile, escalating levels leave a series, a
 //! failed capture is retried, a resized
 //! limit is noticed, and a full kernel map leaves processes to the safety net.
-mod common;
-
 use std::time::Duration;
 
-use common::{go, pprof_diff, pprof_top, sidecar::*};
+use crate::common::{go, pprof_diff, pprof_top, sidecar::*};
 
 #[test]
 fn a_reused_pid_starts_afresh() {
@@ -121,7 +119,7 @@ fn escalating_levels_leave_a_series() {
 fn oom_record(s: &Setup, pid: u32) -> serde_json::Value {
     let marker = format!("_pid-{pid}_oom.record.json");
     let mut key = None;
-    common::wait_for("the OOM record", Duration::from_secs(60), || {
+    crate::common::wait_for("the OOM record", Duration::from_secs(60), || {
         key = s.client.keys().into_iter().find(|k| k.ends_with(&marker));
         key.is_some()
     });
@@ -168,7 +166,7 @@ fn scope_and_rate_limit_say_which_rule_held_a_capture() {
     ) else {
         return;
     };
-    let leaky = common::go_service().expect("the Go test service");
+    let leaky = crate::common::go_service().expect("the Go test service");
     let copy = |name: &str| {
         let path = s.pod.work_dir().join(name);
         std::fs::copy(&leaky, &path).unwrap();
@@ -258,7 +256,7 @@ fn a_full_kernel_map_leaves_processes_to_the_safety_net() {
     let filler = s.service("filler", 512 * MIB, &["-addr", "127.0.0.1:0", "-rate", "1"]);
     let lasting = [filler.host_pid, s.memprof.container.host_pid];
     let mut holders = Vec::new();
-    common::wait_for(
+    crate::common::wait_for(
         "memprof or the filler to hold the kernel map's one slot",
         Duration::from_secs(30),
         || {

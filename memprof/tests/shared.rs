@@ -3,11 +3,9 @@
 //! pod; the set survives its creator, recovers from a SIGKILLed tenant and from an incomplete
 //! set, leaves its hooks the moment its last instance is SIGKILLed, and the last one out leaves
 //! nothing attached or pinned. Kernel objects are counted relative to what was there before.
-mod common;
-
 use std::{path::PathBuf, time::Duration};
 
-use common::{
+use crate::common::{
     bpffs::{programs_named, Bpffs},
     pod::Pod,
     sidecar::*,

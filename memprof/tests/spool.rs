@@ -3,11 +3,9 @@
 //! must still be spooled (privately) and arrive. (It arrives in the local destination: the
 //! test S3 server, s3s-fs, keeps objects in files of its own whose names then exceed 255
 //! bytes and answers 500; S3 itself takes keys of up to 1,024 bytes.)
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_longest_pod_names_spool_and_arrive() {

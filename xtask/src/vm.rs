@@ -12,22 +12,16 @@ use crate::{cargo, setup, sh, workspace_root};
 /// container its own cgroup namespace (with a smaller limit and leak rate, as emulation is
 /// slow), and the Go heap read from memory at the threshold and by 6.1's verifier-checked
 /// `bpf_loop` walk at the kill.
-const GUEST_TESTS: &[(&str, &str)] = &[
-    ("bpf", ""),
-    ("e2e", "ebpf_profile_beats_the_oom_killer"),
-    ("pod", "sidecar_in_a_pod_profiles_against_the_service_limit"),
-    (
-        "node",
-        "node_memprof_profiles_a_pod_behind_its_own_loopback",
-    ),
-    ("goheap_oom", "without_an_endpoint_go_current"),
-    ("pod_policy", "escalating_levels_leave_a_series"),
-    (
-        "pod_container",
-        "a_container_of_two_processes_is_captured_as_a_whole",
-    ),
-    ("pod_container", "a_read_only_cgroup_falls_back_to_the_poll"),
-    ("shared", ""),
+const GUEST_TESTS: &[&str] = &[
+    "bpf::",
+    "e2e::ebpf_profile_beats_the_oom_killer",
+    "pod::sidecar_in_a_pod_profiles_against_the_service_limit",
+    "node::node_memprof_profiles_a_pod_behind_its_own_loopback",
+    "goheap_oom::without_an_endpoint_go_current",
+    "pod_policy::escalating_levels_leave_a_series",
+    "pod_container::a_container_of_two_processes_is_captured_as_a_whole",
+    "pod_container::a_read_only_cgroup_falls_back_to_the_poll",
+    "shared::",
 ];
 
 /// Printed by the guest for each test that failed, and once at its end.
@@ -54,15 +48,12 @@ pub fn run() -> Result<Vec<String>> {
          echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
          export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20; set +e; ",
     );
-    for (test, filter) in GUEST_TESTS {
-        let exe = test_executable(test)?;
-        let select = if filter.is_empty() {
-            String::new()
-        } else {
-            format!("{filter} --exact")
-        };
+    let exe = test_executable()?;
+    for test in GUEST_TESTS {
+        // A module's prefix runs all of its tests; a full name runs that one only.
+        let exact = if test.ends_with("::") { "" } else { " --exact" };
         script.push_str(&format!(
-            "echo '== {test} {filter}'; {} {select} --test-threads 1 --nocapture || echo '{FAILED}{test} {filter}'; ",
+            "echo '== {test}'; {} {test}{exact} --test-threads 1 --nocapture || echo '{FAILED}{test}'; ",
             exe.display()
         ));
     }
@@ -138,8 +129,9 @@ fn kernel_6_1() -> Result<PathBuf> {
     find().context("no /boot/vmlinuz-6.1.* after installing linux-image-amd64")
 }
 
-/// Builds an integration test binary and returns its path.
-fn test_executable(name: &str) -> Result<PathBuf> {
+/// Builds the integration-test binary and returns its path.
+fn test_executable() -> Result<PathBuf> {
+    let name = "tests";
     let out = cargo()
         .args([
             "test",

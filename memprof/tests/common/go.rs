@@ -44,10 +44,6 @@ impl Toolchain {
     }
 }
 
-pub fn binary_path(app: &str, t: Toolchain) -> PathBuf {
-    target_dir().join("testapps").join(t.dir()).join(app)
-}
-
 /// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.
 pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
     build_with(app, t, "", &[])

@@ -3,7 +3,6 @@
 //!
 //! Under `CI=true` a missing prerequisite fails the test; elsewhere the test is skipped with a
 //! message saying what is missing and how to get it (`cargo xtask setup`).
-#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 pub mod bpffs;
 mod cgroup;
@@ -22,7 +21,6 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 

@@ -6,7 +6,7 @@
 //! namespace rooted at the container's cgroup with a fresh cgroup2 mount (containerd).
 //! The pod reaches the host over a veth link (`10.231.<index>.2` → `10.231.<index>.1`).
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -288,9 +288,4 @@ impl Drop for Pod {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// Where a test's files go: below the pod's working directory.
-pub fn file(pod: &Pod, name: &str) -> PathBuf {
-    pod.work_dir().join(name)
 }

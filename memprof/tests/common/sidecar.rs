@@ -136,7 +136,8 @@ pub fn program(
 pub struct Setup {
     pub memprof: Sidecar,
     pub client: S3Client,
-    s3: S3Server,
+    /// Serves `client` for as long as the pod lives.
+    _s3: S3Server,
     pub pod: Pod,
     _bpffs: Bpffs,
 }
@@ -166,7 +167,7 @@ pub fn setup_pod(
     Some(Setup {
         memprof: Sidecar::start(&pod, &s3, &env),
         client: s3.client(),
-        s3,
+        _s3: s3,
         pod,
         _bpffs: bpffs,
     })

@@ -1,0 +1,39 @@
+//! memprof's integration tests, in one binary (the crate and its dependencies are linked once).
+//! Most need root and run on real parts: the kernel's BPF, memory cgroups and the OOM killer, a
+//! Go runtime, an S3 server speaking SigV4, a pod's namespaces. Under `CI=true` a missing
+//! prerequisite fails the test; elsewhere it is skipped with a line saying what is missing.
+//! `cargo xtask test` runs them one at a time (they measure and share the node's kernel).
+
+/// Real parts the tests build on: cgroups, pods, sidecars, the S3 server, Go programs, bpffs.
+mod common;
+
+/// The BPF programs on this kernel: load, attach, arm a level, the crossing event.
+mod bpf;
+/// The command line: configuration errors exit 2 with one line; `--help` lists every option.
+mod cli;
+/// Delivery through S3 outages and refused credentials, from the spool, byte-identical, once.
+mod delivery;
+/// Detection to a stored profile before the OOM killer, per detector (eBPF, poll).
+mod e2e;
+/// One object per profile whenever memprof is stopped (SIGKILL, SIGTERM mid-PUT).
+mod exactly_once;
+/// Go heap profiles read from a process's memory, checked against the runtime's own.
+mod goheap;
+/// Go services with no pprof endpoint: the heap at the threshold and at the kernel's kill.
+mod goheap_oom;
+/// Misbehaving pprof endpoints: each yields one clear line and a profile from memory instead.
+mod hostile;
+/// A 1 GiB profile streams through the spool to S3 while memprof's RSS stays small.
+mod large;
+/// One memprof per node watching a pod laid out as the kubelet lays it out.
+mod node;
+/// memprof as a sidecar in a pod: the service's own limit, two pods kept apart.
+mod pod;
+/// The container trigger: a container's charge as a whole, page cache not counted.
+mod pod_container;
+/// Process lifecycles and policy: reused PIDs, repeat crossings, level series, retries, resizes.
+mod pod_policy;
+/// Many sidecars on one node sharing one set of kernel programs through a bpffs.
+mod shared;
+/// The longest names Kubernetes allows, through the spool.
+mod spool;
