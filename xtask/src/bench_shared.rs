@@ -2,7 +2,9 @@
 //! sidecar, eight sidecars each with its own kernel programs (`MEMPROF_BPFFS=off`, as without a
 //! bpffs mount), eight sharing one set through a bpffs, and that set once all eight were
 //! SIGKILLed (nothing holds its links: its programs must cost nothing); each sidecar in its
-//! own PID namespace, as in eight pods. ABBA order.
+//! own PID namespace, as in eight pods. ABBA order. Beside each time, how many `rss_stat`
+//! programs memprof had loaded during the loop (an attached program is loaded; one no link
+//! holds is freed), so a time can be read against what the kernel ran.
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -44,34 +46,37 @@ pub fn run(bin: &Path, rounds: usize) -> Result<()> {
     let result = measure(bin, &dir, &bpffs, rounds);
     let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
     let _ = std::fs::remove_dir_all(&dir);
-    let samples = result?;
+    let (samples, programs) = result?;
     let base = median(&samples["none"]);
     println!(
-        "{:<10} {:>12} {:>12} {:>12} {:>10}",
-        "sidecars", "median ms", "min ms", "max ms", "slowdown"
+        "{:<10} {:>12} {:>12} {:>12} {:>10} {:>15}",
+        "sidecars", "median ms", "min ms", "max ms", "slowdown", "rss_stat progs"
     );
     for (mode, ..) in MODES {
         let v = &samples[mode];
+        let p = &programs[mode];
+        let (fewest, most) = (p.iter().min().unwrap_or(&0), p.iter().max().unwrap_or(&0));
+        let progs = match fewest == most {
+            true => fewest.to_string(),
+            false => format!("{fewest}-{most}"),
+        };
         let (min, max) = v
             .iter()
             .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let m = median(v);
         println!(
-            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%",
+            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}% {progs:>15}",
             (m / base - 1.0) * 100.0
         );
     }
     Ok(())
 }
 
-fn measure(
-    bin: &Path,
-    dir: &Path,
-    bpffs: &Path,
-    rounds: usize,
-) -> Result<BTreeMap<&'static str, Vec<f64>>> {
+fn measure(bin: &Path, dir: &Path, bpffs: &Path, rounds: usize) -> Result<Samples> {
     fault_loop(); // warm-up
+    let before = rss_stat_programs();
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut programs: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for round in 0..rounds {
         let mut order = MODES.to_vec();
         if round % 2 == 1 {
@@ -94,11 +99,27 @@ fn measure(
                 std::thread::sleep(SETTLE);
             }
             let t = fault_loop();
+            let loaded = rss_stat_programs().saturating_sub(before);
             sidecars.into_iter().for_each(|c| stop(c, libc::SIGTERM));
             samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
+            programs.entry(mode).or_default().push(loaded);
         }
     }
-    Ok(samples)
+    Ok((samples, programs))
+}
+
+/// Each mode's loop times in ms, and its `rss_stat` programs loaded.
+type Samples = (
+    BTreeMap<&'static str, Vec<f64>>,
+    BTreeMap<&'static str, Vec<usize>>,
+);
+
+/// `rss_stat` programs loaded on the node (memprof's are named after their hook).
+fn rss_stat_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("rss_stat_btf"))
+        .count()
 }
 
 /// memprof as PID 1 of a new PID namespace, started once it says so.

@@ -1,7 +1,7 @@
 //! Runs the BPF integration tests and one end-to-end test on Debian 12's 6.1 kernel with
 //! cgroup v2, booted with virtme-ng under emulation. 6.1 keeps `mm->rss_stat` as atomic
 //! counters and has an older, stricter verifier, so it is the other half of production.
-use std::{path::PathBuf, process::Command};
+use std::{io::Write, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
@@ -28,8 +28,36 @@ const GUEST_TESTS: &[&str] = &[
 const FAILED: &str = "== FAILED in the VM: ";
 const DONE: &str = "== VM stage done";
 
-/// Runs the guest's tests, every one even after a failure; returns those that failed.
+/// Runs the guest's tests, every one even after a failure, its output relayed as it comes;
+/// returns those that failed.
 pub fn run() -> Result<Vec<String>> {
+    start(true)?.finish()
+}
+
+/// The guest, booted and running its tests.
+pub struct Guest {
+    relay: std::thread::JoinHandle<Result<Vec<String>>>,
+    /// What the guest printed, when it is held back rather than relayed.
+    held: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
+}
+
+impl Guest {
+    /// Waits for the guest's end, prints what it held back, and returns the tests that failed.
+    pub fn finish(self) -> Result<Vec<String>> {
+        let failed = self
+            .relay
+            .join()
+            .map_err(|_| anyhow::anyhow!("the VM's relay panicked"))?;
+        if let Some(held) = self.held {
+            std::io::stdout().write_all(&held.lock().unwrap())?;
+        }
+        failed
+    }
+}
+
+/// Boots the guest and starts its tests; with `live` false, what it prints is held until
+/// `finish` (beside the host's tests, whose output it would cut into).
+pub fn start(live: bool) -> Result<Guest> {
     setup::all()?;
     let kernel = kernel_6_1()?;
     if !Command::new("vng")
@@ -70,16 +98,18 @@ pub fn run() -> Result<Vec<String>> {
         .args(["--", "sh"])
         .arg(&file)
         .env("PATH", setup::path_with_cargo_bin());
-    through_pipes(&mut vng)
+    through_pipes(vng, live)
 }
 
-/// Runs `cmd` with its output relayed through pipes (qemu reopens `/proc/self/fd/1` and `2`,
+/// Starts `cmd` with its output read through pipes (qemu reopens `/proc/self/fd/1` and `2`,
 /// which for a regular file starts writing at offset 0 again and overwrites what the host's
-/// tests printed before: CI logs to a file), and returns the tests the guest said failed.
-fn through_pipes(cmd: &mut Command) -> Result<Vec<String>> {
+/// tests printed before: CI logs to a file), relayed or held, and reads the tests the guest
+/// said failed.
+fn through_pipes(mut cmd: Command, live: bool) -> Result<Guest> {
     use std::{
-        io::{BufRead, BufReader, Write},
+        io::{BufRead, BufReader},
         process::Stdio,
+        sync::{Arc, Mutex},
     };
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -87,27 +117,43 @@ fn through_pipes(cmd: &mut Command) -> Result<Vec<String>> {
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let out = child.stdout.take().context("stdout")?;
-    let mut err = child.stderr.take().context("stderr")?;
-    let relay = std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
-    let (mut failed, mut done) = (Vec::new(), false);
-    let mut stdout = std::io::stdout();
-    for line in BufReader::new(out).split(b'\n') {
-        let line = line?;
-        stdout.write_all(&line)?;
-        stdout.write_all(b"\n")?;
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\r');
-        if let Some(test) = text.strip_prefix(FAILED) {
-            failed.push(test.trim().to_string());
+    let err = child.stderr.take().context("stderr")?;
+    let held = (!live).then(|| Arc::new(Mutex::new(Vec::new())));
+    let sink = held.clone();
+    let write = move |bytes: &[u8]| match &sink {
+        Some(held) => held.lock().unwrap().extend_from_slice(bytes),
+        None => {
+            let _ = std::io::stdout().write_all(bytes);
         }
-        done |= text == DONE;
-    }
-    let _ = relay.join();
-    let status = child.wait()?;
-    if !status.success() || !done {
-        bail!("{cmd:?} did not run the guest's tests to their end: {status}");
-    }
-    Ok(failed)
+    };
+    let relay = std::thread::spawn(move || {
+        let errors = {
+            let write = write.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
+                    write(&[&line[..], b"\n"].concat());
+                }
+            })
+        };
+        let (mut failed, mut done) = (Vec::new(), false);
+        for line in BufReader::new(out).split(b'\n') {
+            let line = line?;
+            write(&[&line[..], b"\n"].concat());
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches('\r');
+            if let Some(test) = text.strip_prefix(FAILED) {
+                failed.push(test.trim().to_string());
+            }
+            done |= text == DONE;
+        }
+        let _ = errors.join();
+        let status = child.wait()?;
+        if !status.success() || !done {
+            bail!("{cmd:?} did not run the guest's tests to their end: {status}");
+        }
+        Ok(failed)
+    });
+    Ok(Guest { relay, held })
 }
 
 fn kernel_6_1() -> Result<PathBuf> {
