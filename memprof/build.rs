@@ -1,11 +1,16 @@
 //! Builds the kernel programs (`memprof-ebpf`) with the nightly toolchain and bpf-linker, so
 //! that `cargo build` embeds the BPF object. `cargo xtask setup` installs both.
 fn main() -> anyhow::Result<()> {
-    // AYA_BUILD_SKIP=1 (aya-build's own switch; `cargo xtask test` sets it for clippy, whose
-    // check build runs this script apart from the real build's): an empty object, which a
-    // type check needs and a real build must not ship, so the programs are not built twice.
-    if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    // MEMPROF_CHECK_ONLY=1 (`cargo xtask test` sets it for clippy, whose check build runs
+    // this script apart from the real build's): an empty object, which a type check needs, so
+    // the programs are not built twice. Refused for release builds; a debug build made so says
+    // at load that it has no kernel programs.
+    println!("cargo:rerun-if-env-changed=MEMPROF_CHECK_ONLY");
+    if std::env::var("MEMPROF_CHECK_ONLY").is_ok_and(|v| v == "1") {
+        if std::env::var("PROFILE").is_ok_and(|p| p == "release") {
+            anyhow::bail!("MEMPROF_CHECK_ONLY=1 builds no kernel programs: not for a release");
+        }
+        println!("cargo:warning=MEMPROF_CHECK_ONLY=1: no kernel programs embedded");
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("memprof-ebpf");
         std::fs::write(out, [])?;
         return Ok(());

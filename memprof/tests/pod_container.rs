@@ -8,12 +8,11 @@ use crate::common::{pprof_top, sidecar::*};
 
 /// Two services in one container, each under half of its limit and growing together: no
 /// process reaches 80 %, the container's working set reaches its level first, and its larger
-/// process is captured while both live; the log names both. The level is 80 % rather than the
-/// default 90 %: under emulation a capture takes over a second, and 10 % of the limit goes in
-/// less.
+/// process is captured while both live; the log names both.
 #[test]
 fn a_container_of_two_processes_is_captured_as_a_whole() {
-    let Some(s) = setup("twoprocs", 18, &[("MEMORY_CONTAINER_PERCENTAGE", "80")]) else {
+    let level = container_pct();
+    let Some(s) = setup("twoprocs", 18, &[("MEMORY_CONTAINER_PERCENTAGE", &level)]) else {
         return;
     };
     let (limit_mib, _) = scaled(512, 0);
@@ -47,7 +46,7 @@ fn a_container_of_two_processes_is_captured_as_a_whole() {
         key.contains("_container-"),
         "not the container trigger: {key}"
     );
-    assert!(percent_of(&key) >= 80, "{key}");
+    assert!(percent_of(&key) >= level.parse().unwrap(), "{key}");
     let line = s.memprof.stored_line(&key);
     assert!(line.contains("detector=\"container-"), "{line}");
     let reached = s
@@ -138,14 +137,13 @@ fn page_cache_does_not_count_toward_the_container_level() {
 /// and the working-set poll captures the container all the same.
 #[test]
 fn a_read_only_cgroup_falls_back_to_the_poll() {
-    // The poll sees the level late by up to its period, and a capture under emulation takes
-    // over a second: the container's level leaves 20 % of the limit before the kill.
+    let level = container_pct();
     let Some(s) = setup_pod(
         "rocgroup",
         20,
         &[
             ("MEMORY_CRITICAL_PERCENTAGE", "99"),
-            ("MEMORY_CONTAINER_PERCENTAGE", "80"),
+            ("MEMORY_CONTAINER_PERCENTAGE", &level),
         ],
         true,
     ) else {

@@ -1,8 +1,9 @@
-//! Many pods, one kernel cost: memprof sidecars in eight pods (eight PID namespaces; fewer under
-//! emulation, `MEMPROF_E2E_PODS`) on one node share one set of kernel programs through a real bpffs, each hearing only of its own
-//! pod; the set survives its creator, recovers from a SIGKILLed tenant and from an incomplete
-//! set, leaves its hooks the moment its last instance is SIGKILLed, and the last one out leaves
-//! nothing attached or pinned. Kernel objects are counted relative to what was there before.
+//! Many pods, one kernel cost: memprof sidecars in eight pods (eight PID namespaces; four under
+//! emulation) on one node share one set of kernel programs through a real bpffs, each hearing
+//! only of its own pod; the set survives its creator, recovers from a SIGKILLed tenant and from
+//! an incomplete set, leaves its hooks the moment its last instance is SIGKILLed, and the last
+//! one out leaves nothing attached or pinned. Kernel objects are counted relative to what was
+//! there before.
 use std::{path::PathBuf, time::Duration};
 
 use crate::common::{
@@ -52,11 +53,11 @@ fn sidecars_on_one_node_share_one_set_of_kernel_programs() {
     let bpffs = Bpffs::mount();
     let baseline = Baseline::now();
     // Pod 0 creates the set and leaves, 1 and 2 leak, 3 is SIGKILLed: four at least.
-    let pods: u8 = std::env::var("MEMPROF_E2E_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
-        .clamp(4, 8);
+    let pods: u8 = match std::env::var("MEMPROF_E2E_PODS") {
+        Ok(v) => v.parse().expect("MEMPROF_E2E_PODS: a number of pods"),
+        Err(_) => 8,
+    };
+    assert!((4..=8).contains(&pods), "MEMPROF_E2E_PODS={pods}: 4 to 8");
     let mut tenants: Vec<Option<Tenant>> = (0..pods)
         .map(|i| Some(tenant(&format!("shared-{i}"), 40 + i, &bpffs)))
         .collect();

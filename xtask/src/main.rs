@@ -8,6 +8,7 @@ mod bench_fetch;
 mod bench_kill;
 mod bench_large;
 mod bench_shared;
+mod guest;
 mod setup;
 mod testrun;
 mod vm;
@@ -22,7 +23,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   run [-- ARGS]      build memprof (release) and run it with ARGS
   test [--repeat N] [-- ARGS]
                      set up, then run every test binary, also after a failure (ARGS go to
-                     the test binaries), then list what failed; under CI also vm-test.
+                     the test binaries), then list what failed; under CI vm-test beside.
                      --repeat N: the integration tests N times, and each test's pass count
   bench              page-fault overhead and detection-to-stored latency, all modes side by side
   vm-test            run the BPF and end-to-end tests on Debian's 6.1 kernel (cgroup v2) in a VM";

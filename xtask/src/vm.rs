@@ -1,11 +1,11 @@
-//! Runs the BPF integration tests and one end-to-end test on Debian 12's 6.1 kernel with
-//! cgroup v2, booted with virtme-ng under emulation. 6.1 keeps `mm->rss_stat` as atomic
+//! Runs the BPF integration tests and the end-to-end tests that differ there on Debian 12's 6.1
+//! kernel with cgroup v2, booted with virtme-ng under emulation. 6.1 keeps `mm->rss_stat` as atomic
 //! counters and has an older, stricter verifier, so it is the other half of production.
-use std::{io::Write, path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, setup, sh, workspace_root};
+use crate::{cargo, guest::Guest, setup, sh, workspace_root};
 
 /// Tests run in the guest, chosen for what 6.1 and cgroup v2 do differently (with a smaller
 /// limit, leak rate and node, as emulation is slow): all of the BPF integration tests, the eBPF
@@ -31,32 +31,29 @@ const DONE: &str = "== VM stage done";
 /// Runs the guest's tests, every one even after a failure, its output relayed as it comes;
 /// returns those that failed.
 pub fn run() -> Result<Vec<String>> {
-    start(true)?.finish()
+    finish(start(true)?)
 }
 
-/// The guest, booted and running its tests.
-pub struct Guest {
-    relay: std::thread::JoinHandle<Result<Vec<String>>>,
-    /// What the guest printed, when it is held back rather than relayed.
-    held: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
-}
+/// How long the guest may take: its tests take about 7 min, beside the host's.
+const DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-impl Guest {
-    /// Waits for the guest's end, prints what it held back, and returns the tests that failed.
-    pub fn finish(self) -> Result<Vec<String>> {
-        let failed = self
-            .relay
-            .join()
-            .map_err(|_| anyhow::anyhow!("the VM's relay panicked"))?;
-        if let Some(held) = self.held {
-            std::io::stdout().write_all(&held.lock().unwrap())?;
-        }
-        failed
+/// Waits for the guest's tests and returns those that failed.
+pub fn finish(guest: Guest) -> Result<Vec<String>> {
+    let out = guest.finish(DEADLINE)?;
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    if !lines.contains(&DONE) {
+        bail!("the guest did not run its tests to their end");
     }
+    Ok(lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(FAILED))
+        .map(|t| t.trim().to_string())
+        .collect())
 }
 
-/// Boots the guest and starts its tests; with `live` false, what it prints is held until
-/// `finish` (beside the host's tests, whose output it would cut into).
+/// Boots the guest and starts its tests; with `live` false, what it prints goes to
+/// `target/vm-test.log` until `finish` prints it (beside the host's tests, whose output it
+/// would cut into).
 pub fn start(live: bool) -> Result<Guest> {
     setup::all()?;
     let kernel = kernel_6_1()?;
@@ -74,7 +71,7 @@ pub fn start(live: bool) -> Result<Guest> {
     script.push_str(
         "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
          echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
-         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20 MEMPROF_E2E_PODS=4; set +e; ",
+         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20 MEMPROF_E2E_PODS=4 MEMPROF_E2E_CONTAINER_PCT=80; set +e; ",
     );
     let exe = test_executable()?;
     for test in GUEST_TESTS {
@@ -98,62 +95,8 @@ pub fn start(live: bool) -> Result<Guest> {
         .args(["--", "sh"])
         .arg(&file)
         .env("PATH", setup::path_with_cargo_bin());
-    through_pipes(vng, live)
-}
-
-/// Starts `cmd` with its output read through pipes (qemu reopens `/proc/self/fd/1` and `2`,
-/// which for a regular file starts writing at offset 0 again and overwrites what the host's
-/// tests printed before: CI logs to a file), relayed or held, and reads the tests the guest
-/// said failed.
-fn through_pipes(mut cmd: Command, live: bool) -> Result<Guest> {
-    use std::{
-        io::{BufRead, BufReader},
-        process::Stdio,
-        sync::{Arc, Mutex},
-    };
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    let out = child.stdout.take().context("stdout")?;
-    let err = child.stderr.take().context("stderr")?;
-    let held = (!live).then(|| Arc::new(Mutex::new(Vec::new())));
-    let sink = held.clone();
-    let write = move |bytes: &[u8]| match &sink {
-        Some(held) => held.lock().unwrap().extend_from_slice(bytes),
-        None => {
-            let _ = std::io::stdout().write_all(bytes);
-        }
-    };
-    let relay = std::thread::spawn(move || {
-        let errors = {
-            let write = write.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
-                    write(&[&line[..], b"\n"].concat());
-                }
-            })
-        };
-        let (mut failed, mut done) = (Vec::new(), false);
-        for line in BufReader::new(out).split(b'\n') {
-            let line = line?;
-            write(&[&line[..], b"\n"].concat());
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches('\r');
-            if let Some(test) = text.strip_prefix(FAILED) {
-                failed.push(test.trim().to_string());
-            }
-            done |= text == DONE;
-        }
-        let _ = errors.join();
-        let status = child.wait()?;
-        if !status.success() || !done {
-            bail!("{cmd:?} did not run the guest's tests to their end: {status}");
-        }
-        Ok(failed)
-    });
-    Ok(Guest { relay, held })
+    let log = (!live).then(|| workspace_root().join("target/vm-test.log"));
+    Guest::start(vng, log.as_deref())
 }
 
 fn kernel_6_1() -> Result<PathBuf> {

@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
     Btf as AyaBtf, Ebpf, EbpfLoader,
@@ -77,6 +77,9 @@ impl Kernel {
     /// uses), with room for `max_procs` processes; any failure is returned so the caller can
     /// fall back. `bpffs`: where shared programs are pinned (`None`: never share).
     pub fn load(hook: Hook, max_procs: u32, bpffs: Option<&Path>) -> Result<Self> {
+        if BPF_OBJECT.is_empty() {
+            bail!("this build has no kernel programs (built with MEMPROF_CHECK_ONLY=1)");
+        }
         let own_pidns = layout::own_pidns_inum()?;
         let plan = group::plan(bpffs, own_pidns, BPF_OBJECT)?;
         let hook = match &plan {

@@ -244,10 +244,17 @@ pub fn percent_of(key: &str) -> u32 {
 }
 
 /// `MEMPROF_E2E_LIMIT_MIB` / `MEMPROF_E2E_RATE_MIB_S` shrink the scenario on slow machines
-/// (the emulated VM of `cargo xtask vm-test`).
+/// (the emulated VM of `cargo xtask vm-test`; there `MEMPROF_E2E_PODS` shrinks the node of
+/// `shared` and `MEMPROF_E2E_CONTAINER_PCT` lowers the container level, see `container_pct`).
 pub fn scaled(limit_mib: u64, rate: u32) -> (u64, String) {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let limit = var("MEMPROF_E2E_LIMIT_MIB").unwrap_or(limit_mib);
     let rate = var("MEMPROF_E2E_RATE_MIB_S").unwrap_or(rate as u64);
     (limit, rate.to_string())
+}
+
+/// The container level for a test: the default 90 %, or `MEMPROF_E2E_CONTAINER_PCT` where a
+/// capture takes longer than the last 10 % of the limit lasts (under emulation).
+pub fn container_pct() -> String {
+    std::env::var("MEMPROF_E2E_CONTAINER_PCT").unwrap_or_else(|_| "90".into())
 }
