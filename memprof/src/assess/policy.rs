@@ -209,9 +209,12 @@ impl<K: Copy + Eq + Hash> Policy<K> {
         }
     }
 
-    /// Forgets one process (it ran exec: a new program starts afresh).
-    pub fn forget(&mut self, key: &K) {
-        self.procs.remove(key);
+    /// Forgets the processes that ran exec (a new program starts afresh), but not one whose
+    /// capture is under way: the kernel's exec event can arrive after the new program's first
+    /// reading started that capture, and a second would start beside it at the same crossing.
+    pub fn forget_after_exec(&mut self, ran_exec: impl Fn(&K) -> bool) {
+        self.procs
+            .retain(|k, p| !ran_exec(k) || p.in_flight.is_some());
     }
 
     /// Drops state of processes that no longer exist.
@@ -336,6 +339,22 @@ mod tests {
             p.observe(1, 810 * MIB, 1000 * MIB, t0 + Duration::from_secs(61)),
             Decision::Capture
         );
+    }
+
+    #[test]
+    fn an_exec_reported_during_a_capture_starts_no_second_one() {
+        let mut p = Policy::new(vec![50], Duration::ZERO);
+        let t = Instant::now();
+        assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
+        p.forget_after_exec(|pid| *pid == 1);
+        assert_eq!(
+            p.observe(1, 60, 100, t),
+            Decision::Hold(HoldReason::InFlight)
+        );
+        // Once nothing is under way, an exec starts the program afresh.
+        p.stored(1, t);
+        p.forget_after_exec(|pid| *pid == 1);
+        assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl LoopState {
             Source::Exec => {
                 // A new program: its policy, level and kernel identity start afresh.
                 let pid = c.ns_pid;
-                self.policy.retain(|k| k.pid != pid);
+                self.policy.forget_after_exec(|k| k.pid == pid);
                 // Its mounts are final now: who it is is looked up afresh.
                 self.assessor.retain(|k| k.pid != pid);
                 self.capturer.seen.forget_pid(pid);
