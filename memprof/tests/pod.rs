@@ -73,17 +73,24 @@ fn two_sidecars_capture_only_their_own_pods() {
         "kernel programs: own programs: /proc is not a bpffs mount",
         Duration::from_secs(1),
     );
-    // Distinct PIDs, so that a profile in the wrong bucket would show.
-    let app_a = service(&pod_a, "app", 512 * MIB, &["-rate", "200"], Some(50));
+    // PIDs far apart, so that a profile in the wrong bucket would show.
+    pod_a.next_pids_from(1000);
+    pod_b.next_pids_from(2000);
+    let app_a = service(&pod_a, "app", 512 * MIB, &["-rate", "200"], None);
     let app_b = service(
         &pod_b,
         "app",
         512 * MIB,
         &["-rate", "200", "-delay", "5s"],
-        Some(60),
+        None,
+    );
+    let (pid_a, pid_b) = (app_a.pid, app_b.pid);
+    assert!(
+        (1000..2000).contains(&pid_a) && pid_b >= 2000,
+        "the services' PIDs {pid_a} and {pid_b} are not apart"
     );
 
-    let key_a = wait_key(&s3_a.client(), 50, &app_a, &[], &|| memprof_a.output());
+    let key_a = wait_key(&s3_a.client(), pid_a, &app_a, &[], &|| memprof_a.output());
     assert!(
         s3_b.client().keys().is_empty(),
         "pod b's bucket got a profile before its service leaked"
@@ -96,7 +103,7 @@ fn two_sidecars_capture_only_their_own_pods() {
     );
 
     // With the first sidecar gone, the second still works.
-    let key_b = wait_key(&s3_b.client(), 60, &app_b, &[], &|| memprof_b.output());
+    let key_b = wait_key(&s3_b.client(), pid_b, &app_b, &[], &|| memprof_b.output());
     wait_for("both services' OOM kills", Duration::from_secs(120), || {
         !app_a.alive() && !app_b.alive()
     });
@@ -107,8 +114,8 @@ fn two_sidecars_capture_only_their_own_pods() {
     let log_b = memprof_b.output();
 
     for (keys, pod, pid) in [
-        (s3_a.client().keys(), "tenant-a", 50),
-        (s3_b.client().keys(), "tenant-b", 60),
+        (s3_a.client().keys(), "tenant-a", pid_a),
+        (s3_b.client().keys(), "tenant-b", pid_b),
     ] {
         assert!(!keys.is_empty());
         for key in keys {

@@ -13,7 +13,9 @@ use crate::{
     config::Config,
 };
 
-/// How long one screen waits for endpoint probes (the rest finish for the next screen).
+/// How long a screen with another after it waits for endpoint probes (the rest finish for
+/// the next screen). The last screen (`--iterations N`, as a script reads it) waits for every
+/// probe, each bounded by the capture timeout, so that what it prints is complete.
 const PROBE_WAIT: Duration = Duration::from_millis(1500);
 
 pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()> {
@@ -53,7 +55,13 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
                 });
             }
         }
-        let _ = tokio::time::timeout(PROBE_WAIT, async {
+        let last = iterations != 0 && screen + 1 >= iterations;
+        let wait = if last {
+            cfg.capture_timeout.max(PROBE_WAIT)
+        } else {
+            PROBE_WAIT
+        };
+        let _ = tokio::time::timeout(wait, async {
             while let Some(done) = probes.join_next().await {
                 if let Ok((key, heap)) = done {
                     readable.insert(key, heap);
@@ -98,10 +106,10 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
             ));
         }
         print!("{out}");
-        screen += 1;
-        if iterations != 0 && screen >= iterations {
+        if last {
             return Ok(());
         }
+        screen += 1;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -187,6 +187,22 @@ impl Pod {
         );
     }
 
+    /// The pod's next processes (and memprof's next threads in it) get PIDs from `floor` on:
+    /// two pods set apart this way show whose PID a profile carries, whatever PIDs memprof's
+    /// own threads hold meanwhile.
+    pub fn next_pids_from(&self, floor: u32) {
+        let st = Command::new("nsenter")
+            .args(["--target", &self.init.to_string(), "--pid", "--mount"])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo {} > /proc/sys/kernel/ns_last_pid", floor - 1),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "setting ns_last_pid in pod {}", self.name);
+    }
+
     fn start(&self, spec: &Spec, pid: Option<u32>) -> Container {
         let cgroup = self.cgroup.child(spec.name, spec.limit);
         let script = self.dir.path().join("container.sh");
