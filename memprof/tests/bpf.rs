@@ -8,10 +8,8 @@ use std::{
 use crate::common::*;
 use memprof::{
     assess::Assessor,
-    detect::{
-        ebpf::{Arm, Hook, Kernel},
-        Candidate, Source,
-    },
+    detect::{ring, Candidate, Source},
+    kernel::{Arm, Hook, Kernel},
 };
 
 /// The kernel detector loaded and attached with `hook`, its events flowing into the receiver.
@@ -39,7 +37,7 @@ fn load(hook: Hook) -> Option<Loaded> {
         .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    rt.spawn(kernel.run(tx));
+    rt.spawn(ring::forward(kernel, tx));
     Some(Loaded { rt, arm, rx })
 }
 

@@ -11,7 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{limits::View, policy::HYSTERESIS_PCT, ProcKey};
+use super::{policy::HYSTERESIS_PCT, ProcKey};
+use crate::cgroup::View;
 
 /// After a container capture that stored nothing, the next attempt waits this long.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -1,9 +1,7 @@
 //! Assess: re-read a candidate's RSS from procfs and its memory limit from its cgroup, and
 //! decide (in `policy`) whether to capture now.
-pub mod cgroup;
 pub mod container;
 pub mod identity;
-pub mod limits;
 pub mod policy;
 pub mod rate;
 pub mod scope;
@@ -13,6 +11,8 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use procfs::FromRead;
 use tracing::warn;
+
+use crate::cgroup::{self, hierarchy};
 
 /// A process, as distinct from its PID: the PID in memprof's namespace and its start time
 /// (clock ticks since boot, `/proc/PID/stat`), so a reused PID is another process.
@@ -57,7 +57,7 @@ impl Reading {
 /// Where a process's cgroup was found, valid while its `/proc/PID/cgroup` reads the same.
 struct Located {
     proc_cgroup: String,
-    views: Result<Vec<limits::View>, String>,
+    views: Result<Vec<cgroup::View>, String>,
     identity: Arc<identity::Identity>,
     /// Whether the failure to find the limit has been logged (once per process).
     warned: bool,
@@ -66,7 +66,7 @@ struct Located {
 /// Reads processes and their limits. Holds what does not change (memprof's own cgroup mounts,
 /// the node's memory size) and where each process's cgroup was found.
 pub struct Assessor {
-    own_mounts: Vec<cgroup::CgroupMount>,
+    own_mounts: Vec<hierarchy::CgroupMount>,
     mem_total: u64,
     located: HashMap<ProcKey, Located>,
     /// The kubelet's pod log tree, when memprof can see it (node mode).
@@ -81,7 +81,7 @@ impl Assessor {
         let meminfo =
             procfs::Meminfo::from_file("/proc/meminfo").context("reading /proc/meminfo")?;
         Ok(Self {
-            own_mounts: cgroup::parse_mountinfo(&mountinfo),
+            own_mounts: hierarchy::parse_mountinfo(&mountinfo),
             mem_total: meminfo.mem_total,
             located: HashMap::new(),
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
@@ -152,7 +152,7 @@ impl Assessor {
         let mountinfo =
             std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
         let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
-        let views = limits::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
+        let views = cgroup::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
         let identity = Arc::new(identity::resolve(
             &proc_cgroup,
             &mountinfo,
@@ -172,7 +172,7 @@ impl Assessor {
 
     fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, String> {
         match &self.located[key].views {
-            Ok(views) => limits::limit(views, |p| std::fs::read_to_string(p).ok()),
+            Ok(views) => cgroup::limit(views, |p| std::fs::read_to_string(p).ok()),
             Err(why) => Err(why.clone()),
         }
     }
@@ -182,7 +182,7 @@ impl Assessor {
     pub fn cgroup_path(&self, key: &ProcKey) -> String {
         self.located
             .get(key)
-            .and_then(|l| cgroup::parse_proc_cgroup(&l.proc_cgroup))
+            .and_then(|l| hierarchy::parse_proc_cgroup(&l.proc_cgroup))
             .map(|(_, path)| path)
             .unwrap_or_default()
     }
@@ -198,14 +198,14 @@ impl Assessor {
     }
 
     /// Where the process's memory cgroup can be read, when it was found.
-    pub fn views(&self, key: &ProcKey) -> Option<&[limits::View]> {
+    pub fn views(&self, key: &ProcKey) -> Option<&[cgroup::View]> {
         Some(self.located.get(key)?.views.as_ref().ok()?.as_slice())
     }
 
-    /// The working set of the process's memory cgroup now (see `limits::working_set`).
+    /// The working set of the process's memory cgroup now (see `cgroup::working_set`).
     pub fn working_set(&self, key: &ProcKey) -> Option<u64> {
         let views = self.located.get(key)?.views.as_ref().ok()?;
-        limits::working_set(views, |p| std::fs::read_to_string(p).ok())
+        cgroup::working_set(views, |p| std::fs::read_to_string(p).ok())
     }
 
     /// Forgets processes that are gone.

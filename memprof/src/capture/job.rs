@@ -8,19 +8,22 @@ use tracing::{info, warn};
 use anyhow::Result;
 
 use super::{
-    endpoint::Endpoints,
+    download::Downloaded,
     goheap,
+    http::{
+        endpoint::Endpoints,
+        pprof::{Failure, Pprof},
+    },
     naming::Stored,
-    pprof::{Failure, Pprof},
     seen::Seen,
-    stream::Downloaded,
     Profile,
 };
 use crate::{
     assess::{policy::Outcome, Reading},
     config::{Config, Destination, GoHeapMode},
     deliver::{key::Place, sink::Sink, spool::Spool, Deliverer},
-    detect::{ebpf::GoTargets, Candidate, Source},
+    detect::{Candidate, Source},
+    kernel::GoTargets,
 };
 
 /// Everything a capture needs, shared by the capture tasks.

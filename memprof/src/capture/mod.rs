@@ -1,19 +1,18 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
-//! over HTTP (`pprof`, at the port `endpoint` found, in the target's network namespace: `netns`) or read from the process's memory (`goheap`), at the threshold (`job`)
+//! over HTTP (`http`: the endpoint found among the process's sockets, fetched in its network
+//! namespace and streamed into the spool by `download`) or read from the process's memory
+//! (`goheap`), at the threshold (`job`)
 //! and at the kill (`at_kill`); when neither yields a profile, a generic `snapshot` of what the
 //! kernel says of the process is stored instead. Other kinds (JVM) plug in here.
 pub mod at_kill;
-pub mod endpoint;
+mod download;
 pub mod goheap;
+pub mod http;
 pub mod job;
-pub mod listener;
 pub mod naming;
-pub mod netns;
 pub mod oom_record;
-pub mod pprof;
 pub mod seen;
 pub mod snapshot;
-pub mod stream;
 
 /// A captured profile, ready for delivery.
 #[derive(Clone, Debug)]

@@ -9,7 +9,10 @@ use tokio::task::JoinSet;
 use super::{human, interactive};
 use crate::{
     assess::{Assessor, LimitSource, Reading},
-    capture::{endpoint::Endpoints, goheap::registry::Registry, pprof::Pprof},
+    capture::{
+        goheap::registry::Registry,
+        http::{endpoint::Endpoints, pprof::Pprof},
+    },
     config::Config,
 };
 

@@ -24,9 +24,9 @@ use crate::{
     detect::{
         self,
         container::{ContainerEvent, WatchConfig},
-        ebpf::Arm,
-        poll, Candidate, KernelProc, Source,
+        poll, Candidate, Source,
     },
+    kernel::{Arm, KernelProc},
 };
 
 /// How often state of exited processes is dropped and the kernel's counters are checked.
@@ -93,6 +93,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         container_tx,
         watch_cfg: WatchConfig {
             pct: cfg.container_pct.unwrap_or(100),
+            hysteresis_pct: assess::policy::HYSTERESIS_PCT,
             mode: cfg.container_detector,
             poll: cfg.watch_interval,
         },

@@ -62,13 +62,13 @@ pub(super) async fn create(path: &Path) -> std::io::Result<tokio::fs::File> {
         .await?
         .into_std()
         .await;
-    crate::detect::pin::flock(&file, false)?;
+    crate::sys::flock(&file, false)?;
     Ok(tokio::fs::File::from_std(file))
 }
 
 /// Whether `path`, a temporary file, was left by a writer that is gone (nobody holds its lock).
 pub fn leftover(path: &Path) -> bool {
-    std::fs::File::open(path).is_ok_and(|f| crate::detect::pin::flock(&f, false).is_ok())
+    std::fs::File::open(path).is_ok_and(|f| crate::sys::flock(&f, false).is_ok())
 }
 
 /// Gives the synced temporary file its final name, durably.

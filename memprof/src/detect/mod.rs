@@ -1,28 +1,22 @@
-//! Detect: notice that a process may be nearing its limit. The kernel detector (`ebpf`)
-//! reports armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
-//! BPF is unavailable and a slow safety net beside it.
-mod arm;
-mod attach;
-pub mod btf;
+//! Detect: notice that a process may be nearing its limit. The kernel's programs (`ring`)
+//! report armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
+//! BPF is unavailable and a slow safety net beside it; `container` watches each container's
+//! working set.
 pub mod container;
-pub mod ebpf;
-mod group;
-pub mod layout;
-mod links;
-pub(crate) mod pin;
 pub mod poll;
-mod tenancy;
+pub mod ring;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
-use memprof_common::Identity;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, DetectorChoice};
+use crate::{
+    config::{Config, DetectorChoice},
+    kernel::{Arm, GoTargets, Hook, Kernel, KernelProc},
+};
 use aya::maps::{MapData, RingBuf};
-use ebpf::{Arm, GoTargets, Hook, Kernel};
 
 /// A process worth a look.
 #[derive(Clone, Debug)]
@@ -58,36 +52,6 @@ pub enum Source {
     Exec,
     /// `memprof capture --pid`.
     Manual,
-}
-
-/// A process as the kernel knows it: its host PID and identity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelProc {
-    pub host_pid: u32,
-    pub identity: Identity,
-}
-
-impl KernelProc {
-    /// The start time in clock ticks, as `/proc/PID/stat` gives it, when the kernel knew it.
-    pub fn start_ticks(&self) -> Option<u64> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        (self.identity.start_ns != 0).then(|| self.identity.start_ns / (1_000_000_000 / hz))
-    }
-}
-
-/// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, like `Instant`) into an `Instant`.
-pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    let now = Instant::now();
-    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ktime_ns)))
-        .unwrap_or(now)
 }
 
 /// What the daemon keeps of a loaded kernel detector.
@@ -128,7 +92,7 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
                     None => format!("ebpf {}", kernel.hook),
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = kernel.run(tx).await {
+                    if let Err(e) = ring::forward(kernel, tx).await {
                         error!(
                             "ring buffer reader stopped: {e:#}; only the safety-net poll remains"
                         );

@@ -12,7 +12,7 @@ use memprof_common::GoTarget;
 use tracing::{debug, info, warn};
 
 use super::discover::{discover, Discovery, GoProc};
-use crate::{assess::ProcKey, detect::ebpf::GoTargets};
+use crate::{assess::ProcKey, kernel::GoTargets};
 
 /// Device and inode of the program a process runs: `exec` keeps the PID and start time but
 /// changes the program, so what discovery found holds only for this.

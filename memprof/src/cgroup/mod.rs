@@ -1,4 +1,6 @@
-//! Where a process's memory limit lives, found from the process's own view.
+//! Reading a process's memory cgroup, for assess (its limit) and detect (its container's
+//! working set): where the cgroup's files are, found from the process's own view, and what
+//! they say (`hierarchy`: parsing mountinfo, `/proc/PID/cgroup` and the limit files).
 //!
 //! In a pod each container has its own mount namespace, whose `/sys/fs/cgroup` shows only its
 //! own cgroup (v1: runc bind-mounts the container's directory; v2: a cgroup namespace rooted
@@ -10,7 +12,9 @@
 //! cgroupfs they reach the pod-level cgroups above the container.
 use std::path::{Path, PathBuf};
 
-use super::cgroup::{cgroup_dir, effective_limit, parse_mountinfo, parse_proc_cgroup, CgroupMount};
+pub mod hierarchy;
+
+use hierarchy::{cgroup_dir, effective_limit, parse_mountinfo, parse_proc_cgroup, CgroupMount};
 
 /// A place where the process's memory cgroup can be read, and the top of that hierarchy as
 /// seen there (the walk for a tighter ancestor limit stops at it).
@@ -106,5 +110,4 @@ pub fn working_set(views: &[View], read: impl Fn(&Path) -> Option<String>) -> Op
 }
 
 #[cfg(test)]
-#[path = "limits_tests.rs"]
 mod tests;

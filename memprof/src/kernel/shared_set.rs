@@ -1,4 +1,4 @@
-//! Finding the node's shared set of kernel programs (`tenancy.rs`), or deciding to load this
+//! Finding the node's shared set of kernel programs (`tenant.rs`), or deciding to load this
 //! instance's own: where the set is pinned, whether a live instance still holds it
 //! (`links.rs`), and the lock over every change to it.
 use std::{
@@ -11,11 +11,11 @@ use memprof_common::ABI_VERSION;
 use tracing::warn;
 
 use super::{
-    ebpf::Hook,
-    layout,
+    bpffs,
     links::{self, Held},
-    pin,
+    offsets, Hook,
 };
+use crate::sys::flock;
 
 /// How this instance gets its kernel programs.
 pub enum Plan {
@@ -39,13 +39,13 @@ pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan>
     let Some(bpffs) = bpffs else {
         return Ok(Plan::Solo("sharing is off (MEMPROF_BPFFS=off)".into()));
     };
-    if own_pidns == layout::INIT_PIDNS_INUM {
+    if own_pidns == offsets::INIT_PIDNS_INUM {
         return Ok(Plan::Solo(
             "memprof runs in the node's PID namespace, where one instance sees every process"
                 .into(),
         ));
     }
-    if !pin::is_bpffs(bpffs) {
+    if !bpffs::is_bpffs(bpffs) {
         return Ok(Plan::Solo(format!(
             "{} is not a bpffs mount (mount the node's /sys/fs/bpf there)",
             bpffs.display()
@@ -59,7 +59,7 @@ pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan>
     let root = bpffs.join("memprof");
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let lock = File::open(&root).with_context(|| format!("opening {}", root.display()))?;
-    pin::flock(&lock, true).with_context(|| format!("locking {}", root.display()))?;
+    flock(&lock, true).with_context(|| format!("locking {}", root.display()))?;
     let dir = root.join(format!("abi{ABI_VERSION}-{:016x}", fnv1a(object)));
     let group = Group { lock, dir };
     if !group.dir.exists() {

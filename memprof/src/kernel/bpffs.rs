@@ -1,11 +1,11 @@
 //! BPF and bpffs helpers the shared kernel programs need and aya 0.14 does not offer: a
-//! descriptor of another instance's link (aya lists links but keeps their descriptors), telling
-//! a bpffs mount from a plain directory, and `flock`.
+//! descriptor of another instance's link (aya lists links but keeps their descriptors), and
+//! telling a bpffs mount from a plain directory.
 use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -59,16 +59,5 @@ pub fn is_bpffs(dir: &Path) -> bool {
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
         libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
-}
-
-/// `flock(2)` on an open file or directory; `wait: false` fails with `WouldBlock` when held.
-pub fn flock(file: &std::fs::File, wait: bool) -> io::Result<()> {
-    let op = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
-    // SAFETY: a valid open descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

@@ -25,10 +25,10 @@ use memprof_common::{MAX_TENANTS, TENANCY_JOIN};
 use tracing::{info, warn};
 
 use super::{
-    arm::Arm,
-    group::{clear_dir, Group},
-    pin,
+    maps::Arm,
+    shared_set::{clear_dir, Group},
 };
+use crate::sys::flock;
 
 /// Maps every instance shares; the others (`EVENTS`, `HEAP`, `HEAP_SCRATCH`, globals) are
 /// each instance's own.
@@ -107,7 +107,7 @@ impl Tenant {
             fs::create_dir(&slot_dir)
                 .with_context(|| format!("creating {}", slot_dir.display()))?;
             let held = File::open(&slot_dir)?;
-            pin::flock(&held, false).context("locking the tenant slot")?;
+            flock(&held, false).context("locking the tenant slot")?;
             tenant.slot = slot;
             tenant.shared = Some((group, slot_dir, held));
         }
@@ -143,7 +143,7 @@ impl Tenant {
         let Ok(lock) = group.lock.try_clone() else {
             return;
         };
-        if pin::flock(&lock, true).is_ok() {
+        if flock(&lock, true).is_ok() {
             self.reap(&dir);
             let _ = unlock(&lock);
         }
@@ -158,7 +158,7 @@ impl Tenant {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            if pin::flock(&file, false).is_err() {
+            if flock(&file, false).is_err() {
                 continue; // alive
             }
             self.clear(slot, pidns);
@@ -196,7 +196,7 @@ impl Drop for Tenant {
         let Some((group, slot_dir, held)) = self.shared.take() else {
             return;
         };
-        if pin::flock(&group.lock, true).is_err() {
+        if flock(&group.lock, true).is_err() {
             return;
         }
         self.clear(self.slot, self.pidns);

@@ -1,28 +1,66 @@
-//! The kernel detector: loads memprof-ebpf (or joins the node's shared set, `tenancy.rs`),
-//! reads crossings from this instance's ring buffer and lets the daemon arm per-process levels.
+//! The kernel side: loads memprof-ebpf with the offsets this kernel needs (`btf`, `offsets`,
+//! `attach`), or joins the node's shared set (`shared_set`, `tenant`, `links`, `bpffs`), and
+//! hands out the maps userspace works through (`maps`: the armed levels, the Go processes to
+//! walk at the kill, the ring buffers). The stages use these handles; the events themselves are
+//! read by `detect::ring`.
+mod attach;
+mod bpffs;
+pub mod btf;
+mod links;
+mod maps;
+pub mod offsets;
+mod shared_set;
+mod tenant;
+
 use std::{
     path::Path,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use memprof_common::{Event, EventKind};
-use tokio::io::unix::AsyncFd;
+use memprof_common::Identity;
 use tracing::debug;
 
-pub use super::arm::{Arm, GoTargets};
-use super::{
-    attach::{self, globals},
-    group::{self, Plan},
-    layout,
-    links::Held,
-    tenancy::{self, Tenant},
-    Candidate, KernelProc, Source,
-};
+use attach::globals;
+use links::Held;
+pub use maps::{Arm, GoTargets};
+use shared_set::Plan;
+use tenant::Tenant;
+
+/// A process as the kernel knows it: its host PID and identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelProc {
+    pub host_pid: u32,
+    pub identity: Identity,
+}
+
+impl KernelProc {
+    /// The start time in clock ticks, as `/proc/PID/stat` gives it, when the kernel knew it.
+    pub fn start_ticks(&self) -> Option<u64> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        (self.identity.start_ns != 0).then(|| self.identity.start_ns / (1_000_000_000 / hz))
+    }
+}
+
+/// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, like `Instant`) into an `Instant`.
+pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let now = Instant::now();
+    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ktime_ns)))
+        .unwrap_or(now)
+}
 
 /// The compiled kernel programs, built by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memprof-ebpf"));
@@ -48,7 +86,7 @@ impl std::fmt::Display for Hook {
 /// Loaded and attached programs. Dropping it leaves the shared set, or detaches its own.
 pub struct Kernel {
     pub hook: Hook,
-    pub rss_layout: Option<layout::RssLayout>,
+    pub rss_layout: Option<offsets::RssLayout>,
     /// How the programs are shared, for the log.
     pub sharing: String,
     /// Not shared although other instances could have shared them (no bpffs, sharing off).
@@ -80,8 +118,8 @@ impl Kernel {
         if BPF_OBJECT.is_empty() {
             bail!("this build has no kernel programs (built with MEMPROF_CHECK_ONLY=1)");
         }
-        let own_pidns = layout::own_pidns_inum()?;
-        let plan = group::plan(bpffs, own_pidns, BPF_OBJECT)?;
+        let own_pidns = offsets::own_pidns_inum()?;
+        let plan = shared_set::plan(bpffs, own_pidns, BPF_OBJECT)?;
         let hook = match &plan {
             Plan::Join(_, group_hook, _) => *group_hook,
             _ => hook,
@@ -101,7 +139,7 @@ impl Kernel {
         };
         let map_pins: Vec<_> = pins
             .iter()
-            .flat_map(|dir| tenancy::SHARED_MAPS.map(|m| (m, dir.join(m))))
+            .flat_map(|dir| tenant::SHARED_MAPS.map(|m| (m, dir.join(m))))
             .collect();
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
@@ -127,7 +165,7 @@ impl Kernel {
             max_procs,
         };
         let go = HashMap::try_from(take(&mut bpf, "GO_PROCS")?)?;
-        let pays_alone = matches!(plan, Plan::Solo(_)) && own_pidns != layout::INIT_PIDNS_INUM;
+        let pays_alone = matches!(plan, Plan::Solo(_)) && own_pidns != offsets::INIT_PIDNS_INUM;
         let (group, sharing, links) = match plan {
             Plan::Solo(why) => (None, format!("own programs: {why}"), Held::default()),
             Plan::Create(g) => (
@@ -179,62 +217,16 @@ impl Kernel {
         )?)
     }
 
-    /// Forwards ring-buffer events until the receiver goes away. Keeps `self` (and thereby the
-    /// attached programs) alive for as long as it runs.
-    pub async fn run(mut self, tx: tokio::sync::mpsc::Sender<Candidate>) -> Result<()> {
-        let ring = RingBuf::try_from(self.bpf.take_map("EVENTS").context("map EVENTS")?)?;
-        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
-        // AsyncFd (and the ring buffer inside it) is dropped.
-        let mut fd =
-            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-                .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
-        // Tenants that died without leaving are found through their released locks; their
-        // programs and ring buffers are freed once nothing routes to them.
-        let mut reap = tokio::time::interval(std::time::Duration::from_secs(10));
-        loop {
-            let mut guard = tokio::select! {
-                guard = fd.readable_mut() => guard?,
-                _ = reap.tick() => {
-                    self.tenant.reap_dead();
-                    continue;
-                }
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                let Some(event) = parse_event(&item) else {
-                    continue;
-                };
-                if tx.send(event).await.is_err() {
-                    return Ok(());
-                }
-            }
-            guard.clear_ready();
-        }
+    /// The ring buffer of crossings, OOM victims and execs, for `detect::ring`.
+    pub fn take_events_ring(&mut self) -> Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(
+            self.bpf.take_map("EVENTS").context("map EVENTS")?,
+        )?)
     }
-}
 
-fn parse_event(bytes: &[u8]) -> Option<Candidate> {
-    if bytes.len() < std::mem::size_of::<Event>() {
-        return None;
+    /// Frees the slots of tenants that died without leaving (found through their released
+    /// locks); their programs and ring buffers go once nothing routes to them.
+    pub fn reap_dead(&mut self) {
+        self.tenant.reap_dead();
     }
-    // SAFETY: the kernel wrote an `Event`; read_unaligned copes with any alignment.
-    let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let source = match e.kind {
-        k if k == EventKind::Crossed as u32 => Source::Kernel {
-            rss: e.rss,
-            level: e.level,
-        },
-        k if k == EventKind::OomVictim as u32 => Source::OomVictim,
-        k if k == EventKind::Exec as u32 => Source::Exec,
-        _ => return None,
-    };
-    Some(Candidate {
-        ns_pid: e.ns_pid,
-        kernel: Some(KernelProc {
-            host_pid: e.host_pid,
-            identity: e.identity,
-        }),
-        detected: super::monotonic_from_ktime(e.ktime_ns),
-        source,
-    })
 }

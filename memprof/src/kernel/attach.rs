@@ -10,25 +10,25 @@ use aya::{
 };
 use memprof_common::globals as g;
 
-use super::{btf::Btf, ebpf::Hook, layout, tenancy};
+use super::{btf::Btf, offsets, tenant, Hook};
 
 /// The `.rodata` values, and how the running kernel keeps its RSS counters.
 pub struct Globals {
     pub values: Vec<(&'static str, u64)>,
-    pub rss_layout: Option<layout::RssLayout>,
+    pub rss_layout: Option<offsets::RssLayout>,
 }
 
 pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
-    let tracefs = layout::tracefs()?;
-    let init_pidns = own_pidns == layout::INIT_PIDNS_INUM;
+    let tracefs = offsets::tracefs()?;
+    let init_pidns = own_pidns == offsets::INIT_PIDNS_INUM;
     let mut values: Vec<(&'static str, u64)> = vec![
         (g::PIDNS_IS_INIT, init_pidns as u64),
-        (g::PAGE_SHIFT, layout::page_shift()),
+        (g::PAGE_SHIFT, offsets::page_shift()),
     ];
     let mut rss_layout = None;
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
-            values.extend(layout::task_offsets(&btf)?);
+            values.extend(offsets::task_offsets(&btf)?);
             Some(btf)
         }
         // The classic hook attributes events to `current`; in the initial PID namespace no
@@ -40,36 +40,36 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
     };
     match hook {
         Hook::Btf => {
-            let rss = layout::rss_offsets(btf.as_ref().context("tp_btf needs kernel BTF")?)?;
+            let rss = offsets::rss_offsets(btf.as_ref().context("tp_btf needs kernel BTF")?)?;
             values.push((g::RSS_COUNT_OFF, rss.count_off));
             values.push((g::RSS_STRIDE, rss.stride));
             values.push((
                 g::RSS_PROBE_READ,
-                (rss.layout == layout::RssLayout::AtomicArray) as u64,
+                (rss.layout == offsets::RssLayout::AtomicArray) as u64,
             ));
             rss_layout = Some(rss.layout);
         }
         Hook::Classic => {
-            let format = layout::read_format(tracefs, "kmem", "rss_stat")?;
+            let format = offsets::read_format(tracefs, "kmem", "rss_stat")?;
             for (name, field) in [
                 (g::TP_MM_ID_OFF, "mm_id"),
                 (g::TP_CURR_OFF, "curr"),
                 (g::TP_MEMBER_OFF, "member"),
                 (g::TP_SIZE_OFF, "size"),
             ] {
-                values.push((name, layout::tracepoint_field(&format, field)?));
+                values.push((name, offsets::tracepoint_field(&format, field)?));
             }
         }
     }
-    let oom_format = layout::read_format(tracefs, "oom", "mark_victim")?;
+    let oom_format = offsets::read_format(tracefs, "oom", "mark_victim")?;
     values.push((
         g::TP_OOM_PID_OFF,
-        layout::tracepoint_field(&oom_format, "pid")?,
+        offsets::tracepoint_field(&oom_format, "pid")?,
     ));
-    let signal_format = layout::read_format(tracefs, "signal", "signal_deliver")?;
+    let signal_format = offsets::read_format(tracefs, "signal", "signal_deliver")?;
     values.push((
         g::TP_SIG_OFF,
-        layout::tracepoint_field(&signal_format, "sig")?,
+        offsets::tracepoint_field(&signal_format, "sig")?,
     ));
     Ok(Globals { values, rss_layout })
 }
@@ -87,7 +87,7 @@ pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, shared: bool) -> Re
     ] {
         made.extend(attach_tracepoint(bpf, name, category, event, shared)?);
     }
-    debug_assert_eq!(tenancy::ATTACHED.len(), 4);
+    debug_assert_eq!(tenant::ATTACHED.len(), 4);
     match hook {
         Hook::Btf => {
             let prog: &mut BtfTracePoint = program(bpf, "rss_stat_btf")?.try_into()?;

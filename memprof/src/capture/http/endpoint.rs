@@ -16,8 +16,9 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-use super::{goheap::registry::Registry, listener, pprof::Pprof};
+use super::{listener, pprof::Pprof};
 use crate::assess::ProcKey;
+use crate::capture::goheap::registry::Registry;
 
 /// How long a port has to answer a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{body::Bytes, client::conn::http1, Request, Response};
 use hyper_util::rt::TokioIo;
 
-use super::{netns, stream::Out};
+use super::{netns, Out};
 
 /// What gzip data starts with: a heap profile in the protobuf format always does.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

@@ -16,14 +16,13 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::{
-    assess::{limits, limits::View, policy::HYSTERESIS_PCT},
+    cgroup::{self, View},
     config::ContainerDetector,
 };
 
-#[path = "container_notify.rs"]
 mod notify;
 
-/// The poll interval while the working set is within `2 × HYSTERESIS_PCT` points of the level.
+/// The poll interval while the working set is within twice the hysteresis of the level.
 const NEAR: Duration = Duration::from_millis(100);
 /// The poll interval while usage is above the level (page cache) but the working set is not
 /// near it.
@@ -61,6 +60,9 @@ pub struct ContainerReading {
 #[derive(Clone)]
 pub struct WatchConfig {
     pub pct: u8,
+    /// How far (points of the limit) below the level the working set must fall before a
+    /// crossing re-arms: the policy's hysteresis, so that readings near it are reported.
+    pub hysteresis_pct: u64,
     pub mode: ContainerDetector,
     /// WATCH_TIME: the poll interval without a usage threshold.
     pub poll: Duration,
@@ -97,7 +99,7 @@ async fn watch_until_lost(
     let mut via = "poll";
     loop {
         let detected = Instant::now();
-        let limit = match limits::limit(&views, read) {
+        let limit = match cgroup::limit(&views, read) {
             Ok(Some(limit)) => limit,
             Ok(None) => {
                 // Unlimited now (it may be resized): nothing to compare with.
@@ -107,10 +109,10 @@ async fn watch_until_lost(
             Err(e) => return e,
         };
         let level = (limit as u128 * cfg.pct as u128).div_ceil(100) as u64;
-        let margin = (limit as u128 * HYSTERESIS_PCT as u128 / 100) as u64;
+        let margin = (limit as u128 * cfg.hysteresis_pct as u128 / 100) as u64;
         let (Some(usage), Some(working_set)) = (
-            limits::usage(&views, read),
-            limits::working_set(&views, read),
+            cgroup::usage(&views, read),
+            cgroup::working_set(&views, read),
         ) else {
             return "its usage cannot be read".into();
         };
@@ -130,7 +132,7 @@ async fn watch_until_lost(
             // The kernel notifies crossings after the threshold is registered: one between the
             // reading above and now would never be told. Look again at once if so.
             crossed_while_arming = notifier.thresholds()
-                && limits::usage(&views, read).is_some_and(|u| u >= threshold);
+                && cgroup::usage(&views, read).is_some_and(|u| u >= threshold);
             if armed.is_none_or(|(at_level, _)| at_level != level) {
                 info!(
                     path,

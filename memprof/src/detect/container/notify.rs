@@ -17,7 +17,7 @@ use std::{
 
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::assess::limits::View;
+use crate::cgroup::View;
 
 /// Stall time (µs) within the window that fires the PSI trigger: a tenth of it.
 const PSI_STALL_US: u64 = 100_000;

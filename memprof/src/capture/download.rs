@@ -8,34 +8,11 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Result;
 use tracing::warn;
 
-use super::{job::Capturer, naming::Stored, pprof::Failure};
-use crate::deliver::incoming::Incoming;
-
-/// Where a download goes.
-pub enum Out {
-    Spool(Box<Incoming>),
-    Memory(Vec<u8>),
-}
-
-impl Out {
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        match self {
-            Out::Spool(incoming) => incoming.write(chunk).await,
-            Out::Memory(bytes) => {
-                bytes.extend_from_slice(chunk);
-                Ok(())
-            }
-        }
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        match self {
-            Out::Spool(incoming) => incoming.written(),
-            Out::Memory(bytes) => bytes.len() as u64,
-        }
-    }
-}
+use super::{
+    http::{pprof::Failure, Out},
+    job::Capturer,
+    naming::Stored,
+};
 
 /// What a download gave: the key, whether the destination has it (or it waits in the
 /// spool), its size, and how long the download itself took.

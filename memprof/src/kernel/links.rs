@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use aya::{maps::MapData, programs::links::FdLink};
 
 use super::{
-    ebpf::Hook,
-    pin,
-    tenancy::{ATTACHED, SHARED_MAPS},
+    bpffs,
+    tenant::{ATTACHED, SHARED_MAPS},
+    Hook,
 };
 
 /// The links this instance keeps alive: those it made, or those it found.
@@ -40,7 +40,7 @@ impl Held {
 /// Whether this process may take descriptors of other processes' links (`CAP_SYS_ADMIN`):
 /// the kernel checks the capability before it looks the ID up, so ID 0 (never a link's) tells.
 pub fn may_hold_others() -> bool {
-    !matches!(pin::link_fd_by_id(0), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
+    !matches!(bpffs::link_fd_by_id(0), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
 }
 
 /// Descriptors of every link of the set pinned in `dir`, and the hook its `rss_stat` program
@@ -73,7 +73,7 @@ pub fn find(dir: &Path) -> Result<Option<(Hook, Held)>> {
         let Some((_, name)) = ours.iter().find(|(id, _)| *id == link.program_id()) else {
             continue;
         };
-        match pin::link_fd_by_id(link.id()) {
+        match bpffs::link_fd_by_id(link.id()) {
             Ok(fd) => {
                 held.found.push(fd);
                 names.push(name.as_str());

@@ -1,0 +1,13 @@
+//! Small system calls several stages need that std does not offer.
+use std::{io, os::fd::AsRawFd};
+
+/// `flock(2)` on an open file or directory; `wait: false` fails with `WouldBlock` when held.
+pub fn flock(file: &std::fs::File, wait: bool) -> io::Result<()> {
+    let op = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
