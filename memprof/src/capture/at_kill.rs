@@ -10,10 +10,8 @@ use tracing::{error, info, warn};
 use super::{
     goheap::{self, kill, kill::KillRead},
     job::Capturer,
-    naming::Stored,
     Profile,
 };
-use crate::deliver::key::Level;
 
 /// How long the at-kill profile waits for threshold captures of the same process still in
 /// flight (reading or symbolizing), so that it can name them.
@@ -116,17 +114,8 @@ impl Capturer {
             extension: "pb.gz",
             bytes,
         };
-        let stored = Stored {
-            proc: found.key,
-            pid: found.key.pid,
-            comm: &found.comm,
-            level: Level::Oom,
-            source: "kernel",
-            detector: "oom-kill",
-            started,
-        };
-        let (key, delivered) = self.deliver(stored, &profile).await;
-        if delivered {
+        let stored = self.store_kill_evidence(found.key, &found.comm, "kernel", &profile, started);
+        if let Some(key) = stored.await {
             info!(
                 pid = found.key.pid,
                 comm = found.comm,

@@ -5,8 +5,6 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tracing::{info, warn};
 
-use anyhow::Result;
-
 use super::{
     download::Downloaded,
     goheap,
@@ -20,27 +18,26 @@ use super::{
 };
 use crate::{
     assess::{policy::Outcome, Reading},
-    config::{Config, Destination, GoHeapMode},
-    deliver::{key::Place, sink::Sink, spool::Spool, Deliverer},
+    config::{Config, GoHeapMode},
+    deliver::{naming::Naming, Deliverer},
     detect::{Candidate, Source},
     kernel::GoTargets,
 };
 
-/// Everything a capture needs, shared by the capture tasks.
+/// Everything a capture needs, shared by the capture tasks. Its state is capture's own: the
+/// daemon tells it of processes through `processes.rs`.
 pub struct Capturer {
-    pub endpoints: Endpoints,
-    pub deliverer: Deliverer,
+    pub(super) endpoints: Endpoints,
+    pub(super) deliverer: Arc<Deliverer>,
     /// Who each process is and what it used (see `seen`).
-    pub seen: Seen,
-    pub place: Place,
-    /// The node's name, in each profile's metadata.
-    pub node: String,
-    pub key_prefix: String,
-    pub go_heap: GoHeapMode,
+    pub(super) seen: Seen,
+    /// Object keys and metadata.
+    pub(super) naming: Naming,
+    pub(super) go_heap: GoHeapMode,
     /// `MEMORY_CRITICAL_BYTES`, for naming profiles of processes without a limit.
-    pub levels_bytes: Vec<u64>,
-    pub goheap: goheap::registry::Registry,
-    pub read_bounds: goheap::read::Bounds,
+    pub(super) levels_bytes: Vec<u64>,
+    pub(super) goheap: goheap::registry::Registry,
+    pub(super) read_bounds: goheap::read::Bounds,
 }
 
 /// Buckets a read from process memory keeps (a profile with more is marked truncated).
@@ -53,31 +50,21 @@ pub struct Captured {
 }
 
 impl Capturer {
-    /// Everything from the configuration; `go_targets` when the kernel walks Go heaps at the
-    /// kill.
-    pub async fn from_config(cfg: &Config, go_targets: Option<GoTargets>) -> Result<Self> {
+    /// Everything from the configuration, delivering through `deliverer`; `go_targets` when
+    /// the kernel walks Go heaps at the kill.
+    pub fn new(cfg: &Config, go_targets: Option<GoTargets>, deliverer: Arc<Deliverer>) -> Self {
         let pprof = Pprof::new(
             cfg.pprof_port,
             &cfg.pprof_path,
             cfg.capture_timeout,
             cfg.capture_max_bytes,
         );
-        let sink = match &cfg.destination {
-            Destination::S3 {
-                bucket,
-                region,
-                encryption,
-            } => Sink::s3(bucket, region, encryption.clone()).await?,
-            Destination::Local(dir) => Sink::local(dir),
-        };
         let goheap = goheap::registry::Registry::new(go_targets);
-        Ok(Self {
+        Self {
             endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
-            deliverer: Deliverer::new(Spool::open(&cfg.spool_dir)?, sink, cfg.spool_limits),
+            deliverer,
             seen: Seen::default(),
-            place: Place::from_env(),
-            node: crate::deliver::key::node_name(),
-            key_prefix: cfg.key_prefix.clone(),
+            naming: Naming::from_env(&cfg.key_prefix),
             go_heap: cfg.go_heap,
             levels_bytes: cfg.levels_bytes.clone(),
             goheap,
@@ -85,7 +72,7 @@ impl Capturer {
                 max_buckets: READ_MAX_BUCKETS,
                 deadline: cfg.capture_timeout,
             },
-        })
+        }
     }
 
     /// Takes a profile; when none could be taken, a snapshot in its place (once per

@@ -11,6 +11,7 @@ pub mod http;
 pub mod job;
 pub mod naming;
 pub mod oom_record;
+mod processes;
 pub mod seen;
 pub mod snapshot;
 

@@ -1,6 +1,5 @@
-//! Naming a captured profile and handing it to delivery: its object key, the metadata that
-//! travels with it (who the process was, what it used, why it was captured), and one line in
-//! the log while it waits in the spool.
+//! Handing a captured profile to delivery: the facts it is named by (`deliver::naming` makes
+//! its key and metadata of them), and one line in the log while it waits in the spool.
 use std::time::Instant;
 
 use tracing::warn;
@@ -9,8 +8,9 @@ use super::{job::Capturer, Profile};
 use crate::{
     assess::{identity::Identity, LimitSource, ProcKey, Reading},
     deliver::{
-        key::{object_key, KeyParts, Level, Place},
+        key::Level,
         metadata::Metadata,
+        naming::{Subject, Usage},
     },
     detect::{Candidate, Source},
 };
@@ -70,19 +70,11 @@ impl Capturer {
     /// `namespace/pod/container` as the process's keys name it: its own names where known,
     /// otherwise the downward API's (or `host` and the node), `-` for an unknown container.
     pub fn who_of(&self, identity: &Identity) -> String {
-        let place = self.place_of(identity);
-        let container = identity.container.as_deref().unwrap_or("-");
-        format!("{}/{}/{container}", place.namespace, place.pod)
-    }
-
-    fn place_of(&self, identity: &Identity) -> Place {
-        match (&identity.namespace, &identity.pod) {
-            (Some(namespace), Some(pod)) => Place {
-                namespace: namespace.clone(),
-                pod: pod.clone(),
-            },
-            _ => self.place.clone(),
-        }
+        self.naming.who(
+            identity.namespace.as_deref(),
+            identity.pod.as_deref(),
+            identity.container.as_deref(),
+        )
     }
 
     /// Names the profile and delivers it: its key, and whether it is stored already (otherwise
@@ -100,6 +92,30 @@ impl Capturer {
         }
     }
 
+    /// Stores evidence of an OOM kill (the at-kill profile, the record), named at the `oom`
+    /// level by the `oom-kill` detector; its key once stored (otherwise the spool has it, and
+    /// a line says so).
+    pub(super) async fn store_kill_evidence(
+        &self,
+        proc: ProcKey,
+        comm: &str,
+        source: &'static str,
+        profile: &Profile,
+        started: Instant,
+    ) -> Option<String> {
+        let stored = Stored {
+            proc,
+            pid: proc.pid,
+            comm,
+            level: Level::Oom,
+            source,
+            detector: "oom-kill",
+            started,
+        };
+        let (key, delivered) = self.deliver(stored, profile).await;
+        delivered.then_some(key)
+    }
+
     /// The object key and metadata of a profile about to be delivered. (The caller remembers
     /// the key for the process once the profile exists: `goheap.stored`.)
     pub fn name(&self, s: &Stored<'_>, kind: &str, extension: &str) -> (String, Metadata) {
@@ -108,49 +124,25 @@ impl Capturer {
             .as_ref()
             .map(|p| p.identity.clone())
             .unwrap_or_default();
-        let place = self.place_of(&identity);
-        let time = chrono::Utc::now();
-        let key = object_key(&KeyParts {
-            prefix: &self.key_prefix,
-            place: &place,
-            name: identity.container.as_deref().unwrap_or(s.comm),
+        let subject = Subject {
             pid: s.pid,
+            comm: s.comm,
             level: s.level,
-            kind,
-            extension,
-            time,
-        });
-        let mut meta = Metadata::new();
-        meta.set("pid", s.pid)
-            .set("comm", s.comm)
-            .set("trigger", s.level)
-            .set("detector", s.detector)
-            .set("source", s.source)
-            .set("kind", kind)
-            .set("namespace", &place.namespace)
-            .set("pod", &place.pod)
-            .set("container", identity.container.as_deref().unwrap_or("-"))
-            .set("node", &self.node)
-            .set(
-                "captured-at",
-                time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            )
-            .set("memprof-version", env!("CARGO_PKG_VERSION"));
-        if let Some(p) = &seen {
-            meta.set("cmdline", p.cmdline.join(" "))
-                .set("cgroup", &p.cgroup)
-                .set("rss", p.rss)
-                .set("limit", p.limit)
-                .set("limit-source", format!("{:?}", p.limit_source))
-                .set(
-                    "percent",
-                    format!("{:.1}", p.rss as f64 * 100.0 / p.limit.max(1) as f64),
-                );
-            if let Some(ws) = p.working_set {
-                meta.set("working-set", ws);
-            }
-        }
-        (key, meta)
+            detector: s.detector,
+            source: s.source,
+            namespace: identity.namespace.as_deref(),
+            pod: identity.pod.as_deref(),
+            container: identity.container.as_deref(),
+            usage: seen.as_ref().map(|p| Usage {
+                cmdline: &p.cmdline,
+                cgroup: &p.cgroup,
+                rss: p.rss,
+                limit: p.limit,
+                limit_source: format!("{:?}", p.limit_source),
+                working_set: p.working_set,
+            }),
+        };
+        self.naming.name(&subject, kind, extension)
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{job::Capturer, naming::Stored, Profile};
-use crate::{assess::ProcKey, deliver::key::Level};
+use super::{job::Capturer, Profile};
+use crate::assess::ProcKey;
 
 /// How long the record waits for the process's captures still in flight (as the at-kill
 /// profile does), and then for the at-kill profile of a Go victim.
@@ -139,22 +139,13 @@ impl Capturer {
                 "OOM kill with no profile before it"
             );
         }
-        let stored = Stored {
-            proc: kill.key,
-            pid: kill.key.pid,
-            comm: &seen.comm,
-            level: Level::Oom,
-            source: "record",
-            detector: "oom-kill",
-            started,
-        };
         let profile = Profile {
             kind: "record",
             extension: "json",
             bytes,
         };
-        let (key, delivered) = self.deliver(stored, &profile).await;
-        if delivered {
+        let stored = self.store_kill_evidence(kill.key, &seen.comm, "record", &profile, started);
+        if let Some(key) = stored.await {
             info!(
                 pid = kill.key.pid,
                 who = self.who_of(id),

@@ -7,7 +7,8 @@ use anyhow::{bail, Result};
 use crate::{
     assess::Assessor,
     capture::job::Capturer,
-    config::{Config, GoHeapMode},
+    config::Config,
+    daemon,
     detect::{Candidate, Source},
 };
 
@@ -16,21 +17,12 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
     let Some(reading) = assessor.read(pid) else {
         bail!("no process with PID {pid} that has memory of its own (as this memprof sees PIDs)");
     };
-    let capturer = Capturer::from_config(cfg, None).await?;
+    let capturer = Capturer::new(cfg, None, daemon::wire::deliverer(cfg).await?);
     // Asked for by name: captured whatever the scope says.
-    let _ = capturer
-        .seen
-        .saw(&reading, &cfg.scope, || assessor.cgroup_of(&reading.key));
-    if cfg.go_heap != GoHeapMode::Memory {
-        // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
-        // decides that, as in the daemon).
-        let (go, key, comm) = (capturer.goheap.clone(), reading.key, reading.comm.clone());
-        tokio::task::spawn_blocking(move || go.ensure(key, &comm)).await?;
-        capturer
-            .endpoints
-            .find(reading.key, &reading.comm, true)
-            .await;
-    }
+    let _ = capturer.saw(&reading, &cfg.scope, || assessor.cgroup_of(&reading.key));
+    // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
+    // decides that, as in the daemon).
+    capturer.discover_now(reading.key, &reading.comm).await;
     let candidate = Candidate {
         ns_pid: pid,
         kernel: None,

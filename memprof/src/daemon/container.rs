@@ -151,8 +151,7 @@ impl LoopState {
             let Some(r) = self.assessor.read(key.pid).filter(|r| r.key == key) else {
                 continue;
             };
-            let serves = self.capturer.endpoints.get(key).is_some()
-                || self.capturer.goheap.is_go(key) == Some(true);
+            let serves = self.capturer.serves_profile(key);
             members.push(Member {
                 key,
                 comm: r.comm,

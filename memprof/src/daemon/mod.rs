@@ -20,7 +20,8 @@ use crate::{
         Assessor, LimitSource, ProcKey,
     },
     capture::{at_kill, job::Capturer, oom_record::Kill},
-    config::{Config, GoHeapMode},
+    config::Config,
+    deliver::Deliverer,
     detect::{
         self,
         container::{ContainerEvent, WatchConfig},
@@ -44,7 +45,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(k) => (Some(k.arm), Some(k.go), Some(k.heap)),
         None => (None, None, None),
     };
-    let capturer = Arc::new(Capturer::from_config(&cfg, go_targets).await?);
+    let deliverer = wire::deliverer(&cfg).await?;
+    let capturer = Arc::new(Capturer::new(&cfg, go_targets, Arc::clone(&deliverer)));
     if let Some(ring) = heap_ring {
         at_kill::spawn(ring, Arc::clone(&capturer));
     }
@@ -62,15 +64,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         container_detector = ?cfg.container_detector,
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
-        destination = capturer.deliverer.describe(),
+        destination = deliverer.describe(),
         pprof_port = cfg.pprof_port,
         pprof_ports = ?cfg.pprof_ports,
         pprof_path = cfg.pprof_path,
         "memprof started"
     );
     tokio::spawn(poll::run(poll_every, tx.clone()));
-    let retry = Arc::clone(&capturer);
-    tokio::spawn(async move { retry.deliverer.retry_loop().await });
+    let retry = Arc::clone(&deliverer);
+    tokio::spawn(async move { retry.retry_loop().await });
 
     let mut state = LoopState {
         assessor,
@@ -85,6 +87,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         armed: HashMap::new(),
         captures: JoinSet::new(),
         capturer,
+        deliverer,
         retries: tx,
         containers: cfg
             .container_pct
@@ -127,6 +130,7 @@ mod container;
 mod outcome;
 mod shutdown;
 mod sweep;
+pub mod wire;
 
 /// What a capture task was started for.
 enum Trigger {
@@ -151,6 +155,8 @@ struct LoopState {
     armed: HashMap<ProcKey, u64>,
     captures: JoinSet<(Trigger, Outcome)>,
     capturer: Arc<Capturer>,
+    /// The spool and destination, drained at shutdown.
+    deliverer: Arc<Deliverer>,
     /// Where due retries are sent (the candidates' channel).
     retries: mpsc::Sender<Candidate>,
     /// The container trigger's state (`None`: off), its watchers by cgroup path, and where
@@ -172,7 +178,7 @@ impl LoopState {
                 let host_pid = c.kernel.map(|k| k.host_pid);
                 let who = self.capturer.who(c.ns_pid);
                 info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
-                let watched = self.capturer.seen.newest(c.ns_pid);
+                let watched = self.capturer.newest(c.ns_pid);
                 if let Some((key, _)) = watched.filter(|(_, p)| p.scope.is_ok()) {
                     let kill = Kill::now(key, host_pid, self.assessor.working_set(&key));
                     let capturer = Arc::clone(&self.capturer);
@@ -186,7 +192,7 @@ impl LoopState {
                 self.policy.forget_after_exec(|k| k.pid == pid);
                 // Its mounts are final now: who it is is looked up afresh.
                 self.assessor.retain(|k| k.pid != pid);
-                self.capturer.seen.forget_pid(pid);
+                self.capturer.forget_pid(pid);
                 self.watching.retain(|k| k.pid != pid);
                 self.discovered.retain(|k| k.pid != pid);
                 self.kernel.retain(|k, _| k.pid != pid);
@@ -207,7 +213,7 @@ impl LoopState {
         let key = reading.key;
         let assessor = &self.assessor;
         let cgroup = || assessor.cgroup_of(&key);
-        let (scope, first) = self.capturer.seen.saw(&reading, &self.scope, cgroup);
+        let (scope, first) = self.capturer.saw(&reading, &self.scope, cgroup);
         if let Err(rule) = scope {
             if first {
                 info!(pid = key.pid, comm = reading.comm, rule, "not watched");
@@ -216,10 +222,7 @@ impl LoopState {
         }
         self.note_container(key);
         if self.discovered.insert(key) {
-            self.capturer.goheap.discover(key, reading.comm.clone());
-            if self.capturer.go_heap != GoHeapMode::Memory {
-                self.capturer.endpoints.discover(key, reading.comm.clone());
-            }
+            self.capturer.discover(key, reading.comm.clone());
         }
         // Once per process, from the safety net's scan (so short-lived helpers such as exec
         // probes stay out of the log): what it is measured against, for operators to check.
@@ -283,6 +286,6 @@ impl LoopState {
         // After the decision (a capture is already on its way): the container's working set,
         // for the OOM record should the process die.
         let working_set = self.assessor.working_set(&key);
-        self.capturer.seen.working_set(key, working_set);
+        self.capturer.note_working_set(key, working_set);
     }
 }

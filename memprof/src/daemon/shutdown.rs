@@ -19,7 +19,7 @@ pub(super) async fn finish(state: &mut LoopState, deadline: Duration) {
     if timeout_at(until, captures).await.is_err() {
         warn!("captures still running at the shutdown deadline are abandoned");
     }
-    let deliverer = &state.capturer.deliverer;
+    let deliverer = &state.deliverer;
     if timeout_at(until, deliverer.drain()).await.is_ok() {
         info!("every profile is stored; exiting");
         return;

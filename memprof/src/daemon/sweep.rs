@@ -12,9 +12,7 @@ impl LoopState {
         self.assessor.retain(alive);
         self.watching.retain(alive);
         self.discovered.retain(alive);
-        self.capturer.goheap.sweep(alive);
-        self.capturer.endpoints.sweep(alive);
-        self.capturer.seen.retain(alive);
+        self.capturer.sweep(alive);
         self.kernel.retain(|k, _| alive(k));
         self.armed.retain(|k, _| alive(k));
         self.sweep_containers(alive);

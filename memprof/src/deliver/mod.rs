@@ -5,6 +5,7 @@ mod durable;
 pub mod incoming;
 pub mod key;
 pub mod metadata;
+pub mod naming;
 mod retry;
 mod room;
 pub mod sink;

@@ -1,0 +1,69 @@
+//! What capture keeps of each process — who it is and what it used (`seen`), whether it is Go
+//! and where its heap is (`goheap`), its pprof endpoint (`http`) — as the daemon tells it of
+//! processes appearing, changing and going.
+use std::path::PathBuf;
+
+use super::{job::Capturer, seen::Proc};
+use crate::{
+    assess::{scope::Scope, ProcKey, Reading},
+    config::GoHeapMode,
+};
+
+impl Capturer {
+    /// Records a reading (see `Seen::saw`): the scope's verdict, and whether it was the first.
+    pub fn saw(
+        &self,
+        r: &Reading,
+        scope: &Scope,
+        cgroup: impl FnOnce() -> (String, Option<PathBuf>),
+    ) -> (Result<(), &'static str>, bool) {
+        self.seen.saw(r, scope, cgroup)
+    }
+
+    /// A process watched for the first time: finding out whether it is Go and where its
+    /// endpoint is starts in the background.
+    pub fn discover(&self, key: ProcKey, comm: String) {
+        self.goheap.discover(key, comm.clone());
+        if self.go_heap != GoHeapMode::Memory {
+            self.endpoints.discover(key, comm);
+        }
+    }
+
+    /// Finds out now, waiting for it, whether the process is Go and where its endpoint is
+    /// (probing its ports): for `memprof capture`, where the wait is worth it.
+    pub async fn discover_now(&self, key: ProcKey, comm: &str) {
+        if self.go_heap == GoHeapMode::Memory {
+            return;
+        }
+        let (go, name) = (self.goheap.clone(), comm.to_string());
+        let _ = tokio::task::spawn_blocking(move || go.ensure(key, &name)).await;
+        self.endpoints.find(key, comm, true).await;
+    }
+
+    /// Whether a profile can be taken of the process: it serves one, or it is Go.
+    pub fn serves_profile(&self, key: ProcKey) -> bool {
+        self.endpoints.get(key).is_some() || self.goheap.is_go(key) == Some(true)
+    }
+
+    /// The newest process with this PID, as last seen.
+    pub fn newest(&self, pid: u32) -> Option<(ProcKey, Proc)> {
+        self.seen.newest(pid)
+    }
+
+    /// Records the container's working set as just read, for the OOM record.
+    pub fn note_working_set(&self, key: ProcKey, bytes: Option<u64>) {
+        self.seen.working_set(key, bytes);
+    }
+
+    /// Forgets a process that ran exec: who it is is read afresh.
+    pub fn forget_pid(&self, pid: u32) {
+        self.seen.forget_pid(pid);
+    }
+
+    /// Drops everything kept of processes that are gone.
+    pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
+        self.goheap.sweep(&alive);
+        self.endpoints.sweep(&alive);
+        self.seen.retain(alive);
+    }
+}
