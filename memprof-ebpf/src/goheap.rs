@@ -135,7 +135,7 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
     // The end record must arrive even when buckets were lost: retry once is pointless on a
-    // full buffer, so userspace also closes walks that never end (see capture/goheap/kill.rs).
+    // full buffer, so userspace also closes walks that never end (see capture/goheap/kernel_walk.rs).
     let _ = HEAP.output::<HeapEnd>(end, 0);
 }
 

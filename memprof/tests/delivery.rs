@@ -31,7 +31,7 @@ fn s3_down_when_profiles_are_taken_they_wait_within_bounds_and_arrive_once() {
             &format!("the {level} % profile to fail"),
             Duration::from_secs(60),
             |l| {
-                l.contains("capture::naming: profile not stored yet")
+                l.contains("capture::handover: profile not stored yet")
                     && key_in(l).is_some_and(|k| k.contains(&marker) && percent_of(k) >= level)
             },
         );

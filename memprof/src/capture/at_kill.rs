@@ -8,9 +8,8 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{
-    goheap::{self, kill, kill::KillRead},
-    job::Capturer,
-    Profile,
+    goheap::{self, kernel_walk, kernel_walk::KillRead},
+    Capturer, Profile,
 };
 
 /// How long the at-kill profile waits for threshold captures of the same process still in
@@ -21,7 +20,7 @@ const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {
     let (tx, mut rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        if let Err(e) = kill::run(ring, tx).await {
+        if let Err(e) = kernel_walk::run(ring, tx).await {
             error!("heap ring buffer reader stopped: {e:#}; no more at-kill profiles");
         }
     });

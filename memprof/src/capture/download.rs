@@ -9,9 +9,9 @@ use anyhow::Result;
 use tracing::warn;
 
 use super::{
+    handover::Stored,
     http::{pprof::Failure, Out},
-    job::Capturer,
-    naming::Stored,
+    Capturer,
 };
 
 /// What a download gave: the key, whether the destination has it (or it waits in the

@@ -1,19 +1,29 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
 //! over HTTP (`http`: the endpoint found among the process's sockets, fetched in its network
 //! namespace and streamed into the spool by `download`) or read from the process's memory
-//! (`goheap`), at the threshold (`job`)
+//! (`goheap`), at the threshold (`threshold`)
 //! and at the kill (`at_kill`); when neither yields a profile, a generic `snapshot` of what the
 //! kernel says of the process is stored instead. Other kinds (JVM) plug in here.
 pub mod at_kill;
 mod download;
 pub mod goheap;
+mod handover;
 pub mod http;
-pub mod job;
-pub mod naming;
 pub mod oom_record;
 mod processes;
 pub mod seen;
 pub mod snapshot;
+pub mod threshold;
+
+use std::sync::Arc;
+
+use crate::{
+    config::{Config, GoHeapMode},
+    deliver::{naming::Naming, Deliverer},
+    kernel::GoTargets,
+};
+use http::{endpoint::Endpoints, pprof::Pprof};
+use seen::Seen;
 
 /// A captured profile, ready for delivery.
 #[derive(Clone, Debug)]
@@ -23,4 +33,50 @@ pub struct Profile {
     /// File extension (e.g. "pb.gz").
     pub extension: &'static str,
     pub bytes: Vec<u8>,
+}
+
+/// Everything a capture needs, shared by the capture tasks. Its state is capture's own: the
+/// daemon tells it of processes through `processes.rs`.
+pub struct Capturer {
+    endpoints: Endpoints,
+    deliverer: Arc<Deliverer>,
+    /// Who each process is and what it used (see `seen`).
+    seen: Seen,
+    /// Object keys and metadata.
+    naming: Naming,
+    go_heap: GoHeapMode,
+    /// `MEMORY_CRITICAL_BYTES`, for naming profiles of processes without a limit.
+    levels_bytes: Vec<u64>,
+    goheap: goheap::registry::Registry,
+    read_bounds: goheap::read::Bounds,
+}
+
+/// Buckets a read from process memory keeps (a profile with more is marked truncated).
+const READ_MAX_BUCKETS: usize = 100_000;
+
+impl Capturer {
+    /// Everything from the configuration, delivering through `deliverer`; `go_targets` when
+    /// the kernel walks Go heaps at the kill.
+    pub fn new(cfg: &Config, go_targets: Option<GoTargets>, deliverer: Arc<Deliverer>) -> Self {
+        let pprof = Pprof::new(
+            cfg.pprof_port,
+            &cfg.pprof_path,
+            cfg.capture_timeout,
+            cfg.capture_max_bytes,
+        );
+        let goheap = goheap::registry::Registry::new(go_targets);
+        Self {
+            endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
+            deliverer,
+            seen: Seen::default(),
+            naming: Naming::from_env(&cfg.key_prefix),
+            go_heap: cfg.go_heap,
+            levels_bytes: cfg.levels_bytes.clone(),
+            goheap,
+            read_bounds: goheap::read::Bounds {
+                max_buckets: READ_MAX_BUCKETS,
+                deadline: cfg.capture_timeout,
+            },
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{job::Capturer, Profile};
+use super::{Capturer, Profile};
 use crate::assess::ProcKey;
 
 /// How long the record waits for the process's captures still in flight (as the at-kill

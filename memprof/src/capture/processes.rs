@@ -3,7 +3,7 @@
 //! processes appearing, changing and going.
 use std::path::PathBuf;
 
-use super::{job::Capturer, seen::Proc};
+use super::{seen::Proc, Capturer};
 use crate::{
     assess::{scope::Scope, ProcKey, Reading},
     config::GoHeapMode,

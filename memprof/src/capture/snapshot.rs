@@ -4,7 +4,7 @@
 //! always leaves evidence, readable with `cat`. Taken once per crossing, not on retries.
 use std::{fmt::Write, path::Path, time::Instant};
 
-use super::{http::pprof::Answer, job::Capturer, naming::Stored, Profile};
+use super::{handover::Stored, http::pprof::Answer, Capturer, Profile};
 use crate::{assess::Reading, detect::Candidate};
 
 impl Capturer {

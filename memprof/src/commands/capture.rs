@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     assess::Assessor,
-    capture::job::Capturer,
+    capture::Capturer,
     config::Config,
     daemon,
     detect::{Candidate, Source},

@@ -19,12 +19,12 @@ use crate::{
         scope::Scope,
         Assessor, LimitSource, ProcKey,
     },
-    capture::{at_kill, job::Capturer, oom_record::Kill},
+    capture::{at_kill, oom_record::Kill, Capturer},
     config::Config,
     deliver::Deliverer,
     detect::{
         self,
-        container::{ContainerEvent, WatchConfig},
+        cgroup_watch::{ContainerEvent, WatchConfig},
         poll, Candidate, Source,
     },
     kernel::{Arm, KernelProc},
@@ -126,7 +126,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-mod container;
+mod container_trigger;
 mod outcome;
 mod shutdown;
 mod sweep;

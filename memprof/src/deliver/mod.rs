@@ -2,14 +2,14 @@
 //! the spool with a backoff per profile.
 pub mod bounds;
 mod durable;
-pub mod incoming;
 pub mod key;
+mod make_room;
 pub mod metadata;
 pub mod naming;
 mod retry;
-mod room;
 pub mod sink;
 pub mod spool;
+pub mod streaming;
 mod upload;
 
 use std::{
@@ -23,11 +23,11 @@ use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
 use bounds::Limits;
-use incoming::Incoming;
 use metadata::Metadata;
 use retry::Schedule;
 use sink::{Body, Sink};
 use spool::{Entry, Spool};
+use streaming::Incoming;
 
 /// Spooled profiles sent at the same time by one flush.
 const FLUSH_PARALLEL: usize = 4;

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{incoming::Incoming, metadata::Metadata};
+use super::{metadata::Metadata, streaming::Incoming};
 
 /// What a spool file starts with, before the key and a newline; then the metadata line.
 const MAGIC: &[u8] = b"memprof-spool 2 ";

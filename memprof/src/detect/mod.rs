@@ -1,8 +1,8 @@
 //! Detect: notice that a process may be nearing its limit. The kernel's programs (`ring`)
 //! report armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
-//! BPF is unavailable and a slow safety net beside it; `container` watches each container's
+//! BPF is unavailable and a slow safety net beside it; `cgroup_watch` watches each container's
 //! working set.
-pub mod container;
+pub mod cgroup_watch;
 pub mod poll;
 pub mod ring;
 

@@ -210,7 +210,7 @@ impl Kernel {
         self.go.clone()
     }
 
-    /// The ring buffer of at-kill heap walks, for `capture::goheap::kill`.
+    /// The ring buffer of at-kill heap walks, for `capture::goheap::kernel_walk`.
     pub fn take_heap_ring(&mut self) -> Result<RingBuf<MapData>> {
         Ok(RingBuf::try_from(
             self.bpf.take_map("HEAP").context("map HEAP")?,

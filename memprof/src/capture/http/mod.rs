@@ -8,7 +8,7 @@ pub mod pprof;
 
 use anyhow::Result;
 
-use crate::deliver::incoming::Incoming;
+use crate::deliver::streaming::Incoming;
 
 /// Where a download goes.
 pub enum Out {

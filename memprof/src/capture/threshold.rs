@@ -1,47 +1,18 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
 use tracing::{info, warn};
 
 use super::{
-    download::Downloaded,
-    goheap,
-    http::{
-        endpoint::Endpoints,
-        pprof::{Failure, Pprof},
-    },
-    naming::Stored,
-    seen::Seen,
-    Profile,
+    download::Downloaded, goheap, handover::Stored, http::pprof::Failure, Capturer, Profile,
 };
 use crate::{
     assess::{policy::Outcome, Reading},
-    config::{Config, GoHeapMode},
-    deliver::{naming::Naming, Deliverer},
+    config::GoHeapMode,
     detect::{Candidate, Source},
-    kernel::GoTargets,
 };
-
-/// Everything a capture needs, shared by the capture tasks. Its state is capture's own: the
-/// daemon tells it of processes through `processes.rs`.
-pub struct Capturer {
-    pub(super) endpoints: Endpoints,
-    pub(super) deliverer: Arc<Deliverer>,
-    /// Who each process is and what it used (see `seen`).
-    pub(super) seen: Seen,
-    /// Object keys and metadata.
-    pub(super) naming: Naming,
-    pub(super) go_heap: GoHeapMode,
-    /// `MEMORY_CRITICAL_BYTES`, for naming profiles of processes without a limit.
-    pub(super) levels_bytes: Vec<u64>,
-    pub(super) goheap: goheap::registry::Registry,
-    pub(super) read_bounds: goheap::read::Bounds,
-}
-
-/// Buckets a read from process memory keeps (a profile with more is marked truncated).
-const READ_MAX_BUCKETS: usize = 100_000;
 
 /// What a capture did: the outcome for the policy, and the keys of what it stored.
 pub struct Captured {
@@ -50,31 +21,6 @@ pub struct Captured {
 }
 
 impl Capturer {
-    /// Everything from the configuration, delivering through `deliverer`; `go_targets` when
-    /// the kernel walks Go heaps at the kill.
-    pub fn new(cfg: &Config, go_targets: Option<GoTargets>, deliverer: Arc<Deliverer>) -> Self {
-        let pprof = Pprof::new(
-            cfg.pprof_port,
-            &cfg.pprof_path,
-            cfg.capture_timeout,
-            cfg.capture_max_bytes,
-        );
-        let goheap = goheap::registry::Registry::new(go_targets);
-        Self {
-            endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
-            deliverer,
-            seen: Seen::default(),
-            naming: Naming::from_env(&cfg.key_prefix),
-            go_heap: cfg.go_heap,
-            levels_bytes: cfg.levels_bytes.clone(),
-            goheap,
-            read_bounds: goheap::read::Bounds {
-                max_buckets: READ_MAX_BUCKETS,
-                deadline: cfg.capture_timeout,
-            },
-        }
-    }
-
     /// Takes a profile; when none could be taken, a snapshot in its place (once per
     /// crossing: retries of the crossing do not store another).
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {

@@ -13,7 +13,7 @@ use crate::{
         ProcKey,
     },
     detect::{
-        container::{spawn, ContainerEvent, ContainerReading},
+        cgroup_watch::{spawn, ContainerEvent, ContainerReading},
         Candidate, Source,
     },
 };

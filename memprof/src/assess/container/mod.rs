@@ -213,5 +213,4 @@ pub fn describe(members: &[Member]) -> String {
 }
 
 #[cfg(test)]
-#[path = "container_tests.rs"]
 mod tests;

@@ -194,5 +194,4 @@ pub fn resolve(proc_cgroup: &str, mountinfo: &str, tree: Option<&PodsTree>) -> I
 }
 
 #[cfg(test)]
-#[path = "identity_tests.rs"]
 mod tests;

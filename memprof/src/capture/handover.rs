@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::{job::Capturer, Profile};
+use super::{Capturer, Profile};
 use crate::{
     assess::{identity::Identity, LimitSource, ProcKey, Reading},
     deliver::{
