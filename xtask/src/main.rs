@@ -3,11 +3,6 @@
 //! `run` and `test` install whatever is missing first (see `setup`), so on a fresh machine
 //! they are the only two commands needed.
 mod bench;
-mod bench_container;
-mod bench_fetch;
-mod bench_kill;
-mod bench_large;
-mod bench_shared;
 mod guest;
 mod setup;
 mod testrun;

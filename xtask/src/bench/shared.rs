@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{fault_loop, median, started};
+use super::{fault_loop, median, started};
 
 /// Name, sidecars, whether they share, whether they are SIGKILLed before the loop.
 const MODES: [(&str, usize, bool, bool); 5] = [

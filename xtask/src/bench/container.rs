@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench_kill::{daemon, Cgroup};
+use super::kill::{daemon, Cgroup};
 
 const LIMIT: u64 = 256 << 20;
 const LEVEL_PCT: u64 = 50;

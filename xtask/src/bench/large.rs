@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bench::median, workspace_root};
+use super::median;
+use crate::workspace_root;
 
 const KEY_ID: &str = "memprof-bench";
 const SECRET: &str = "memprof-bench-secret";

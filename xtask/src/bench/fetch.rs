@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bench_kill::field, workspace_root};
+use super::kill::field;
+use crate::workspace_root;
 
 struct Service {
     child: Child,

@@ -2,13 +2,13 @@
 //!
 //! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
 //!   no memprof, and with memprof running each detector, in ABBA order; and with 0, 1 and 8
-//!   sidecars, own or shared kernel programs (`bench_shared.rs`);
+//!   sidecars, own or shared kernel programs (`shared.rs`);
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
-//! * the Go heap walks at the kill and at the threshold (`bench_kill.rs`);
-//! * a profile taken across network namespaces vs on the same loopback (`bench_fetch.rs`);
-//! * the container trigger's detection latency, notifications vs poll (`bench_container.rs`);
-//! * a large profile, 16 MiB and 1 GiB, to a local directory and to S3 (`bench_large.rs`).
+//! * the Go heap walks at the kill and at the threshold (`kill.rs`);
+//! * a profile taken across network namespaces vs on the same loopback (`fetch.rs`);
+//! * the container trigger's detection latency, notifications vs poll (`container.rs`);
+//! * a large profile, 16 MiB and 1 GiB, to a local directory and to S3 (`large.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -17,6 +17,12 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+mod container;
+mod fetch;
+mod kill;
+mod large;
+mod shared;
 
 use crate::{build_release, cargo, workspace_root};
 
@@ -59,20 +65,20 @@ pub fn run(args: &[String]) -> Result<()> {
     if rounds > 0 {
         page_fault_overhead(&bin, rounds)?;
     }
-    crate::bench_shared::run(&bin, sidecar_rounds)?;
+    shared::run(&bin, sidecar_rounds)?;
     if latency_runs > 0 {
         latency(latency_runs)?;
     }
     if kill_runs > 0 {
-        crate::bench_kill::run(&bin, kill_runs)?;
+        kill::run(&bin, kill_runs)?;
     }
     if fetch_runs > 0 {
-        crate::bench_fetch::run(&bin, fetch_runs)?;
+        fetch::run(&bin, fetch_runs)?;
     }
     if large_runs > 0 {
-        crate::bench_large::run(&bin, large_runs)?;
+        large::run(&bin, large_runs)?;
     }
-    crate::bench_container::run(&bin, container_runs)
+    container::run(&bin, container_runs)
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.
