@@ -3,6 +3,7 @@
 pub mod container;
 pub mod identity;
 pub mod policy;
+mod process;
 pub mod rate;
 pub mod scope;
 
@@ -13,14 +14,7 @@ use procfs::FromRead;
 use tracing::warn;
 
 use crate::cgroup::{self, hierarchy};
-
-/// A process, as distinct from its PID: the PID in memprof's namespace and its start time
-/// (clock ticks since boot, `/proc/PID/stat`), so a reused PID is another process.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct ProcKey {
-    pub pid: u32,
-    pub start: u64,
-}
+pub use process::{alive, Forget, ProcKey};
 
 /// Where `Reading::limit` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,19 +202,20 @@ impl Assessor {
         cgroup::working_set(views, |p| std::fs::read_to_string(p).ok())
     }
 
-    /// Forgets processes that are gone.
-    pub fn retain(&mut self, alive: impl Fn(&ProcKey) -> bool) {
-        self.located.retain(|k, _| alive(k));
+    /// Forgets where processes' cgroups are: an exec'd one's mounts are final now, and who it
+    /// is is looked up afresh.
+    pub fn forget(&mut self, which: Forget) {
+        self.located.retain(|k, _| !which.covers(k));
+    }
+
+    /// Forgets every process but those `keep` names (`memprof top`'s screen).
+    pub fn retain(&mut self, keep: impl Fn(&ProcKey) -> bool) {
+        self.located.retain(|k, _| keep(k));
     }
 }
 
-/// Whether the process still runs (its PID is not gone, nor taken by another process).
-pub fn alive(key: ProcKey) -> bool {
-    start_time(key.pid) == Some(key.start)
-}
-
 /// The process's start time in clock ticks since boot (`/proc/PID/stat`).
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = procfs::process::Stat::from_read(open(pid, "stat")?).ok()?;
     Some(stat.starttime)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{seen::Proc, Capturer};
 use crate::{
-    assess::{scope::Scope, ProcKey, Reading},
+    assess::{scope::Scope, Forget, ProcKey, Reading},
     config::GoHeapMode,
 };
 
@@ -55,15 +55,16 @@ impl Capturer {
         self.seen.working_set(key, bytes);
     }
 
-    /// Forgets a process that ran exec: who it is is read afresh.
-    pub fn forget_pid(&self, pid: u32) {
-        self.seen.forget_pid(pid);
-    }
-
-    /// Drops everything kept of processes that are gone.
-    pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
-        self.goheap.sweep(&alive);
-        self.endpoints.sweep(&alive);
+    /// Forgets processes. After an exec only who it is goes (its command line and cgroup are
+    /// read afresh); its Go discovery and endpoint are checked again when asked (the
+    /// registry compares the executable), and go with the process. Exited processes' Go
+    /// entries linger one more sweep: their at-kill profile names what was stored before.
+    pub fn forget(&self, which: Forget) {
+        let alive = |k: &ProcKey| !which.covers(k);
+        if which == Forget::Exited {
+            self.goheap.sweep(alive);
+            self.endpoints.sweep(alive);
+        }
         self.seen.retain(alive);
     }
 }

@@ -93,11 +93,6 @@ impl Seen {
         }
     }
 
-    /// Forgets a process that ran exec: its command line and cgroup are read afresh.
-    pub fn forget_pid(&self, pid: u32) {
-        self.lock().retain(|k, _| k.pid != pid);
-    }
-
     pub fn get(&self, key: ProcKey) -> Option<Proc> {
         self.lock().get(&key).cloned()
     }

@@ -161,14 +161,4 @@ impl LoopState {
         }
         members
     }
-
-    /// Forgets exited processes' containers and stops their watchers.
-    pub(super) fn sweep_containers(&mut self, alive: impl Fn(&ProcKey) -> bool) {
-        let gone = self.containers.as_mut().map(|c| c.retain(alive));
-        for path in gone.unwrap_or_default() {
-            if let Some(w) = self.watchers.remove(&path) {
-                w.abort();
-            }
-        }
-    }
 }

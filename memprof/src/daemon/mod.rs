@@ -2,7 +2,7 @@
 //! hands captures to background tasks that capture and deliver; their outcomes come back to
 //! the policy, which may schedule a retry.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,17 +17,18 @@ use crate::{
         policy::{Decision, HoldReason, Outcome, Policy},
         rate::RateLimit,
         scope::Scope,
-        Assessor, LimitSource, ProcKey,
+        Assessor, Forget, LimitSource, ProcKey,
     },
     capture::{at_kill, oom_record::Kill, Capturer},
     config::Config,
+    daemon::processes::ProcessTable,
     deliver::Deliverer,
     detect::{
         self,
         cgroup_watch::{ContainerEvent, WatchConfig},
         poll, Candidate, Source,
     },
-    kernel::{Arm, KernelProc},
+    kernel::Arm,
 };
 
 /// How often state of exited processes is dropped and the kernel's counters are checked.
@@ -81,10 +82,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         scope: cfg.scope.clone(),
         rate: RateLimit::new(cfg.max_captures_per_minute),
         arm,
-        watching: HashSet::new(),
-        discovered: HashSet::new(),
-        kernel: HashMap::new(),
-        armed: HashMap::new(),
+        table: ProcessTable::default(),
         captures: JoinSet::new(),
         capturer,
         deliverer,
@@ -128,6 +126,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
 mod container_trigger;
 mod outcome;
+mod processes;
 mod shutdown;
 mod sweep;
 pub mod wire;
@@ -145,14 +144,8 @@ struct LoopState {
     scope: Scope,
     rate: RateLimit,
     arm: Option<Arm>,
-    /// Processes announced in the log ("watching process").
-    watching: HashSet<ProcKey>,
-    /// Processes looked at for a Go heap.
-    discovered: HashSet<ProcKey>,
-    /// Processes as the kernel reported them (needed to arm a level).
-    kernel: HashMap<ProcKey, KernelProc>,
-    /// Level currently armed in the kernel, per process.
-    armed: HashMap<ProcKey, u64>,
+    /// One record per process followed (see `processes` for every per-process store).
+    table: ProcessTable,
     captures: JoinSet<(Trigger, Outcome)>,
     capturer: Arc<Capturer>,
     /// The spool and destination, drained at shutdown.
@@ -187,19 +180,9 @@ impl LoopState {
                 return;
             }
             Source::Exec => {
-                // A new program: its policy, level and kernel identity start afresh.
-                let pid = c.ns_pid;
-                self.policy.forget_after_exec(|k| k.pid == pid);
-                // Its mounts are final now: who it is is looked up afresh.
-                self.assessor.retain(|k| k.pid != pid);
-                self.capturer.forget_pid(pid);
-                self.watching.retain(|k| k.pid != pid);
-                self.discovered.retain(|k| k.pid != pid);
-                self.kernel.retain(|k, _| k.pid != pid);
-                self.armed.retain(|k, _| k.pid != pid);
-                if let Some(containers) = &mut self.containers {
-                    containers.forget_pid(pid);
-                }
+                // A new program: its policy, level, kernel identity and who it is start afresh
+                // (its mounts are final now).
+                self.forget(Forget::Exec(c.ns_pid));
                 return;
             }
             _ => {}
@@ -221,12 +204,15 @@ impl LoopState {
             return;
         }
         self.note_container(key);
-        if self.discovered.insert(key) {
+        let Some(record) = self.table.record(key) else {
+            return;
+        };
+        if !std::mem::replace(&mut record.discovered, true) {
             self.capturer.discover(key, reading.comm.clone());
         }
         // Once per process, from the safety net's scan (so short-lived helpers such as exec
         // probes stay out of the log): what it is measured against, for operators to check.
-        if c.source == Source::Poll && self.watching.insert(key) {
+        if c.source == Source::Poll && !std::mem::replace(&mut record.announced, true) {
             info!(
                 pid = key.pid,
                 comm = reading.comm,
@@ -245,9 +231,8 @@ impl LoopState {
                 );
                 return;
             }
-            self.kernel.insert(key, k);
             // The kernel disarms a process when it reports it.
-            self.armed.remove(&key);
+            (record.kernel, record.armed) = (Some(k), None);
         }
         let unlimited = reading.limit_source != LimitSource::Cgroup;
         let decision = if unlimited && self.policy.has_bytes() {

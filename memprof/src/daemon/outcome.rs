@@ -15,15 +15,18 @@ use crate::{
 
 impl LoopState {
     pub(super) fn arm_level(&mut self, key: ProcKey, level: u64, reading: &Reading) {
-        let (Some(arm), Some(k)) = (&self.arm, self.kernel.get(&key)) else {
+        let record = self.table.get(&key);
+        let (Some(arm), Some(k)) = (&self.arm, record.and_then(|r| r.kernel)) else {
             return;
         };
-        if self.armed.get(&key) == Some(&level) {
+        if record.and_then(|r| r.armed) == Some(level) {
             return;
         }
-        match arm.set(k, level, reading.counters) {
+        match arm.set(&k, level, reading.counters) {
             Ok(()) => {
-                self.armed.insert(key, level);
+                if let Some(r) = self.table.get_mut(&key) {
+                    r.armed = Some(level);
+                }
                 debug!(
                     pid = key.pid,
                     host_pid = k.host_pid,
@@ -36,7 +39,9 @@ impl LoopState {
                 // Not armed, so not counted as armed: the kernel reports the process afresh
                 // if it still runs, and the safety net assesses it meanwhile.
                 debug!(pid = key.pid, host_pid = k.host_pid, "not armed: {e:#}");
-                self.kernel.remove(&key);
+                if let Some(r) = self.table.get_mut(&key) {
+                    r.kernel = None;
+                }
             }
         }
     }

@@ -3,19 +3,11 @@
 use tracing::warn;
 
 use super::LoopState;
-use crate::assess::{self, ProcKey};
+use crate::assess::Forget;
 
 impl LoopState {
     pub(super) fn sweep(&mut self) {
-        let alive = |k: &ProcKey| assess::alive(*k);
-        self.policy.retain(alive);
-        self.assessor.retain(alive);
-        self.watching.retain(alive);
-        self.discovered.retain(alive);
-        self.capturer.sweep(alive);
-        self.kernel.retain(|k, _| alive(k));
-        self.armed.retain(|k, _| alive(k));
-        self.sweep_containers(alive);
+        self.forget(Forget::Exited);
         if let Some(arm) = &self.arm {
             let full = arm.procs_full();
             if full > self.procs_full {

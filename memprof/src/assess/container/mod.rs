@@ -157,26 +157,20 @@ impl Containers {
         }
     }
 
-    /// Forgets exited processes, and containers left without any; returns those containers'
-    /// paths (their watchers stop).
-    pub fn retain(&mut self, alive: impl Fn(&ProcKey) -> bool) -> Vec<String> {
-        let mut gone = Vec::new();
+    /// Forgets processes (`gone`). After exits, a container left without any is forgotten
+    /// too and its path returned (its watcher stops); after an exec it stays, as the process
+    /// is noted again at its next reading.
+    pub fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool, exec: bool) -> Vec<String> {
+        let mut emptied = Vec::new();
         self.groups.retain(|path, g| {
-            g.members.retain(|k| alive(k));
-            let keep = !g.members.is_empty();
+            g.members.retain(|k| !gone(k));
+            let keep = exec || !g.members.is_empty();
             if !keep {
-                gone.push(path.clone());
+                emptied.push(path.clone());
             }
             keep
         });
-        gone
-    }
-
-    /// Forgets one process (it ran exec, and is looked at afresh).
-    pub fn forget_pid(&mut self, pid: u32) {
-        for g in self.groups.values_mut() {
-            g.members.retain(|k| k.pid != pid);
-        }
+        emptied
     }
 }
 

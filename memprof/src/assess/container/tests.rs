@@ -88,9 +88,13 @@ fn unknown_containers_and_exited_members() {
     let (mut c, t) = (containers(), Instant::now());
     assert_eq!(c.observe("/other", 99 * MIB, 100 * MIB, t), Decision::Below);
     assert_eq!(c.members("/pod/app"), vec![key(1), key(2)]);
-    assert!(c.retain(|k| k.pid == 2).is_empty());
+    assert!(c.forget(|k| k.pid != 2, false).is_empty());
     assert_eq!(c.members("/pod/app"), vec![key(2)]);
-    assert_eq!(c.retain(|_| false), vec!["/pod/app".to_string()]);
+    // An exec leaves the container (its process is noted again at its next reading).
+    assert!(c.forget(|_| true, true).is_empty());
+    assert!(c.members("/pod/app").is_empty());
+    assert!(!c.note("/pod/app", &[], key(2)), "still watched");
+    assert_eq!(c.forget(|_| true, false), vec!["/pod/app".to_string()]);
     assert!(c.members("/pod/app").is_empty());
 }
 

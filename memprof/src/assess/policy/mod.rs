@@ -209,17 +209,13 @@ impl<K: Copy + Eq + Hash> Policy<K> {
         }
     }
 
-    /// Forgets the processes that ran exec (a new program starts afresh), but not one whose
-    /// capture is under way: the kernel's exec event can arrive after the new program's first
-    /// reading started that capture, and a second would start beside it at the same crossing.
-    pub fn forget_after_exec(&mut self, ran_exec: impl Fn(&K) -> bool) {
+    /// Forgets processes (`gone`). After an exec (a new program starts afresh) one whose
+    /// capture is under way is kept: the kernel's exec event can arrive after the new
+    /// program's first reading started that capture, and a second would start beside it at
+    /// the same crossing.
+    pub fn forget(&mut self, gone: impl Fn(&K) -> bool, exec: bool) {
         self.procs
-            .retain(|k, p| !ran_exec(k) || p.in_flight.is_some());
-    }
-
-    /// Drops state of processes that no longer exist.
-    pub fn retain(&mut self, alive: impl Fn(&K) -> bool) {
-        self.procs.retain(|k, _| alive(k));
+            .retain(|k, p| !gone(k) || (exec && p.in_flight.is_some()));
     }
 }
 

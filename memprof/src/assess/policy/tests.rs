@@ -119,14 +119,14 @@ fn an_exec_reported_during_a_capture_starts_no_second_one() {
     let mut p = Policy::new(vec![50], Duration::ZERO);
     let t = Instant::now();
     assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
-    p.forget_after_exec(|pid| *pid == 1);
+    p.forget(|pid| *pid == 1, true);
     assert_eq!(
         p.observe(1, 60, 100, t),
         Decision::Hold(HoldReason::InFlight)
     );
     // Once nothing is under way, an exec starts the program afresh.
     p.stored(1, t);
-    p.forget_after_exec(|pid| *pid == 1);
+    p.forget(|pid| *pid == 1, true);
     assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
 }
 
@@ -138,7 +138,7 @@ fn processes_are_independent_and_forgotten() {
     assert_eq!(p.observe(2, 60, 100, t), Decision::Capture);
     p.stored(1, t);
     p.stored(2, t);
-    p.retain(|pid| *pid != 1);
+    p.forget(|pid| *pid == 1, false);
     assert_eq!(p.observe(1, 60, 100, t), Decision::Capture);
     assert_eq!(
         p.observe(2, 60, 100, t),

@@ -1,0 +1,118 @@
+//! The loop's table of processes: one record per process it follows, and `forget`, the one
+//! place that lists every store keeping something per process — this table, the policy, the
+//! assessor's cgroup cache, the container trigger and capture's own (who each process was,
+//! its Go heap, its endpoint) — used alike after an exec and by the sweep of exited ones.
+use std::collections::HashMap;
+
+use tracing::warn;
+
+use super::LoopState;
+use crate::{
+    assess::{Forget, ProcKey},
+    kernel::KernelProc,
+};
+
+/// Processes the table holds at most: far above what one node runs, so that a PID storm
+/// cannot grow memprof without bound between two sweeps.
+const MAX_RECORDS: usize = 1 << 16;
+
+/// What the loop knows of one process.
+#[derive(Default)]
+pub(super) struct Record {
+    /// Announced in the log ("watching process").
+    pub announced: bool,
+    /// Looked at for a Go heap and an endpoint.
+    pub discovered: bool,
+    /// The process as the kernel reported it (needed to arm a level).
+    pub kernel: Option<KernelProc>,
+    /// The level armed in the kernel now.
+    pub armed: Option<u64>,
+}
+
+#[derive(Default)]
+pub(super) struct ProcessTable {
+    records: HashMap<ProcKey, Record>,
+    /// Whether a full table was logged since the last sweep.
+    warned_full: bool,
+}
+
+impl ProcessTable {
+    /// The process's record, made at first sight; `None` when the table is full (the process
+    /// is assessed again at its next event, after the sweep has made room).
+    pub fn record(&mut self, key: ProcKey) -> Option<&mut Record> {
+        if self.records.len() >= MAX_RECORDS && !self.records.contains_key(&key) {
+            if !std::mem::replace(&mut self.warned_full, true) {
+                warn!(
+                    max = MAX_RECORDS,
+                    "the process table is full; new processes wait for the next sweep"
+                );
+            }
+            return None;
+        }
+        Some(self.records.entry(key).or_default())
+    }
+
+    pub fn get(&self, key: &ProcKey) -> Option<&Record> {
+        self.records.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &ProcKey) -> Option<&mut Record> {
+        self.records.get_mut(key)
+    }
+
+    fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool) {
+        self.records.retain(|k, _| !gone(k));
+        self.warned_full = false;
+    }
+}
+
+impl LoopState {
+    /// Forgets processes everywhere memprof keeps them.
+    pub(super) fn forget(&mut self, which: Forget) {
+        let gone = |k: &ProcKey| which.covers(k);
+        let exec = matches!(which, Forget::Exec(_));
+        self.table.forget(gone);
+        self.policy.forget(gone, exec);
+        self.assessor.forget(which);
+        self.capturer.forget(which);
+        let emptied = self.containers.as_mut().map(|c| c.forget(gone, exec));
+        for path in emptied.unwrap_or_default() {
+            if let Some(w) = self.watchers.remove(&path) {
+                w.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(pid: u32) -> ProcKey {
+        ProcKey { pid, start: 1 }
+    }
+
+    #[test]
+    fn a_record_is_made_at_first_sight_and_forgotten() {
+        let mut t = ProcessTable::default();
+        t.record(key(7)).unwrap().armed = Some(42);
+        assert_eq!(t.get(&key(7)).unwrap().armed, Some(42));
+        t.forget(|k| k.pid == 7);
+        assert!(t.get(&key(7)).is_none());
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_processes_until_room_is_made() {
+        let mut t = ProcessTable::default();
+        for pid in 0..MAX_RECORDS as u32 {
+            t.record(key(pid)).unwrap();
+        }
+        assert!(t.record(key(u32::MAX)).is_none());
+        assert!(
+            t.record(key(3)).is_some(),
+            "a known process keeps its record"
+        );
+        t.forget(|k| k.pid == 3);
+        assert!(t.record(key(u32::MAX)).is_some());
+    }
+}
