@@ -70,3 +70,60 @@ fn help_lists_every_option() {
         );
     }
 }
+
+/// Every long flag and environment variable that `--help` (the daemon's and each command's)
+/// names, as written in a help text.
+fn options_in_help() -> Vec<String> {
+    let mut names = Vec::new();
+    for args in [&["--help"][..], &["capture", "--help"], &["top", "--help"]] {
+        let (code, stdout, stderr) = memprof(&[], args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        let words: Vec<&str> = stdout
+            .split(|c: char| c.is_whitespace() || c == '[' || c == ',')
+            .collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word == "env:" {
+                let env = words.get(i + 1).copied().unwrap_or_default();
+                names.push(env.trim_end_matches(['=', ']']).to_string());
+            } else if word.starts_with("--") && word.len() > 2 {
+                let flag = word.split(['=', '<', '.', ')', ';']).next().unwrap_or(word);
+                names.push(flag.to_string());
+            }
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "--help" && n != "--version");
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_configuration_page_documents_every_option_of_help() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let doc = std::fs::read_to_string(page).unwrap();
+    let help = options_in_help();
+    assert!(
+        help.len() > 20,
+        "too few options read from --help: {help:?}"
+    );
+    let missing: Vec<_> = help
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:?}"
+    );
+    // And the page documents nothing --help has not: every variable in its table exists.
+    let table = doc.lines().filter(|l| l.starts_with("| `"));
+    for row in table {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for name in first.split('`').skip(1).step_by(2) {
+            let is_ours = name.starts_with("--") || name.starts_with("MEMPROF_");
+            assert!(
+                !is_ours || help.iter().any(|h| h == name),
+                "docs/configuration.md names {name}, which --help does not"
+            );
+        }
+    }
+}

@@ -1,5 +1,8 @@
-//! Assess: re-read a candidate's RSS from procfs and its memory limit from its cgroup, and
-//! decide (in `policy`) whether to capture now.
+//! Assess: re-read a candidate's RSS from procfs and its memory limit through `cgroup` (a
+//! `Reading`), say who it is in Kubernetes terms (`identity`), and decide: `policy` (levels,
+//! hysteresis, cooldown, retries), `container` (the container trigger), `scope` (which
+//! processes are watched), `rate` (captures per minute). `process` names a process (`ProcKey`)
+//! and which ones every store forgets (`Forget`).
 pub mod container;
 pub mod identity;
 pub mod policy;

@@ -3,7 +3,10 @@
 //! namespace and streamed into the spool by `download`) or read from the process's memory
 //! (`goheap`), at the threshold (`threshold`)
 //! and at the kill (`at_kill`); when neither yields a profile, a generic `snapshot` of what the
-//! kernel says of the process is stored instead. Other kinds (JVM) plug in here.
+//! kernel says of the process is stored instead; `oom_record` stores a record of each kill.
+//! `handover` gives each profile's facts to delivery, which names it; `seen` keeps who each
+//! process was (the OOM record needs it after the process is gone); `processes` is how the
+//! daemon tells capture of processes appearing and going. Other kinds (JVM) plug in here.
 pub mod at_kill;
 mod download;
 pub mod goheap;

@@ -1,6 +1,9 @@
 //! The pipeline: detectors feed candidates to one loop that assesses them, asks the policy, and
 //! hands captures to background tasks that capture and deliver; their outcomes come back to
-//! the policy, which may schedule a retry.
+//! the policy, which may schedule a retry. `wire` builds the stages from the configuration,
+//! `processes` keeps one record per process and forgets processes everywhere, `outcome` arms
+//! the kernel and takes finished captures back, `container_trigger` runs the container
+//! trigger, `sweep` drops exited processes, `shutdown` finishes on SIGTERM.
 use std::{
     collections::HashMap,
     sync::Arc,

@@ -1,5 +1,8 @@
-//! Deliver: spool (within its bounds), then store at the destination; retry what is left in
-//! the spool with a backoff per profile.
+//! Deliver: name each profile (`naming`: its `key` and `metadata`), write it to the durable
+//! spool within its bounds (`spool`; `streaming` for one written as it arrives, `durable`,
+//! `bounds`, `make_room`), then store it at the destination (`sink`: S3 or a directory;
+//! `upload` streams large ones), retrying what is left in the spool with a backoff per
+//! profile (`retry`).
 pub mod bounds;
 mod durable;
 pub mod key;

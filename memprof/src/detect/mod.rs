@@ -1,7 +1,8 @@
-//! Detect: notice that a process may be nearing its limit. The kernel's programs (`ring`)
-//! report armed crossings within microseconds; the procfs poll (`poll`) is the fallback when
-//! BPF is unavailable and a slow safety net beside it; `cgroup_watch` watches each container's
-//! working set.
+//! Detect: notice that a process may be nearing its limit, and hand it on as a `Candidate`.
+//! The kernel's programs (`ring`) report armed crossings within microseconds; the procfs poll
+//! (`poll`) is the fallback when BPF is unavailable and a slow safety net beside it;
+//! `cgroup_watch` watches each container's working set, woken by the cgroup's notifications.
+//! `start` loads the kernel programs, falling back to the poll.
 pub mod cgroup_watch;
 pub mod poll;
 pub mod ring;
