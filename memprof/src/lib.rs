@@ -3,11 +3,11 @@
 //! stage is a module, wired together by `daemon`.
 pub mod assess;
 pub mod capture;
-pub mod cgroup;
+pub(crate) mod cgroup;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod deliver;
+pub(crate) mod deliver;
 pub mod detect;
 pub mod kernel;
 pub(crate) mod sys;

@@ -54,7 +54,7 @@ impl Reading {
 /// Where a process's cgroup was found, valid while its `/proc/PID/cgroup` reads the same.
 struct Located {
     proc_cgroup: String,
-    views: Result<Vec<cgroup::View>, String>,
+    views: Result<Vec<cgroup::View>, cgroup::Unreadable>,
     identity: Arc<identity::Identity>,
     /// Whether the failure to find the limit has been logged (once per process).
     warned: bool,
@@ -167,7 +167,7 @@ impl Assessor {
         );
     }
 
-    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, String> {
+    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, cgroup::Unreadable> {
         match &self.located[key].views {
             Ok(views) => cgroup::limit(views, |p| std::fs::read_to_string(p).ok()),
             Err(why) => Err(why.clone()),

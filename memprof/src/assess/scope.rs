@@ -4,6 +4,30 @@
 //! `MEMPROF_INCLUDE_CGROUP` / `MEMPROF_EXCLUDE_CGROUP` (substrings of the cgroup path) narrow
 //! that. Exclusion wins over inclusion; an empty include list includes everything.
 
+/// The rule that leaves a process out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Excluded {
+    /// A pod's pause container, which only holds the namespaces.
+    Pause,
+    ExcludeComm,
+    ExcludeCgroup,
+    IncludeComm,
+    IncludeCgroup,
+}
+
+impl Excluded {
+    /// The rule as the log names it: the variable that says so.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "the pod's pause container",
+            Self::ExcludeComm => "MEMPROF_EXCLUDE_COMM",
+            Self::ExcludeCgroup => "MEMPROF_EXCLUDE_CGROUP",
+            Self::IncludeComm => "MEMPROF_INCLUDE_COMM",
+            Self::IncludeCgroup => "MEMPROF_INCLUDE_CGROUP",
+        }
+    }
+}
+
 /// The filters, as configured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
@@ -15,22 +39,22 @@ pub struct Scope {
 
 impl Scope {
     /// `Err(rule)` names the rule that leaves the process out.
-    pub fn admits(&self, comm: &str, cgroup: &str) -> Result<(), &'static str> {
+    pub fn admits(&self, comm: &str, cgroup: &str) -> Result<(), Excluded> {
         if comm == "pause" {
-            return Err("the pod's pause container");
+            return Err(Excluded::Pause);
         }
         if self.exclude_comm.iter().any(|c| c == comm) {
-            return Err("MEMPROF_EXCLUDE_COMM");
+            return Err(Excluded::ExcludeComm);
         }
         if self
             .exclude_cgroup
             .iter()
             .any(|c| cgroup.contains(c.as_str()))
         {
-            return Err("MEMPROF_EXCLUDE_CGROUP");
+            return Err(Excluded::ExcludeCgroup);
         }
         if !self.include_comm.is_empty() && !self.include_comm.iter().any(|c| c == comm) {
-            return Err("MEMPROF_INCLUDE_COMM");
+            return Err(Excluded::IncludeComm);
         }
         if !self.include_cgroup.is_empty()
             && !self
@@ -38,7 +62,7 @@ impl Scope {
                 .iter()
                 .any(|c| cgroup.contains(c.as_str()))
         {
-            return Err("MEMPROF_INCLUDE_CGROUP");
+            return Err(Excluded::IncludeCgroup);
         }
         Ok(())
     }
@@ -58,7 +82,7 @@ mod tests {
         assert_eq!(s.admits("cart", "/kubepods/pod1/abc"), Ok(()));
         assert_eq!(
             s.admits("pause", "/kubepods/pod1/def"),
-            Err("the pod's pause container")
+            Err(Excluded::Pause)
         );
     }
 
@@ -73,19 +97,19 @@ mod tests {
         assert_eq!(s.admits("cart", "/kubepods/burstable/pod1/a"), Ok(()));
         assert_eq!(
             s.admits("checkout", "/kubepods/burstable/pod1/a"),
-            Err("MEMPROF_EXCLUDE_COMM")
+            Err(Excluded::ExcludeComm)
         );
         assert_eq!(
             s.admits("cart", "/kubepods/besteffort/pod1/a"),
-            Err("MEMPROF_EXCLUDE_CGROUP")
+            Err(Excluded::ExcludeCgroup)
         );
         assert_eq!(
             s.admits("sidecar", "/kubepods/burstable/pod1/a"),
-            Err("MEMPROF_INCLUDE_COMM")
+            Err(Excluded::IncludeComm)
         );
         assert_eq!(
             s.admits("cart", "/system.slice/cart.service"),
-            Err("MEMPROF_INCLUDE_CGROUP")
+            Err(Excluded::IncludeCgroup)
         );
     }
 }

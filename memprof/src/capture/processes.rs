@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use super::{seen::Proc, Capturer};
 use crate::{
-    assess::{scope::Scope, Forget, ProcKey, Reading},
+    assess::{
+        scope::{Excluded, Scope},
+        Forget, ProcKey, Reading,
+    },
     config::GoHeapMode,
 };
 
@@ -16,7 +19,7 @@ impl Capturer {
         r: &Reading,
         scope: &Scope,
         cgroup: impl FnOnce() -> (String, Option<PathBuf>),
-    ) -> (Result<(), &'static str>, bool) {
+    ) -> (Result<(), Excluded>, bool) {
         self.seen.saw(r, scope, cgroup)
     }
 

@@ -7,7 +7,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::assess::{identity::Identity, scope::Scope, LimitSource, ProcKey, Reading};
+use crate::assess::{
+    identity::Identity,
+    scope::{Excluded, Scope},
+    LimitSource, ProcKey, Reading,
+};
 
 #[derive(Clone, Debug)]
 pub struct Proc {
@@ -24,7 +28,7 @@ pub struct Proc {
     /// The container's working set at the last look (see `Assessor::working_set`).
     pub working_set: Option<u64>,
     /// Whether memprof watches it (`Err`: the rule that leaves it out).
-    pub scope: Result<(), &'static str>,
+    pub scope: Result<(), Excluded>,
 }
 
 #[derive(Default)]
@@ -41,7 +45,7 @@ impl Seen {
         r: &Reading,
         scope: &Scope,
         cgroup: impl FnOnce() -> (String, Option<PathBuf>),
-    ) -> (Result<(), &'static str>, bool) {
+    ) -> (Result<(), Excluded>, bool) {
         let mut procs = self.lock();
         if let Some(p) = procs.get_mut(&r.key) {
             p.identity = Arc::clone(&r.identity);

@@ -10,11 +10,47 @@
 //! `/proc/PID/cgroup` render cgroup paths relative to the *reader's* cgroup namespace, so they
 //! match each other. memprof's own mounts are tried as well: on a node with the host's
 //! cgroupfs they reach the pod-level cgroups above the container.
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 pub mod hierarchy;
 
 use hierarchy::{cgroup_dir, effective_limit, parse_mountinfo, parse_proc_cgroup, CgroupMount};
+
+/// Why a process's memory cgroup cannot be read (its limit is then the node's MemTotal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// `/proc/PID/cgroup` names no memory (v1) or unified (v2) cgroup.
+    NoMemoryCgroup,
+    /// The cgroup's path is under no mount of its kind, neither the process's nor memprof's.
+    NotMounted { path: String, v2: bool },
+    /// None of the places it was found at holds a memory cgroup's files.
+    NoFiles(Vec<PathBuf>),
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::NoMemoryCgroup => write!(
+                f,
+                "it belongs to no memory cgroup (no memory line in /proc/PID/cgroup)"
+            ),
+            Self::NotMounted { path, v2 } => {
+                let kind = if *v2 { "cgroup2" } else { "v1 memory cgroup" };
+                write!(
+                    f,
+                    "its cgroup {path:?} is under no {kind} mount, neither its own nor memprof's"
+                )
+            }
+            Self::NoFiles(dirs) => {
+                let dirs: Vec<_> = dirs.iter().map(|d| d.display().to_string()).collect();
+                write!(f, "no memory cgroup at {}", dirs.join(" or "))
+            }
+        }
+    }
+}
 
 /// A place where the process's memory cgroup can be read, and the top of that hierarchy as
 /// seen there (the walk for a tighter ancestor limit stops at it).
@@ -33,9 +69,8 @@ pub fn views(
     target_mountinfo: &str,
     target_root: &Path,
     own: &[CgroupMount],
-) -> Result<Vec<View>, String> {
-    let (v2, path) = parse_proc_cgroup(proc_cgroup)
-        .ok_or("it belongs to no memory cgroup (no memory line in /proc/PID/cgroup)")?;
+) -> Result<Vec<View>, Unreadable> {
+    let (v2, path) = parse_proc_cgroup(proc_cgroup).ok_or(Unreadable::NoMemoryCgroup)?;
     let mut views = Vec::new();
     if let Some((dir, top)) = cgroup_dir(&parse_mountinfo(target_mountinfo), v2, &path) {
         let under_root = |p: &Path| target_root.join(p.strip_prefix("/").unwrap_or(p));
@@ -49,10 +84,7 @@ pub fn views(
         views.push(View { dir, top, v2 });
     }
     if views.is_empty() {
-        let kind = if v2 { "cgroup2" } else { "v1 memory cgroup" };
-        return Err(format!(
-            "its cgroup {path:?} is under no {kind} mount, neither its own nor memprof's"
-        ));
+        return Err(Unreadable::NotMounted { path, v2 });
     }
     Ok(views)
 }
@@ -62,14 +94,14 @@ pub fn views(
 pub fn limit(
     views: &[View],
     read: impl Fn(&Path) -> Option<String>,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, Unreadable> {
     let limits: Vec<Option<u64>> = views
         .iter()
         .filter_map(|v| effective_limit(&v.dir, &v.top, v.v2, &read))
         .collect();
     if limits.is_empty() {
-        let dirs: Vec<_> = views.iter().map(|v| v.dir.display().to_string()).collect();
-        return Err(format!("no memory cgroup at {}", dirs.join(" or ")));
+        let dirs = views.iter().map(|v| v.dir.clone()).collect();
+        return Err(Unreadable::NoFiles(dirs));
     }
     Ok(limits.into_iter().flatten().min())
 }

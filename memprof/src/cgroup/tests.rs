@@ -18,7 +18,7 @@ fn own(name: &str) -> Vec<CgroupMount> {
     parse_mountinfo(&fixture(name))
 }
 
-fn target_views(layout: &str, own_mounts: &str) -> Result<Vec<View>, String> {
+fn target_views(layout: &str, own_mounts: &str) -> Result<Vec<View>, Unreadable> {
     views(
         &fixture(&format!("{layout}.cgroup")),
         &fixture(&format!("{layout}.mountinfo")),
@@ -127,7 +127,8 @@ fn unresolvable_cgroup_says_why() {
         Path::new("/proc/42/root"),
         &own("v2-sidecar-own.mountinfo"),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("/../cri-containerd-"), "{err}");
     assert!(views("", "", Path::new("/"), &[]).is_err());
 }

@@ -202,7 +202,12 @@ impl LoopState {
         let (scope, first) = self.capturer.saw(&reading, &self.scope, cgroup);
         if let Err(rule) = scope {
             if first {
-                info!(pid = key.pid, comm = reading.comm, rule, "not watched");
+                info!(
+                    pid = key.pid,
+                    comm = reading.comm,
+                    rule = rule.as_str(),
+                    "not watched"
+                );
             }
             return;
         }

@@ -106,7 +106,7 @@ async fn watch_until_lost(
                 tokio::time::sleep(cfg.poll.max(NOTIFIED_SAFETY_NET)).await;
                 continue;
             }
-            Err(e) => return e,
+            Err(e) => return e.to_string(),
         };
         let level = (limit as u128 * cfg.pct as u128).div_ceil(100) as u64;
         let margin = (limit as u128 * cfg.hysteresis_pct as u128 / 100) as u64;
