@@ -14,7 +14,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::kill::{daemon, Cgroup};
+use super::{
+    kill::{daemon, Cgroup},
+    Results,
+};
 
 const LIMIT: u64 = 256 << 20;
 const LEVEL_PCT: u64 = 50;
@@ -41,7 +44,7 @@ print(time.time() % 86400, flush=True)
 time.sleep(30)
 "#;
 
-pub fn run(bin: &Path, runs: usize) -> Result<()> {
+pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     if runs == 0 {
         return Ok(());
     }
@@ -65,15 +68,9 @@ pub fn run(bin: &Path, runs: usize) -> Result<()> {
             if mode == "auto" { &mut auto } else { &mut poll }.push(ms);
         }
     }
-    for (mode, v) in [("auto", &mut auto), ("poll", &mut poll)] {
-        v.sort_by(f64::total_cmp);
-        println!(
-            "  {mode:<5} median {:>8.2} ms  min {:>8.2}  max {:>8.2}",
-            v[v.len() / 2],
-            v[0],
-            v[v.len() - 1]
-        );
-    }
+    results.add("container trigger", "notified (auto)", "ms", &auto, None);
+    results.add("container trigger", "working-set poll", "ms", &poll, None);
+    results.print_group("container trigger");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::kill::field;
+use super::{kill::field, Results};
 use crate::workspace_root;
 
 struct Service {
@@ -81,7 +81,7 @@ fn capture(bin: &Path, pid: u32, dir: &Path) -> Result<(f64, f64)> {
     ))
 }
 
-pub fn run(bin: &Path, runs: usize) -> Result<()> {
+pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     let leaky = workspace_root().join("target/testapps/go-system/leaky");
     println!(
         "\nprofile across network namespaces (memprof capture --pid from the host's \
@@ -92,35 +92,29 @@ pub fn run(bin: &Path, runs: usize) -> Result<()> {
     // A heap with some history before the first profile.
     std::thread::sleep(Duration::from_secs(2));
     let dir = std::env::temp_dir().join(format!("memprof-bench-fetch-{}", std::process::id()));
-    let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut results_by_service: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for round in 0..runs * 2 {
         let order = if (round / 2) % 2 == 0 { [0, 1] } else { [1, 0] };
         let which = order[round % 2];
         let pid = [host.pid, pod.pid][which];
-        results[which].push(capture(bin, pid, &dir)?);
+        results_by_service[which].push(capture(bin, pid, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "{:<28} {:>6} {:>18} {:>18}",
-        "service", "runs", "discover ms (med)", "fetch ms (med/min/max)"
-    );
-    for (name, mut r) in ["host loopback", "own netns (setns)"]
+    for (name, r) in ["host loopback", "own netns (setns)"]
         .into_iter()
-        .zip(results)
+        .zip(results_by_service)
     {
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], v[0], v[v.len() - 1])
-        };
-        let mut took: Vec<f64> = r.iter().map(|x| x.0).collect();
-        let mut fetch: Vec<f64> = r.drain(..).map(|x| x.1).collect();
-        let (t, _, _) = med(&mut took);
-        let (f, fmin, fmax) = med(&mut fetch);
-        println!(
-            "{name:<28} {:>6} {t:>18.2} {:>18}",
-            took.len(),
-            format!("{f:.2}/{fmin:.2}/{fmax:.2}")
+        let took: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let fetch: Vec<f64> = r.iter().map(|x| x.1).collect();
+        results.add(
+            "netns fetch",
+            &format!("{name}: find endpoint"),
+            "ms",
+            &took,
+            None,
         );
+        results.add("netns fetch", &format!("{name}: fetch"), "ms", &fetch, None);
     }
+    results.print_group("netns fetch");
     Ok(())
 }

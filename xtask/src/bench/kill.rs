@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use super::Results;
 use crate::{setup, workspace_root};
 
 const TRACE: &str = "/sys/kernel/tracing/instances/memprof-bench";
@@ -179,7 +180,7 @@ fn one_run(memprof: Option<&Path>, stacks: &Path) -> Result<Run> {
     Ok(run)
 }
 
-pub fn run(bin: &Path, runs: usize) -> Result<()> {
+pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     setup::build_testapps()?;
     let stacks = workspace_root().join("target/testapps/go-system/stacks");
     println!("\nGo heap walks (testapps/stacks, ~12,050 buckets, 256 MiB cgroup), {runs} runs each, alternating");
@@ -192,26 +193,24 @@ pub fn run(bin: &Path, runs: usize) -> Result<()> {
         user.extend(r.user.map(|(b, ms)| ms / b * 1e3));
     }
     let _ = std::fs::remove_dir(TRACE);
-    let median = |v: &mut Vec<f64>| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    println!("{:<44} {:>10} {:>10} {:>10}", "", "median", "min", "max");
-    for (name, v) in [
-        ("mark_victim → exit, no memprof (ms)", &mut without),
-        ("mark_victim → exit, memprof walking (ms)", &mut with),
-        ("kernel walk per 1,000 buckets (ms)", &mut kernel),
-        ("userspace read per 1,000 buckets (ms)", &mut user),
-    ] {
-        let m = median(v);
-        let (min, max) = (
-            v.first().copied().unwrap_or(f64::NAN),
-            v.last().copied().unwrap_or(f64::NAN),
-        );
-        println!("{name:<44} {m:>10.2} {min:>10.2} {max:>10.2}");
-    }
+    let base = super::median(&without);
+    let bench = "Go heap walks";
+    results.add(
+        bench,
+        "mark_victim → exit, no memprof",
+        "ms",
+        &without,
+        None,
+    );
+    results.add(
+        bench,
+        "mark_victim → exit, memprof walking",
+        "ms",
+        &with,
+        Some(base),
+    );
+    results.add(bench, "kernel walk per 1,000 buckets", "ms", &kernel, None);
+    results.add(bench, "userspace read per 1,000 buckets", "ms", &user, None);
+    results.print_group(bench);
     Ok(())
 }

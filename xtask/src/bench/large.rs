@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::median;
+use super::{median, Results};
 use crate::workspace_root;
 
 const KEY_ID: &str = "memprof-bench";
@@ -34,7 +34,7 @@ impl Drop for Killed {
     }
 }
 
-pub fn run(bin: &Path, runs: usize) -> Result<()> {
+pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     println!(
         "\nlarge profile (memprof capture --pid against a synthetic endpoint, {runs} runs per \
          mode, ABBA)"
@@ -70,18 +70,16 @@ pub fn run(bin: &Path, runs: usize) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "{:<26} {:>10} {:>10} {:>16}",
-        "mode", "ms (med)", "MiB/s", "peak RSS MiB"
-    );
     for ((name, mib, _), s) in MODES.iter().zip(samples) {
-        let ms = median(&s.iter().map(|x| x.0).collect::<Vec<_>>());
+        let ms: Vec<f64> = s.iter().map(|x| x.0).collect();
         let peak = s.iter().map(|x| x.1).fold(0.0, f64::max);
-        println!(
-            "{name:<26} {ms:>10.0} {:>10.0} {peak:>16.1}",
-            *mib as f64 / (ms / 1e3)
-        );
+        results.add("large profile", name, "ms", &ms, None);
+        results.note(format!(
+            "{:.0} MiB/s, peak RSS {peak:.1} MiB",
+            *mib as f64 / (median(&ms) / 1e3)
+        ));
     }
+    results.print_group("large profile");
     Ok(())
 }
 

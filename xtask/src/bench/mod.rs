@@ -22,7 +22,10 @@ mod container;
 mod fetch;
 mod kill;
 mod large;
+mod results;
 mod shared;
+
+use results::Results;
 
 use crate::{build_release, cargo, workspace_root};
 
@@ -62,23 +65,29 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     crate::setup::all()?;
     let bin = build_release()?;
-    if rounds > 0 {
-        page_fault_overhead(&bin, rounds)?;
-    }
-    shared::run(&bin, sidecar_rounds)?;
-    if latency_runs > 0 {
-        latency(latency_runs)?;
-    }
-    if kill_runs > 0 {
-        kill::run(&bin, kill_runs)?;
-    }
-    if fetch_runs > 0 {
-        fetch::run(&bin, fetch_runs)?;
-    }
-    if large_runs > 0 {
-        large::run(&bin, large_runs)?;
-    }
-    container::run(&bin, container_runs)
+    let mut results = Results::default();
+    let outcome = (|| {
+        if rounds > 0 {
+            page_fault_overhead(&bin, rounds, &mut results)?;
+        }
+        shared::run(&bin, sidecar_rounds, &mut results)?;
+        if latency_runs > 0 {
+            latency(latency_runs, &mut results)?;
+        }
+        if kill_runs > 0 {
+            kill::run(&bin, kill_runs, &mut results)?;
+        }
+        if fetch_runs > 0 {
+            fetch::run(&bin, fetch_runs, &mut results)?;
+        }
+        if large_runs > 0 {
+            large::run(&bin, large_runs, &mut results)?;
+        }
+        container::run(&bin, container_runs, &mut results)
+    })();
+    // What was measured is shown also when a later measurement failed.
+    results.print();
+    outcome
 }
 
 /// Touches fresh anonymous pages: 7 × 300 MiB, each page faulted in once.
@@ -127,7 +136,7 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
+fn page_fault_overhead(bin: &std::path::Path, rounds: usize, results: &mut Results) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("memprof-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     println!("page-fault loop (7 × 300 MiB fresh anonymous memory), {rounds} rounds, ABBA order");
@@ -153,32 +162,19 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let base = median(&samples["none"]);
-    println!(
-        "{:<10} {:>12} {:>12} {:>12} {:>10}",
-        "mode", "median ms", "min ms", "max ms", "slowdown"
-    );
     for mode in MODES {
-        let v = &samples[mode];
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-        let m = median(v);
-        println!(
-            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}%",
-            (m / base - 1.0) * 100.0
-        );
+        results.add("page faults", mode, "ms", &samples[mode], Some(base));
     }
+    results.print_group("page faults");
     Ok(())
 }
 
 pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    results::summary(v).0
 }
 
 /// Runs the end-to-end scenarios `runs` times and collects memprof's detection-to-stored times.
-fn latency(runs: usize) -> Result<()> {
+fn latency(runs: usize, results: &mut Results) -> Result<()> {
     println!("\ndetection → stored in S3 (real Go service, 512 MiB cgroup, s3s-fs), {runs} runs per scenario");
     let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..runs {
@@ -216,19 +212,9 @@ fn latency(runs: usize) -> Result<()> {
             }
         }
     }
-    println!(
-        "{:<12} {:>6} {:>12} {:>10} {:>10}",
-        "scenario", "runs", "median ms", "min ms", "max ms"
-    );
-    for (scenario, mut v) in times {
-        v.sort_by(f64::total_cmp);
-        println!(
-            "{scenario:<12} {:>6} {:>12.2} {:>10.2} {:>10.2}",
-            v.len(),
-            v[v.len() / 2],
-            v[0],
-            v[v.len() - 1]
-        );
+    for (scenario, v) in times {
+        results.add("detect → stored", &scenario, "ms", &v, None);
     }
+    results.print_group("detect → stored");
     Ok(())
 }

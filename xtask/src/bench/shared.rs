@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{fault_loop, median, started};
+use super::{fault_loop, median, started, Results};
 
 /// Name, sidecars, whether they share, whether they are SIGKILLed before the loop.
 const MODES: [(&str, usize, bool, bool); 5] = [
@@ -26,7 +26,7 @@ const MODES: [(&str, usize, bool, bool); 5] = [
 
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub fn run(bin: &Path, rounds: usize) -> Result<()> {
+pub fn run(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
     if rounds == 0 {
         return Ok(());
     }
@@ -48,27 +48,17 @@ pub fn run(bin: &Path, rounds: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let (samples, programs) = result?;
     let base = median(&samples["none"]);
-    println!(
-        "{:<10} {:>12} {:>12} {:>12} {:>10} {:>15}",
-        "sidecars", "median ms", "min ms", "max ms", "slowdown", "rss_stat progs"
-    );
     for (mode, ..) in MODES {
-        let v = &samples[mode];
         let p = &programs[mode];
         let (fewest, most) = (p.iter().min().unwrap_or(&0), p.iter().max().unwrap_or(&0));
         let progs = match fewest == most {
             true => fewest.to_string(),
             false => format!("{fewest}-{most}"),
         };
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-        let m = median(v);
-        println!(
-            "{mode:<10} {m:>12.1} {min:>12.1} {max:>12.1} {:>+9.1}% {progs:>15}",
-            (m / base - 1.0) * 100.0
-        );
+        results.add("sidecars", mode, "ms", &samples[mode], Some(base));
+        results.note(format!("{progs} rss_stat programs attached"));
     }
+    results.print_group("sidecars");
     Ok(())
 }
 
