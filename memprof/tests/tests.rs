@@ -31,8 +31,10 @@ mod node;
 mod pod;
 /// The container trigger: a container's charge as a whole, page cache not counted.
 mod pod_container;
-/// Process lifecycles and policy: reused PIDs, repeat crossings, level series, retries, resizes.
+/// Process lifecycles and policy: reused PIDs, repeat crossings, level series, kills, scope.
 mod pod_policy;
+/// Captures meeting trouble: a full kernel map, retries, an endpoint failing, a resized limit.
+mod pod_recovery;
 /// Many sidecars on one node sharing one set of kernel programs through a bpffs.
 mod shared;
 /// The longest names Kubernetes allows, through the spool.
