@@ -9,12 +9,8 @@ use tracing::{error, info, warn};
 
 use super::{
     goheap::{self, kernel_walk, kernel_walk::KillRead},
-    Capturer, Profile,
+    Capturer, Profile, PENDING_WAIT,
 };
-
-/// How long the at-kill profile waits for threshold captures of the same process still in
-/// flight (reading or symbolizing), so that it can name them.
-const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Turns the kernel's at-kill heap walks into stored profiles, each in its own task.
 pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {

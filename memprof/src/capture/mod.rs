@@ -1,6 +1,6 @@
 //! Capture: pull evidence out of a live process. Today that is the Go runtime's heap profile
 //! over HTTP (`http`: the endpoint found among the process's sockets, fetched in its network
-//! namespace and streamed into the spool by `download`) or read from the process's memory
+//! namespace and streamed into the spool by `http::download`) or read from the process's memory
 //! (`goheap`), at the threshold (`threshold`)
 //! and at the kill (`at_kill`); when neither yields a profile, a generic `snapshot` of what the
 //! kernel says of the process is stored instead; `oom_record` stores a record of each kill.
@@ -8,7 +8,6 @@
 //! process was (the OOM record needs it after the process is gone); `processes` is how the
 //! daemon tells capture of processes appearing and going. Other kinds (JVM) plug in here.
 pub mod at_kill;
-mod download;
 pub mod goheap;
 mod handover;
 pub mod http;
@@ -53,6 +52,10 @@ pub struct Capturer {
     goheap: goheap::registry::Registry,
     read_bounds: goheap::read::Bounds,
 }
+
+/// How long what is stored after a kill (the at-kill profile, the OOM record) waits for the
+/// process's threshold captures still in flight (reading or symbolizing), so it can name them.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Buckets a read from process memory keeps (a profile with more is marked truncated).
 const READ_MAX_BUCKETS: usize = 100_000;

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Capturer, Profile};
+use super::{Capturer, Profile, PENDING_WAIT};
 use crate::assess::ProcKey;
 
-/// How long the record waits for the process's captures still in flight (as the at-kill
-/// profile does), and then for the at-kill profile of a Go victim.
-const PENDING_WAIT: Duration = Duration::from_secs(30);
+/// How long the record waits, after the captures in flight (`PENDING_WAIT`), for the at-kill
+/// profile of a Go victim.
 const AT_KILL_WAIT: Duration = Duration::from_secs(15);
 
 /// What the daemon knows at the moment the kernel reports the kill.

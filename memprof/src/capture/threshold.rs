@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Instant};
 use tracing::{info, warn};
 
 use super::{
-    download::Downloaded, goheap, handover::Stored, http::pprof::Failure, Capturer, Profile,
+    goheap, handover::Stored, http::download::Downloaded, http::pprof::Failure, Capturer, Profile,
 };
 use crate::{
     assess::{policy::Outcome, Reading},

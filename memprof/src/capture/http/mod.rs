@@ -1,6 +1,8 @@
 //! The HTTP source: Go's `net/http/pprof` endpoint of a process, found among its listening
 //! sockets (`listener`, `endpoint`) and fetched (`pprof`) over a socket made in the process's
-//! own network namespace (`netns`), streamed into wherever `Out` says.
+//! own network namespace (`netns`), streamed into wherever `Out` says: the spool, named before
+//! the first byte (`download`).
+pub mod download;
 pub mod endpoint;
 mod listener;
 mod netns;

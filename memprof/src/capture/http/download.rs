@@ -8,11 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Result;
 use tracing::warn;
 
-use super::{
-    handover::Stored,
-    http::{pprof::Failure, Out},
-    Capturer,
-};
+use super::{pprof::Failure, Out};
+use crate::capture::{handover::Stored, Capturer};
 
 /// What a download gave: the key, whether the destination has it (or it waits in the
 /// spool), its size, and how long the download itself took.
@@ -25,7 +22,7 @@ pub struct Downloaded {
 
 impl Capturer {
     /// Downloads the heap profile `s.pid` serves at `addr` and delivers it.
-    pub(super) async fn download(
+    pub(in crate::capture) async fn download(
         &self,
         s: Stored<'_>,
         addr: SocketAddr,
