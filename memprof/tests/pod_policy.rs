@@ -105,7 +105,7 @@ fn escalating_levels_leave_a_series() {
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
     assert_eq!(profiles[..3], keys[..], "{record}");
-    // Then the at-kill profile, when the kernel walked the heap (see README, limits).
+    // Then the at-kill profile, when the kernel walked the heap (see docs/limits.md).
     assert!(
         profiles[3..].iter().all(|k| k.ends_with("_oom.heap.pb.gz")),
         "{record}"

@@ -99,7 +99,7 @@ fn a_resized_limit_is_noticed() {
     let app = s.service("app", 1024 * MIB, &["-rate", "40"]);
     // Armed at 80 % of 1 GiB; then the container is resized to 256 MiB (as an in-place pod
     // resize does) while it uses ~80 MiB. Without a re-read it would be killed unprofiled.
-    // What README tells operators to check: the limit memprof announces for the service.
+    // What docs/configuration.md tells operators to check: the limit memprof announces for the service.
     let watching = s.memprof.wait_for_log(
         &format!("watching process pid={} comm=\"leaky\"", app.pid),
         Duration::from_secs(10),

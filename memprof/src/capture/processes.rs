@@ -34,13 +34,14 @@ impl Capturer {
 
     /// Finds out now, waiting for it, whether the process is Go and where its endpoint is
     /// (probing its ports): for `memprof capture`, where the wait is worth it.
-    pub async fn discover_now(&self, key: ProcKey, comm: &str) {
+    pub async fn discover_now(&self, key: ProcKey, comm: &str) -> anyhow::Result<()> {
         if self.go_heap == GoHeapMode::Memory {
-            return;
+            return Ok(());
         }
         let (go, name) = (self.goheap.clone(), comm.to_string());
-        let _ = tokio::task::spawn_blocking(move || go.ensure(key, &name)).await;
+        tokio::task::spawn_blocking(move || go.ensure(key, &name)).await?;
         self.endpoints.find(key, comm, true).await;
+        Ok(())
     }
 
     /// Whether a profile can be taken of the process: it serves one, or it is Go.

@@ -22,7 +22,7 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
     let _ = capturer.saw(&reading, &cfg.scope, || assessor.cgroup_of(&reading.key));
     // Interactive: probing the ports of a Go program is worth the wait (whether it is Go
     // decides that, as in the daemon).
-    capturer.discover_now(reading.key, &reading.comm).await;
+    capturer.discover_now(reading.key, &reading.comm).await?;
     let candidate = Candidate {
         ns_pid: pid,
         kernel: None,

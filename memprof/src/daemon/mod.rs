@@ -190,7 +190,7 @@ impl LoopState {
             }
             _ => {}
         }
-        if c.ns_pid == 0 || c.ns_pid == std::process::id() {
+        if c.ns_pid == 0 || c.ns_pid == std::process::id() || !self.table.has_room_for(c.ns_pid) {
             return;
         }
         let Some(reading) = self.assessor.read(c.ns_pid) else {

@@ -37,16 +37,25 @@ pub(super) struct ProcessTable {
 }
 
 impl ProcessTable {
-    /// The process's record, made at first sight; `None` when the table is full (the process
-    /// is assessed again at its next event, after the sweep has made room).
+    /// Whether a process with this PID may be looked at: the table has room, or holds it
+    /// already. Asked before any store takes the process in. A full table is logged once per
+    /// sweep; a new process is looked at again at its next event, after the sweep made room.
+    pub fn has_room_for(&mut self, pid: u32) -> bool {
+        if self.records.len() < MAX_RECORDS || self.records.keys().any(|k| k.pid == pid) {
+            return true;
+        }
+        if !std::mem::replace(&mut self.warned_full, true) {
+            warn!(
+                max = MAX_RECORDS,
+                "the process table is full; new processes wait for the next sweep"
+            );
+        }
+        false
+    }
+
+    /// The process's record, made at first sight (`None`: no room, see `has_room_for`).
     pub fn record(&mut self, key: ProcKey) -> Option<&mut Record> {
         if self.records.len() >= MAX_RECORDS && !self.records.contains_key(&key) {
-            if !std::mem::replace(&mut self.warned_full, true) {
-                warn!(
-                    max = MAX_RECORDS,
-                    "the process table is full; new processes wait for the next sweep"
-                );
-            }
             return None;
         }
         Some(self.records.entry(key).or_default())
@@ -60,9 +69,9 @@ impl ProcessTable {
         self.records.get_mut(key)
     }
 
-    fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool) {
+    fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool, sweep: bool) {
         self.records.retain(|k, _| !gone(k));
-        self.warned_full = false;
+        self.warned_full &= !sweep;
     }
 }
 
@@ -71,7 +80,7 @@ impl LoopState {
     pub(super) fn forget(&mut self, which: Forget) {
         let gone = |k: &ProcKey| which.covers(k);
         let exec = matches!(which, Forget::Exec(_));
-        self.table.forget(gone);
+        self.table.forget(gone, !exec);
         self.policy.forget(gone, exec);
         self.assessor.forget(which);
         self.capturer.forget(which);
@@ -97,7 +106,7 @@ mod tests {
         let mut t = ProcessTable::default();
         t.record(key(7)).unwrap().armed = Some(42);
         assert_eq!(t.get(&key(7)).unwrap().armed, Some(42));
-        t.forget(|k| k.pid == 7);
+        t.forget(|k| k.pid == 7, true);
         assert!(t.get(&key(7)).is_none());
     }
 
@@ -107,12 +116,12 @@ mod tests {
         for pid in 0..MAX_RECORDS as u32 {
             t.record(key(pid)).unwrap();
         }
+        assert!(!t.has_room_for(u32::MAX));
         assert!(t.record(key(u32::MAX)).is_none());
-        assert!(
-            t.record(key(3)).is_some(),
-            "a known process keeps its record"
-        );
-        t.forget(|k| k.pid == 3);
+        assert!(t.has_room_for(3), "a known process keeps its record");
+        assert!(t.record(key(3)).is_some());
+        t.forget(|k| k.pid == 3, true);
+        assert!(t.has_room_for(u32::MAX));
         assert!(t.record(key(u32::MAX)).is_some());
     }
 }
