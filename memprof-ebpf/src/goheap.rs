@@ -181,10 +181,11 @@ extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
             return 1;
         }
         let b = &mut (*s).out;
+        // Every slot, not only the first `depth`: a loop with a fixed count is one path for
+        // the verifier, where a loop that stops at `depth` is a path per possible depth, each
+        // verified to the end of the program (hundreds of MiB of kernel memory, charged to
+        // memprof's memory cgroup, to load this program). Slots past `depth` are not sent.
         for i in 0..HEAP_MAX_DEPTH {
-            if i as u64 >= depth {
-                break;
-            }
             b.pcs[i] = (*s).raw[i].wrapping_sub(w.text_base) as u32;
         }
         b.kind = HEAP_BUCKET;
