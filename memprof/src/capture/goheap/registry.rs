@@ -187,12 +187,17 @@ impl Registry {
         go
     }
 
-    /// Whether the process runs a Go program (readable or not); `None` until discovered.
+    /// Whether the process runs a Go program (readable or not); `None` until its current
+    /// program is discovered (what was found for the program before an exec says nothing).
     pub fn is_go(&self, key: ProcKey) -> Option<bool> {
-        if self.entries.lock().expect("registry").contains_key(&key) {
+        let exe = exe_id(key.pid);
+        let entries = self.entries.lock().expect("registry");
+        if entries.get(&key).is_some_and(|e| e.exe == exe) {
             return Some(true);
         }
-        self.settled.lock().expect("settled").get(&key).map(|s| s.1)
+        drop(entries);
+        let settled = self.settled.lock().expect("settled");
+        settled.get(&key).filter(|s| s.0 == exe).map(|s| s.1)
     }
 
     /// The newest process with this PID (the at-kill walk names PIDs only).

@@ -16,7 +16,10 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-use super::{listener, pprof::Pprof};
+use super::{
+    listener,
+    pprof::{NotServed, Pprof},
+};
 use crate::assess::ProcKey;
 use crate::capture::goheap::registry::Registry;
 
@@ -36,7 +39,7 @@ struct Known {
     /// older one stops.
     schedule: u64,
     addr: Option<SocketAddr>,
-    /// Addresses probed that did not serve a profile (not probed again).
+    /// Addresses probed that answered with no profile (not probed again).
     refused: HashSet<SocketAddr>,
 }
 
@@ -170,8 +173,12 @@ impl Endpoints {
                     return Some(addr);
                 }
                 Err(e) => {
-                    debug!(pid, %addr, "not a pprof endpoint: {e:#}");
-                    entry.refused.insert(addr);
+                    debug!(pid, %addr, "not a pprof endpoint: {e}");
+                    // One that answered otherwise is not asked again; a slow one is, at the
+                    // next round.
+                    if matches!(e, NotServed::Answer(_)) {
+                        entry.refused.insert(addr);
+                    }
                 }
             }
         }

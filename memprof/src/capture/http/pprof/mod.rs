@@ -39,6 +39,24 @@ pub struct Failure {
     pub answer: Answer,
 }
 
+/// Why a probed address was not taken as the endpoint.
+#[derive(Debug)]
+pub enum NotServed {
+    /// It answered, with something other than a heap profile (or refused the connection).
+    Answer(anyhow::Error),
+    /// No answer in time: a busy process (its GC under memory pressure) may answer later.
+    Slow(Duration),
+}
+
+impl std::fmt::Display for NotServed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Self::Answer(e) => write!(f, "{e:#}"),
+            Self::Slow(timeout) => write!(f, "no answer within {timeout:?}"),
+        }
+    }
+}
+
 pub struct Pprof {
     path: String,
     port: u16,
@@ -131,7 +149,12 @@ impl Pprof {
 
     /// Whether `addr` serves a heap profile at the path: HTTP 200 and a body that starts as
     /// gzip does. Only the first bytes are read.
-    pub async fn probe(&self, pid: u32, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    pub async fn probe(
+        &self,
+        pid: u32,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), NotServed> {
         let check = async {
             let mut resp = self.get(pid, addr).await?;
             if !resp.status().is_success() {
@@ -153,9 +176,10 @@ impl Pprof {
             }
             Ok(())
         };
-        tokio::time::timeout(timeout, check)
-            .await
-            .map_err(|_| anyhow!("no answer within {timeout:?}"))?
+        match tokio::time::timeout(timeout, check).await {
+            Ok(answer) => answer.map_err(NotServed::Answer),
+            Err(_) => Err(NotServed::Slow(timeout)),
+        }
     }
 
     /// Sends the GET and returns the response, whatever its status.
@@ -182,93 +206,4 @@ impl Pprof {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{net::SocketAddr, time::Duration};
-
-    use tokio::{
-        io::{AsyncReadExt, AsyncWriteExt},
-        net::TcpListener,
-    };
-
-    use super::{Out, Pprof};
-
-    /// Serves one HTTP response with a body of `len` bytes (starting as gzip does).
-    async fn serve(status: &'static str, len: usize) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            // Read the request before answering, or closing the socket resets the exchange.
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let head =
-                format!("HTTP/1.1 {status}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
-            s.write_all(head.as_bytes()).await.unwrap();
-            let mut body = vec![7u8; len];
-            body[..2.min(len)].copy_from_slice(&[0x1f, 0x8b][..2.min(len)]);
-            let _ = s.write_all(&body).await;
-        });
-        addr
-    }
-
-    fn pprof(max: u64) -> Pprof {
-        Pprof::new(6060, "/debug/pprof/heap", Duration::from_secs(5), max)
-    }
-
-    #[tokio::test]
-    async fn downloads_the_profile() {
-        let addr = serve("200 OK", 1000).await;
-        let mut out = Out::Memory(Vec::new());
-        pprof(4096)
-            .capture(std::process::id(), addr, &mut out)
-            .await
-            .unwrap();
-        assert_eq!(out.written(), 1000);
-    }
-
-    #[tokio::test]
-    async fn refuses_oversized_profiles() {
-        let addr = serve("200 OK", 100_000).await;
-        let e = pprof(4096)
-            .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
-            .await
-            .unwrap_err();
-        assert!(format!("{:#}", e.error).contains("(4096 bytes)"), "{e:?}");
-    }
-
-    #[tokio::test]
-    async fn http_errors_are_errors() {
-        let addr = serve("404 Not Found", 0).await;
-        let e = pprof(4096)
-            .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
-            .await
-            .unwrap_err();
-        assert!(format!("{:#}", e.error).contains("404"), "{e:?}");
-        assert_eq!(e.answer.status.as_deref(), Some("404 Not Found"));
-    }
-
-    #[tokio::test]
-    async fn probe_tells_a_profile_from_other_answers() {
-        let pid = std::process::id();
-        let t = Duration::from_secs(2);
-        assert!(pprof(4096)
-            .probe(pid, serve("200 OK", 10).await, t)
-            .await
-            .is_ok());
-        assert!(pprof(4096)
-            .probe(pid, serve("200 OK", 1).await, t)
-            .await
-            .is_err());
-        assert!(pprof(4096)
-            .probe(pid, serve("503 Busy", 10).await, t)
-            .await
-            .is_err());
-    }
-}
+mod tests;
