@@ -85,11 +85,17 @@ fn rust_src() -> Result<()> {
     sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
+/// The bpf-linker the kernel programs are built with: another version emits other code, which
+/// the verifier may judge (and charge for) differently.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
 /// bpf-linker has no prebuilt download for this toolchain, so it is built against the LLVM
 /// shared library that ships inside the nightly toolchain (same LLVM as the nightly rustc).
 fn bpf_linker() -> Result<()> {
     // It finds the nightly's libLLVM only when run through the nightly (as aya-build does).
-    if works("rustup", &["run", "nightly", "bpf-linker", "--version"]) {
+    let installed =
+        output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]));
+    if installed.is_ok_and(|v| v.split_whitespace().nth(1) == Some(BPF_LINKER_VERSION)) {
         return Ok(());
     }
     let sysroot = nightly_sysroot()?;
@@ -120,6 +126,8 @@ fn bpf_linker() -> Result<()> {
         .args([
             "install",
             "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
             "--locked",
             "--no-default-features",
             "--features",
