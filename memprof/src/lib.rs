@@ -10,4 +10,5 @@ pub mod daemon;
 pub(crate) mod deliver;
 pub mod detect;
 pub mod kernel;
+pub mod logs;
 pub(crate) mod sys;

@@ -46,17 +46,7 @@ fn main() -> ExitCode {
         Some(Command::Capture { .. }) => ("info", true),
         Some(Command::Top { .. }) => ("warn", true),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_level.into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if to_stderr {
-        logs.with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
-    }
+    memprof::logs::init(default_level, to_stderr);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

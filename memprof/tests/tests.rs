@@ -21,7 +21,7 @@ mod exactly_once;
 mod goheap;
 /// Go services with no pprof endpoint: the heap at the threshold and at the kernel's kill.
 mod goheap_oom;
-/// Misbehaving pprof endpoints: each yields one clear line and a profile from memory instead.
+/// Hostile tenants: forged cgroup files, a changed root, control characters, bad endpoints.
 mod hostile;
 /// A 1 GiB profile streams through the spool to S3 while memprof's RSS stays small.
 mod large;

@@ -164,7 +164,7 @@ fn go_current() -> Result<()> {
 /// Builds the Go test programs with both toolchains where the tests look for them
 /// (`target/testapps/go-system/<app>`, `go-current/<app>`; see memprof/tests/common/go.rs).
 pub fn build_testapps() -> Result<()> {
-    for app in ["leaky", "stacks"] {
+    for app in ["leaky", "stacks", "tenant"] {
         for (go, suffix) in [
             (PathBuf::from("go"), "go-system"),
             (go_current_bin(), "go-current"),

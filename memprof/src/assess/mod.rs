@@ -10,13 +10,19 @@ mod process;
 pub mod rate;
 pub mod scope;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::PathBuf,
+    sync::{Arc, Weak},
+};
 
 use anyhow::{Context, Result};
 use procfs::FromRead;
 use tracing::warn;
 
-use crate::cgroup::{self, hierarchy};
+pub use crate::cgroup::View as CgroupDir;
+use crate::cgroup::{self, hierarchy, Unreadable, View};
 pub use process::{alive, Forget, ProcKey};
 
 /// Where `Reading::limit` comes from.
@@ -51,10 +57,20 @@ impl Reading {
     }
 }
 
+/// A mountinfo larger than this (a process with tens of thousands of mounts) is read this far:
+/// a cgroup mount past it is not found, and only that process's limit is unknown.
+const MOUNTINFO_MAX: u64 = 1 << 20;
+/// `/proc/PID/cgroup`: one line per hierarchy, its path at most a few KiB.
+const PROC_CGROUP_MAX: u64 = 64 << 10;
+
+/// Where a memory cgroup was found: shared by every process in it (one descriptor per place,
+/// however many processes a cgroup holds).
+type Found = Result<Vec<View>, Unreadable>;
+
 /// Where a process's cgroup was found, valid while its `/proc/PID/cgroup` reads the same.
 struct Located {
     proc_cgroup: String,
-    views: Result<Vec<cgroup::View>, cgroup::Unreadable>,
+    views: Arc<Found>,
     identity: Arc<identity::Identity>,
     /// Whether the failure to find the limit has been logged (once per process).
     warned: bool,
@@ -66,6 +82,8 @@ pub struct Assessor {
     own_mounts: Vec<hierarchy::CgroupMount>,
     mem_total: u64,
     located: HashMap<ProcKey, Located>,
+    /// Each memory cgroup (`v2`, path) found, while a process in it is located.
+    by_cgroup: HashMap<(bool, String), Weak<Found>>,
     /// The kubelet's pod log tree, when memprof can see it (node mode).
     pods: Option<identity::PodsTree>,
 }
@@ -81,6 +99,7 @@ impl Assessor {
             own_mounts: hierarchy::parse_mountinfo(&mountinfo),
             mem_total: meminfo.mem_total,
             located: HashMap::new(),
+            by_cgroup: HashMap::new(),
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
         })
     }
@@ -118,20 +137,20 @@ impl Assessor {
     /// the cgroup is cannot change without `/proc/PID/cgroup` changing, so it is looked up
     /// once per process and cgroup; the limit itself is read every time (it can be resized).
     fn limit(&mut self, key: ProcKey, comm: &str) -> Result<Option<u64>, ()> {
-        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", key.pid)).ok();
-        let proc_cgroup = proc_cgroup.ok_or(())?;
+        let proc_cgroup = read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).ok_or(())?;
         let cached = self
             .located
             .get(&key)
             .is_some_and(|l| l.proc_cgroup == proc_cgroup);
         if !cached {
-            self.locate(key, proc_cgroup.clone());
+            self.locate(key, proc_cgroup.clone(), false);
         }
         let mut limit = self.read_limit(&key);
         if limit.is_err() && cached {
             // The process may have changed its mounts since (a container runtime sets them
-            // up after placing the process in its cgroup): look again before giving up.
-            self.locate(key, proc_cgroup);
+            // up after placing the process in its cgroup), or the cgroup was made anew: look
+            // again, from scratch, before giving up.
+            self.locate(key, proc_cgroup, true);
             limit = self.read_limit(&key);
         }
         let located = self.located.get_mut(&key).expect("just located");
@@ -139,17 +158,35 @@ impl Assessor {
             if !std::mem::replace(&mut located.warned, true) {
                 warn!(
                     pid = key.pid,
-                    comm, "memory limit unknown, measuring against the node's MemTotal: {why}"
+                    comm = comm.escape_debug().to_string(),
+                    "memory limit unknown, measuring against the node's MemTotal: {why}"
                 );
             }
         })
     }
 
-    fn locate(&mut self, key: ProcKey, proc_cgroup: String) {
-        let mountinfo =
-            std::fs::read_to_string(format!("/proc/{}/mountinfo", key.pid)).unwrap_or_default();
-        let root = std::path::PathBuf::from(format!("/proc/{}/root", key.pid));
-        let views = cgroup::views(&proc_cgroup, &mountinfo, &root, &self.own_mounts);
+    /// Finds the process's memory cgroup: where another process in the same cgroup found it,
+    /// unless `fresh`, else through both memprof's and the process's mounts, verified.
+    fn locate(&mut self, key: ProcKey, proc_cgroup: String, fresh: bool) {
+        let mountinfo = read_proc(key.pid, "mountinfo", MOUNTINFO_MAX).unwrap_or_default();
+        let memory = hierarchy::parse_proc_cgroup(&proc_cgroup);
+        let known = memory
+            .as_ref()
+            .filter(|_| !fresh)
+            .and_then(|m| self.by_cgroup.get(m)?.upgrade())
+            .filter(|found| found.is_ok());
+        let views = known.unwrap_or_else(|| {
+            let found = Arc::new(find_cgroup(
+                key.pid,
+                &proc_cgroup,
+                &mountinfo,
+                &self.own_mounts,
+            ));
+            if let Some(m) = memory {
+                self.by_cgroup.insert(m, Arc::downgrade(&found));
+            }
+            found
+        });
         let identity = Arc::new(identity::resolve(
             &proc_cgroup,
             &mountinfo,
@@ -167,9 +204,9 @@ impl Assessor {
         );
     }
 
-    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, cgroup::Unreadable> {
-        match &self.located[key].views {
-            Ok(views) => cgroup::limit(views, |p| std::fs::read_to_string(p).ok()),
+    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, Unreadable> {
+        match &*self.located[key].views {
+            Ok(views) => cgroup::limit(views),
             Err(why) => Err(why.clone()),
         }
     }
@@ -184,36 +221,42 @@ impl Assessor {
             .unwrap_or_default()
     }
 
-    /// The process's cgroup path, and the directory its `memory.stat` is read from when the
-    /// cgroup was found.
-    pub fn cgroup_of(&self, key: &ProcKey) -> (String, Option<std::path::PathBuf>) {
-        let dir = self
-            .views(key)
-            .and_then(|v| v.first())
-            .map(|v| v.dir.clone());
+    /// The process's cgroup path, and its verified directory (where its `memory.stat` is read
+    /// from) when the cgroup was found.
+    pub fn cgroup_of(&self, key: &ProcKey) -> (String, Option<View>) {
+        let dir = self.views(key).and_then(|v| v.first()).cloned();
         (self.cgroup_path(key), dir)
     }
 
     /// Where the process's memory cgroup can be read, when it was found.
-    pub fn views(&self, key: &ProcKey) -> Option<&[cgroup::View]> {
-        Some(self.located.get(key)?.views.as_ref().ok()?.as_slice())
+    pub fn views(&self, key: &ProcKey) -> Option<&[View]> {
+        Some(
+            self.located
+                .get(key)?
+                .views
+                .as_ref()
+                .as_ref()
+                .ok()?
+                .as_slice(),
+        )
     }
 
     /// The working set of the process's memory cgroup now (see `cgroup::working_set`).
     pub fn working_set(&self, key: &ProcKey) -> Option<u64> {
-        let views = self.located.get(key)?.views.as_ref().ok()?;
-        cgroup::working_set(views, |p| std::fs::read_to_string(p).ok())
+        cgroup::working_set(self.views(key)?)
     }
 
     /// Forgets where processes' cgroups are: an exec'd one's mounts are final now, and who it
     /// is is looked up afresh.
     pub fn forget(&mut self, which: Forget) {
-        self.located.retain(|k, _| !which.covers(k));
+        self.retain(|k| !which.covers(k));
     }
 
-    /// Forgets every process but those `keep` names (`memprof top`'s screen).
+    /// Forgets every process but those `keep` names (`memprof top`'s screen), and the cgroups
+    /// no process is located in any more.
     pub fn retain(&mut self, keep: impl Fn(&ProcKey) -> bool) {
         self.located.retain(|k, _| keep(k));
+        self.by_cgroup.retain(|_, found| found.strong_count() > 0);
     }
 }
 
@@ -225,6 +268,38 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 
 fn open(pid: u32, file: &str) -> Option<std::fs::File> {
     std::fs::File::open(format!("/proc/{pid}/{file}")).ok()
+}
+
+/// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
+fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
+    let mut bytes = Vec::new();
+    open(pid, file)?.take(max).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 == max {
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(whole);
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The process's memory cgroup, found and verified at each place it may be reached from.
+fn find_cgroup(
+    pid: u32,
+    proc_cgroup: &str,
+    mountinfo: &str,
+    own: &[hierarchy::CgroupMount],
+) -> Found {
+    let places = cgroup::places(proc_cgroup, mountinfo, own)?;
+    let (mut views, mut why) = (Vec::new(), Vec::new());
+    for place in &places {
+        match View::open(place, pid) {
+            Ok(v) => views.push(v),
+            Err(e) => why.push(e),
+        }
+    }
+    if views.is_empty() {
+        return Err(Unreadable::NoFiles(why));
+    }
+    Ok(views)
 }
 
 /// RSS (file + anon + shmem, as the kernel's `rss_stat` counts it) from /proc/<pid>/status.

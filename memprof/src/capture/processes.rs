@@ -1,13 +1,11 @@
 //! What capture keeps of each process — who it is and what it used (`seen`), whether it is Go
 //! and where its heap is (`goheap`), its pprof endpoint (`http`) — as the daemon tells it of
 //! processes appearing, changing and going.
-use std::path::PathBuf;
-
 use super::{seen::Proc, Capturer};
 use crate::{
     assess::{
         scope::{Excluded, Scope},
-        Forget, ProcKey, Reading,
+        CgroupDir, Forget, ProcKey, Reading,
     },
     config::GoHeapMode,
 };
@@ -18,7 +16,7 @@ impl Capturer {
         &self,
         r: &Reading,
         scope: &Scope,
-        cgroup: impl FnOnce() -> (String, Option<PathBuf>),
+        cgroup: impl FnOnce() -> (String, Option<CgroupDir>),
     ) -> (Result<(), Excluded>, bool) {
         self.seen.saw(r, scope, cgroup)
     }

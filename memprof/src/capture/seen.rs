@@ -3,15 +3,21 @@
 //! reported) and its last reading — the facts the OOM record needs after the process is gone.
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    io::Read,
     sync::{Arc, Mutex},
 };
 
 use crate::assess::{
     identity::Identity,
     scope::{Excluded, Scope},
-    LimitSource, ProcKey, Reading,
+    CgroupDir, LimitSource, ProcKey, Reading,
 };
+
+/// How much of a command line is kept (a process may pass megabytes of arguments, and is kept
+/// per process and named in every spool header); the rest is cut, and the cut marked.
+pub const CMDLINE_MAX: usize = 4 << 10;
+/// What ends a command line that was cut.
+pub const CUT: &str = "[…cut]";
 
 #[derive(Clone, Debug)]
 pub struct Proc {
@@ -19,8 +25,8 @@ pub struct Proc {
     pub cmdline: Vec<String>,
     /// `/proc/PID/cgroup`'s memory (or unified) path.
     pub cgroup: String,
-    /// Where that cgroup's files are read, when found (for a snapshot's `memory.stat`).
-    pub cgroup_dir: Option<PathBuf>,
+    /// That cgroup's verified directory, when found (for a snapshot's `memory.stat`).
+    pub cgroup_dir: Option<CgroupDir>,
     pub comm: String,
     pub rss: u64,
     pub limit: u64,
@@ -44,7 +50,7 @@ impl Seen {
         &self,
         r: &Reading,
         scope: &Scope,
-        cgroup: impl FnOnce() -> (String, Option<PathBuf>),
+        cgroup: impl FnOnce() -> (String, Option<CgroupDir>),
     ) -> (Result<(), Excluded>, bool) {
         let mut procs = self.lock();
         if let Some(p) = procs.get_mut(&r.key) {
@@ -61,15 +67,7 @@ impl Seen {
             }
             return (p.scope, false);
         }
-        let raw = std::fs::read(format!("/proc/{}/cmdline", r.key.pid)).unwrap_or_default();
-        // NUL-terminated arguments; empty ones are arguments too.
-        let cmdline = match raw.strip_suffix(&[0]) {
-            Some(args) => args
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect(),
-            None => Vec::new(),
-        };
+        let cmdline = cmdline(r.key.pid);
         let (cgroup, cgroup_dir) = cgroup();
         let verdict = scope.admits(&r.comm, &cgroup);
         procs.insert(
@@ -120,6 +118,37 @@ impl Seen {
     }
 }
 
+/// The process's arguments, at most `CMDLINE_MAX` bytes of them.
+fn cmdline(pid: u32) -> Vec<String> {
+    let mut raw = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        let _ = f.take(CMDLINE_MAX as u64 + 1).read_to_end(&mut raw);
+    }
+    split_cmdline(&raw)
+}
+
+/// NUL-terminated arguments (empty ones are arguments too); more than `CMDLINE_MAX` bytes are
+/// cut, the last argument kept marked with `CUT`.
+fn split_cmdline(raw: &[u8]) -> Vec<String> {
+    let cut = raw.len() > CMDLINE_MAX;
+    let raw = &raw[..raw.len().min(CMDLINE_MAX)];
+    let args = match (cut, raw.strip_suffix(&[0])) {
+        (false, Some(args)) => args,
+        (false, None) => return Vec::new(),
+        (true, _) => raw,
+    };
+    let mut out: Vec<String> = args
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if cut {
+        if let Some(last) = out.last_mut() {
+            last.push_str(CUT);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +189,21 @@ mod tests {
         let _ = seen.saw(&reading(256 << 20, LimitSource::Cgroup), &scope, none);
         let p = seen.get(ProcKey { pid: 7, start: 1 }).unwrap();
         assert_eq!((p.limit, p.limit_source), (256 << 20, LimitSource::Cgroup));
+    }
+
+    #[test]
+    fn command_lines_are_kept_to_a_bound_and_the_cut_marked() {
+        assert_eq!(split_cmdline(b"a\0\0b\0"), ["a", "", "b"]);
+        assert!(split_cmdline(b"").is_empty());
+        let mut long = b"prog\0".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 6 << 20));
+        long.push(0);
+        let args = split_cmdline(&long[..CMDLINE_MAX + 1]);
+        assert_eq!(args[0], "prog");
+        assert!(args[1].ends_with(CUT), "{}", &args[1][args[1].len() - 20..]);
+        assert_eq!(
+            args.iter().map(String::len).sum::<usize>(),
+            "prog".len() + CMDLINE_MAX - 5 + CUT.len()
+        );
     }
 }

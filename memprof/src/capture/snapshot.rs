@@ -2,10 +2,13 @@
 //! refused, hung, failed or answered something else, a heap that could not be read): what the
 //! kernel says of the process and its container, and what the endpoint answered. An incident
 //! always leaves evidence, readable with `cat`. Taken once per crossing, not on retries.
-use std::{fmt::Write, path::Path, time::Instant};
+use std::{fmt::Write, time::Instant};
 
 use super::{handover::Stored, http::pprof::Answer, Capturer, Profile};
-use crate::{assess::Reading, detect::Candidate};
+use crate::{
+    assess::{CgroupDir, Reading},
+    detect::Candidate,
+};
 
 impl Capturer {
     /// Takes and delivers the snapshot; its key once stored.
@@ -19,7 +22,7 @@ impl Capturer {
         let started = Instant::now();
         let pid = c.ns_pid;
         let cgroup_dir = self.seen.get(reading.key).and_then(|p| p.cgroup_dir);
-        let text = snapshot(pid, &reading.comm, cgroup_dir.as_deref(), why, answer);
+        let text = snapshot(pid, &reading.comm, cgroup_dir.as_ref(), why, answer);
         let profile = Profile {
             kind: "snapshot",
             extension: "txt",
@@ -58,18 +61,29 @@ impl Capturer {
 pub fn snapshot(
     pid: u32,
     comm: &str,
-    cgroup_dir: Option<&Path>,
+    cgroup_dir: Option<&CgroupDir>,
     why: &str,
     answer: Option<&Answer>,
 ) -> String {
     let mut out = String::new();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // The process names itself (`PR_SET_NAME` takes any bytes): escaped, like all it names.
+    let comm = comm.escape_debug();
     let _ = writeln!(out, "memprof snapshot of PID {pid} ({comm}) at {now}");
-    let _ = writeln!(out, "no profile could be taken: {why}");
+    let _ = writeln!(out, "no profile could be taken: {}", why.escape_debug());
     section(&mut out, &format!("/proc/{pid}/status"));
     section(&mut out, &format!("/proc/{pid}/smaps_rollup"));
     match cgroup_dir {
-        Some(dir) => section(&mut out, &dir.join("memory.stat").display().to_string()),
+        // Read through the verified directory: nothing the process linked or mounted there.
+        Some(dir) => {
+            let _ = writeln!(out, "\n== {}/memory.stat", dir.shown());
+            match dir.read_text("memory.stat") {
+                Ok(text) => out.push_str(&printable(&text)),
+                Err(e) => {
+                    let _ = writeln!(out, "(unreadable: {e})");
+                }
+            }
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -93,10 +107,23 @@ pub fn snapshot(
     out
 }
 
+/// `text` with control characters other than newlines and tabs escaped: the kernel's files
+/// show the names the process gave itself as they are.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 fn section(out: &mut String, path: &str) {
     let _ = writeln!(out, "\n== {path}");
-    match std::fs::read_to_string(path) {
-        Ok(text) => out.push_str(&text),
+    let read = std::fs::File::open(path).and_then(|f| crate::sys::files::read_bounded(f, 64 << 10));
+    match read {
+        Ok(text) => out.push_str(&printable(&String::from_utf8_lossy(&text))),
         Err(e) => {
             let _ = writeln!(out, "(unreadable: {e})");
         }

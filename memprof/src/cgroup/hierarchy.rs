@@ -1,7 +1,7 @@
 //! A process's memory limit from its cgroup: v1 `memory.limit_in_bytes` or v2 `memory.max`,
 //! taking the tightest limit on the way up the hierarchy (a Kubernetes pod-level limit sits
 //! above the container's own cgroup).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A cgroup filesystem mount, from /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,34 +146,27 @@ pub fn cgroup_dir(mounts: &[CgroupMount], v2: bool, path: &str) -> Option<(PathB
     })
 }
 
-/// The tightest limit from `dir` up to the mount point, reading files through `read`:
-/// `Some(None)` when unlimited, `None` when `dir` is no memory cgroup (its limit file is
-/// missing: the path is hidden by another mount, or the cgroup is gone) — walking up from
-/// there would read somebody else's limit.
-pub fn effective_limit(
-    dir: &Path,
-    mount_point: &Path,
-    v2: bool,
-    read: impl Fn(&Path) -> Option<String>,
-) -> Option<Option<u64>> {
-    let file = if v2 {
+/// The tightest limit from the process's cgroup up to the top of `view`: `Some(None)` when
+/// unlimited, `None` when the view shows no memory cgroup (its limit file is missing: the
+/// cgroup is gone, or something else is there now).
+pub fn effective_limit(view: &impl super::Files) -> Option<Option<u64>> {
+    let file = if view.v2() {
         "memory.max"
     } else {
         "memory.limit_in_bytes"
     };
     // Every v2 cgroup has `cgroup.controllers`; only the root lacks `memory.max`.
-    let marker = if v2 { "cgroup.controllers" } else { file };
-    read(&dir.join(marker))?;
+    let marker = if view.v2() {
+        "cgroup.controllers"
+    } else {
+        file
+    };
+    view.read(0, marker)?;
     let mut limit: Option<u64> = None;
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if let Some(l) = read(&d.join(file)).and_then(|t| parse_limit(&t)) {
+    for up in 0..=view.depth() {
+        if let Some(l) = view.read(up, file).and_then(|t| parse_limit(&t)) {
             limit = Some(limit.map_or(l, |cur| cur.min(l)));
         }
-        if d == mount_point {
-            break;
-        }
-        cur = d.parent().filter(|p| p.starts_with(mount_point));
     }
     Some(limit)
 }
@@ -182,7 +175,10 @@ pub fn effective_limit(
 mod tests {
     use std::collections::HashMap;
 
+    use std::path::Path;
+
     use super::*;
+    use crate::cgroup::tests::Fake;
 
     const MOUNTINFO_HYBRID: &str = include_str!("../../tests/fixtures/mountinfo.v1-hybrid");
     const MOUNTINFO_V2: &str = include_str!("../../tests/fixtures/mountinfo.v2");
@@ -241,13 +237,10 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let limit = effective_limit(&dir, &mp, true, |p| files.get(p).map(|s| s.to_string()));
-        assert_eq!(limit, Some(Some(256 << 20)));
+        let at = |dir: PathBuf| Fake::new(&dir, &mp, true, &files);
+        assert_eq!(effective_limit(&at(dir.clone())), Some(Some(256 << 20)));
         // A directory without a limit file is not a cgroup here: no walking up from it.
-        let hidden = effective_limit(&dir.join("gone"), &mp, true, |p| {
-            files.get(p).map(|s| s.to_string())
-        });
-        assert_eq!(hidden, None);
+        assert_eq!(effective_limit(&at(dir.join("gone"))), None);
     }
 
     #[test]
@@ -260,10 +253,11 @@ mod tests {
         }];
         let (dir, mp) = cgroup_dir(&mounts, false, "/kubepods/pod1/c1").unwrap();
         assert_eq!(dir, mp);
-        let limit = effective_limit(&dir, &mp, false, |p| {
-            (p == Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-                .then(|| "104857600".into())
-        });
+        let files = HashMap::from([(
+            PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            "104857600",
+        )]);
+        let limit = effective_limit(&Fake::new(&dir, &mp, false, &files));
         assert_eq!(limit, Some(Some(100 << 20)));
         assert_eq!(cgroup_dir(&mounts, false, "/other"), None);
     }

@@ -96,8 +96,9 @@ pub async fn run(cfg: &Config, interval: Duration, iterations: u64) -> Result<()
             out.push_str(&format!(
                 "{:>7}  {:<40} {:<16} {:>9} {:>9} {:>6.1} {:>9}  {}\n",
                 r.key.pid,
-                r.identity.describe(),
-                r.comm,
+                // Both are the process's to choose: no control character reaches the terminal.
+                r.identity.describe().escape_debug().to_string(),
+                r.comm.escape_debug().to_string(),
                 human(r.rss),
                 human(r.limit),
                 r.percent(),

@@ -135,9 +135,11 @@ pub struct Args {
     /// safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
     pub max_procs: String,
-    /// bpffs mount where memprof instances on one node share their kernel programs (pinned
-    /// under `memprof/`), or `off` to always load this instance's own.
-    #[arg(long, env = "MEMPROF_BPFFS", default_value = "/sys/fs/bpf")]
+    /// bpffs mount where memprof sidecars on one node share their kernel programs (pinned
+    /// under `memprof/`), or `off` (the default) to load this instance's own. Whoever can
+    /// reach the pins can reroute the shared maps: share only where the node's pods trust
+    /// each other.
+    #[arg(long, env = "MEMPROF_BPFFS", default_value = "off")]
     pub bpffs: String,
 }
 

@@ -35,6 +35,29 @@ impl Metadata {
         serde_json::from_slice(bytes).ok()
     }
 
+    /// The metadata as JSON of at most `max` bytes: the longest values are cut (ending in
+    /// `[…cut]`) until it fits, so a process with megabytes of arguments full of bytes JSON
+    /// escapes six-fold cannot make a spool header memprof cannot read back.
+    pub fn json_within(&self, max: usize) -> Vec<u8> {
+        let mut m = self.clone();
+        let mut keep = 4096;
+        loop {
+            let json = serde_json::to_vec(&m).expect("a map of strings serialises");
+            if json.len() <= max || keep == 0 {
+                return json;
+            }
+            for v in m.0.values_mut().filter(|v| v.len() > keep) {
+                let mut end = keep;
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                v.truncate(end);
+                v.push_str("[…cut]");
+            }
+            keep /= 2;
+        }
+    }
+
     /// As S3 user metadata: HTTP header values are printable ASCII, so anything else is
     /// percent-encoded (`%XX` per byte) and long values are cut, ending in `...`.
     pub fn for_s3(&self) -> std::collections::HashMap<String, String> {
@@ -77,5 +100,18 @@ mod tests {
             cut.len() <= S3_VALUE_MAX + 3 && cut.ends_with("..."),
             "{cut}"
         );
+    }
+
+    #[test]
+    fn json_within_a_bound_cuts_the_longest_values() {
+        let mut m = Metadata::new();
+        m.set("pid", 42).set("cmdline", "\u{1b}é".repeat(4000));
+        assert!(m.to_json().len() > 16 << 10);
+        let json = m.json_within(4096);
+        assert!(json.len() <= 4096, "{}", json.len());
+        let back = Metadata::from_json(&json).unwrap();
+        assert_eq!(back.get("pid"), Some("42"));
+        assert!(back.get("cmdline").unwrap().ends_with("[…cut]"));
+        assert_eq!(m.json_within(1 << 20), serde_json::to_vec(&m).unwrap());
     }
 }

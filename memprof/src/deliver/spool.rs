@@ -52,9 +52,10 @@ fn legacy_key(file_name: &str) -> String {
     file_name.replace("%2F", "/").replace("%25", "%")
 }
 
-/// A spool file's header: the key and the metadata, a line each.
+/// A spool file's header: the key and the metadata, a line each, within `HEADER_MAX` (a key
+/// is well below it; metadata values are cut to fit), so every entry can be read back.
 fn head(key: &str, meta: &Metadata) -> Vec<u8> {
-    let json = serde_json::to_vec(meta).expect("a map of strings serialises");
+    let json = meta.json_within(HEADER_MAX.saturating_sub(MAGIC.len() + key.len() + 2));
     [MAGIC, key.as_bytes(), b"\n", &json, b"\n"].concat()
 }
 
@@ -194,6 +195,12 @@ mod tests {
         assert_eq!(body(&pending[0]), b"profile");
         spool.remove(&entry).await.unwrap();
         assert!(spool.pending().unwrap().is_empty());
+        // Arguments JSON escapes six-fold: the header is cut to fit, the entry stays readable.
+        meta.set("cmdline", "\u{1}".repeat(4 << 10));
+        spool.put(key, &meta, b"profile").await.unwrap();
+        let pending = spool.pending().unwrap();
+        assert!(pending[0].meta.get("cmdline").unwrap().ends_with("[…cut]"));
+        assert_eq!(body(&pending[0]), b"profile");
     }
 
     #[tokio::test]

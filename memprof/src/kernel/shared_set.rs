@@ -37,7 +37,10 @@ pub struct Group {
 /// tenant has claimed its slot).
 pub fn plan(bpffs: Option<&Path>, own_pidns: u64, object: &[u8]) -> Result<Plan> {
     let Some(bpffs) = bpffs else {
-        return Ok(Plan::Solo("sharing is off (MEMPROF_BPFFS=off)".into()));
+        return Ok(Plan::Solo(
+            "sharing is off (MEMPROF_BPFFS: share only where the node's pods trust each other)"
+                .into(),
+        ));
     };
     if own_pidns == offsets::INIT_PIDNS_INUM {
         return Ok(Plan::Solo(

@@ -91,7 +91,6 @@ async fn watch_until_lost(
     cfg: WatchConfig,
     tx: &mpsc::Sender<ContainerEvent>,
 ) -> String {
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
     let mut notifier = notify::Notifier::none();
     // The level and usage threshold notifications are armed at.
     let mut armed: Option<(u64, u64)> = None;
@@ -99,7 +98,7 @@ async fn watch_until_lost(
     let mut via = "poll";
     loop {
         let detected = Instant::now();
-        let limit = match cgroup::limit(&views, read) {
+        let limit = match cgroup::limit(&views) {
             Ok(Some(limit)) => limit,
             Ok(None) => {
                 // Unlimited now (it may be resized): nothing to compare with.
@@ -110,10 +109,8 @@ async fn watch_until_lost(
         };
         let level = (limit as u128 * cfg.pct as u128).div_ceil(100) as u64;
         let margin = (limit as u128 * cfg.hysteresis_pct as u128 / 100) as u64;
-        let (Some(usage), Some(working_set)) = (
-            cgroup::usage(&views, read),
-            cgroup::working_set(&views, read),
-        ) else {
+        let (Some(usage), Some(working_set)) = (cgroup::usage(&views), cgroup::working_set(&views))
+        else {
             return "its usage cannot be read".into();
         };
         // The usage threshold sits where the working set would reach the level with the
@@ -131,8 +128,8 @@ async fn watch_until_lost(
             notifier = notify::Notifier::arm(&views, threshold);
             // The kernel notifies crossings after the threshold is registered: one between the
             // reading above and now would never be told. Look again at once if so.
-            crossed_while_arming = notifier.thresholds()
-                && cgroup::usage(&views, read).is_some_and(|u| u >= threshold);
+            crossed_while_arming =
+                notifier.thresholds() && cgroup::usage(&views).is_some_and(|u| u >= threshold);
             if armed.is_none_or(|(at_level, _)| at_level != level) {
                 info!(
                     path,

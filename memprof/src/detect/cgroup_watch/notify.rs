@@ -12,12 +12,11 @@ use std::{
     fs::File,
     io::{Read, Seek, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::Path,
 };
 
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::cgroup::View;
+use crate::cgroup::{Files, View};
 
 /// Stall time (µs) within the window that fires the PSI trigger: a tenth of it.
 const PSI_STALL_US: u64 = 100_000;
@@ -46,13 +45,13 @@ impl Notifier {
     pub fn arm(views: &[View], threshold: u64) -> Self {
         let mut n = Self::none();
         for v in views {
-            if v.v2 {
-                n.events = n.events.or_else(|| note(&mut n.missing, events(&v.dir)));
-                n.psi = n.psi.or_else(|| note(&mut n.missing, psi(&v.dir)));
+            if v.v2() {
+                n.events = n.events.or_else(|| note(&mut n.missing, events(v)));
+                n.psi = n.psi.or_else(|| note(&mut n.missing, psi(v)));
             } else {
                 n.threshold = n
                     .threshold
-                    .or_else(|| note(&mut n.missing, usage_threshold(&v.dir, threshold)));
+                    .or_else(|| note(&mut n.missing, usage_threshold(v, threshold)));
             }
         }
         if n.threshold.is_some() || n.events.is_some() || n.psi.is_some() {
@@ -141,9 +140,11 @@ fn note<T>(missing: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
     r.map_err(|e| missing.push(e)).ok()
 }
 
-fn usage_threshold(dir: &Path, level: u64) -> Result<(AsyncFd<OwnedFd>, File), String> {
-    let usage_path = dir.join("memory.usage_in_bytes");
-    let usage = File::open(&usage_path).map_err(|e| format!("{}: {e}", usage_path.display()))?;
+/// The cgroup's files are opened through its verified directory only (`View::open_file`): a
+/// write meant for `cgroup.event_control` or `memory.pressure` cannot be redirected to a file
+/// the process linked or mounted there.
+fn usage_threshold(view: &View, level: u64) -> Result<(AsyncFd<OwnedFd>, File), String> {
+    let usage = view.open_file("memory.usage_in_bytes", libc::O_RDONLY)?;
     // SAFETY: eventfd has no memory preconditions; the result is checked.
     let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if raw < 0 {
@@ -151,32 +152,25 @@ fn usage_threshold(dir: &Path, level: u64) -> Result<(AsyncFd<OwnedFd>, File), S
     }
     // SAFETY: `raw` is a new descriptor we own.
     let efd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let control = dir.join("cgroup.event_control");
     let line = format!("{} {} {level}", efd.as_raw_fd(), usage.as_raw_fd());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&control)
-        .and_then(|mut f| f.write_all(line.as_bytes()))
-        .map_err(|e| format!("{}: {e}", control.display()))?;
+    view.open_file("cgroup.event_control", libc::O_WRONLY)?
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("cgroup.event_control: {e}"))?;
     let efd = register(efd, Interest::READABLE)?;
     Ok((efd, usage))
 }
 
-fn events(dir: &Path) -> Result<AsyncFd<File>, String> {
-    let path = dir.join("memory.events");
-    let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    register(f, Interest::PRIORITY)
+fn events(view: &View) -> Result<AsyncFd<File>, String> {
+    register(
+        view.open_file("memory.events", libc::O_RDONLY)?,
+        Interest::PRIORITY,
+    )
 }
 
-fn psi(dir: &Path) -> Result<AsyncFd<File>, String> {
-    let path = dir.join("memory.pressure");
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+fn psi(view: &View) -> Result<AsyncFd<File>, String> {
+    let mut f = view.open_file("memory.pressure", libc::O_RDWR)?;
     let trigger = format!("some {PSI_STALL_US} {PSI_WINDOW_US}\0");
     f.write_all(trigger.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("memory.pressure: {e}"))?;
     register(f, Interest::PRIORITY)
 }

@@ -1,5 +1,8 @@
-//! Small system calls several stages need that std does not offer.
+//! Small system calls several stages need that std does not offer: `flock`, and opening and
+//! reading files a watched process controls (`files`).
 use std::{io, os::fd::AsRawFd};
+
+pub mod files;
 
 /// `flock(2)` on an open file or directory; `wait: false` fails with `WouldBlock` when held.
 pub fn flock(file: &std::fs::File, wait: bool) -> io::Result<()> {

@@ -1,0 +1,10 @@
+//! Hostile tenants, on real parts: every process memprof watches is untrusted. Each case is a
+//! real process doing what a tenant can do — forged files, links and mounts where cgroup files
+//! belong, a changed root, control characters in its name, a misbehaving pprof port — beside
+//! an honest service that must still be profiled before its OOM kill.
+
+/// A tenant's files: a changed root with control files linked to a canary and a secret, FIFOs,
+/// `/dev/zero` and sparse files mounted over them, a name full of control characters.
+mod cgroup_files;
+/// Misbehaving pprof endpoints: each yields one clear line and a snapshot instead.
+mod endpoints;

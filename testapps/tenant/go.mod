@@ -1,0 +1,3 @@
+module memprof.test/tenant
+
+go 1.19
