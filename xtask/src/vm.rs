@@ -22,6 +22,7 @@ const GUEST_TESTS: &[&str] = &[
     "pod_container::a_container_of_two_processes_is_captured_as_a_whole",
     "pod_container::a_read_only_cgroup_falls_back_to_the_poll",
     "shared::",
+    "hostile::cgroup_files::",
 ];
 
 /// Printed by the guest for each test that failed, and once at its end.

@@ -71,9 +71,9 @@ pub struct Registry {
     stored: Arc<Mutex<HashMap<ProcKey, Vec<String>>>>,
     /// Captures in flight per process: the at-kill profile waits for them, to name them.
     pending: Arc<Mutex<HashMap<ProcKey, usize>>>,
-    /// One discovery at a time, so a capture and the background discovery of the same
-    /// process do not both run it.
-    discovering: Arc<Mutex<()>>,
+    /// One discovery per process at a time, so a capture and the background discovery of the
+    /// same process do not both run it; other processes' discoveries go on beside it.
+    discovering: Arc<Mutex<HashMap<ProcKey, Arc<Mutex<()>>>>>,
     kernel: Option<GoTargets>,
 }
 
@@ -95,7 +95,24 @@ impl Registry {
     /// The process's Go heap, discovered now if the background discovery has not run yet (a
     /// fast leak can cross its threshold first). Blocking.
     pub fn ensure(&self, key: ProcKey, comm: &str) -> Option<Arc<GoProc>> {
-        let _one = self.discovering.lock().expect("discovery lock");
+        let this_one = Arc::clone(
+            self.discovering
+                .lock()
+                .expect("discovery locks")
+                .entry(key)
+                .or_default(),
+        );
+        let _one = this_one.lock().expect("discovery lock");
+        let found = self.ensure_locked(key, comm);
+        let mut locks = self.discovering.lock().expect("discovery locks");
+        // The last one out removes the process's lock.
+        if Arc::strong_count(&this_one) == 2 {
+            locks.remove(&key);
+        }
+        found
+    }
+
+    fn ensure_locked(&self, key: ProcKey, comm: &str) -> Option<Arc<GoProc>> {
         let exe = exe_id(key.pid);
         if let Some(e) = self.entries.lock().expect("registry").get(&key) {
             if e.exe == exe {
@@ -121,6 +138,10 @@ impl Registry {
         match discover(key.pid) {
             Ok(Discovery::Go(go)) => return Some(self.add(key, exe, comm.to_string(), go)),
             Ok(Discovery::NotGo) => {
+                settle(false);
+            }
+            Ok(Discovery::Refused(why)) => {
+                info!(pid = key.pid, comm, "executable not parsed: {why}");
                 settle(false);
             }
             Ok(Discovery::Unreadable { version, reason }) => {

@@ -1,0 +1,260 @@
+//! What an executable says of the Go program in it — release, heap layout, where its profiler
+//! keeps its state — the same for every process that runs it, so it is parsed once per file
+//! (device, inode, size, mtime) and shared by forks and replicas.
+//!
+//! The executable is the tenant's, so what parsing it may cost is bounded before it starts:
+//! its size, how much of it is on disk (a sparse file of a terabyte would be faulted through
+//! page by page), its section count, and the time spent on its symbol table.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+
+use super::{layout::Layout, symbols::Symbolizer};
+
+/// The largest executable parsed (Go services are tens to a few hundred MiB).
+const EXE_MAX: u64 = 1 << 30;
+/// An executable with less than this share of its size on disk is sparse: refused.
+const ON_DISK_MIN_PART: u64 = 8;
+/// Go binaries have a few dozen sections.
+const SECTIONS_MAX: usize = 1024;
+/// How long the symbol table may take (a large Go service's takes milliseconds).
+const SYMBOLS_BUDGET: Duration = Duration::from_secs(2);
+/// Executables remembered; the table starts afresh beyond this.
+const PROGRAMS_MAX: usize = 4096;
+
+/// An executable file: device, inode, size, mtime.
+pub type FileId = (u64, u64, u64, i64);
+static PROGRAMS: Mutex<Option<HashMap<FileId, Result<Program, Verdict>>>> = Mutex::new(None);
+
+/// A Go program whose heap profile can be read from memory: link-time addresses.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub version: String,
+    pub layout: Layout,
+    pub mbuckets: u64,
+    pub cycle: u64,
+    pub rate: u64,
+    /// `.text`, from which the kernel's walk sends PC offsets.
+    pub text: u64,
+    /// The Go linker turned heap profiling off (see `GoProc::profiler_off`).
+    pub profiler_off: bool,
+    /// Position-independent: where the kernel mapped it is read per process.
+    pub dynamic: bool,
+    /// The link-time address of the segment at file offset 0.
+    pub first_vaddr: u64,
+}
+
+/// Why an executable yields no readable heap.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    NotGo,
+    /// A Go program whose heap cannot be read from memory, and why.
+    Unreadable {
+        version: String,
+        reason: String,
+    },
+    /// Not parsed, and why (too large, sparse, too many sections, too slow).
+    Refused(String),
+}
+
+/// What `exe` says, parsed now or found from an earlier parse of the same file.
+pub fn of(exe: &File) -> Result<Result<Program, Verdict>> {
+    let m = exe.metadata().context("the executable's metadata")?;
+    let id = (m.dev(), m.ino(), m.size(), m.mtime());
+    if let Some(known) = PROGRAMS
+        .lock()
+        .expect("programs")
+        .get_or_insert_default()
+        .get(&id)
+    {
+        return Ok(known.clone());
+    }
+    let parsed = match admissible(&m) {
+        Ok(()) => parse(exe)?,
+        Err(why) => Err(Verdict::Refused(why)),
+    };
+    let mut all = PROGRAMS.lock().expect("programs");
+    let all = all.get_or_insert_default();
+    if all.len() >= PROGRAMS_MAX {
+        all.clear();
+    }
+    all.insert(id, parsed.clone());
+    Ok(parsed)
+}
+
+fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
+    // SAFETY: the mapping is only read; an executable being run cannot be written to
+    // (ETXTBSY), so the bytes do not change under the parser.
+    let map = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
+    // Only the pages parsed (headers, build info, symbol table) are read from disk.
+    let Ok(elf) = object::File::parse(&*map) else {
+        return Ok(Err(Verdict::NotGo));
+    };
+    if elf.sections().nth(SECTIONS_MAX).is_some() {
+        return Ok(Err(Verdict::Refused(format!(
+            "the executable has more than {SECTIONS_MAX} sections"
+        ))));
+    }
+    let Some(version) = go_version(&elf) else {
+        return Ok(Err(Verdict::NotGo));
+    };
+    let unreadable = |reason: &str| {
+        Ok(Err(Verdict::Unreadable {
+            version: version.clone(),
+            reason: reason.into(),
+        }))
+    };
+    let layout = match Layout::for_version(&version) {
+        Ok(l) => l,
+        Err(e) => return unreadable(&e.to_string()),
+    };
+    if elf.symbols().next().is_none() {
+        return unreadable("the binary has no symbol table (stripped with -s)");
+    }
+    let mut found = [None; 4];
+    let deadline = Instant::now() + SYMBOLS_BUDGET;
+    for (i, s) in elf.symbols().enumerate() {
+        if i.is_multiple_of(65536) && Instant::now() > deadline {
+            return Ok(Err(Verdict::Refused(format!(
+                "its symbol table takes longer than {SYMBOLS_BUDGET:?}"
+            ))));
+        }
+        let slot = match s.name() {
+            Ok("runtime.mbuckets") => 0,
+            Ok("runtime.mProfCycle") => 1,
+            Ok("runtime.MemProfileRate") => 2,
+            Ok("runtime.disableMemoryProfiling") => 3,
+            _ => continue,
+        };
+        found[slot] = Some(s.address());
+    }
+    let profiler_off = found[3].is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
+    let [Some(mbuckets), Some(cycle), Some(rate), _] = found else {
+        return unreadable("the symbol table lacks runtime.mbuckets/mProfCycle/MemProfileRate");
+    };
+    let program = Program {
+        layout,
+        mbuckets,
+        cycle,
+        rate,
+        text: elf.section_by_name(".text").map_or(0, |s| s.address()),
+        profiler_off,
+        dynamic: elf.kind() == object::ObjectKind::Dynamic,
+        first_vaddr: elf
+            .segments()
+            .filter(|s| s.file_range().0 == 0)
+            .map(|s| s.address())
+            .min()
+            .unwrap_or(0),
+        version,
+    };
+    drop(elf);
+    drop(map);
+    // Vets its DWARF now, in the background, rather than at the first capture.
+    Symbolizer::load(exe)?;
+    Ok(Ok(program))
+}
+
+/// The byte a variable at `addr` starts with in the file (0 for one in `.bss`): the linker
+/// writes `runtime.disableMemoryProfiling` there.
+fn initial_byte<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> Option<u8> {
+    let s = elf
+        .sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
+    let data = s.data().ok()?;
+    Some(
+        data.get((addr - s.address()) as usize)
+            .copied()
+            .unwrap_or(0),
+    )
+}
+
+/// The Go release from the `.go.buildinfo` section (Go 1.18+ inline format): a 32-byte
+/// header, then the version as a varint-prefixed string.
+fn go_version<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<String> {
+    let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
+    if !data.starts_with(b"\xff Go buildinf:") || data.get(15)? & 2 == 0 {
+        return None;
+    }
+    let rest = data.get(32..)?;
+    let (len, used) = uvarint(rest)?;
+    let v = rest.get(used..used + len as usize)?;
+    String::from_utf8(v.to_vec())
+        .ok()
+        .filter(|v| v.starts_with("go"))
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Whether an executable is worth parsing at all: a regular file, not too large, and on disk
+/// rather than a sparse file's holes.
+fn admissible(m: &std::fs::Metadata) -> Result<(), String> {
+    if !m.is_file() {
+        return Err("the executable is not a regular file".into());
+    }
+    if m.size() > EXE_MAX {
+        return Err(format!(
+            "the executable is larger than {} MiB",
+            EXE_MAX >> 20
+        ));
+    }
+    if m.blocks().saturating_mul(512) < m.size() / ON_DISK_MIN_PART {
+        return Err(format!(
+            "the executable is sparse ({} of its {} bytes on disk)",
+            m.blocks() * 512,
+            m.size()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn large_and_sparse_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exe");
+        std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
+        let meta = || std::fs::metadata(&path).unwrap();
+        assert_eq!(super::admissible(&meta()), Ok(()));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        assert!(super::admissible(&meta()).unwrap_err().contains("sparse"));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        assert!(super::admissible(&meta()).unwrap_err().contains("larger"));
+        let dir_meta = std::fs::metadata(dir.path()).unwrap();
+        assert!(super::admissible(&dir_meta).is_err());
+    }
+
+    #[test]
+    fn varints_decode() {
+        assert_eq!(super::uvarint(&[8]), Some((8, 1)));
+        assert_eq!(super::uvarint(&[0x96, 0x01]), Some((150, 2)));
+        assert_eq!(super::uvarint(&[0x80]), None);
+    }
+}
