@@ -15,6 +15,7 @@ use memprof::capture::goheap::{
 
 const BOUNDS: Bounds = Bounds {
     max_buckets: 100_000,
+    max_frames: 1 << 20,
     deadline: Duration::from_secs(10),
 };
 
@@ -76,6 +77,59 @@ fn a_program_without_the_profiler_has_nothing_to_read() {
     let _ = svc.kill();
     let _ = svc.wait();
     assert!(format!("{e}").contains("MemProfileRate is 0"), "{e}");
+}
+
+/// The buckets a process lists cost memprof a bounded amount: a read keeps to its budget of
+/// stack frames, counts the buckets it left out, and the profile says it was cut.
+#[test]
+fn a_read_keeps_to_its_frame_budget() {
+    let Some(bin) = go::build("stacks", go::Toolchain::System) else {
+        return;
+    };
+    let mut svc = Command::new(bin)
+        .args(["-stacks", "2000", "-rate", "0", "-delay", "1h"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    first_line(&mut svc);
+    let Discovery::Go(go) = discover(svc.id()).unwrap() else {
+        panic!("stacks not discovered as Go")
+    };
+    let all = read_heap(svc.id(), &go, BOUNDS).unwrap();
+    let frames: usize = all.buckets.iter().map(|b| b.stack.len()).sum();
+    let budget = Bounds {
+        max_frames: frames / 4,
+        ..BOUNDS
+    };
+    let cut = read_heap(svc.id(), &go, budget).unwrap();
+    let kept: usize = cut.buckets.iter().map(|b| b.stack.len()).sum();
+    let profile = memprof::capture::goheap::read_profile(svc.id(), &go, budget).unwrap();
+    let _ = svc.kill();
+    let _ = svc.wait();
+    println!(
+        "{} buckets, {frames} frames; within {} frames: {} buckets, {kept} frames",
+        all.buckets.len(),
+        budget.max_frames,
+        cut.buckets.len()
+    );
+    assert!(all.buckets.len() >= 2000 && all.left_out == 0);
+    assert!(kept >= budget.max_frames && kept < budget.max_frames + 1024);
+    assert_eq!(
+        cut.buckets.len() as u64 + cut.left_out,
+        all.buckets.len() as u64
+    );
+    // The profile's string table holds its comments verbatim.
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&profile.bytes[..]),
+        &mut raw,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("memprof: truncated: "),
+        "no truncation comment"
+    );
 }
 
 #[test]

@@ -51,6 +51,8 @@ pub struct Capturer {
     levels_bytes: Vec<u64>,
     goheap: goheap::registry::Registry,
     read_bounds: goheap::read::Bounds,
+    /// One permit per read from process memory under way.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long what is stored after a kill (the at-kill profile, the OOM record) waits for the
@@ -59,6 +61,11 @@ const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Buckets a read from process memory keeps (a profile with more is marked truncated).
 const READ_MAX_BUCKETS: usize = 100_000;
+/// Stack frames of all buckets a read keeps: 8 MiB of PCs (a large Go service's profile has
+/// a few hundred thousand).
+const READ_MAX_FRAMES: usize = 1 << 20;
+/// Reads from process memory at once: each holds up to `READ_MAX_FRAMES` and its profile.
+const READS_AT_ONCE: usize = 2;
 
 impl Capturer {
     /// Everything from the configuration, delivering through `deliverer`; `go_targets` when
@@ -81,8 +88,10 @@ impl Capturer {
             goheap,
             read_bounds: goheap::read::Bounds {
                 max_buckets: READ_MAX_BUCKETS,
+                max_frames: READ_MAX_FRAMES,
                 deadline: cfg.capture_timeout,
             },
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
         }
     }
 }

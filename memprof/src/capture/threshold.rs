@@ -1,7 +1,7 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tracing::{info, warn};
 
@@ -101,10 +101,14 @@ impl Capturer {
         };
         let read_start = Instant::now();
         let bounds = self.read_bounds;
-        let result = tokio::task::spawn_blocking(move || goheap::read_profile(pid, &go, bounds))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
+        let permit = Arc::clone(&self.reads).acquire_owned().await;
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            goheap::read_profile(pid, &go, bounds)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
         match result {
             Ok(read) => {
                 let kind = if outcome == Outcome::Stored {

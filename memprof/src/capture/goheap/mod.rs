@@ -64,8 +64,12 @@ pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<Memor
     let mut comments = vec!["memprof: read from process memory at the threshold".to_string()];
     if snap.left_out > 0 {
         comments.push(format!(
-            "memprof: truncated: {} buckets beyond the first {} left out",
-            snap.left_out, bounds.max_buckets
+            "memprof: truncated: {} buckets beyond the first {} ({} buckets or {} stack \
+             frames at most) left out",
+            snap.left_out,
+            snap.buckets.len(),
+            bounds.max_buckets,
+            bounds.max_frames
         ));
     }
     if snap.unsettled {

@@ -29,16 +29,18 @@ pub struct Snapshot {
     /// `runtime.MemProfileRate` at the time.
     pub rate: u64,
     pub buckets: Vec<RawBucket>,
-    /// Buckets beyond the cap, counted but not read.
+    /// Buckets beyond the caps, counted but not read.
     pub left_out: u64,
     /// The walk kept racing with completing GC cycles; counts may be off by one cycle.
     pub unsettled: bool,
 }
 
-/// Bounds on one read: the number of buckets kept, and time.
+/// Bounds on one read: the buckets kept, their stack frames together (the process writes its
+/// own bucket list: 100,000 buckets of 1,024 frames each would be 800 MB), and time.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
     pub max_buckets: usize,
+    pub max_frames: usize,
     pub deadline: Duration,
 }
 
@@ -108,8 +110,9 @@ fn walk(pid: u32, go: &GoProc, cycle: u32, bounds: Bounds, started: Instant) -> 
     };
     let mut buf = vec![0u8; HEADER + FIRST_READ_PCS * 8 + rec];
     let mut cur = read_word(pid, go.mbuckets)?;
+    let mut frames = 0;
     while cur != 0 {
-        if snap.buckets.len() >= bounds.max_buckets {
+        if snap.buckets.len() >= bounds.max_buckets || frames >= bounds.max_frames {
             // Count the rest: one word (`allnext`) per bucket.
             snap.left_out += 1;
             cur = read_word(pid, cur + 8)?;
@@ -144,6 +147,7 @@ fn walk(pid: u32, go: &GoProc, cycle: u32, bounds: Bounds, started: Instant) -> 
             }
             read_exact(pid, cur, &mut buf[..need])?;
         }
+        frames += nstk;
         let body: Vec<u64> = words(&buf[HEADER..need]).collect();
         snap.buckets.push(RawBucket {
             size,
