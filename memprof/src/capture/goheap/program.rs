@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context, Result};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use super::{layout::Layout, symbols::Symbolizer};
+use super::layout::Layout;
 
 /// The largest executable parsed (Go services are tens to a few hundred MiB).
 const EXE_MAX: u64 = 1 << 30;
@@ -155,10 +155,6 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             .unwrap_or(0),
         version,
     };
-    drop(elf);
-    drop(map);
-    // Vets its DWARF now, in the background, rather than at the first capture.
-    Symbolizer::load(exe)?;
     Ok(Ok(program))
 }
 

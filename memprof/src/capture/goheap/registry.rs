@@ -89,7 +89,13 @@ impl Registry {
     /// at-kill walk too). One line says what was found.
     pub fn discover(&self, key: ProcKey, comm: String) {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.ensure(key, &comm));
+        tokio::task::spawn_blocking(move || {
+            // Registered first (the kernel's walk at the kill needs only addresses); the DWARF
+            // is vetted after, so the first capture need not.
+            if let Some(go) = this.ensure(key, &comm) {
+                let _ = super::symbols::Symbolizer::load(&go.exe);
+            }
+        });
     }
 
     /// The process's Go heap, discovered now if the background discovery has not run yet (a

@@ -13,7 +13,7 @@ use std::{
     fs::File,
     os::unix::fs::MetadataExt,
     rc::Rc,
-    sync::Mutex,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -32,7 +32,8 @@ const WALK_BUDGET: Duration = Duration::from_secs(5);
 /// Executables whose DWARF was walked (device, inode, size, mtime): the verdict, kept for
 /// forks and replicas; at most this many.
 const CHECKED_MAX: usize = 4096;
-static CHECKED: Mutex<Option<HashMap<FileId, Result<(), String>>>> = Mutex::new(None);
+type Verdict = Arc<OnceLock<Result<(), String>>>;
+static CHECKED: Mutex<Option<HashMap<FileId, Verdict>>> = Mutex::new(None);
 
 type Reader = gimli::EndianRcSlice<gimli::RunTimeEndian>;
 
@@ -162,26 +163,23 @@ fn load_dwarf<'d, R: object::ReadRef<'d>>(
     ))
 }
 
-/// `check`'s verdict for this executable, from an earlier one when it is the same file.
+/// `check`'s verdict for this executable, from an earlier one when it is the same file (one
+/// under way is waited for: discovery starts it in the background, a capture may need it).
 fn checked(exe: &File, check: impl FnOnce() -> Result<()>) -> Result<()> {
     let m = exe.metadata()?;
     let id = (m.dev(), m.ino(), m.size(), m.mtime());
-    if let Some(verdict) = CHECKED
-        .lock()
-        .expect("checked")
-        .get_or_insert_default()
-        .get(&id)
-    {
-        return verdict.clone().map_err(anyhow::Error::msg);
-    }
-    let verdict = check().map_err(|e| format!("{e:#}"));
-    let mut all = CHECKED.lock().expect("checked");
-    let all = all.get_or_insert_default();
-    if all.len() >= CHECKED_MAX {
-        all.clear();
-    }
-    all.insert(id, verdict.clone());
-    verdict.map_err(anyhow::Error::msg)
+    let verdict = {
+        let mut all = CHECKED.lock().expect("checked");
+        let all = all.get_or_insert_default();
+        if all.len() >= CHECKED_MAX && !all.contains_key(&id) {
+            all.clear();
+        }
+        Arc::clone(all.entry(id).or_default())
+    };
+    verdict
+        .get_or_init(|| check().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 /// Walks every entry of every unit without recursing: an error when entries nest deeper than
