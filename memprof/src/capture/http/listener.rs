@@ -24,6 +24,11 @@ const NLMSG_HDR: usize = 16;
 /// `struct inet_diag_msg`: family at 0, sport (big-endian) at 4, source address at 8,
 /// inode at 68.
 const DIAG_MSG_LEN: usize = 72;
+/// Descriptors examined per process (a process may hold a million): its sockets among the
+/// first this many are found.
+const FDS_MAX: usize = 65_536;
+/// Listeners read from one namespace's dump; a namespace with more is read this far.
+const LISTENERS_MAX: usize = 65_536;
 
 /// A listening socket: where to connect to reach it, and its inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +41,8 @@ struct Listener {
 /// (a wildcard address is reached through that namespace's loopback), sorted by port.
 pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
     // Most processes hold no socket at all: they cost one directory read, no dump.
-    let own: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+    let own: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .take(FDS_MAX)
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy();
@@ -79,7 +85,7 @@ fn listeners(pid: u32, family: u8) -> io::Result<Vec<Listener>> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if parse(&buf[..n as usize], &mut found)? {
+        if parse(&buf[..n as usize], &mut found)? || found.len() >= LISTENERS_MAX {
             return Ok(found);
         }
     }

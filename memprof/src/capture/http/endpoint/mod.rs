@@ -25,6 +25,9 @@ use crate::capture::goheap::registry::Registry;
 
 /// How long a port has to answer a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Ports probed per process in one round (a process may listen on thousands): the next round
+/// goes on with the ones not yet refused.
+const PROBES_PER_ROUND: usize = 8;
 /// Pauses between discoveries of a process that has no endpoint yet (then: every sweep).
 const SCHEDULE_MS: [u64; 7] = [0, 200, 500, 1000, 2000, 4000, 8000];
 
@@ -41,6 +44,8 @@ struct Known {
     addr: Option<SocketAddr>,
     /// Addresses probed that answered with no profile (not probed again).
     refused: HashSet<SocketAddr>,
+    /// A probing round runs for this process: another one waits for the next round.
+    probing: bool,
 }
 
 /// What is known of each process's endpoint.
@@ -156,6 +161,11 @@ impl Endpoints {
             );
         }
         candidates.retain(|(_, needs_probe)| may_probe || !needs_probe);
+        this_round(&mut candidates);
+        let _round = match candidates.iter().any(|c| c.1) {
+            true => Some(Round::begin(self, key)?),
+            false => None,
+        };
         for (addr, probe) in candidates {
             let verdict = if probe {
                 self.pprof.probe(pid, addr, PROBE_TIMEOUT).await
@@ -212,12 +222,11 @@ impl Endpoints {
                 .map(|(key, k)| (*key, k.comm.clone()))
                 .collect()
         };
-        let this = self.clone();
-        tokio::spawn(async move {
-            for (key, comm) in pending {
-                this.find(key, &comm, true).await;
-            }
-        });
+        // One task each: a process whose ports hang delays only its own discovery.
+        for (key, comm) in pending {
+            let this = self.clone();
+            tokio::spawn(async move { this.find(key, &comm, true).await });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, Known>> {
@@ -225,42 +234,38 @@ impl Endpoints {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The candidates of one round: those needing no probe, and the first `PROBES_PER_ROUND` of
+/// the others.
+fn this_round(candidates: &mut Vec<(SocketAddr, bool)>) {
+    let mut probes = 0;
+    candidates.retain(|(_, needs_probe)| {
+        probes += usize::from(*needs_probe);
+        !needs_probe || probes <= PROBES_PER_ROUND
+    });
+}
 
-    fn endpoints(only: Option<Vec<u16>>) -> Endpoints {
-        let pprof = Pprof::new(6060, "/debug/pprof/heap", Duration::from_secs(1), 1 << 20);
-        Endpoints::new(Arc::new(pprof), only, Registry::new(None))
-    }
+/// A probing round of one process, while it runs.
+struct Round<'a> {
+    endpoints: &'a Endpoints,
+    key: ProcKey,
+}
 
-    fn addrs(ports: &[u16]) -> Vec<SocketAddr> {
-        ports
-            .iter()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
-            .collect()
-    }
-
-    const KEY: ProcKey = ProcKey { pid: 1, start: 1 };
-
-    #[test]
-    fn the_preferred_port_first_and_unprobed_then_the_others_ascending() {
-        let e = endpoints(None);
-        let c = e.candidates(KEY, addrs(&[9090, 6060, 8080]));
-        let got: Vec<(u16, bool)> = c.iter().map(|(a, p)| (a.port(), *p)).collect();
-        assert_eq!(got, [(6060, false), (8080, true), (9090, true)]);
-    }
-
-    #[test]
-    fn refused_ports_are_not_probed_again_and_the_list_narrows() {
-        let e = endpoints(Some(vec![8080, 9090]));
-        e.lock()
-            .entry(KEY)
-            .or_default()
-            .refused
-            .insert(SocketAddr::from(([127, 0, 0, 1], 9090)));
-        let c = e.candidates(KEY, addrs(&[6060, 8080, 9090]));
-        let got: Vec<u16> = c.iter().map(|(a, _)| a.port()).collect();
-        assert_eq!(got, [8080]);
+impl<'a> Round<'a> {
+    /// `None` when one runs already.
+    fn begin(endpoints: &'a Endpoints, key: ProcKey) -> Option<Self> {
+        let mut known = endpoints.lock();
+        let entry = known.entry(key).or_default();
+        (!std::mem::replace(&mut entry.probing, true)).then(|| Round { endpoints, key })
     }
 }
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.endpoints.lock().get_mut(&self.key) {
+            k.probing = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
