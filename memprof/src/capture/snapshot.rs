@@ -2,6 +2,9 @@
 //! refused, hung, failed or answered something else, a heap that could not be read): what the
 //! kernel says of the process and its container, and what the endpoint answered. An incident
 //! always leaves evidence, readable with `cat`. Taken once per crossing, not on retries.
+//!
+//! The kernel's files are read the moment a capture is due (`Evidence`), beside the fetch:
+//! what they say is the state at the crossing, whatever the endpoint does after.
 use std::{fmt::Write, time::Instant};
 
 use super::{handover::Stored, http::pprof::Answer, Capturer, Profile};
@@ -11,18 +14,32 @@ use crate::{
 };
 
 impl Capturer {
-    /// Takes and delivers the snapshot; its key once stored.
+    /// Reads the kernel's files of the process now (on a blocking thread: they are small, but
+    /// they are files).
+    pub(super) async fn evidence(&self, c: &Candidate, reading: &Reading) -> Evidence {
+        let (pid, comm) = (c.ns_pid, reading.comm.clone());
+        let cgroup_dir = self.seen.get(reading.key).and_then(|p| p.cgroup_dir);
+        let read = move || Evidence::read(pid, &comm, cgroup_dir.as_ref());
+        match tokio::task::spawn_blocking(read).await {
+            Ok(e) => e,
+            Err(e) => Evidence {
+                text: format!("memprof snapshot of PID {pid}: reading it failed: {e}\n"),
+            },
+        }
+    }
+
+    /// Delivers the snapshot of `evidence`; its key once stored.
     pub(super) async fn store_snapshot(
         &self,
         c: &Candidate,
         reading: &Reading,
+        evidence: &Evidence,
         why: &str,
         answer: Option<&Answer>,
     ) -> Option<String> {
         let started = Instant::now();
         let pid = c.ns_pid;
-        let cgroup_dir = self.seen.get(reading.key).and_then(|p| p.cgroup_dir);
-        let text = snapshot(pid, &reading.comm, cgroup_dir.as_ref(), why, answer);
+        let text = evidence.snapshot(why, answer);
         let profile = Profile {
             kind: "snapshot",
             extension: "txt",
@@ -57,54 +74,66 @@ impl Capturer {
     }
 }
 
-/// The snapshot's text: one section per source, each headed by where it was read.
-pub fn snapshot(
-    pid: u32,
-    comm: &str,
-    cgroup_dir: Option<&CgroupDir>,
-    why: &str,
-    answer: Option<&Answer>,
-) -> String {
-    let mut out = String::new();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    // The process names itself (`PR_SET_NAME` takes any bytes): escaped, like all it names.
-    let comm = comm.escape_debug();
-    let _ = writeln!(out, "memprof snapshot of PID {pid} ({comm}) at {now}");
-    let _ = writeln!(out, "no profile could be taken: {}", why.escape_debug());
-    section(&mut out, &format!("/proc/{pid}/status"));
-    section(&mut out, &format!("/proc/{pid}/smaps_rollup"));
-    match cgroup_dir {
-        // Read through the verified directory: nothing the process linked or mounted there.
-        Some(dir) => {
-            let _ = writeln!(out, "\n== {}/memory.stat", dir.shown());
-            match dir.read_text("memory.stat") {
-                Ok(text) => out.push_str(&printable(&text)),
-                Err(e) => {
-                    let _ = writeln!(out, "(unreadable: {e})");
+/// What the kernel says of a process and its container at one moment: one section per
+/// source, each headed by where it was read.
+pub struct Evidence {
+    text: String,
+}
+
+impl Evidence {
+    pub fn read(pid: u32, comm: &str, cgroup_dir: Option<&CgroupDir>) -> Self {
+        let mut out = String::new();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // The process names itself (`PR_SET_NAME` takes any bytes): escaped, like all it names.
+        let comm = comm.escape_debug();
+        let _ = writeln!(out, "memprof snapshot of PID {pid} ({comm}) at {now}");
+        section(&mut out, &format!("/proc/{pid}/status"));
+        section(&mut out, &format!("/proc/{pid}/smaps_rollup"));
+        match cgroup_dir {
+            // Read through the verified directory: nothing the process linked or mounted there.
+            Some(dir) => {
+                let _ = writeln!(out, "\n== {}/memory.stat", dir.shown());
+                match dir.read_text("memory.stat") {
+                    Ok(text) => out.push_str(&printable(&text)),
+                    Err(e) => {
+                        let _ = writeln!(out, "(unreadable: {e})");
+                    }
                 }
             }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\n== memory.stat\n(the process's memory cgroup was not found)"
+                );
+            }
         }
-        None => {
-            let _ = writeln!(
-                out,
-                "\n== memory.stat\n(the process's memory cgroup was not found)"
-            );
-        }
+        Self { text: out }
     }
-    if let Some(a) = answer {
-        let _ = writeln!(out, "\n== the endpoint's answer");
-        let status = a.status.as_deref().unwrap_or("(no status line)");
-        let _ = writeln!(out, "status: {status}\nbody bytes received: {}", a.received);
-        if !a.head.is_empty() {
-            let _ = writeln!(
-                out,
-                "first {} bytes:\n{}",
-                a.head.len(),
-                a.head.escape_ascii()
-            );
+
+    /// The snapshot's text: the evidence, why no profile came, what the endpoint answered.
+    pub fn snapshot(&self, why: &str, answer: Option<&Answer>) -> String {
+        let (head, sections) = self.text.split_once('\n').unwrap_or((&self.text, ""));
+        let mut out = format!(
+            "{head}\nno profile could be taken: {}\n",
+            why.escape_debug()
+        );
+        out.push_str(sections);
+        if let Some(a) = answer {
+            let _ = writeln!(out, "\n== the endpoint's answer");
+            let status = a.status.as_deref().unwrap_or("(no status line)");
+            let status = status.escape_debug();
+            let _ = writeln!(out, "status: {status}\nbody bytes received: {}", a.received);
+            if !a.head.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "first {} bytes:\n{}",
+                    a.head.len(),
+                    a.head.escape_ascii()
+                );
+            }
         }
+        out
     }
-    out
 }
 
 /// `text` with control characters other than newlines and tabs escaped: the kernel's files
@@ -142,7 +171,7 @@ mod tests {
             received: 1 << 20,
         };
         let pid = std::process::id();
-        let text = snapshot(pid, "self", None, "HTTP 404", Some(&answer));
+        let text = Evidence::read(pid, "self", None).snapshot("HTTP 404", Some(&answer));
         assert!(
             text.contains("no profile could be taken: HTTP 404"),
             "{text}"

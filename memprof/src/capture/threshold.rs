@@ -1,18 +1,26 @@
 //! One capture at the threshold, start to finish: take the profile from the endpoint or from
 //! the process's memory (`--go-heap`), name it, hand it to delivery, and log one line per
 //! profile saying what happened; the outcome goes back to the policy.
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tracing::{info, warn};
 
 use super::{
-    goheap, handover::Stored, http::download::Downloaded, http::pprof::Failure, Capturer, Profile,
+    goheap, handover::Stored, http::download::Downloaded, http::pprof::Failure, snapshot::Evidence,
+    Capturer, Profile,
 };
 use crate::{
     assess::{policy::Outcome, Reading},
     config::GoHeapMode,
     detect::{Candidate, Source},
 };
+
+/// How long a capture may go without a profile taken before its evidence is stored.
+const EVIDENCE_GRACE: Duration = Duration::from_millis(500);
 
 /// What a capture did: the outcome for the policy, and the keys of what it stored.
 pub struct Captured {
@@ -22,22 +30,65 @@ pub struct Captured {
 
 impl Capturer {
     /// Takes a profile; when none could be taken, a snapshot in its place (once per
-    /// crossing: retries of the crossing do not store another).
+    /// crossing: retries of the crossing do not store another). The snapshot's files are read
+    /// at once, and stored as soon as `EVIDENCE_GRACE` passes without a profile taken: an
+    /// endpoint that hangs until the kill does not hold the evidence back.
     pub async fn capture(&self, c: &Candidate, reading: &Reading) -> Captured {
         let mut keys = Vec::new();
         let mut failed = None;
-        let outcome = self.capture_into(c, reading, &mut keys, &mut failed).await;
-        if outcome != Outcome::Stored && !matches!(c.source, Source::Retry) {
-            let (why, answer) = match &failed {
-                Some(f) => (format!("{:#}", f.error), Some(&f.answer)),
-                None => (
-                    "no pprof endpoint, and no heap readable from memory".into(),
-                    None,
-                ),
-            };
-            keys.extend(self.store_snapshot(c, reading, &why, answer).await);
-        }
+        let first = !matches!(c.source, Source::Retry);
+        let evidence = match first {
+            true => Some(self.evidence(c, reading).await),
+            false => None,
+        };
+        let capture = self.capture_into(c, reading, &mut keys, &mut failed);
+        let (outcome, early) = match &evidence {
+            Some(evidence) => self.evidence_by_grace(capture, c, reading, evidence).await,
+            None => (capture.await, None),
+        };
+        let late = match (&evidence, early) {
+            (Some(evidence), None) if outcome != Outcome::Stored => {
+                let (why, answer) = match &failed {
+                    Some(f) => (format!("{:#}", f.error), Some(&f.answer)),
+                    None => (
+                        "no pprof endpoint, and no heap readable from memory".into(),
+                        None,
+                    ),
+                };
+                self.store_snapshot(c, reading, evidence, &why, answer)
+                    .await
+            }
+            (_, early) => early.flatten(),
+        };
+        keys.extend(late);
         Captured { outcome, keys }
+    }
+
+    /// Runs `capture`; should it take no profile within `EVIDENCE_GRACE`, stores `evidence`
+    /// beside it (its key, once stored, in the second place).
+    async fn evidence_by_grace(
+        &self,
+        capture: impl std::future::Future<Output = Outcome>,
+        c: &Candidate,
+        reading: &Reading,
+        evidence: &Evidence,
+    ) -> (Outcome, Option<Option<String>>) {
+        let taken_before = self.goheap.stored_count(reading.key);
+        tokio::pin!(capture);
+        tokio::select! {
+            outcome = &mut capture => return (outcome, None),
+            _ = tokio::time::sleep(EVIDENCE_GRACE) => {}
+        }
+        if self.goheap.stored_count(reading.key) > taken_before {
+            return (capture.await, None);
+        }
+        let why = format!(
+            "no profile within {EVIDENCE_GRACE:?} of the crossing (the capture went on; \
+             memprof's log says how it ended)"
+        );
+        let store = self.store_snapshot(c, reading, evidence, &why, None);
+        let (stored, outcome) = tokio::join!(store, capture);
+        (outcome, Some(stored))
     }
 
     async fn capture_into(

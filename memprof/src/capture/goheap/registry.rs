@@ -268,6 +268,15 @@ impl Registry {
         stored.get(&key).cloned().unwrap_or_default()
     }
 
+    /// How many profiles of the process were taken so far (stored or spooled).
+    pub fn stored_count(&self, key: ProcKey) -> usize {
+        self.stored
+            .lock()
+            .expect("stored")
+            .get(&key)
+            .map_or(0, Vec::len)
+    }
+
     /// Remembers a stored profile, for the at-kill profile to name its predecessors.
     pub fn stored(&self, key: ProcKey, object_key: &str) {
         let mut stored = self.stored.lock().expect("stored");
