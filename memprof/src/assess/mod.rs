@@ -5,6 +5,7 @@
 //! and which ones every store forgets (`Forget`).
 pub mod container;
 pub mod identity;
+mod locate;
 pub mod policy;
 mod process;
 pub mod rate;
@@ -12,17 +13,16 @@ pub mod scope;
 
 use std::{
     collections::HashMap,
-    io::Read,
     path::PathBuf,
     sync::{Arc, Weak},
 };
 
 use anyhow::{Context, Result};
 use procfs::FromRead;
-use tracing::warn;
 
 pub use crate::cgroup::View as CgroupDir;
-use crate::cgroup::{self, hierarchy, Unreadable, View};
+use crate::cgroup::{self, hierarchy, View};
+use locate::{Found, Located};
 pub use process::{alive, Forget, ProcKey};
 
 /// Where `Reading::limit` comes from.
@@ -57,24 +57,8 @@ impl Reading {
     }
 }
 
-/// A mountinfo larger than this (a process with tens of thousands of mounts) is read this far:
-/// a cgroup mount past it is not found, and only that process's limit is unknown.
-const MOUNTINFO_MAX: u64 = 1 << 20;
-/// `/proc/PID/cgroup`: one line per hierarchy, its path at most a few KiB.
-const PROC_CGROUP_MAX: u64 = 64 << 10;
-
-/// Where a memory cgroup was found: shared by every process in it (one descriptor per place,
-/// however many processes a cgroup holds).
-type Found = Result<Vec<View>, Unreadable>;
-
-/// Where a process's cgroup was found, valid while its `/proc/PID/cgroup` reads the same.
-struct Located {
-    proc_cgroup: String,
-    views: Arc<Found>,
-    identity: Arc<identity::Identity>,
-    /// Whether the failure to find the limit has been logged (once per process).
-    warned: bool,
-}
+/// The inode of the node's own (initial) PID namespace.
+const INIT_PIDNS_INO: u64 = 0xEFFF_FFFC;
 
 /// Reads processes and their limits. Holds what does not change (memprof's own cgroup mounts,
 /// the node's memory size) and where each process's cgroup was found.
@@ -86,6 +70,8 @@ pub struct Assessor {
     by_cgroup: HashMap<(bool, String), Weak<Found>>,
     /// The kubelet's pod log tree, when memprof can see it (node mode).
     pods: Option<identity::PodsTree>,
+    /// memprof runs in the node's PID namespace (one memprof for every pod).
+    node_wide: bool,
 }
 
 impl Assessor {
@@ -101,6 +87,8 @@ impl Assessor {
             located: HashMap::new(),
             by_cgroup: HashMap::new(),
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
+            node_wide: std::fs::metadata("/proc/self/ns/pid")
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == INIT_PIDNS_INO),
         })
     }
 
@@ -133,85 +121,6 @@ impl Assessor {
         })
     }
 
-    /// The process's limit (`None`: unlimited), read from its own view of its cgroup. Where
-    /// the cgroup is cannot change without `/proc/PID/cgroup` changing, so it is looked up
-    /// once per process and cgroup; the limit itself is read every time (it can be resized).
-    fn limit(&mut self, key: ProcKey, comm: &str) -> Result<Option<u64>, ()> {
-        let proc_cgroup = read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).ok_or(())?;
-        let cached = self
-            .located
-            .get(&key)
-            .is_some_and(|l| l.proc_cgroup == proc_cgroup);
-        if !cached {
-            self.locate(key, proc_cgroup.clone(), false);
-        }
-        let mut limit = self.read_limit(&key);
-        if limit.is_err() && cached {
-            // The process may have changed its mounts since (a container runtime sets them
-            // up after placing the process in its cgroup), or the cgroup was made anew: look
-            // again, from scratch, before giving up.
-            self.locate(key, proc_cgroup, true);
-            limit = self.read_limit(&key);
-        }
-        let located = self.located.get_mut(&key).expect("just located");
-        limit.map_err(|why| {
-            if !std::mem::replace(&mut located.warned, true) {
-                warn!(
-                    pid = key.pid,
-                    comm = comm.escape_debug().to_string(),
-                    "memory limit unknown, measuring against the node's MemTotal: {why}"
-                );
-            }
-        })
-    }
-
-    /// Finds the process's memory cgroup: where another process in the same cgroup found it,
-    /// unless `fresh`, else through both memprof's and the process's mounts, verified.
-    fn locate(&mut self, key: ProcKey, proc_cgroup: String, fresh: bool) {
-        let mountinfo = read_proc(key.pid, "mountinfo", MOUNTINFO_MAX).unwrap_or_default();
-        let memory = hierarchy::parse_proc_cgroup(&proc_cgroup);
-        let known = memory
-            .as_ref()
-            .filter(|_| !fresh)
-            .and_then(|m| self.by_cgroup.get(m)?.upgrade())
-            .filter(|found| found.is_ok());
-        let views = known.unwrap_or_else(|| {
-            let found = Arc::new(find_cgroup(
-                key.pid,
-                &proc_cgroup,
-                &mountinfo,
-                &self.own_mounts,
-            ));
-            if let Some(m) = memory {
-                self.by_cgroup.insert(m, Arc::downgrade(&found));
-            }
-            found
-        });
-        let identity = Arc::new(identity::resolve(
-            &proc_cgroup,
-            &mountinfo,
-            self.pods.as_ref(),
-        ));
-        let warned = self.located.get(&key).is_some_and(|l| l.warned);
-        self.located.insert(
-            key,
-            Located {
-                proc_cgroup,
-                views,
-                identity,
-                warned,
-            },
-        );
-    }
-
-    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, Unreadable> {
-        match &*self.located[key].views {
-            Ok(views) => cgroup::limit(views),
-            Err(why) => Err(why.clone()),
-        }
-    }
-
-    /// The process's memory cgroup path (the memory line on v1, the unified one on v2), as
     /// `/proc/PID/cgroup` read at its last reading says.
     pub fn cgroup_path(&self, key: &ProcKey) -> String {
         self.located
@@ -246,6 +155,19 @@ impl Assessor {
         cgroup::working_set(self.views(key)?)
     }
 
+    /// Whose share of the capture budget the process's captures count against: its pod when
+    /// memprof watches the node and the pod is known, otherwise its container (memory cgroup).
+    pub fn tenant(&self, key: &ProcKey) -> String {
+        let pod = self
+            .located
+            .get(key)
+            .and_then(|l| l.identity.pod_uid.as_ref());
+        match pod {
+            Some(uid) if self.node_wide => format!("pod {uid}"),
+            _ => format!("cgroup {}", self.cgroup_path(key)),
+        }
+    }
+
     /// Forgets where processes' cgroups are: an exec'd one's mounts are final now, and who it
     /// is is looked up afresh.
     pub fn forget(&mut self, which: Forget) {
@@ -268,38 +190,6 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 
 fn open(pid: u32, file: &str) -> Option<std::fs::File> {
     std::fs::File::open(format!("/proc/{pid}/{file}")).ok()
-}
-
-/// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
-fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
-    let mut bytes = Vec::new();
-    open(pid, file)?.take(max).read_to_end(&mut bytes).ok()?;
-    if bytes.len() as u64 == max {
-        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        bytes.truncate(whole);
-    }
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The process's memory cgroup, found and verified at each place it may be reached from.
-fn find_cgroup(
-    pid: u32,
-    proc_cgroup: &str,
-    mountinfo: &str,
-    own: &[hierarchy::CgroupMount],
-) -> Found {
-    let places = cgroup::places(proc_cgroup, mountinfo, own)?;
-    let (mut views, mut why) = (Vec::new(), Vec::new());
-    for place in &places {
-        match View::open(place, pid) {
-            Ok(v) => views.push(v),
-            Err(e) => why.push(e),
-        }
-    }
-    if views.is_empty() {
-        return Err(Unreadable::NoFiles(why));
-    }
-    Ok(views)
 }
 
 /// RSS (file + anon + shmem, as the kernel's `rss_stat` counts it) from /proc/<pid>/status.

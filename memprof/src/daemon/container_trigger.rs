@@ -100,11 +100,14 @@ impl LoopState {
             }
             return;
         }
-        if !self.rate.allow(Instant::now()) {
+        if let Err(rule) = self
+            .rate
+            .allow(Instant::now(), &self.assessor.tenant(&chosen.key))
+        {
             warn!(
                 cgroup = r.path,
                 pid = chosen.key.pid,
-                rule = "MEMPROF_MAX_CAPTURES_PER_MINUTE",
+                rule,
                 per_minute = self.rate.per_minute(),
                 "capture suppressed by the capture rate limit"
             );

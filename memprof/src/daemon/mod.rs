@@ -251,23 +251,26 @@ impl LoopState {
         };
         match decision {
             Decision::Arm(level) => self.arm_level(key, level, &reading),
-            Decision::Capture if !self.rate.allow(Instant::now()) => {
-                warn!(
-                    pid = key.pid,
-                    comm = reading.comm,
-                    rule = "MEMPROF_MAX_CAPTURES_PER_MINUTE",
-                    per_minute = self.rate.per_minute(),
-                    "capture suppressed by the capture rate limit"
-                );
-                self.finished(key, Outcome::Failed);
-            }
-            Decision::Capture => {
-                let capturer = Arc::clone(&self.capturer);
-                self.captures.spawn(async move {
-                    let outcome = capturer.capture(&c, &reading).await.outcome;
-                    (Trigger::Process(key), outcome)
-                });
-            }
+            Decision::Capture => match self.rate.allow(Instant::now(), &self.assessor.tenant(&key))
+            {
+                Err(rule) => {
+                    warn!(
+                        pid = key.pid,
+                        comm = reading.comm,
+                        rule,
+                        per_minute = self.rate.per_minute(),
+                        "capture suppressed by the capture rate limit"
+                    );
+                    self.finished(key, Outcome::Failed);
+                }
+                Ok(()) => {
+                    let capturer = Arc::clone(&self.capturer);
+                    self.captures.spawn(async move {
+                        let outcome = capturer.capture(&c, &reading).await.outcome;
+                        (Trigger::Process(key), outcome)
+                    });
+                }
+            },
             Decision::Hold(HoldReason::Cooldown) => info!(
                 pid = key.pid,
                 comm = reading.comm,
