@@ -8,3 +8,5 @@
 mod cgroup_files;
 /// Misbehaving pprof endpoints: each yields one clear line and a snapshot instead.
 mod endpoints;
+/// A terabyte sparse executable with billions of sections; a Go bucket list made a cycle.
+mod programs;
