@@ -71,7 +71,7 @@ fn a_program_without_the_profiler_has_nothing_to_read() {
         panic!("expected a Go process, got {found:?}")
     };
     assert!(go.profiler_off, "the linker's flag was not seen");
-    let Err(e) = memprof::capture::goheap::read_profile(svc.id(), &go, BOUNDS) else {
+    let Err(e) = memprof::capture::goheap::read_profile(svc.id(), &go, BOUNDS, || ()) else {
         panic!("a heap with profiling off was read")
     };
     let _ = svc.kill();
@@ -103,7 +103,7 @@ fn a_read_keeps_to_its_frame_budget() {
     };
     let cut = read_heap(svc.id(), &go, budget).unwrap();
     let kept: usize = cut.buckets.iter().map(|b| b.stack.len()).sum();
-    let profile = memprof::capture::goheap::read_profile(svc.id(), &go, budget).unwrap();
+    let profile = memprof::capture::goheap::read_profile(svc.id(), &go, budget, || ()).unwrap();
     let _ = svc.kill();
     let _ = svc.wait();
     println!(

@@ -61,9 +61,10 @@ const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Buckets a read from process memory keeps (a profile with more is marked truncated).
 const READ_MAX_BUCKETS: usize = 100_000;
-/// Stack frames of all buckets a read keeps: 8 MiB of PCs (a large Go service's profile has
-/// a few hundred thousand).
-const READ_MAX_FRAMES: usize = 1 << 20;
+/// Stack frames of all buckets a read keeps: 32 MiB of PCs, room for the bucket cap at 40
+/// frames each (a large Go service's profile has a few hundred thousand; a process forging its
+/// bucket list could otherwise list 100,000 buckets of 1,024 frames, 800 MB).
+const READ_MAX_FRAMES: usize = 4 << 20;
 /// Reads from process memory at once: each holds up to `READ_MAX_FRAMES` and its profile.
 const READS_AT_ONCE: usize = 2;
 

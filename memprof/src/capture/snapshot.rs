@@ -14,18 +14,13 @@ use crate::{
 };
 
 impl Capturer {
-    /// Reads the kernel's files of the process now (on a blocking thread: they are small, but
-    /// they are files).
-    pub(super) async fn evidence(&self, c: &Candidate, reading: &Reading) -> Evidence {
+    /// Starts reading the kernel's files of the process now, beside the capture (on a
+    /// blocking thread: they are small, but they are files).
+    pub(super) fn evidence(&self, c: &Candidate, reading: &Reading) -> EvidenceRead {
         let (pid, comm) = (c.ns_pid, reading.comm.clone());
         let cgroup_dir = self.seen.get(reading.key).and_then(|p| p.cgroup_dir);
         let read = move || Evidence::read(pid, &comm, cgroup_dir.as_ref());
-        match tokio::task::spawn_blocking(read).await {
-            Ok(e) => e,
-            Err(e) => Evidence {
-                text: format!("memprof snapshot of PID {pid}: reading it failed: {e}\n"),
-            },
-        }
+        EvidenceRead::Reading(pid, tokio::task::spawn_blocking(read))
     }
 
     /// Delivers the snapshot of `evidence`; its key once stored.
@@ -71,6 +66,31 @@ impl Capturer {
             "snapshot stored in place of a profile"
         );
         delivered.then_some(key)
+    }
+}
+
+/// Evidence being read, or read.
+pub enum EvidenceRead {
+    Reading(u32, tokio::task::JoinHandle<Evidence>),
+    Read(Evidence),
+}
+
+impl EvidenceRead {
+    /// The evidence, once read.
+    pub async fn get(&mut self) -> &Evidence {
+        if let Self::Reading(pid, handle) = self {
+            let read = match handle.await {
+                Ok(e) => e,
+                Err(e) => Evidence {
+                    text: format!("memprof snapshot of PID {pid}: reading it failed: {e}\n"),
+                },
+            };
+            *self = Self::Read(read);
+        }
+        match self {
+            Self::Read(e) => e,
+            Self::Reading(..) => unreachable!("read above"),
+        }
     }
 }
 

@@ -3,15 +3,18 @@
 //! profile saying what happened; the outcome goes back to the policy.
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
 
 use super::{
-    goheap, handover::Stored, http::download::Downloaded, http::pprof::Failure, snapshot::Evidence,
-    Capturer, Profile,
+    goheap, handover::Stored, http::download::Downloaded, http::pprof::Failure,
+    snapshot::EvidenceRead, Capturer, Profile,
 };
 use crate::{
     assess::{policy::Outcome, Reading},
@@ -37,16 +40,17 @@ impl Capturer {
         let mut keys = Vec::new();
         let mut failed = None;
         let first = !matches!(c.source, Source::Retry);
-        let evidence = match first {
-            true => Some(self.evidence(c, reading).await),
-            false => None,
-        };
-        let capture = self.capture_into(c, reading, &mut keys, &mut failed);
-        let (outcome, early) = match &evidence {
-            Some(evidence) => self.evidence_by_grace(capture, c, reading, evidence).await,
+        let mut evidence = first.then(|| self.evidence(c, reading));
+        let taken = Arc::new(AtomicBool::new(false));
+        let capture = self.capture_into(c, reading, &mut keys, &mut failed, &taken);
+        let (outcome, early) = match &mut evidence {
+            Some(evidence) => {
+                self.evidence_by_grace(capture, c, reading, evidence, &taken)
+                    .await
+            }
             None => (capture.await, None),
         };
-        let late = match (&evidence, early) {
+        let late = match (&mut evidence, early) {
             (Some(evidence), None) if outcome != Outcome::Stored => {
                 let (why, answer) = match &failed {
                     Some(f) => (format!("{:#}", f.error), Some(&f.answer)),
@@ -55,6 +59,7 @@ impl Capturer {
                         None,
                     ),
                 };
+                let evidence = evidence.get().await;
                 self.store_snapshot(c, reading, evidence, &why, answer)
                     .await
             }
@@ -64,29 +69,33 @@ impl Capturer {
         Captured { outcome, keys }
     }
 
-    /// Runs `capture`; should it take no profile within `EVIDENCE_GRACE`, stores `evidence`
-    /// beside it (its key, once stored, in the second place).
+    /// Runs `capture`; should it take no profile within `EVIDENCE_GRACE` (`taken`: a profile
+    /// downloaded, or the heap read from memory), stores `evidence` beside it (its key, once
+    /// stored, in the second place).
     async fn evidence_by_grace(
         &self,
         capture: impl std::future::Future<Output = Outcome>,
         c: &Candidate,
         reading: &Reading,
-        evidence: &Evidence,
+        evidence: &mut EvidenceRead,
+        taken: &AtomicBool,
     ) -> (Outcome, Option<Option<String>>) {
-        let taken_before = self.goheap.stored_count(reading.key);
         tokio::pin!(capture);
         tokio::select! {
             outcome = &mut capture => return (outcome, None),
             _ = tokio::time::sleep(EVIDENCE_GRACE) => {}
         }
-        if self.goheap.stored_count(reading.key) > taken_before {
+        if taken.load(Ordering::Relaxed) {
             return (capture.await, None);
         }
         let why = format!(
             "no profile within {EVIDENCE_GRACE:?} of the crossing (the capture went on; \
              memprof's log says how it ended)"
         );
-        let store = self.store_snapshot(c, reading, evidence, &why, None);
+        let store = async {
+            let evidence = evidence.get().await;
+            self.store_snapshot(c, reading, evidence, &why, None).await
+        };
         let (stored, outcome) = tokio::join!(store, capture);
         (outcome, Some(stored))
     }
@@ -97,6 +106,7 @@ impl Capturer {
         reading: &Reading,
         keys: &mut Vec<String>,
         failed: &mut Option<Failure>,
+        taken: &Arc<AtomicBool>,
     ) -> Outcome {
         let _in_flight = self.goheap.begin(reading.key);
         let pid = c.ns_pid;
@@ -114,6 +124,7 @@ impl Capturer {
                 .await
             {
                 Ok(key) => {
+                    taken.store(true, Ordering::Relaxed);
                     keys.extend(key);
                     outcome = Outcome::Stored;
                 }
@@ -153,9 +164,12 @@ impl Capturer {
         let read_start = Instant::now();
         let bounds = self.read_bounds;
         let permit = Arc::clone(&self.reads).acquire_owned().await;
+        let read_done = Arc::clone(taken);
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            goheap::read_profile(pid, &go, bounds)
+            goheap::read_profile(pid, &go, bounds, || {
+                read_done.store(true, Ordering::Relaxed)
+            })
         })
         .await
         .map_err(anyhow::Error::from)

@@ -54,10 +54,18 @@ pub struct MemoryRead {
 }
 
 /// The reader at the threshold: reads the live process's heap and builds its profile.
-pub fn read_profile(pid: u32, go: &GoProc, bounds: read::Bounds) -> Result<MemoryRead> {
+/// `read_done` is called once the heap is read, before the profile is symbolized: from then
+/// on the process may die without the profile being lost.
+pub fn read_profile(
+    pid: u32,
+    go: &GoProc,
+    bounds: read::Bounds,
+    read_done: impl FnOnce(),
+) -> Result<MemoryRead> {
     let started = std::time::Instant::now();
     let snap = read::read_heap(pid, go, bounds)?;
     let read = started.elapsed();
+    read_done();
     if snap.rate == 0 && snap.buckets.is_empty() {
         anyhow::bail!("{PROFILING_OFF}");
     }
