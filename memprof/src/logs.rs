@@ -42,12 +42,16 @@ impl<'w> FormatFields<'w> for Escaped {
     }
 }
 
-/// `text` with every control character escaped as Rust writes it.
+/// `text` with every control character escaped as Rust writes it, and the characters that
+/// move or reorder text without being control characters: line and paragraph separators, and
+/// the bidirectional overrides and isolates.
 pub fn escape(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
+            let moves = matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
+                || matches!(c, '\u{2066}'..='\u{2069}');
+            if c.is_control() || moves {
+                c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
@@ -83,7 +87,7 @@ mod tests {
             .fmt_fields(Escaped)
             .with_writer(move || sink.clone())
             .finish();
-        let name = "\u{1b}[2Jevil\r\nFAKE LINE";
+        let name = "\u{1b}[2Jevil\r\nFAKE LINE\u{202e}";
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(comm = name, path = %name, "found {name}");
         });
@@ -91,6 +95,10 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text:?}");
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
         // (tracing-subscriber writes ESC in a message as `\x1b` itself.)
-        assert!(text.contains(r"[2Jevil\r\nFAKE LINE comm="), "{text}");
+        assert!(
+            text.contains(r"[2Jevil\u{d}\u{a}FAKE LINE\u{202e} comm="),
+            "{text}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text}");
     }
 }

@@ -6,7 +6,10 @@ use std::{io::Read, sync::Arc};
 use tracing::warn;
 
 use super::{identity, open, Assessor, ProcKey};
-use crate::cgroup::{self, hierarchy, Unreadable, View};
+use crate::{
+    cgroup::{self, hierarchy, Unreadable, View},
+    sys::mounts::Mounts,
+};
 
 /// A mountinfo larger than this (a process with tens of thousands of mounts) is read this far:
 /// a cgroup mount past it is not found, and only that process's limit is unknown.
@@ -37,14 +40,13 @@ impl Assessor {
             .located
             .get(&key)
             .is_some_and(|l| l.proc_cgroup == proc_cgroup);
-        if !cached {
-            self.locate(key, proc_cgroup.clone(), false);
-        }
+        let shared = !cached && self.locate(key, proc_cgroup.clone(), false);
         let mut limit = self.read_limit(&key);
-        if limit.is_err() && cached {
+        if limit.is_err() && (cached || shared) {
             // The process may have changed its mounts since (a container runtime sets them
-            // up after placing the process in its cgroup), or the cgroup was made anew: look
-            // again, from scratch, before giving up.
+            // up after placing the process in its cgroup), or the cgroup was made anew at the
+            // same path (another process's finding is then stale): look again, from scratch,
+            // before giving up.
             self.locate(key, proc_cgroup, true);
             limit = self.read_limit(&key);
         }
@@ -61,8 +63,9 @@ impl Assessor {
     }
 
     /// Finds the process's memory cgroup: where another process in the same cgroup found it,
-    /// unless `fresh`, else through both memprof's and the process's mounts, verified.
-    fn locate(&mut self, key: ProcKey, proc_cgroup: String, fresh: bool) {
+    /// unless `fresh` (true is returned then), else through both memprof's and the process's
+    /// mounts, verified.
+    fn locate(&mut self, key: ProcKey, proc_cgroup: String, fresh: bool) -> bool {
         let mountinfo = read_proc(key.pid, "mountinfo", MOUNTINFO_MAX).unwrap_or_default();
         let memory = hierarchy::parse_proc_cgroup(&proc_cgroup);
         let known = memory
@@ -70,13 +73,16 @@ impl Assessor {
             .filter(|_| !fresh)
             .and_then(|m| self.by_cgroup.get(m)?.upgrade())
             .filter(|found| found.is_ok());
+        let shared = known.is_some();
         let views = known.unwrap_or_else(|| {
-            let found = Arc::new(find_cgroup(
-                key.pid,
-                &proc_cgroup,
-                &mountinfo,
-                &self.own_mounts,
-            ));
+            let found = find_cgroup(key.pid, &proc_cgroup, &mountinfo, &self.own_mounts);
+            // What was read belongs to this process only if it still runs: a PID reused in
+            // between would have had another process's root verified for this cgroup.
+            if super::start_time(key.pid) != Some(key.start) {
+                let gone = "the process exited while its cgroup was being found".to_string();
+                return Arc::new(Err(Unreadable::NoFiles(vec![gone])));
+            }
+            let found = Arc::new(found);
             if let Some(m) = memory {
                 self.by_cgroup.insert(m, Arc::downgrade(&found));
             }
@@ -97,6 +103,7 @@ impl Assessor {
                 warned,
             },
         );
+        shared
     }
 
     fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, Unreadable> {
@@ -126,9 +133,10 @@ fn find_cgroup(
     own: &[hierarchy::CgroupMount],
 ) -> Found {
     let places = cgroup::places(proc_cgroup, mountinfo, own)?;
+    let mounts = Mounts::parse(mountinfo);
     let (mut views, mut why) = (Vec::new(), Vec::new());
     for place in &places {
-        match View::open(place, pid) {
+        match View::open(place, pid, &mounts) {
             Ok(v) => views.push(v),
             Err(e) => why.push(e),
         }

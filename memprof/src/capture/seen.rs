@@ -7,17 +7,18 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::assess::{
-    identity::Identity,
-    scope::{Excluded, Scope},
-    CgroupDir, LimitSource, ProcKey, Reading,
+use crate::{
+    assess::{
+        identity::Identity,
+        scope::{Excluded, Scope},
+        CgroupDir, LimitSource, ProcKey, Reading,
+    },
+    deliver::metadata::CUT,
 };
 
 /// How much of a command line is kept (a process may pass megabytes of arguments, and is kept
 /// per process and named in every spool header); the rest is cut, and the cut marked.
 pub const CMDLINE_MAX: usize = 4 << 10;
-/// What ends a command line that was cut.
-pub const CUT: &str = "[…cut]";
 
 #[derive(Clone, Debug)]
 pub struct Proc {

@@ -2,21 +2,27 @@
 //! descriptor: a process that chroots, mounts or links after it was found cannot redirect a
 //! later read or write, and what memprof reads there is what the kernel writes.
 //!
-//! Verified means: the directory is on the cgroup file system of its kind (v1 `cgroup` with
-//! the memory controller, or `cgroup2`), and its `cgroup.procs`, which the kernel fills,
-//! lists the process. A memory controller belongs to one hierarchy only, so that directory is
-//! the process's memory cgroup whoever mounted it where. The ancestors read for tighter limits
-//! are reached from it by `..` without crossing a mount, so they are its real ancestors.
+//! Verified means: the directory is on a cgroup file system of its version (`cgroup` or
+//! `cgroup2`), reached without a link and, within the hierarchy, without crossing a mount; and
+//! its `cgroup.procs`, which the kernel fills, lists the process. So it is a cgroup the process
+//! (or one of its threads) is in, whoever mounted it where. A v1 hierarchy without the memory
+//! controller has no `memory.*` files, and a cgroup a process moved only some of its threads
+//! into is one it made itself: either way only its own measurement is wrong. The ancestors
+//! read for tighter limits are reached from it by `..` without crossing a mount, so they are
+//! its real ancestors.
 use std::{
     fmt,
     fs::File,
     os::fd::{AsFd, OwnedFd},
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     sync::Arc,
 };
 
 use super::{Files, Place};
-use crate::sys::files::{self, BENEATH, IN_ROOT, NO_LINKS_NO_MOUNTS};
+use crate::sys::{
+    files::{self, BENEATH, IN_ROOT, NO_LINKS_NO_MOUNTS},
+    mounts::Mounts,
+};
 
 /// `cgroup.procs` of a container's cgroup is a few lines; a cgroup with every process of a
 /// node in it is ~6 bytes per process.
@@ -38,19 +44,23 @@ pub struct View {
 }
 
 impl View {
-    /// Opens `place` (inside the root of the process `pid` when it is the process's place) and
-    /// verifies it holds `pid`.
-    pub fn open(place: &Place, pid: u32) -> Result<View, String> {
+    /// Opens `place` (inside the root of the process `pid` when it is the process's place,
+    /// looking into none of its directories that `mounts`, the process's, says a process
+    /// serves) and verifies it holds `pid`.
+    pub fn open(place: &Place, pid: u32, mounts: &Mounts) -> Result<View, String> {
         let shown = describe(place, pid);
         let fail = |what: &str, e: std::io::Error| format!("{shown}: {what}: {e}");
-        let root = if place.in_target {
-            // The kernel's link to the process's root, not a path of the tenant's.
-            File::open(format!("/proc/{pid}/root")).map_err(|e| fail("its root", e))?
+        let top = if place.in_target {
+            // The kernel's link to the process's root, not a path of the tenant's; O_PATH, so
+            // nothing of the file system behind it is asked.
+            let root = files::open_path(Path::new(&format!("/proc/{pid}/root")))
+                .map_err(|e| fail("its root", e))?;
+            walk(root, &place.top, mounts).map_err(|e| fail("the hierarchy's top", e))?
         } else {
-            File::open("/").map_err(|e| fail("memprof's root", e))?
+            let root = files::open_path(Path::new("/")).map_err(|e| fail("memprof's root", e))?;
+            files::open_dir(root.as_fd(), &place.top, IN_ROOT)
+                .map_err(|e| fail("the hierarchy's top", e))?
         };
-        let top = files::open_dir(root.as_fd(), &place.top, IN_ROOT)
-            .map_err(|e| fail("the hierarchy's top", e))?;
         let below = place.dir.strip_prefix(&place.top).unwrap_or(Path::new(""));
         let dir = files::open_dir(top.as_fd(), below, BENEATH | libc::RESOLVE_NO_XDEV)
             .map_err(|e| fail("opening", e))?;
@@ -147,6 +157,26 @@ impl fmt::Debug for View {
     }
 }
 
+/// `path` from `root`, a component at a time, each directory checked against `mounts` before a
+/// name is looked up in it; no links, no `..`.
+fn walk(root: OwnedFd, path: &Path, mounts: &Mounts) -> std::io::Result<OwnedFd> {
+    let mut dir = root;
+    for part in path.components() {
+        match part {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => {
+                mounts.check(dir.as_fd())?;
+                dir = files::open_dir(dir.as_fd(), Path::new(name), BENEATH)?;
+            }
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(std::io::Error::other("a path with `..`"));
+            }
+        }
+    }
+    mounts.check(dir.as_fd())?;
+    Ok(dir)
+}
+
 /// Where a place is, escaped: the process chose its mount points' names.
 fn describe(place: &Place, pid: u32) -> String {
     let dir = place.dir.display().to_string().escape_debug().to_string();
@@ -169,20 +199,22 @@ mod tests {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let own = super::super::hierarchy::parse_mountinfo(&mountinfo);
         let Ok(places) = super::super::places(&cgroup, "", &own) else {
+            assert!(std::env::var("CI").is_err(), "no memory cgroup mounted");
             return eprintln!("SKIPPED: no memory cgroup mounted here");
         };
         let pid = std::process::id();
-        let view = View::open(&places[0], pid).unwrap();
+        let mounts = Mounts::of(pid).unwrap();
+        let view = View::open(&places[0], pid, &mounts).unwrap();
         assert!(super::super::limit(std::slice::from_ref(&view)).is_ok());
         let tmp = Place {
             dir: std::env::temp_dir(),
             top: std::env::temp_dir(),
             ..places[0].clone()
         };
-        let err = View::open(&tmp, pid).unwrap_err();
+        let err = View::open(&tmp, pid, &mounts).unwrap_err();
         assert!(err.contains("not a cgroup file system"), "{err}");
         // No process has this PID (above the kernel's PID_MAX_LIMIT).
-        let err = View::open(&places[0], 4_999_999).unwrap_err();
+        let err = View::open(&places[0], 4_999_999, &mounts).unwrap_err();
         assert!(err.contains("PID 4999999 is not in this cgroup"), "{err}");
     }
 }

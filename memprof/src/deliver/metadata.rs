@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 #[serde(transparent)]
 pub struct Metadata(BTreeMap<String, String>);
 
+/// What ends a value that was cut.
+pub const CUT: &str = "[…cut]";
+
 /// S3 refuses more than 2 KB of user metadata per object (names and values), and a refusal
 /// would keep the profile from ever being stored: a long value (command line, cgroup path) is
 /// cut to this many bytes there. The local JSON keeps it whole.
@@ -36,8 +39,9 @@ impl Metadata {
     }
 
     /// The metadata as JSON of at most `max` bytes: the longest values are cut (ending in
-    /// `[…cut]`) until it fits, so a process with megabytes of arguments full of bytes JSON
-    /// escapes six-fold cannot make a spool header memprof cannot read back.
+    /// `CUT`) until it fits, so a process with megabytes of arguments full of bytes JSON
+    /// escapes six-fold cannot make a spool header memprof cannot read back. (Only names
+    /// alone longer than `max` could still exceed it; memprof's own are short.)
     pub fn json_within(&self, max: usize) -> Vec<u8> {
         let mut m = self.clone();
         let mut keep = 4096;
@@ -52,7 +56,7 @@ impl Metadata {
                     end -= 1;
                 }
                 v.truncate(end);
-                v.push_str("[…cut]");
+                v.push_str(CUT);
             }
             keep /= 2;
         }
@@ -111,7 +115,7 @@ mod tests {
         assert!(json.len() <= 4096, "{}", json.len());
         let back = Metadata::from_json(&json).unwrap();
         assert_eq!(back.get("pid"), Some("42"));
-        assert!(back.get("cmdline").unwrap().ends_with("[…cut]"));
+        assert!(back.get("cmdline").unwrap().ends_with(CUT));
         assert_eq!(m.json_within(1 << 20), serde_json::to_vec(&m).unwrap());
     }
 }

@@ -49,6 +49,43 @@ pub fn open_at(dir: BorrowedFd, path: &Path, flags: i32, resolve: u64) -> io::Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `path` as `O_PATH`: a handle to resolve from or to check, opening nothing of the file
+/// system behind it (`/proc/PID/root` and `exe` are the kernel's links to the process's).
+pub fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// Device and inode of what `path` leads to, from `statx` without syncing: no request reaches
+/// its file system (a FUSE one may be the tenant's, and never answer).
+pub fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `statx` is plain data, filled by the kernel.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer to fill.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            libc::STATX_INO,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((
+        libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+        st.stx_ino,
+    ))
+}
+
 /// A directory (as `O_PATH`: it can only be resolved from) at `path` below `dir`.
 pub fn open_dir(dir: BorrowedFd, path: &Path, resolve: u64) -> io::Result<OwnedFd> {
     let path = if path.as_os_str().is_empty() {

@@ -1,8 +1,10 @@
-//! Small system calls several stages need that std does not offer: `flock`, and opening and
-//! reading files a watched process controls (`files`).
+//! Small system calls several stages need that std does not offer: `flock`, opening and
+//! reading files a watched process controls (`files`), and which file system a descriptor is
+//! on, asked without reaching it (`mounts`).
 use std::{io, os::fd::AsRawFd};
 
 pub mod files;
+pub mod mounts;
 
 /// `flock(2)` on an open file or directory; `wait: false` fails with `WouldBlock` when held.
 pub fn flock(file: &std::fs::File, wait: bool) -> io::Result<()> {

@@ -59,18 +59,17 @@ pub fn from_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
 }
 
 /// Pod UID and container ID from one cgroup path. Paths seen through a cgroup namespace may
-/// start with `/..`; components are judged one by one.
+/// start with `/..`; components are judged one by one. The first pod component and the first
+/// container after it count: what follows is below the container, where a process with a
+/// cgroup namespace of its own may make cgroups named like another pod's.
 pub fn from_cgroup_path(path: &str) -> (Option<String>, Option<String>) {
     let mut uid = None;
     let mut container = None;
     for part in path.split('/') {
-        if let Some(u) = pod_uid(part) {
-            uid = Some(u);
-            container = None;
-        } else if uid.is_some() {
-            if let Some(id) = container_id(part) {
-                container = Some(id);
-            }
+        if uid.is_none() {
+            uid = pod_uid(part);
+        } else if container.is_none() {
+            container = container_id(part);
         }
     }
     // containerd under systemd without kubelet's slices: `…pod<uid>.slice:cri-containerd:<id>`.

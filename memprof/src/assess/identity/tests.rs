@@ -161,3 +161,16 @@ fn names_from_the_pods_tree() {
     );
     assert_eq!(resolve("0::/\n", "", Some(&tree)), Identity::default());
 }
+
+/// Cgroups a process made below its container (its own cgroup namespace lets it) cannot claim
+/// another pod: the first pod and container on the path count.
+#[test]
+fn cgroups_below_the_container_claim_nothing() {
+    let other = "0a1b2c3d-0000-4000-8000-000000000000";
+    let path = format!(
+        "/kubepods/burstable/pod{UID}/{ID}/made/pod{other}/{}",
+        "f".repeat(64)
+    );
+    let (uid, id) = from_cgroup_path(&path);
+    assert_eq!((uid.as_deref(), id.as_deref()), (Some(UID), Some(ID)));
+}

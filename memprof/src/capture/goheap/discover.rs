@@ -4,7 +4,15 @@
 //! symbolized after that.
 //! What the executable says is parsed once per file (`program`); where it is mapped, per
 //! process.
-use std::{fs::File, io::Read, os::unix::fs::MetadataExt};
+use std::{
+    fs::File,
+    io::Read,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::MetadataExt,
+    },
+    path::Path,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -12,6 +20,7 @@ use super::{
     layout::Layout,
     program::{self, Program, Verdict},
 };
+use crate::sys::{files, mounts::Mounts};
 
 /// `/proc/PID/maps` read for the load address (65,530 mappings by default, ~100 bytes each).
 const MAPS_MAX: u64 = 16 << 20;
@@ -50,12 +59,16 @@ pub enum Discovery {
         version: String,
         reason: String,
     },
-    /// An executable memprof does not parse, and why (too large, sparse, too many sections).
+    /// An executable memprof does not parse, and why (too large, sparse, too many sections,
+    /// on a file system a process serves).
     Refused(String),
 }
 
 pub fn discover(pid: u32) -> Result<Discovery> {
-    let exe = File::open(format!("/proc/{pid}/exe")).context("opening the executable")?;
+    let exe = match open_exe(pid)? {
+        Ok(exe) => exe,
+        Err(why) => return Ok(Discovery::Refused(why)),
+    };
     let p = match program::of(&exe)? {
         Ok(p) => p,
         Err(Verdict::NotGo) => return Ok(Discovery::NotGo),
@@ -80,6 +93,19 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         profiler_off: p.profiler_off,
         version: p.version,
     }))
+}
+
+/// The process's executable, opened once it is known not to be on a file system a process
+/// serves (FUSE: an open or a page fault there waits for the tenant); why not otherwise.
+fn open_exe(pid: u32) -> Result<Result<File, String>> {
+    let link = format!("/proc/{pid}/exe");
+    let handle = files::open_path(Path::new(&link)).context("the executable")?;
+    let mounts = Mounts::of(pid).context("the process's mounts")?;
+    if let Err(e) = mounts.check(handle.as_fd()) {
+        return Ok(Err(format!("the executable is {e}")));
+    }
+    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    Ok(Ok(File::open(reopen).context("opening the executable")?))
 }
 
 /// Where the kernel mapped the executable: the start of its mapping at file offset 0 minus

@@ -5,6 +5,7 @@
 //! the executable kept open since discovery (`symbols`) and writes Go's own pprof heap format
 //! (`profile`, `proto`).
 pub mod discover;
+mod dwarf;
 pub mod kernel_walk;
 pub mod layout;
 pub mod profile;

@@ -3,7 +3,6 @@
 //! assembler, which needs them after they died: an entry outlives its process by one sweep.
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,8 +18,7 @@ use crate::{assess::ProcKey, kernel::GoTargets};
 type ExeId = (u64, u64);
 
 fn exe_id(pid: u32) -> Option<ExeId> {
-    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some((m.dev(), m.ino()))
+    crate::sys::files::identity(std::path::Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
 /// A program settled as having no readable heap, and whether it is Go all the same (a release
@@ -93,7 +91,7 @@ impl Registry {
             // Registered first (the kernel's walk at the kill needs only addresses); the DWARF
             // is vetted after, so the first capture need not.
             if let Some(go) = this.ensure(key, &comm) {
-                let _ = super::symbols::Symbolizer::load(&go.exe);
+                let _ = super::dwarf::vet(&go.exe);
             }
         });
     }

@@ -25,6 +25,8 @@ use crate::capture::goheap::registry::Registry;
 
 /// How long a port has to answer a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Sweep rounds at once.
+const SWEEPING_AT_ONCE: usize = 8;
 /// Ports probed per process in one round (a process may listen on thousands): the next round
 /// goes on with the ones not yet refused.
 const PROBES_PER_ROUND: usize = 8;
@@ -57,6 +59,8 @@ pub struct Endpoints {
     /// Which processes are Go (probes go to those only).
     go: Registry,
     known: Arc<Mutex<HashMap<ProcKey, Known>>>,
+    /// One permit per sweep round under way.
+    sweeping: Arc<tokio::sync::Semaphore>,
 }
 
 impl Endpoints {
@@ -66,6 +70,7 @@ impl Endpoints {
             only,
             go,
             known: Arc::default(),
+            sweeping: Arc::new(tokio::sync::Semaphore::new(SWEEPING_AT_ONCE)),
         }
     }
 
@@ -121,6 +126,12 @@ impl Endpoints {
             }
             entry.comm = comm.to_string();
         }
+        // One round per process at a time (discovery's schedule, the sweep, `memprof top`),
+        // taken before its sockets are listed; a capture (no probes) needs none.
+        let _round = match probe {
+            true => Some(Round::begin(self, key)?),
+            false => None,
+        };
         let pid = key.pid;
         let started = std::time::Instant::now();
         let listening = tokio::task::spawn_blocking(move || listener::listening(pid))
@@ -162,10 +173,6 @@ impl Endpoints {
         }
         candidates.retain(|(_, needs_probe)| may_probe || !needs_probe);
         this_round(&mut candidates);
-        let _round = match candidates.iter().any(|c| c.1) {
-            true => Some(Round::begin(self, key)?),
-            false => None,
-        };
         for (addr, probe) in candidates {
             let verdict = if probe {
                 self.pprof.probe(pid, addr, PROBE_TIMEOUT).await
@@ -222,10 +229,14 @@ impl Endpoints {
                 .map(|(key, k)| (*key, k.comm.clone()))
                 .collect()
         };
-        // One task each: a process whose ports hang delays only its own discovery.
+        // One task each, a few at a time: a process whose ports hang delays only its own
+        // discovery, and a node of many processes does not fill the blocking pool.
         for (key, comm) in pending {
             let this = self.clone();
-            tokio::spawn(async move { this.find(key, &comm, true).await });
+            tokio::spawn(async move {
+                let _turn = this.sweeping.acquire().await;
+                this.find(key, &comm, true).await
+            });
         }
     }
 
@@ -248,6 +259,8 @@ fn this_round(candidates: &mut Vec<(SocketAddr, bool)>) {
 struct Round<'a> {
     endpoints: &'a Endpoints,
     key: ProcKey,
+    /// The discovery (one per program the process ran) the round belongs to.
+    schedule: u64,
 }
 
 impl<'a> Round<'a> {
@@ -255,14 +268,22 @@ impl<'a> Round<'a> {
     fn begin(endpoints: &'a Endpoints, key: ProcKey) -> Option<Self> {
         let mut known = endpoints.lock();
         let entry = known.entry(key).or_default();
-        (!std::mem::replace(&mut entry.probing, true)).then(|| Round { endpoints, key })
+        let schedule = entry.schedule;
+        (!std::mem::replace(&mut entry.probing, true)).then(|| Round {
+            endpoints,
+            key,
+            schedule,
+        })
     }
 }
 
 impl Drop for Round<'_> {
     fn drop(&mut self) {
+        // After an exec a new discovery owns the entry: its round is not this one's to end.
         if let Some(k) = self.endpoints.lock().get_mut(&self.key) {
-            k.probing = false;
+            if k.schedule == self.schedule {
+                k.probing = false;
+            }
         }
     }
 }
