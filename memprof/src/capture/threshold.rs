@@ -69,9 +69,9 @@ impl Capturer {
         Captured { outcome, keys }
     }
 
-    /// Runs `capture`; should it take no profile within `EVIDENCE_GRACE` (`taken`: a profile
-    /// downloaded, or the heap read from memory), stores `evidence` beside it (its key, once
-    /// stored, in the second place).
+    /// Runs `capture`; should no profile be coming within `EVIDENCE_GRACE` (`taken`: the
+    /// endpoint is sending one, or the heap was read from memory), stores `evidence` beside it
+    /// (its key, once stored, in the second place).
     async fn evidence_by_grace(
         &self,
         capture: impl std::future::Future<Output = Outcome>,
@@ -120,11 +120,10 @@ impl Capturer {
         if let Some(addr) = endpoint {
             let download = What::Download(addr);
             match self
-                .store(c, reading, download, "endpoint", fetch_start)
+                .store(c, reading, download, "endpoint", fetch_start, taken)
                 .await
             {
                 Ok(key) => {
-                    taken.store(true, Ordering::Relaxed);
                     keys.extend(key);
                     outcome = Outcome::Stored;
                 }
@@ -192,8 +191,8 @@ impl Capturer {
                     extension: "pb.gz",
                     bytes: read.bytes,
                 };
-                let taken = self.store(c, reading, What::Taken(p), "memory", read_start);
-                keys.extend(taken.await.ok().flatten());
+                let stored = self.store(c, reading, What::Taken(p), "memory", read_start, taken);
+                keys.extend(stored.await.ok().flatten());
                 Outcome::Stored
             }
             Err(e) => {
@@ -221,6 +220,7 @@ impl Capturer {
         what: What,
         source: &'static str,
         fetch_start: Instant,
+        taken: &AtomicBool,
     ) -> Result<Option<String>, Failure> {
         let (detector, level) = self.labels(c, reading);
         let s = Stored {
@@ -244,7 +244,7 @@ impl Capturer {
                     fetched,
                 }
             }
-            What::Download(addr) => self.download(s, addr).await?,
+            What::Download(addr) => self.download(s, addr, taken).await?,
         };
         let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
         if !d.delivered {

@@ -10,3 +10,5 @@ mod cgroup_files;
 mod endpoints;
 /// A terabyte sparse executable with billions of sections; a Go bucket list made a cycle.
 mod programs;
+/// A fork storm sharing its pages, each process with a command line of nearly 6 MiB.
+mod tenants;

@@ -26,6 +26,7 @@ impl Capturer {
         &self,
         s: Stored<'_>,
         addr: SocketAddr,
+        coming: &std::sync::atomic::AtomicBool,
     ) -> Result<Downloaded, Failure> {
         let (key, meta) = self.name(&s, "heap", "pb.gz");
         let mut out = match self.deliverer.begin(&key, &meta).await {
@@ -38,7 +39,11 @@ impl Capturer {
                 Out::Memory(Vec::new())
             }
         };
-        let result = self.endpoints.pprof().capture(s.pid, addr, &mut out).await;
+        let result = self
+            .endpoints
+            .pprof()
+            .capture(s.pid, addr, &mut out, coming)
+            .await;
         let fetched = s.started.elapsed();
         let bytes = out.written();
         if let Err(f) = result {

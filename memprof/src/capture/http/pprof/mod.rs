@@ -2,6 +2,7 @@
 //! created in the target's own network namespace (`netns`): in a pod every container shares
 //! the loopback, and a node-level memprof reaches a pod's loopback-only endpoint the same way.
 //! HTTP/1.1 through hyper on that socket; the whole exchange has one deadline and a size cap.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::{net::SocketAddr, os::fd::IntoRawFd, os::unix::io::FromRawFd, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -84,9 +85,15 @@ impl Pprof {
     }
 
     /// Downloads the heap profile that `pid` serves at `addr` (in its network namespace) into
-    /// `out`, chunk by chunk. A failure carries what the endpoint answered, for the snapshot
-    /// stored instead.
-    pub async fn capture(&self, pid: u32, addr: SocketAddr, out: &mut Out) -> Result<(), Failure> {
+    /// `out`, chunk by chunk; `coming` is set once a profile's first bytes arrive. A failure
+    /// carries what the endpoint answered, for the snapshot stored instead.
+    pub async fn capture(
+        &self,
+        pid: u32,
+        addr: SocketAddr,
+        out: &mut Out,
+        coming: &AtomicBool,
+    ) -> Result<(), Failure> {
         let url = format!("http://{addr}{}", self.path);
         let mut answer = Answer::default();
         let get = async {
@@ -115,6 +122,7 @@ impl Pprof {
                         self.max_bytes
                     );
                 }
+                coming.store(true, Ordering::Relaxed);
                 out.write(chunk).await?;
             }
             if !resp.status().is_success() {

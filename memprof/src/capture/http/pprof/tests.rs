@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
@@ -41,18 +43,25 @@ fn pprof(max: u64) -> Pprof {
 async fn downloads_the_profile() {
     let addr = serve("200 OK", 1000).await;
     let mut out = Out::Memory(Vec::new());
+    let coming = AtomicBool::new(false);
     pprof(4096)
-        .capture(std::process::id(), addr, &mut out)
+        .capture(std::process::id(), addr, &mut out, &coming)
         .await
         .unwrap();
     assert_eq!(out.written(), 1000);
+    assert!(coming.load(Ordering::Relaxed), "a profile came");
 }
 
 #[tokio::test]
 async fn refuses_oversized_profiles() {
     let addr = serve("200 OK", 100_000).await;
     let e = pprof(4096)
-        .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
+        .capture(
+            std::process::id(),
+            addr,
+            &mut Out::Memory(Vec::new()),
+            &AtomicBool::new(false),
+        )
         .await
         .unwrap_err();
     assert!(format!("{:#}", e.error).contains("(4096 bytes)"), "{e:?}");
@@ -61,10 +70,20 @@ async fn refuses_oversized_profiles() {
 #[tokio::test]
 async fn http_errors_are_errors() {
     let addr = serve("404 Not Found", 0).await;
+    let coming = AtomicBool::new(false);
     let e = pprof(4096)
-        .capture(std::process::id(), addr, &mut Out::Memory(Vec::new()))
+        .capture(
+            std::process::id(),
+            addr,
+            &mut Out::Memory(Vec::new()),
+            &coming,
+        )
         .await
         .unwrap_err();
+    assert!(
+        !coming.load(Ordering::Relaxed),
+        "an error page is no profile coming"
+    );
     assert!(format!("{:#}", e.error).contains("404"), "{e:?}");
     assert_eq!(e.answer.status.as_deref(), Some("404 Not Found"));
 }
