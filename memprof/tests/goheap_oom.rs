@@ -1,26 +1,9 @@
 //! Go services with no pprof endpoint, leaking into real memory cgroups until the real OOM
 //! killer takes them: memprof reads the heap from memory at the threshold and the kernel reads
 //! it at the kill; both profiles arrive in a real S3 server and name the leaking function.
-use std::{
-    os::unix::process::CommandExt,
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Child, time::Duration};
 
 use crate::common::*;
-
-/// A Go program started in its own memory cgroup, once it said it is ready.
-fn start_in(cg: &MemCgroup, go: &Path, args: &[&str]) -> Child {
-    let procs = cg.procs_file();
-    let mut cmd = Command::new(go);
-    cmd.args(args).stdout(Stdio::piped());
-    // SAFETY: only async-signal-safe work (a write) between fork and exec.
-    unsafe { cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string())) };
-    let mut child = cmd.spawn().unwrap();
-    first_line(&mut child);
-    child
-}
 
 fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> {
     if !require(is_root(), "root (BPF, cgroups)")
@@ -62,7 +45,7 @@ fn without_an_endpoint(t: go::Toolchain) {
     env.push(("MEMORY_CRITICAL_PERCENTAGE", "60".into()));
     let memprof = Memprof::spawn(&["--detector", "btf"], &env);
     let cg = MemCgroup::new(&format!("memprof-goheap-{t:?}"), 256 << 20);
-    let mut svc = start_in(&cg, &go, &["-addr", "", "-rate", "100", "-delay", "1s"]);
+    let mut svc = cg.start(&go, &["-addr", "", "-rate", "100", "-delay", "1s"]);
     let pid = svc.id();
 
     let threshold = wait_key(&client, &format!("_pid-{pid}_6"), &memprof);
@@ -130,7 +113,7 @@ fn many_deep_stacks(t: go::Toolchain) {
         "-rate",
         "60",
     ];
-    let mut svc = start_in(&cg, &go, &args);
+    let mut svc = cg.start(&go, &args);
     let pid = svc.id();
     let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
     let at_kill = wait_key(&client, &format!("_pid-{pid}_oom.heap.pb.gz"), &memprof);
@@ -191,7 +174,7 @@ fn two_victims_at_once() {
         MemCgroup::new("memprof-victim-a", 192 << 20),
         MemCgroup::new("memprof-victim-b", 192 << 20),
     ];
-    let mut svcs: Vec<Child> = cgs.iter().map(|cg| start_in(cg, &go, &args)).collect();
+    let mut svcs: Vec<Child> = cgs.iter().map(|cg| cg.start(&go, &args)).collect();
     for svc in &mut svcs {
         let key = wait_key(
             &client,
@@ -226,7 +209,7 @@ fn beyond_the_walk_cap() {
     let args = [
         "-stacks", &stacks, "-bits", "17", "-rate", "100", "-delay", "2s",
     ];
-    let mut svc = start_in(&cg, &go, &args);
+    let mut svc = cg.start(&go, &args);
     let pid = svc.id();
     let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
     wait_key(&client, &format!("_pid-{pid}_oom.heap.pb.gz"), &memprof);

@@ -58,6 +58,20 @@ impl MemCgroup {
         cg
     }
 
+    /// Starts `bin` with `args` in this cgroup (it joins before its exec), once it printed
+    /// its first line (`ready …`).
+    pub fn start(&self, bin: &Path, args: &[&str]) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let procs = self.procs_file();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args).stdout(std::process::Stdio::piped());
+        // SAFETY: only async-signal-safe work (a write) between fork and exec.
+        unsafe { cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string())) };
+        let mut child = cmd.spawn().unwrap();
+        super::first_line(&mut child);
+        child
+    }
+
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
     }

@@ -117,6 +117,23 @@ pub fn wait_for_line(
     }
 }
 
+/// A file below `dir` whose name holds `marker` and ends with `suffix`.
+pub fn find_file(dir: &Path, marker: &str, suffix: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.contains(marker) && name.ends_with(suffix) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
 /// memprof's spool and local destination below `dir` (`spool/`, `profiles/`).
 pub fn dir_args(dir: &Path) -> [String; 4] {
     let sub = |name: &str| dir.join(name).display().to_string();

@@ -159,19 +159,8 @@ fn target(mode: &str, cg: &MemCgroup) -> Child {
 
 /// The snapshot stored for `pid` below the local destination: its path and text.
 fn snapshot_of(dir: &Path, pid: u32) -> (PathBuf, String) {
-    let marker = format!("_pid-{pid}_");
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if name.contains(&marker) && name.ends_with(".snapshot.txt") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                return (p, text);
-            }
-        }
-    }
-    panic!("no snapshot for PID {pid} below {}", dir.display());
+    let found = find_file(dir, &format!("_pid-{pid}_"), ".snapshot.txt");
+    let path = found.unwrap_or_else(|| panic!("no snapshot for PID {pid} below {}", dir.display()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
 }

@@ -4,9 +4,9 @@
 //! and an honest Go service beside them must still be profiled before its OOM kill.
 use std::{
     io::{Seek, SeekFrom, Write},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,18 +16,6 @@ use memprof::capture::goheap::{
 };
 
 use crate::common::*;
-
-/// Starts `bin` in `cg` and waits for its first line.
-fn start_in(cg: &MemCgroup, bin: &Path, args: &[&str]) -> Child {
-    let procs = cg.procs_file();
-    let mut cmd = Command::new(bin);
-    cmd.args(args).stdout(Stdio::piped());
-    // SAFETY: only async-signal-safe work (a write) between fork and exec.
-    unsafe { cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string())) };
-    let mut child = cmd.spawn().unwrap();
-    first_line(&mut child);
-    child
-}
 
 /// A copy of `bin` grown to a terabyte of holes, its section table moved to the middle of
 /// them and numbered 2^33 entries (ELF's extended numbering: `e_shnum` 0, the count in the
@@ -65,7 +53,7 @@ fn a_terabyte_executable_is_refused_and_the_honest_service_profiled() {
     let env = [("MEMORY_CRITICAL_PERCENTAGE", "80".to_string())];
     let memprof = Memprof::spawn_at(dir.path(), &[], &[], &env);
     let cg_trap = MemCgroup::new("memprof-test-hostile-sparse", 256 << 20);
-    let mut trapped = start_in(&cg_trap, &trap, &["-alloc", "0"]);
+    let mut trapped = cg_trap.start(&trap, &["-alloc", "0"]);
     let line = memprof.wait_for_line("the trap refused", Duration::from_secs(30), |l| {
         l.contains("executable not parsed") && l.contains(&format!("pid={} ", trapped.id()))
     });
@@ -74,13 +62,13 @@ fn a_terabyte_executable_is_refused_and_the_honest_service_profiled() {
 
     let cg = MemCgroup::new("memprof-test-hostile-honest", 256 << 20);
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut honest = start_in(&cg, &leaky, &["-addr", &addr, "-rate", "50"]);
+    let mut honest = cg.start(&leaky, &["-addr", &addr, "-rate", "50"]);
     let pid = honest.id();
     let profiles = dir.path().join("profiles");
     let mut stored_alive = false;
     let start = Instant::now();
     while cg.pids().contains(&pid) && start.elapsed() < Duration::from_secs(60) {
-        if find(&profiles, &format!("_pid-{pid}_"), ".heap.pb.gz") {
+        if find_file(&profiles, &format!("_pid-{pid}_"), ".heap.pb.gz").is_some() {
             stored_alive = cg.pids().contains(&pid);
             break;
         }
@@ -165,21 +153,4 @@ fn a_bucket_list_made_a_cycle_is_read_within_bounds() {
             assert!(frames <= bounds.max_frames + 1024);
         }
     }
-}
-
-/// Whether a file below `dir` has `marker` in its name and ends with `suffix`.
-fn find(dir: &Path, marker: &str, suffix: &str) -> bool {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if name.contains(marker) && name.ends_with(suffix) {
-                return true;
-            }
-        }
-    }
-    false
 }
