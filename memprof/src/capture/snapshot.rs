@@ -4,7 +4,8 @@
 //! always leaves evidence, readable with `cat`. Taken once per crossing, not on retries.
 //!
 //! The kernel's files are read the moment a capture is due (`Evidence`), beside the fetch:
-//! what they say is the state at the crossing, whatever the endpoint does after.
+//! what they say is the state at the crossing, whatever the endpoint does after (all but the
+//! costly `smaps_rollup`, read when the snapshot is stored).
 use std::{fmt::Write, time::Instant};
 
 use super::{handover::Stored, http::pprof::Answer, Capturer, Profile};
@@ -82,7 +83,9 @@ impl EvidenceRead {
             let read = match handle.await {
                 Ok(e) => e,
                 Err(e) => Evidence {
-                    text: format!("memprof snapshot of PID {pid}: reading it failed: {e}\n"),
+                    pid: *pid,
+                    head: format!("memprof snapshot of PID {pid}: reading it failed: {e}\n"),
+                    stat: String::new(),
                 },
             };
             *self = Self::Read(read);
@@ -95,49 +98,57 @@ impl EvidenceRead {
 }
 
 /// What the kernel says of a process and its container at one moment: one section per
-/// source, each headed by where it was read.
+/// source, each headed by where it was read. `/proc/PID/smaps_rollup` walks every page of the
+/// process (5 ms for 400 MiB) and would slow the capture it runs beside: it is read when the
+/// snapshot is stored; the rest when the capture is due.
 pub struct Evidence {
-    text: String,
+    pid: u32,
+    /// The first line, then `/proc/PID/status`.
+    head: String,
+    /// The cgroup's `memory.stat` section.
+    stat: String,
 }
 
 impl Evidence {
     pub fn read(pid: u32, comm: &str, cgroup_dir: Option<&CgroupDir>) -> Self {
-        let mut out = String::new();
+        let mut head = String::new();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         // The process names itself (`PR_SET_NAME` takes any bytes): escaped, like all it names.
         let comm = comm.escape_debug();
-        let _ = writeln!(out, "memprof snapshot of PID {pid} ({comm}) at {now}");
-        section(&mut out, &format!("/proc/{pid}/status"));
-        section(&mut out, &format!("/proc/{pid}/smaps_rollup"));
+        let _ = writeln!(head, "memprof snapshot of PID {pid} ({comm}) at {now}");
+        section(&mut head, &format!("/proc/{pid}/status"));
+        let mut stat = String::new();
         match cgroup_dir {
             // Read through the verified directory: nothing the process linked or mounted there.
             Some(dir) => {
-                let _ = writeln!(out, "\n== {}/memory.stat", dir.shown());
+                let _ = writeln!(stat, "\n== {}/memory.stat", dir.shown());
                 match dir.read_text("memory.stat") {
-                    Ok(text) => out.push_str(&printable(&text)),
+                    Ok(text) => stat.push_str(&printable(&text)),
                     Err(e) => {
-                        let _ = writeln!(out, "(unreadable: {e})");
+                        let _ = writeln!(stat, "(unreadable: {e})");
                     }
                 }
             }
             None => {
                 let _ = writeln!(
-                    out,
+                    stat,
                     "\n== memory.stat\n(the process's memory cgroup was not found)"
                 );
             }
         }
-        Self { text: out }
+        Self { pid, head, stat }
     }
 
     /// The snapshot's text: the evidence, why no profile came, what the endpoint answered.
     pub fn snapshot(&self, why: &str, answer: Option<&Answer>) -> String {
-        let (head, sections) = self.text.split_once('\n').unwrap_or((&self.text, ""));
+        let (first, status) = self.head.split_once('\n').unwrap_or((&self.head, ""));
         let mut out = format!(
-            "{head}\nno profile could be taken: {}\n",
+            "{first}\nno profile could be taken: {}\n",
             why.escape_debug()
         );
-        out.push_str(sections);
+        out.push_str(status);
+        section(&mut out, &format!("/proc/{}/smaps_rollup", self.pid));
+        out.push_str(&self.stat);
         if let Some(a) = answer {
             let _ = writeln!(out, "\n== the endpoint's answer");
             let status = a.status.as_deref().unwrap_or("(no status line)");
