@@ -51,11 +51,7 @@ impl Metadata {
                 return json;
             }
             for v in m.0.values_mut().filter(|v| v.len() > keep) {
-                let mut end = keep;
-                while !v.is_char_boundary(end) {
-                    end -= 1;
-                }
-                v.truncate(end);
+                v.truncate(v.floor_char_boundary(keep));
                 v.push_str(CUT);
             }
             keep /= 2;

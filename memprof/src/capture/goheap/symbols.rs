@@ -121,11 +121,7 @@ impl Symbolizer {
 
 /// `name`, at most `NAME_MAX` bytes of it.
 fn cut(name: &str) -> String {
-    let mut end = name.len().min(NAME_MAX);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_string()
+    name[..name.floor_char_boundary(NAME_MAX)].to_string()
 }
 
 /// The executable's path as memprof sees it, for a log line.
