@@ -22,7 +22,7 @@ pub const MAX_FOREIGN: u32 = 16384;
 /// Version of the kernel/userspace ABI: maps shared between memprof instances through bpffs
 /// live under a directory named after it (and after the object's hash), so two memprof
 /// versions on one node never share maps of different layouts.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Tenants (memprof instances, one per PID namespace) that can share one set of kernel
 /// programs. Each owns a slot: its own ring buffers, reached from the shared programs through
@@ -35,9 +35,15 @@ pub const MAX_TENANTS: u32 = 64;
 pub const TENANCY_JOIN: u32 = MAX_TENANTS;
 pub const NR_TENANCY: u32 = MAX_TENANTS + 1;
 
-/// `STATS` slots.
+/// Capacity of the count of `PROCS` entries per group (see `ProcState::group`): an LRU, so the
+/// groups of containers long gone age out.
+pub const MAX_GROUPS: u32 = 4096;
+
+/// `STATS` slots: processes refused because `PROCS` was full, and because their group held
+/// its share of it already.
 pub const STAT_PROCS_FULL: u32 = 0;
-pub const NR_STATS: u32 = 1;
+pub const STAT_GROUP_FULL: u32 = 1;
+pub const NR_STATS: u32 = 2;
 
 /// `mm->rss_stat[]` members that make up RSS (`MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`;
 /// index 2 is `MM_SWAPENTS`, which is not resident).
@@ -71,6 +77,11 @@ pub struct ProcState {
     /// process was routed there (an older generation means: resolve again).
     pub slot: u32,
     pub slot_gen: u64,
+    /// The group whose share of `PROCS` the entry counts against (0: counted nowhere): the
+    /// process's PID namespace one level below its tenant's, so a container in node mode and
+    /// the pod in sidecar mode; namespaces a tenant nests deeper stay in its group.
+    pub group: u32,
+    pub _pad: u32,
     /// Last counter values seen by the classic tracepoint (bytes); unused by the BTF program,
     /// which reads the live counters from `mm` instead.
     pub counters: [i64; NR_MM_COUNTERS],
@@ -235,6 +246,8 @@ pub mod globals {
     pub const TP_OOM_PID_OFF: &str = "TP_OOM_PID_OFF";
     /// `signal/signal_deliver` record: offset of `sig`.
     pub const TP_SIG_OFF: &str = "TP_SIG_OFF";
+    /// The most `PROCS` entries one group may hold (0: no share, as without BTF).
+    pub const GROUP_SHARE: &str = "GROUP_SHARE";
 }
 
 #[cfg(feature = "user")]

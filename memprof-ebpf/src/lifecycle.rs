@@ -11,17 +11,20 @@ use memprof_common::EventKind;
 
 use crate::{
     maps::{bump_epoch, FOREIGN, PROCS},
-    procs::{notify, KERNEL_EPOCH},
+    procs::{leave, notify, KERNEL_EPOCH},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec(ctx: TracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data.
-    let Some((ns_pid, slot)) = unsafe { PROCS.get(tgid) }.map(|s| (s.ns_pid, s.slot)) else {
+    let Some((ns_pid, slot, group)) =
+        unsafe { PROCS.get(tgid) }.map(|s| (s.ns_pid, s.slot, s.group))
+    else {
         return 0;
     };
     if PROCS.remove(tgid).is_ok() {
+        leave(group);
         bump_epoch(KERNEL_EPOCH);
         notify(&ctx, EventKind::Exec, tgid, ns_pid, slot);
     }
@@ -36,7 +39,10 @@ pub fn process_exit(_ctx: TracePointContext) -> i32 {
     if pid != tgid {
         return 0;
     }
+    // SAFETY: plain data.
+    let group = unsafe { PROCS.get(tgid) }.map_or(0, |s| s.group);
     if PROCS.remove(tgid).is_ok() {
+        leave(group);
         bump_epoch(KERNEL_EPOCH);
     }
     // Both: a reused PID may have left an entry in the other map (see `procs::remember`).

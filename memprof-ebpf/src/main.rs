@@ -6,6 +6,8 @@
 //! its tenant, `emit.rs` hands events to the tenant's own programs (shared programs).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `lock xadd` (maps::add) is written as inline assembly.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod emit;

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use memprof_common::{
     Event, GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RING_BYTES, MAX_FOREIGN,
-    MAX_GO_PROCS, MAX_PROCS, MAX_TENANTS, MAX_VICTIMS, NR_STATS, NR_TENANCY,
+    MAX_GO_PROCS, MAX_GROUPS, MAX_PROCS, MAX_TENANTS, MAX_VICTIMS, NR_STATS, NR_TENANCY,
 };
 
 /// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
@@ -23,6 +23,11 @@ pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS,
 /// value is the join generation (`TENANCY[TENANCY_JOIN]`) of that judgement.
 #[map]
 pub static FOREIGN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_FOREIGN, 0);
+
+/// Group (`ProcState::group`, a PID-namespace inode) → its entries in `PROCS`, so that one
+/// container's fork storm takes only its share (`GROUP_SHARE`) and not every slot.
+#[map]
+pub static GROUPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_GROUPS, 0);
 
 /// PID-namespace inode → tenant slot.
 #[map]
@@ -155,6 +160,7 @@ globals! {
     TP_SIZE_OFF: u64,
     TP_OOM_PID_OFF: u64,
     TP_SIG_OFF: u64,
+    GROUP_SHARE: u64,
 }
 
 /// Adds one to `STATS[idx]` (a racing increment may be lost; these are diagnostics).
@@ -164,6 +170,15 @@ pub fn count(idx: u32) {
         // SAFETY: the pointer is a valid, aligned map value for the program's lifetime.
         unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
     }
+}
+
+/// Adds `v` (wrapping: `u64::MAX` subtracts one) to the map value at `p` atomically: BPF's
+/// `lock xadd`, which Rust's BPF target offers no atomic type for.
+#[inline(always)]
+pub fn add(p: *mut u64, v: u64) {
+    // SAFETY: `p` is a valid, aligned map value for the program's lifetime; the instruction
+    // writes only there.
+    unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v) };
 }
 
 /// Bumps slot `idx` of `EPOCH`, making every CPU's cache re-read `PROCS`. The BPF target has

@@ -1,15 +1,15 @@
 //! Which processes are memprof's, and their per-process state: looking an entry up for the
-//! process the kernel meets (never trusting a stale one), admitting new processes, and
-//! reporting crossings to the process's tenant.
+//! process the kernel meets (never trusting a stale one), admitting new processes (each group
+//! within its share of the map), and reporting crossings to the process's tenant.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ProgramArray, EbpfContext};
 use memprof_common::{
-    Event, EventKind, Identity, ProcState, DISARMED, NR_MM_COUNTERS, STAT_PROCS_FULL, TENANCY_JOIN,
-    UNARMED,
+    Event, EventKind, Identity, ProcState, DISARMED, NR_MM_COUNTERS, STAT_GROUP_FULL,
+    STAT_PROCS_FULL, TENANCY_JOIN, UNARMED,
 };
 
 use crate::{
     emit,
-    maps::{bump_epoch, count, tenancy, FOREIGN, PROCS},
+    maps::{add, bump_epoch, count, g, tenancy, FOREIGN, GROUPS, PROCS},
     task,
 };
 
@@ -29,6 +29,8 @@ const IGNORED: ProcState = ProcState {
     ns_pid: 0,
     slot: 0,
     slot_gen: 0,
+    group: 0,
+    _pad: 0,
     counters: [0; NR_MM_COUNTERS],
 };
 
@@ -48,39 +50,74 @@ pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> 
             if state.identity == identity && state.slot_gen == tenancy(state.slot) {
                 state
             } else {
-                remember(host_pid, identity, task, BPF_ANY)
+                remember(host_pid, identity, task, Some(state))
             }
         }
         // SAFETY: plain data.
         None if unsafe { FOREIGN.get(host_pid) } == Some(&tenancy(TENANCY_JOIN)) => IGNORED,
-        None => remember(host_pid, identity(), task, BPF_NOEXIST),
+        None => remember(host_pid, identity(), task, None),
     }
 }
 
-/// Starts following a process. One a tenant sees is reported on its next counter change so
-/// that the tenant can arm its level; one no tenant sees goes to `FOREIGN` and never takes a
-/// `PROCS` slot.
+/// Starts following a process, `replacing` a stale entry of its PID. One a tenant sees is
+/// reported on its next counter change so that the tenant can arm its level. One no tenant
+/// sees, or whose group holds its share of `PROCS` already, goes to `FOREIGN` and takes no
+/// slot (the safety-net poll still watches the latter; a tenant's join re-judges both).
 #[inline(always)]
-pub fn remember(host_pid: u32, identity: Identity, task: u64, flags: u64) -> ProcState {
-    let Some((slot, ns_pid)) = task::tenant_of(task, host_pid) else {
-        if flags == BPF_ANY {
+pub fn remember(
+    host_pid: u32,
+    identity: Identity,
+    task: u64,
+    replacing: Option<ProcState>,
+) -> ProcState {
+    let not_followed = |stat: Option<u32>| {
+        if let Some(old) = replacing {
             // The PID belonged to a watched process whose exit was missed, or its tenant
             // left: free its slot.
-            let _ = PROCS.remove(host_pid);
+            if PROCS.remove(host_pid).is_ok() {
+                leave(old.group);
+            }
+        }
+        if let Some(stat) = stat {
+            count(stat);
         }
         let _ = FOREIGN.insert(host_pid, tenancy(TENANCY_JOIN), 0);
-        return IGNORED;
+        IGNORED
     };
+    let Some((slot, ns_pid, group)) = task::tenant_of(task, host_pid) else {
+        return not_followed(None);
+    };
+    let share = g::GROUP_SHARE();
+    let group = if share == 0 { 0 } else { group };
+    let counted = replacing.is_some_and(|old| old.group == group);
+    if group != 0 && !counted && held(group) >= share {
+        return not_followed(Some(STAT_GROUP_FULL));
+    }
     let state = ProcState {
         identity,
         level: UNARMED,
         ns_pid,
         slot,
         slot_gen: tenancy(slot),
+        group,
+        _pad: 0,
         counters: [0; NR_MM_COUNTERS],
     };
+    let flags = if replacing.is_some() {
+        BPF_ANY
+    } else {
+        BPF_NOEXIST
+    };
     match PROCS.insert(host_pid, state, flags) {
-        Ok(()) => state,
+        Ok(()) => {
+            if !counted {
+                if let Some(old) = replacing {
+                    leave(old.group);
+                }
+                join(group);
+            }
+            state
+        }
         Err(E2BIG) => {
             count(STAT_PROCS_FULL);
             IGNORED
@@ -88,6 +125,43 @@ pub fn remember(host_pid: u32, identity: Identity, task: u64, flags: u64) -> Pro
         // BPF_NOEXIST lost a race with another CPU meeting the same process: use its entry.
         // SAFETY: plain data.
         Err(_) => unsafe { PROCS.get(host_pid) }.copied().unwrap_or(IGNORED),
+    }
+}
+
+/// Entries `group` holds in `PROCS`.
+#[inline(always)]
+fn held(group: u32) -> u64 {
+    // SAFETY: plain data.
+    unsafe { GROUPS.get(group) }.copied().unwrap_or(0)
+}
+
+/// Counts a new entry of `group`. The adds are atomic (two CPUs admitting processes of one
+/// container at once both count); a group the LRU evicted starts again from its next entry.
+#[inline(always)]
+pub fn join(group: u32) {
+    if group == 0 {
+        return;
+    }
+    if GROUPS.get_ptr_mut(group).is_none() && GROUPS.insert(group, 1, BPF_NOEXIST).is_ok() {
+        return;
+    }
+    if let Some(p) = GROUPS.get_ptr_mut(group) {
+        add(p, 1);
+    }
+}
+
+/// Uncounts an entry of `group` that left `PROCS` (never below zero: a count the LRU reset
+/// may meet the exits of entries counted before).
+#[inline(always)]
+pub fn leave(group: u32) {
+    if group == 0 {
+        return;
+    }
+    if let Some(p) = GROUPS.get_ptr_mut(group) {
+        // SAFETY: a valid, aligned map value for the program's lifetime.
+        if unsafe { core::ptr::read_volatile(p) } > 0 {
+            add(p, u64::MAX);
+        }
     }
 }
 

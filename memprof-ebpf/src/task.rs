@@ -43,31 +43,59 @@ pub fn tgid(task: u64) -> Option<u32> {
     read::<u32>(task, g::TASK_TGID_OFF())
 }
 
-/// The tenant that watches the task's process and the PID it has there: the innermost of the
+/// The task's process's `struct pid` and its depth (0 in the initial namespace).
+#[inline(always)]
+fn leader_pid(task: u64) -> Option<(u64, u64)> {
+    let leader = read::<u64>(task, g::TASK_GROUP_LEADER_OFF())?;
+    let pid = read::<u64>(leader, g::TASK_THREAD_PID_OFF())?;
+    Some((pid, read::<u32>(pid, g::PID_LEVEL_OFF())? as u64))
+}
+
+/// `pid->numbers[depth]`: the number `pid` has in the namespace at `depth`.
+#[inline(always)]
+fn upid(pid: u64, depth: u64) -> u64 {
+    pid + g::PID_NUMBERS_OFF() + depth * g::UPID_SIZE()
+}
+
+/// The inode of the PID namespace of `upid`.
+#[inline(always)]
+fn ns_inum(upid: u64) -> Option<u32> {
+    let ns = read::<u64>(upid, g::UPID_NS_OFF())?;
+    read::<u32>(ns, g::PIDNS_INUM_OFF())
+}
+
+/// The tenant that watches the task's process, the PID it has there, and its group (see
+/// `ProcState::group`; 0 when the kernel's offsets are unknown): the innermost of the
 /// process's PID namespaces that a tenant registered in `TENANTS`, or `None` when no tenant
 /// can see it (it lives in another namespace branch, e.g. a pod without memprof). A memprof
 /// in the initial namespace sees every process with its host PID; it never shares programs.
 #[inline(always)]
-pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32)> {
+pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
     if g::PIDNS_IS_INIT() != 0 {
-        return Some((0, host_pid));
+        if g::TASK_THREAD_PID_OFF() == 0 {
+            return Some((0, host_pid, 0));
+        }
+        let group = leader_pid(task)
+            .and_then(|(pid, level)| ns_inum(upid(pid, if level > 0 { 1 } else { 0 })))
+            .unwrap_or(0);
+        return Some((0, host_pid, group));
     }
-    let leader = read::<u64>(task, g::TASK_GROUP_LEADER_OFF())?;
-    let pid = read::<u64>(leader, g::TASK_THREAD_PID_OFF())?;
-    let level = read::<u32>(pid, g::PID_LEVEL_OFF())? as u64;
+    let (pid, level) = leader_pid(task)?;
     // `pid->numbers[i]` is the number this pid has in the namespace at depth `i`; userspace
     // cannot know its own depth when /proc is its own, so tenants are found by inode.
+    let mut below = 0u32;
     for j in 0..MAX_PIDNS_DEPTH {
         if j > level {
             return None;
         }
-        let upid = pid + g::PID_NUMBERS_OFF() + (level - j) * g::UPID_SIZE();
-        let ns = read::<u64>(upid, g::UPID_NS_OFF())?;
-        let inum = read::<u32>(ns, g::PIDNS_INUM_OFF())?;
+        let upid = upid(pid, level - j);
+        let inum = ns_inum(upid)?;
         // SAFETY: plain data.
         if let Some(&slot) = unsafe { TENANTS.get(inum) } {
-            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| (slot, nr as u32));
+            let group = if j == 0 { inum } else { below };
+            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| (slot, nr as u32, group));
         }
+        below = inum;
     }
     None
 }

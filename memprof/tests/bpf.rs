@@ -1,5 +1,6 @@
 //! The kernel detector on the real kernel: load and attach the BPF object, arm a level for a
-//! growing process, and check the crossing event (PID, RSS) against procfs.
+//! growing process, and check the crossing event (PID, RSS) against procfs; a fork storm in
+//! a PID namespace of its own takes only its share of the kernel's process map.
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -13,13 +14,13 @@ use memprof::{
 };
 
 /// The kernel detector loaded and attached with `hook`, its events flowing into the receiver.
-struct Loaded {
-    rt: tokio::runtime::Runtime,
-    arm: Arm,
-    rx: tokio::sync::mpsc::Receiver<Candidate>,
+pub(crate) struct Loaded {
+    pub rt: tokio::runtime::Runtime,
+    pub arm: Arm,
+    pub rx: tokio::sync::mpsc::Receiver<Candidate>,
 }
 
-fn load(hook: Hook) -> Option<Loaded> {
+pub(crate) fn load(hook: Hook, max_procs: u32) -> Option<Loaded> {
     if !require(is_root(), "root (CAP_BPF, CAP_PERFMON)")
         || !require(
             std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
@@ -33,8 +34,8 @@ fn load(hook: Hook) -> Option<Loaded> {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let kernel = Kernel::load(hook, memprof_common::MAX_PROCS, None)
-        .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
+    let kernel =
+        Kernel::load(hook, max_procs, None).unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     rt.spawn(ring::forward(kernel, tx));
@@ -42,7 +43,7 @@ fn load(hook: Hook) -> Option<Loaded> {
 }
 
 fn crossing_is_reported(hook: Hook) {
-    let Some(Loaded { rt, arm, mut rx }) = load(hook) else {
+    let Some(Loaded { rt, arm, mut rx }) = load(hook, memprof_common::MAX_PROCS) else {
         return;
     };
     let Some(go) = go_service() else { return };
@@ -57,8 +58,38 @@ fn crossing_is_reported(hook: Hook) {
     let mut assessor = Assessor::new(None).unwrap();
     let start = assessor.read(pid).expect("child readable in procfs");
     let level = start.rss + (96 << 20);
+    let event = crossing(&rt, &arm, &mut rx, pid, &start, level);
+    let procfs_rss = assessor.read(pid).unwrap().rss;
+    child.kill().unwrap();
+    child.wait().unwrap();
 
-    let event = rt.block_on(async {
+    let Source::Kernel { rss, .. } = event.source else {
+        unreachable!()
+    };
+    assert_eq!(event.ns_pid, pid, "PID as memprof's namespace sees it");
+    assert!(rss >= level, "reported {rss} below the armed level {level}");
+    let diff = (rss as f64 - procfs_rss as f64).abs() / procfs_rss as f64;
+    println!(
+        "{hook}: kernel rss {rss}, procfs rss {procfs_rss}, difference {:.2} %",
+        diff * 100.0
+    );
+    assert!(
+        diff < 0.05,
+        "kernel RSS {rss} differs from procfs {procfs_rss} by {:.1} %",
+        diff * 100.0
+    );
+}
+
+/// Arms `pid` at its first sight by the kernel and waits for its crossing of `level`.
+pub(crate) fn crossing(
+    rt: &tokio::runtime::Runtime,
+    arm: &Arm,
+    rx: &mut tokio::sync::mpsc::Receiver<Candidate>,
+    pid: u32,
+    start: &memprof::assess::Reading,
+    level: u64,
+) -> Candidate {
+    rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(20), async {
             let mut armed = false;
             loop {
@@ -84,26 +115,7 @@ fn crossing_is_reported(hook: Hook) {
         })
         .await
         .expect("no crossing event within 20 s")
-    });
-    let procfs_rss = assessor.read(pid).unwrap().rss;
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    let Source::Kernel { rss, .. } = event.source else {
-        unreachable!()
-    };
-    assert_eq!(event.ns_pid, pid, "PID as memprof's namespace sees it");
-    assert!(rss >= level, "reported {rss} below the armed level {level}");
-    let diff = (rss as f64 - procfs_rss as f64).abs() / procfs_rss as f64;
-    println!(
-        "{hook}: kernel rss {rss}, procfs rss {procfs_rss}, difference {:.2} %",
-        diff * 100.0
-    );
-    assert!(
-        diff < 0.05,
-        "kernel RSS {rss} differs from procfs {procfs_rss} by {:.1} %",
-        diff * 100.0
-    );
+    })
 }
 
 #[test]
@@ -120,7 +132,7 @@ fn classic_tracepoint_reports_crossing() {
 /// updates existing entries of the same identity.
 #[test]
 fn arming_an_exited_process_fails() {
-    let Some(Loaded { rt, arm, mut rx }) = load(Hook::Btf) else {
+    let Some(Loaded { rt, arm, mut rx }) = load(Hook::Btf, memprof_common::MAX_PROCS) else {
         return;
     };
     let mut child = Command::new("true").spawn().unwrap();

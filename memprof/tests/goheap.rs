@@ -17,6 +17,7 @@ const BOUNDS: Bounds = Bounds {
     max_buckets: 100_000,
     max_frames: 1 << 20,
     deadline: Duration::from_secs(10),
+    max_profile_bytes: 64 << 20,
 };
 
 /// Reads the heap from memory and builds the profile, as a capture does.
@@ -104,6 +105,13 @@ fn a_read_keeps_to_its_frame_budget() {
     let cut = read_heap(svc.id(), &go, budget).unwrap();
     let kept: usize = cut.buckets.iter().map(|b| b.stack.len()).sum();
     let profile = memprof::capture::goheap::read_profile(svc.id(), &go, budget, || ()).unwrap();
+    // The whole profile, then one held to a third of its size: the largest buckets are kept.
+    let whole = memprof::capture::goheap::read_profile(svc.id(), &go, BOUNDS, || ()).unwrap();
+    let third = Bounds {
+        max_profile_bytes: whole.bytes.len() as u64 / 3,
+        ..BOUNDS
+    };
+    let fitted = memprof::capture::goheap::read_profile(svc.id(), &go, third, || ()).unwrap();
     let _ = svc.kill();
     let _ = svc.wait();
     println!(
@@ -129,6 +137,24 @@ fn a_read_keeps_to_its_frame_budget() {
     assert!(
         text.contains("memprof: truncated: "),
         "no truncation comment"
+    );
+    println!(
+        "whole profile {} bytes; within {}: {} bytes",
+        whole.bytes.len(),
+        third.max_profile_bytes,
+        fitted.bytes.len()
+    );
+    assert!(fitted.bytes.len() as u64 <= third.max_profile_bytes);
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&fitted.bytes[..]),
+        &mut raw,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("to fit MEMPROF_CAPTURE_MAX_BYTES"),
+        "no fitting comment"
     );
 }
 

@@ -9,6 +9,8 @@ mod common;
 
 /// The BPF programs on this kernel: load, attach, arm a level, the crossing event.
 mod bpf;
+/// A fork storm in its own PID namespace takes only its share of the kernel's process map.
+mod bpf_groups;
 /// The command line: configuration errors exit 2 with one line; `--help` lists every option.
 mod cli;
 /// Delivery through S3 outages and refused credentials, from the spool, byte-identical, once.

@@ -87,8 +87,9 @@ impl Capturer {
                 *pc = pc.wrapping_add(go.text_base);
             }
         }
+        let max_bytes = self.read_bounds.max_profile_bytes;
         let built = tokio::task::spawn_blocking(move || {
-            goheap::build_profile(&go, &r.buckets, r.rate, comments)
+            goheap::build_profile(&go, &r.buckets, r.rate, comments, max_bytes)
         })
         .await
         .map_err(anyhow::Error::from)

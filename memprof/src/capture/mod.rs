@@ -91,6 +91,7 @@ impl Capturer {
                 max_buckets: READ_MAX_BUCKETS,
                 max_frames: READ_MAX_FRAMES,
                 deadline: cfg.capture_timeout,
+                max_profile_bytes: cfg.capture_max_bytes,
             },
             reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
         }

@@ -41,7 +41,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     // Handled from the first moment: a pod deleted while memprof starts still gets a graceful
     // exit (leaving the node's shared kernel programs, keeping its spool).
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
+    let mut assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
+    if let Some(own) = assessor.read(std::process::id()) {
+        if own.limit_source == LimitSource::Cgroup {
+            crate::capture::goheap::fit_dwarf_to(own.limit);
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (container_tx, mut container_rx) = mpsc::channel::<ContainerEvent>(1024);
     let (kernel, detector) = detect::start(&cfg, tx.clone())?;
@@ -101,7 +106,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             mode: cfg.container_detector,
             poll: cfg.watch_interval,
         },
-        procs_full: 0,
+        refused: (0, 0),
         poll_every,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -161,8 +166,8 @@ struct LoopState {
     watchers: HashMap<String, tokio::task::AbortHandle>,
     container_tx: mpsc::Sender<ContainerEvent>,
     watch_cfg: WatchConfig,
-    /// Last seen count of processes that found the kernel's map full.
-    procs_full: u64,
+    /// Last seen counts of processes the kernel refused: its map full, their group's share.
+    refused: (u64, u64),
     poll_every: Duration,
 }
 

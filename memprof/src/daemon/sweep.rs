@@ -9,17 +9,28 @@ impl LoopState {
     pub(super) fn sweep(&mut self) {
         self.forget(Forget::Exited);
         if let Some(arm) = &self.arm {
-            let full = arm.procs_full();
-            if full > self.procs_full {
+            let (full, shared) = arm.refused();
+            let (was_full, was_shared) = self.refused;
+            if full > was_full {
                 warn!(
                     max_procs = arm.max_procs,
-                    refused = full - self.procs_full,
+                    refused = full - was_full,
                     "the kernel's process map is full; processes beyond it are only seen by the \
                      safety-net poll every {:?} (raise MEMPROF_MAX_PROCS)",
                     self.poll_every
                 );
-                self.procs_full = full;
             }
+            if shared > was_shared {
+                warn!(
+                    share = crate::kernel::group_share(arm.max_procs),
+                    refused = shared - was_shared,
+                    "processes of a container that holds its share of the kernel's process map \
+                     (an eighth of MEMPROF_MAX_PROCS) are only seen by the safety-net poll \
+                     every {:?}",
+                    self.poll_every
+                );
+            }
+            self.refused = (full, shared);
         }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use aya::maps::{Array, HashMap, MapData, MapError};
-use memprof_common::{go_key, GoTarget, ProcState, NR_MM_COUNTERS, STAT_PROCS_FULL};
+use memprof_common::{
+    go_key, GoTarget, ProcState, NR_MM_COUNTERS, STAT_GROUP_FULL, STAT_PROCS_FULL,
+};
 use tracing::warn;
 
 use super::KernelProc;
@@ -90,12 +92,11 @@ impl Arm {
         }
     }
 
-    /// How many times a process found the kernel's process map full.
-    pub fn procs_full(&self) -> u64 {
-        self.stats
-            .lock()
-            .expect("stats lock")
-            .get(&STAT_PROCS_FULL, 0)
-            .unwrap_or(0)
+    /// How many times a process found the kernel's process map full, and how many times its
+    /// group's share of it.
+    pub fn refused(&self) -> (u64, u64) {
+        let stats = self.stats.lock().expect("stats lock");
+        let get = |i| stats.get(&i, 0).unwrap_or(0);
+        (get(STAT_PROCS_FULL), get(STAT_GROUP_FULL))
     }
 }

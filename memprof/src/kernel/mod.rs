@@ -48,6 +48,13 @@ impl KernelProc {
     }
 }
 
+/// The most entries of the kernel's process map one group may hold (a container in node mode,
+/// a pod's sidecar's processes in sidecar mode; see `ProcState::group`): an eighth of the map,
+/// so that one tenant's fork storm leaves the rest to the others.
+pub fn group_share(max_procs: u32) -> u64 {
+    u64::from(max_procs / 8).max(64)
+}
+
 /// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC, like `Instant`) into an `Instant`.
 pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
     let mut ts = libc::timespec {
@@ -124,7 +131,10 @@ impl Kernel {
             Plan::Join(_, group_hook, _) => *group_hook,
             _ => hook,
         };
-        let globals = globals(hook, own_pidns)?;
+        let mut globals = globals(hook, own_pidns)?;
+        globals
+            .values
+            .push((memprof_common::globals::GROUP_SHARE, group_share(max_procs)));
         debug!(globals = ?globals.values, "kernel offsets");
 
         let mut loader = EbpfLoader::new();

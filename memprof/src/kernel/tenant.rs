@@ -32,8 +32,9 @@ use crate::sys::flock;
 
 /// Maps every instance shares; the others (`EVENTS`, `HEAP`, `HEAP_SCRATCH`, globals) are
 /// each instance's own.
-pub const SHARED_MAPS: [&str; 14] = [
+pub const SHARED_MAPS: [&str; 15] = [
     "PROCS",
+    "GROUPS",
     "FOREIGN",
     "STATS",
     "MM_OWNERS",

@@ -6,6 +6,8 @@
 /// A tenant's files: a changed root with control files linked to a canary and a secret, FIFOs,
 /// `/dev/zero` and sparse files mounted over them, a name full of control characters.
 mod cgroup_files;
+/// A Go service whose DWARF is a compressed bomb, one whose entries nest a million deep.
+mod dwarf;
 /// Misbehaving pprof endpoints: each yields one clear line and a snapshot instead.
 mod endpoints;
 /// A terabyte sparse executable with billions of sections; a Go bucket list made a cycle.

@@ -134,6 +134,7 @@ fn a_bucket_list_made_a_cycle_is_read_within_bounds() {
         max_buckets: 100_000,
         max_frames: 1 << 20,
         deadline: Duration::from_secs(2),
+        max_profile_bytes: 64 << 20,
     };
     let started = Instant::now();
     let read = read_heap(pid, &go, bounds);

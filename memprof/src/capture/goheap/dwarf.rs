@@ -3,12 +3,19 @@
 //! sizes are bounded before anything is decompressed, and the nesting is walked once per file,
 //! without recursion and within a time budget, before the reader may recurse. DWARF that fails
 //! either is not used (names then come from the symbol table).
+//!
+//! What every DWARF held at once may take is one budget, a quarter of memprof's own memory
+//! limit (`limit_to`): a tenant's bomb, or a few large services captured together, find it
+//! spent and are symbolized from their symbol tables instead of taking memprof down.
 use std::{
     borrow::Cow,
     collections::HashMap,
     fs::File,
     rc::Rc,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -19,8 +26,12 @@ use super::program::{file_id, FileId};
 
 pub type Reader = gimli::EndianRcSlice<gimli::RunTimeEndian>;
 
-/// All DWARF sections together, decompressed (a large Go service has tens of MiB).
+/// All DWARF sections together, decompressed (a large Go service has tens of MiB), and what
+/// all DWARF held at once may take when memprof has no memory limit.
 const DWARF_MAX: u64 = 512 << 20;
+/// The budget of decompressed DWARF held at once, and what is held now.
+static BUDGET: AtomicU64 = AtomicU64::new(DWARF_MAX);
+static HELD: AtomicU64 = AtomicU64::new(0);
 /// One section, decompressed.
 const SECTION_MAX: u64 = 256 << 20;
 /// The abbreviation table, parsed per unit (Go's is a few KiB).
@@ -38,36 +49,73 @@ static CHECKED: Mutex<Option<HashMap<FileId, Verdict>>> = Mutex::new(None);
 /// of each at once).
 static VETTING: Mutex<()> = Mutex::new(());
 
-/// The executable's DWARF, when it has some within the bounds and its nesting passed (walked
-/// now, or for an earlier process of the same file).
+/// Sets the DWARF budget from memprof's own memory limit: a quarter of it, at most `DWARF_MAX`.
+pub fn limit_to(own_limit: u64) {
+    BUDGET.store((own_limit / 4).min(DWARF_MAX), Ordering::Relaxed);
+}
+
+/// Decompressed DWARF counted against the budget until dropped.
+pub struct Held(u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Takes `bytes` of the budget, or says why not (nothing taken).
+fn hold(bytes: u64) -> Result<Held> {
+    let budget = BUDGET.load(Ordering::Relaxed);
+    HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        held.checked_add(bytes).filter(|&total| total <= budget)
+    })
+    .map_err(|held| {
+        anyhow::anyhow!(
+            "its {bytes} bytes of DWARF do not fit memprof's DWARF budget ({held} of {budget} \
+             bytes held; the budget is a quarter of memprof's memory limit)"
+        )
+    })?;
+    Ok(Held(bytes))
+}
+
+/// The executable's DWARF, when it has some within the bounds and the budget and its nesting
+/// passed (walked now, or for an earlier process of the same file); held against the budget
+/// until the `Held` is dropped.
 pub fn load<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
     exe: &File,
-) -> Result<Option<gimli::Dwarf<Reader>>> {
+) -> Result<Option<(gimli::Dwarf<Reader>, Held)>> {
     if elf.section_by_name(".debug_info").is_none() {
         return Ok(None);
     }
+    let held = hold(declared(elf)?)?;
     let dwarf = sections(elf)?;
     checked(exe, || check_nesting(&dwarf, Instant::now() + WALK_BUDGET))?;
-    Ok(Some(dwarf))
+    Ok(Some((dwarf, held)))
 }
 
 /// Vets the executable's DWARF ahead of the first capture: once per file, one file at a time.
+/// Not now when the budget is spent (the capture's `load` vets it then).
 pub fn vet(exe: &File) -> Result<()> {
+    let _one = VETTING.lock().expect("vetting");
+    // SAFETY: read-only mapping of an executable, which cannot be written while it runs.
+    let data = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
+    let elf = object::File::parse(&*data).context("parsing the executable")?;
+    if elf.section_by_name(".debug_info").is_none() {
+        return Ok(());
+    }
+    let size = match declared(&elf) {
+        Ok(size) => size,
+        Err(e) => return checked(exe, || Err(e)),
+    };
+    let _held = hold(size)?;
     checked(exe, || {
-        let _one = VETTING.lock().expect("vetting");
-        // SAFETY: read-only mapping of an executable, which cannot be written while it runs.
-        let data = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
-        let elf = object::File::parse(&*data).context("parsing the executable")?;
-        if elf.section_by_name(".debug_info").is_none() {
-            return Ok(());
-        }
         check_nesting(&sections(&elf)?, Instant::now() + WALK_BUDGET)
     })
 }
 
-/// The DWARF sections, decompressed, once their declared sizes are within bounds.
-fn sections<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<gimli::Dwarf<Reader>> {
+/// What the DWARF sections declare they take decompressed, once each is within its bound.
+fn declared<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<u64> {
     let mut total = 0u64;
     for s in elf.sections() {
         let Ok(name) = s.name() else { continue };
@@ -90,6 +138,12 @@ fn sections<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<gim
     if total > DWARF_MAX {
         bail!("its sections declare {total} bytes, more than {DWARF_MAX}");
     }
+    Ok(total)
+}
+
+/// The DWARF sections, decompressed (`declared` bounds them first: a section whose stream
+/// inflates beyond what it declares is an error, never a larger buffer).
+fn sections<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<gimli::Dwarf<Reader>> {
     let endian = if elf.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {

@@ -25,25 +25,74 @@ pub const PROFILING_OFF: &str = "runtime.MemProfileRate is 0, so the heap profil
     the program never references the memory profiler (a blank import of net/http/pprof turns it \
     on), and the Go linker turned heap profiling off";
 
-/// Builds the symbolized profile of buckets read from `go`'s memory.
+/// Fits the DWARF memprof holds at once to its own memory limit (see `dwarf`).
+pub fn fit_dwarf_to(own_limit: u64) {
+    dwarf::limit_to(own_limit);
+}
+
+/// Builds the symbolized profile of buckets read from `go`'s memory, within `max_bytes`. One
+/// that would be larger keeps the buckets holding the most in-use bytes (as many as its size
+/// suggests will fit, then half as many until it does) and says so in a comment.
 pub fn build_profile(
     go: &GoProc,
     buckets: &[RawBucket],
     rate: u64,
     mut comments: Vec<String>,
+    max_bytes: u64,
 ) -> Result<Vec<u8>> {
     let sym = symbols::Symbolizer::load(&go.exe)?;
     comments.insert(
         0,
         format!("memprof: Go heap of {} ({})", go.path, go.version),
     );
-    let read = profile::HeapRead {
-        buckets,
-        rate,
-        bias: go.bias,
-        comments,
+    let mut kept = std::borrow::Cow::Borrowed(buckets);
+    let mut fitted = comments.clone();
+    loop {
+        let read = profile::HeapRead {
+            buckets: &kept,
+            rate,
+            bias: go.bias,
+            comments: fitted.clone(),
+        };
+        let bytes = profile::build(&read, &sym, &go.path)?;
+        let size = bytes.len() as u64;
+        if size <= max_bytes {
+            return Ok(bytes);
+        }
+        if kept.len() <= 1 {
+            anyhow::bail!(
+                "the profile takes {size} bytes with {} bucket(s), more than \
+                 MEMPROF_CAPTURE_MAX_BYTES ({max_bytes})",
+                kept.len()
+            );
+        }
+        let likely =
+            (kept.len() as u128 * u128::from(max_bytes) * 9 / 10 / u128::from(size)) as usize;
+        let keep = likely.clamp(1, kept.len() / 2);
+        kept = std::borrow::Cow::Owned(largest(buckets, keep));
+        fitted = comments.clone();
+        fitted.push(format!(
+            "memprof: truncated: {keep} of {} buckets kept, those holding the most in-use \
+             bytes, to fit MEMPROF_CAPTURE_MAX_BYTES ({max_bytes} bytes)",
+            buckets.len()
+        ));
+    }
+}
+
+/// The `n` buckets holding the most in-use bytes, in their order.
+fn largest(buckets: &[RawBucket], n: usize) -> Vec<RawBucket> {
+    let counts = layout::published(buckets);
+    let inuse = |i: usize| {
+        let c = counts[i];
+        c.allocs
+            .saturating_sub(c.frees)
+            .saturating_mul(buckets[i].size)
     };
-    profile::build(&read, &sym, &go.path)
+    let mut order: Vec<usize> = (0..buckets.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(inuse(i)));
+    order.truncate(n);
+    order.sort_unstable();
+    order.into_iter().map(|i| buckets[i].clone()).collect()
 }
 
 /// What a read at the threshold produced.
@@ -87,7 +136,13 @@ pub fn read_profile(
         );
     }
     Ok(MemoryRead {
-        bytes: build_profile(go, &snap.buckets, snap.rate, comments)?,
+        bytes: build_profile(
+            go,
+            &snap.buckets,
+            snap.rate,
+            comments,
+            bounds.max_profile_bytes,
+        )?,
         buckets: snap.buckets.len(),
         read,
     })

@@ -36,12 +36,14 @@ pub struct Snapshot {
 }
 
 /// Bounds on one read: the buckets kept, their stack frames together (the process writes its
-/// own bucket list: 100,000 buckets of 1,024 frames each would be 800 MB), and time.
+/// own bucket list: 100,000 buckets of 1,024 frames each would be 800 MB), and time; and on
+/// the profile made of it (`MEMPROF_CAPTURE_MAX_BYTES`, as for one fetched from an endpoint).
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
     pub max_buckets: usize,
     pub max_frames: usize,
     pub deadline: Duration,
+    pub max_profile_bytes: u64,
 }
 
 /// Copies `buf.len()` bytes (or fewer, at the end of a mapping) from the process at `addr`.

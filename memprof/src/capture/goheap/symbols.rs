@@ -30,6 +30,8 @@ pub struct Frame {
 
 pub struct Symbolizer {
     dwarf: Option<addr2line::Context<Reader>>,
+    /// The DWARF's share of the budget, given back when the symbolizer is dropped.
+    _held: Option<dwarf::Held>,
     /// Function symbols sorted by address: (start, size, name).
     symbols: Vec<(u64, u64, String)>,
 }
@@ -57,17 +59,22 @@ impl Symbolizer {
             }
         }
         symbols.sort_unstable_by_key(|s| s.0);
-        let dwarf = match dwarf::load(&elf, exe) {
-            Ok(Some(dwarf)) => {
-                Some(addr2line::Context::from_dwarf(dwarf).context("reading DWARF")?)
-            }
-            Ok(None) => None,
+        let (dwarf, _held) = match dwarf::load(&elf, exe) {
+            Ok(Some((dwarf, held))) => (
+                Some(addr2line::Context::from_dwarf(dwarf).context("reading DWARF")?),
+                Some(held),
+            ),
+            Ok(None) => (None, None),
             Err(e) => {
                 tracing::info!("DWARF of {} not used: {e:#}", exe_name(exe));
-                None
+                (None, None)
             }
         };
-        Ok(Self { dwarf, symbols })
+        Ok(Self {
+            dwarf,
+            _held,
+            symbols,
+        })
     }
 
     /// Frames at link-time address `addr` (for a return PC, pass the call instruction's
