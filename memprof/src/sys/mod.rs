@@ -1,10 +1,12 @@
 //! Small system calls several stages need that std does not offer: `flock`, opening and
-//! reading files a watched process controls (`files`), and which file system a descriptor is
-//! on, asked without reaching it (`mounts`).
+//! reading files a watched process controls (`files`), which file system a descriptor is
+//! on, asked without reaching it (`mounts`), and the PID namespace a process counts in
+//! (`pidns`).
 use std::{io, os::fd::AsRawFd};
 
 pub mod files;
 pub mod mounts;
+pub mod pidns;
 
 /// `flock(2)` on an open file or directory; `wait: false` fails with `WouldBlock` when held.
 pub fn flock(file: &std::fs::File, wait: bool) -> io::Result<()> {

@@ -12,5 +12,7 @@ mod dwarf;
 mod endpoints;
 /// A terabyte sparse executable with billions of sections; a Go bucket list made a cycle.
 mod programs;
+/// A sidecar holding the node's bpffs finds no other pod's kernel programs to join.
+mod sidecars;
 /// A fork storm sharing its pages, each process with a command line of nearly 6 MiB.
 mod tenants;

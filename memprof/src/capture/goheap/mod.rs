@@ -13,6 +13,7 @@ mod program;
 mod proto;
 pub mod read;
 pub mod registry;
+mod share;
 pub mod symbols;
 
 use anyhow::Result;

@@ -8,9 +8,12 @@ use std::{
 };
 
 use memprof_common::GoTarget;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::discover::{discover, Discovery, GoProc};
+use super::{
+    discover::{discover, Discovery, GoProc},
+    share::{Shares, Ticket},
+};
 use crate::{assess::ProcKey, kernel::GoTargets};
 
 /// Device and inode of the program a process runs: `exec` keeps the PID and start time but
@@ -31,6 +34,8 @@ struct Entry {
     comm: String,
     /// Seen dead by a sweep; removed by the next one.
     dead: bool,
+    /// Its part of its group's share of the kernel's map, when registered there.
+    _share: Option<Ticket>,
 }
 
 /// A capture in flight (see `Registry::begin`).
@@ -73,6 +78,7 @@ pub struct Registry {
     /// same process do not both run it; other processes' discoveries go on beside it.
     discovering: Arc<Mutex<HashMap<ProcKey, Arc<Mutex<()>>>>>,
     kernel: Option<GoTargets>,
+    shares: Shares,
 }
 
 impl Registry {
@@ -170,19 +176,7 @@ impl Registry {
             record_bytes: go.layout.record_bytes() as u32,
             _pad: 0,
         };
-        let kernel = match &self.kernel {
-            Some(k) => match k.register(key.pid, target) {
-                Ok(()) => "registered",
-                Err(e) => {
-                    warn!(
-                        pid = key.pid,
-                        "the kernel cannot walk this heap at the kill: {e:#}"
-                    );
-                    "full"
-                }
-            },
-            None => "unavailable",
-        };
+        let (share, kernel) = self.shares.register(self.kernel.as_ref(), key.pid, target);
         if go.profiler_off {
             info!(
                 pid = key.pid,
@@ -207,6 +201,7 @@ impl Registry {
             exe,
             comm,
             dead: false,
+            _share: share,
         };
         self.entries.lock().expect("registry").insert(key, entry);
         go

@@ -1,0 +1,52 @@
+//! Which group a process counts in for memprof's shares of the kernel's maps: its PID namespace
+//! one level below memprof's own (a container to a node-wide memprof, the pod to a sidecar),
+//! as the kernel programs count it (`ProcState::group`). Namespaces a tenant nests deeper stay
+//! in its group, so unsharing new ones gains it nothing.
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+};
+
+/// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): the parent of a PID namespace.
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+/// PID namespaces nest at most 32 deep.
+const DEPTH_MAX: usize = 32;
+
+/// The inode of `pid`'s group namespace; `None` when the process is gone or its namespaces
+/// cannot be followed up to memprof's own.
+pub fn group_of(pid: u32) -> Option<u64> {
+    let own = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    // A procfs namespace link, which the kernel resolves: the process cannot point it elsewhere.
+    let mut ns = File::open(format!("/proc/{pid}/ns/pid")).ok()?;
+    let mut ino = ns.metadata().ok()?.ino();
+    if ino == own {
+        return Some(own);
+    }
+    for _ in 0..DEPTH_MAX {
+        // SAFETY: a valid descriptor; the ioctl returns a new descriptor or -1.
+        let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+        if parent < 0 {
+            return None;
+        }
+        // SAFETY: the ioctl returned a descriptor we own.
+        let parent = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(parent) };
+        let parent_ino = parent.metadata().ok()?.ino();
+        if parent_ino == own {
+            return Some(ino);
+        }
+        (ns, ino) = (parent, parent_ino);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_process_is_in_own_group() {
+        let own = std::fs::metadata("/proc/self/ns/pid").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        assert_eq!(super::group_of(std::process::id()), own.ok());
+    }
+}
