@@ -190,7 +190,8 @@ fn go() -> Result<()> {
 
 /// What the pod-layout tests build pods with: `ip` (veth links) and util-linux's `unshare`
 /// and `nsenter` (namespaces) and `setpriv` (memprof with a manifest's capabilities only);
-/// and the system's Python, which runs the misbehaving-endpoint fixture.
+/// and the system's Python, which runs the misbehaving-endpoint fixture; `bindfs`, a real FUSE
+/// file system for the hostile-tenant tests.
 fn pod_tools() -> Result<()> {
     let mut missing: Vec<&str> = [
         ("ip", "iproute2"),
@@ -198,6 +199,7 @@ fn pod_tools() -> Result<()> {
         ("nsenter", "util-linux"),
         ("setpriv", "util-linux"),
         ("/usr/bin/python3", "python3"),
+        ("bindfs", "bindfs"),
     ]
     .into_iter()
     .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))

@@ -131,8 +131,8 @@ pub struct Args {
     /// Never watch processes whose cgroup path contains one of these (comma-separated).
     #[arg(long, env = "MEMPROF_EXCLUDE_CGROUP")]
     pub exclude_cgroup: Option<String>,
-    /// Processes the kernel follows at once (its map's capacity); others are seen by the
-    /// safety-net poll only.
+    /// Processes the kernel follows at once (its map's capacity), one container (one pod for a
+    /// sidecar) an eighth of them at most; others are seen by the safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
     pub max_procs: String,
     /// bpffs mount where memprof sidecars on one node share their kernel programs (pinned

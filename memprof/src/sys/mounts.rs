@@ -10,7 +10,9 @@ use std::{
 };
 
 /// A mountinfo read this far at most (50,000 mounts would be ~5 MB): mounts past it are
-/// unknown, and refused.
+/// unknown, and refused. A line cut at the bound is dropped with them: its type read as far
+/// as the cut (`fus` of `fuse.sshfs`, where the tenant padded its mount points to put the cut
+/// there) would pass a file system a process serves.
 const MOUNTINFO_MAX: u64 = 4 << 20;
 
 /// The file system type of each mount of one mount namespace, by mount id.
@@ -19,10 +21,18 @@ pub struct Mounts(HashMap<u64, String>);
 impl Mounts {
     /// The mounts of `pid`'s mount namespace.
     pub fn of(pid: u32) -> io::Result<Self> {
+        let file = std::fs::File::open(format!("/proc/{pid}/mountinfo"))?;
+        Self::read(file, MOUNTINFO_MAX)
+    }
+
+    /// The mounts `mountinfo` lists in its first `max` bytes, in whole lines.
+    fn read(mountinfo: impl Read, max: u64) -> io::Result<Self> {
         let mut text = Vec::new();
-        std::fs::File::open(format!("/proc/{pid}/mountinfo"))?
-            .take(MOUNTINFO_MAX)
-            .read_to_end(&mut text)?;
+        mountinfo.take(max).read_to_end(&mut text)?;
+        if text.len() as u64 == max {
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            text.truncate(whole);
+        }
         Ok(Self::parse(&String::from_utf8_lossy(&text)))
     }
 
@@ -96,5 +106,24 @@ mod tests {
         assert!(err.contains("fuse.sshfs"), "{err}");
         let unknown = Mounts::parse("");
         assert!(unknown.check(root.as_fd()).is_err());
+    }
+
+    /// A mountinfo longer than the bound, cut inside the type of a FUSE mount: that mount is
+    /// unknown (refused), not a file system of type `fus`.
+    #[test]
+    fn a_line_cut_at_the_bound_is_not_read() {
+        let root = std::fs::File::open("/").unwrap();
+        let id = mount_id(root.as_fd()).unwrap();
+        let before = "20 1 0:21 / /proc rw - proc proc rw\n";
+        let text = format!("{before}{id} 1 0:50 / / rw - fuse.sshfs host:/ rw\n");
+        let cut = before.len() + text[before.len()..].find("- fu").unwrap() + "- fus".len();
+        let mounts = Mounts::read(text.as_bytes(), cut as u64).unwrap();
+        let err = mounts.check(root.as_fd()).unwrap_err().to_string();
+        assert!(err.contains("not in its mountinfo"), "{err}");
+        assert_eq!(mounts.0.get(&20).map(String::as_str), Some("proc"));
+        // Read whole, the same text is refused for what it is.
+        let whole = Mounts::read(text.as_bytes(), 1 << 20).unwrap();
+        let err = whole.check(root.as_fd()).unwrap_err().to_string();
+        assert!(err.contains("fuse.sshfs"), "{err}");
     }
 }

@@ -189,6 +189,25 @@ impl Setup {
         program(&self.pod, bin, name, limit, args, None)
     }
 
+    /// The key of the snapshot stored for `pid` (in the pod's PID namespace).
+    pub fn snapshot_key(&self, pid: u32) -> String {
+        let marker = format!("_pid-{pid}_");
+        let mut found = None;
+        super::wait_for(
+            &format!("the snapshot of PID {pid}"),
+            Duration::from_secs(60),
+            || {
+                found = self
+                    .client
+                    .keys()
+                    .into_iter()
+                    .find(|k| k.contains(&marker) && k.ends_with(".snapshot.txt"));
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+
     /// The first profile of `service` not in `seen`, stored while it still runs.
     pub fn next_key(&self, service: &Container, seen: &[String]) -> String {
         wait_key(&self.client, service.pid, service, seen, &|| {
@@ -231,6 +250,15 @@ pub fn wait_key(
         "no new profile for pid {pid} while the service lived; memprof said:\n{}",
         log()
     );
+}
+
+/// The memory cgroup's peak charge (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
+pub fn peak(dir: &std::path::Path) -> u64 {
+    ["memory.max_usage_in_bytes", "memory.peak"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn percent_of(key: &str) -> u32 {

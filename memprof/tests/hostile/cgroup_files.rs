@@ -13,7 +13,7 @@
 //! line holds a raw control character, and memprof stays alive within its 128 MiB.
 use std::{path::Path, time::Duration};
 
-use crate::common::{go, sidecar::*, wait_for, wait_for_line};
+use crate::common::{go, sidecar::*, wait_for_line};
 
 /// Control files of both cgroup versions, and what the tenant puts in their place.
 const LINKS: [(&str, Target); 11] = [
@@ -136,7 +136,7 @@ fn a_tenant_s_files_cannot_turn_the_sidecar_against_the_node() {
     honest.wait_oom_kill();
 
     // The chroot tenant crossed its level: its snapshot holds its real cgroup's memory.stat.
-    let snapshot = wait_snapshot(&s, chrooter.pid);
+    let snapshot = s.snapshot_key(chrooter.pid);
     let text = String::from_utf8_lossy(&s.client.get(&snapshot)).into_owned();
     let stat = text.split("/memory.stat\n").nth(1).unwrap_or_default();
     assert!(
@@ -208,25 +208,6 @@ fn forge_root(work: &Path, fake: &Path, secret: &str, canary: &str) {
         };
         std::os::unix::fs::symlink(to, cgroup.join(file)).unwrap();
     }
-}
-
-/// The key of the snapshot stored for `pid`.
-fn wait_snapshot(s: &Setup, pid: u32) -> String {
-    let marker = format!("_pid-{pid}_");
-    let mut found = None;
-    wait_for(
-        "the chroot tenant's snapshot",
-        Duration::from_secs(60),
-        || {
-            found = s
-                .client
-                .keys()
-                .into_iter()
-                .find(|k| k.contains(&marker) && k.ends_with(".snapshot.txt"));
-            found.is_some()
-        },
-    );
-    found.unwrap()
 }
 
 /// Regular files below `dir` (memprof's spool, local copies and log; not the `skip` tree the

@@ -10,9 +10,15 @@ mod cgroup_files;
 mod dwarf;
 /// Misbehaving pprof endpoints: each yields one clear line and a snapshot instead.
 mod endpoints;
+/// An executable on a FUSE mount whose server stopped answering.
+mod fuse;
+/// 50,000 mounts in a user namespace: a program on a mount past what is read is not opened.
+mod mounts;
 /// A terabyte sparse executable with billions of sections; a Go bucket list made a cycle.
 mod programs;
 /// A sidecar holding the node's bpffs finds no other pod's kernel programs to join.
 mod sidecars;
+/// 100,000 listening sockets beside the honest service's endpoint, in one network namespace.
+mod sockets;
 /// A fork storm sharing its pages, each process with a command line of nearly 6 MiB.
 mod tenants;

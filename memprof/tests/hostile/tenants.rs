@@ -1,6 +1,6 @@
 //! A tenant that tries to take memprof from the others, in a real pod with a memprof sidecar:
-//! a process holding most of its container's memory forks twelve children that share its
-//! pages (each child's RSS counts them, so all thirteen cross their level at once), each with
+//! a process holding most of its container's memory forks fifty children that share its
+//! pages (each child's RSS counts them, so all fifty-one cross their level at once), each with
 //! a command line of nearly 6 MiB (the most a program may be given). Its captures take a third
 //! of the minute's budget; an honest Go service in another container, crossing after, is still
 //! profiled before its OOM kill, and memprof stays alive within its 128 MiB.
@@ -15,7 +15,7 @@ ulimit -s unlimited
 arg=$(head -c 131000 /dev/zero | tr '\0' x)
 set --
 for i in $(seq 44); do set -- "$@" "$arg"; done
-exec /usr/bin/python3 -c "$STORM" 600 12 "$@"
+exec /usr/bin/python3 -c "$STORM" 600 50 "$@"
 "#;
 
 /// MiB to hold, children to fork; then everyone waits.
@@ -57,7 +57,7 @@ fn a_fork_storm_takes_only_its_share() {
         None,
     );
     let started = std::time::Instant::now();
-    while storm.cgroup.pids().len() != 13 {
+    while storm.cgroup.pids().len() != 51 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the storm has {:?}, {} OOM kills; it said:\n{}",
@@ -116,15 +116,6 @@ fn a_fork_storm_takes_only_its_share() {
         spooled(&s.pod.work_dir().join("spool")) == 0
     });
     drop(storm);
-}
-
-/// The memory cgroup's peak charge (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
-fn peak(dir: &Path) -> u64 {
-    ["memory.max_usage_in_bytes", "memory.peak"]
-        .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Spool files (not the half-written ones) in `dir`.

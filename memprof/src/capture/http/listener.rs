@@ -7,6 +7,7 @@
 //! listeners only: /proc/<pid>/net/tcp walks every established-connection hash bucket and took
 //! 3.6 ms here, on the path between detection and capture.
 use std::{
+    collections::HashSet,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
@@ -27,8 +28,12 @@ const DIAG_MSG_LEN: usize = 72;
 /// Descriptors examined per process (a process may hold a million): its sockets among the
 /// first this many are found.
 const FDS_MAX: usize = 65_536;
-/// Listeners read from one namespace's dump; a namespace with more is read this far.
-const LISTENERS_MAX: usize = 65_536;
+/// Listeners read from one namespace's dump; a namespace with more is read this far. Only the
+/// process's own are kept, so the bound is on time, not memory: every process of the namespace
+/// (a pod's containers share one) adds its listeners to the dump, and a tenant's 100,000 must
+/// not push another process's pprof port out of what is read. As many as the kernel's default
+/// descriptor ceiling (`fs.nr_open`) lets one process hold.
+const LISTENERS_MAX: usize = 1 << 20;
 
 /// A listening socket: where to connect to reach it, and its inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +46,7 @@ struct Listener {
 /// (a wildcard address is reached through that namespace's loopback), sorted by port.
 pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
     // Most processes hold no socket at all: they cost one directory read, no dump.
-    let own: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+    let own: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
         .take(FDS_MAX)
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
@@ -56,28 +61,24 @@ pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
     if own.is_empty() {
         return Ok(Vec::new());
     }
-    let mut all = listeners(pid, libc::AF_INET as u8)?;
+    let mut all = listeners(pid, libc::AF_INET as u8, &own)?;
     // A kernel or namespace without IPv6 answers the dump with an error: no IPv6 listeners.
-    all.extend(listeners(pid, libc::AF_INET6 as u8).unwrap_or_default());
-    let mut addrs: Vec<SocketAddr> = all
-        .into_iter()
-        .filter(|l| own.contains(&l.inode))
-        .map(|l| l.addr)
-        .collect();
+    all.extend(listeners(pid, libc::AF_INET6 as u8, &own).unwrap_or_default());
+    let mut addrs: Vec<SocketAddr> = all.into_iter().map(|l| l.addr).collect();
     addrs.sort_by_key(|a| (a.port(), a.is_ipv6()));
     addrs.dedup_by_key(|a| a.port());
     Ok(addrs)
 }
 
-/// The TCP listeners of `family` in the network namespace of `pid`.
-fn listeners(pid: u32, family: u8) -> io::Result<Vec<Listener>> {
+/// The TCP listeners of `family` in the network namespace of `pid` whose inode is in `own`.
+fn listeners(pid: u32, family: u8, own: &HashSet<u64>) -> io::Result<Vec<Listener>> {
     let sock = netns::socket_in(pid, libc::AF_NETLINK, libc::SOCK_DGRAM, NETLINK_SOCK_DIAG)?;
     let req = request(family);
     // SAFETY: req is a valid buffer of the given length; the kernel is the default destination.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut found = Vec::new();
+    let (mut found, mut read) = (Vec::new(), 0);
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: buf is a valid writable buffer of its length.
@@ -85,7 +86,7 @@ fn listeners(pid: u32, family: u8) -> io::Result<Vec<Listener>> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if parse(&buf[..n as usize], &mut found)? || found.len() >= LISTENERS_MAX {
+        if parse(&buf[..n as usize], own, &mut found, &mut read)? || read >= LISTENERS_MAX {
             return Ok(found);
         }
     }
@@ -105,8 +106,14 @@ fn request(family: u8) -> Vec<u8> {
     m
 }
 
-/// Collects the listeners of one datagram; true once the dump is complete.
-fn parse(mut data: &[u8], found: &mut Vec<Listener>) -> io::Result<bool> {
+/// Collects the listeners of one datagram whose inode is in `own`, counting in `read` every
+/// listener it holds; true once the dump is complete.
+fn parse(
+    mut data: &[u8],
+    own: &HashSet<u64>,
+    found: &mut Vec<Listener>,
+    read: &mut usize,
+) -> io::Result<bool> {
     let u32_at = |d: &[u8], o: usize| u32::from_ne_bytes(d[o..o + 4].try_into().expect("4 bytes"));
     while data.len() >= NLMSG_HDR {
         let len = u32_at(data, 0) as usize;
@@ -127,11 +134,10 @@ fn parse(mut data: &[u8], found: &mut Vec<Listener>) -> io::Result<bool> {
                 return Err(io::Error::from_raw_os_error(-errno));
             }
             SOCK_DIAG_BY_FAMILY if payload.len() >= DIAG_MSG_LEN => {
-                if let Some(addr) = connect_addr(payload) {
-                    found.push(Listener {
-                        addr,
-                        inode: u32_at(payload, 68) as u64,
-                    });
+                *read += 1;
+                let inode = u32_at(payload, 68) as u64;
+                if let Some(addr) = connect_addr(payload).filter(|_| own.contains(&inode)) {
+                    found.push(Listener { addr, inode });
                 }
             }
             _ => {}
@@ -189,8 +195,9 @@ mod tests {
         let mut data = diag_msg(libc::AF_INET, &[0, 0, 0, 0], 6060, 271828);
         data.extend(diag_msg(libc::AF_INET, &[10, 1, 2, 3], 8014, 314159));
         data.extend(diag_msg(libc::AF_INET6, &[0; 16], 7070, 161803));
-        let mut found = Vec::new();
-        assert!(!parse(&data, &mut found).unwrap());
+        let own = HashSet::from([271828, 314159, 161803]);
+        let (mut found, mut read) = (Vec::new(), 0);
+        assert!(!parse(&data, &own, &mut found, &mut read).unwrap());
         let addrs: Vec<String> = found.iter().map(|l| l.addr.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:6060", "10.1.2.3:8014", "[::1]:7070"]);
         assert_eq!(found[0].inode, 271828);
@@ -200,7 +207,29 @@ mod tests {
             vec![0; 10],
         ]
         .concat();
-        assert!(parse(&done, &mut found).unwrap());
+        assert!(parse(&done, &own, &mut found, &mut read).unwrap());
+        assert_eq!(read, 3);
+    }
+
+    /// A namespace's other listeners (another container's, by the thousand) are counted and
+    /// passed over: only the process's own are kept, wherever in the dump they come.
+    #[test]
+    fn keeps_only_its_own_among_many() {
+        let mut data = Vec::new();
+        for i in 0..300u32 {
+            data.extend(diag_msg(
+                libc::AF_INET,
+                &[127, 0, 0, 2],
+                2000 + i as u16,
+                1000 + i,
+            ));
+        }
+        data.extend(diag_msg(libc::AF_INET, &[127, 0, 0, 1], 6060, 42));
+        let (mut found, mut read) = (Vec::new(), 0);
+        assert!(!parse(&data, &HashSet::from([42]), &mut found, &mut read).unwrap());
+        assert_eq!(read, 301);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].addr.to_string(), "127.0.0.1:6060");
     }
 
     #[test]

@@ -162,10 +162,14 @@ impl Endpoints {
             && candidates.iter().any(|c| c.1)
             && !std::mem::replace(&mut self.lock().entry(key).or_default().told, true)
         {
-            let ports: Vec<u16> = candidates.iter().map(|c| c.0.port()).collect();
+            // A few ports, and how many: a process may listen on tens of thousands.
+            let ports: Vec<u16> = candidates.iter().take(8).map(|c| c.0.port()).collect();
+            let took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
             debug!(
                 pid,
                 ?ports,
+                listening = candidates.len(),
+                took_ms,
                 comm,
                 "not probing the ports of a program that is not Go (MEMPROF_PPROF_PORTS lists \
                  ports to probe whatever the program)"
