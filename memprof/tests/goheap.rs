@@ -126,16 +126,8 @@ fn a_read_keeps_to_its_frame_budget() {
         cut.buckets.len() as u64 + cut.left_out,
         all.buckets.len() as u64
     );
-    // The profile's string table holds its comments verbatim.
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&profile.bytes[..]),
-        &mut raw,
-    )
-    .unwrap();
-    let text = String::from_utf8_lossy(&raw);
     assert!(
-        text.contains("memprof: truncated: "),
+        unzipped(&profile.bytes).contains("memprof: truncated: "),
         "no truncation comment"
     );
     println!(
@@ -145,17 +137,17 @@ fn a_read_keeps_to_its_frame_budget() {
         fitted.bytes.len()
     );
     assert!(fitted.bytes.len() as u64 <= third.max_profile_bytes);
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&fitted.bytes[..]),
-        &mut raw,
-    )
-    .unwrap();
-    let text = String::from_utf8_lossy(&raw);
     assert!(
-        text.contains("to fit MEMPROF_CAPTURE_MAX_BYTES"),
+        unzipped(&fitted.bytes).contains("to fit MEMPROF_CAPTURE_MAX_BYTES"),
         "no fitting comment"
     );
+}
+
+/// A gzip'd profile's bytes, as text: its string table holds its comments verbatim.
+fn unzipped(gz: &[u8]) -> String {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut raw).unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 #[test]

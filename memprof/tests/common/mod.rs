@@ -7,6 +7,7 @@
 pub mod bpffs;
 mod cgroup;
 pub mod go;
+pub mod honest;
 pub mod outage;
 pub mod pod;
 mod pprof;
@@ -19,6 +20,7 @@ pub use pprof::{
 };
 
 pub use cgroup::MemCgroup;
+pub use honest::honest_service_profiled_by;
 pub use s3::{S3Client, S3Server, ACCESS_KEY, REGION, SECRET_KEY};
 
 use std::{

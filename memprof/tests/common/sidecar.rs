@@ -252,15 +252,6 @@ pub fn wait_key(
     );
 }
 
-/// The memory cgroup's peak charge (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
-pub fn peak(dir: &std::path::Path) -> u64 {
-    ["memory.max_usage_in_bytes", "memory.peak"]
-        .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 pub fn percent_of(key: &str) -> u32 {
     key.rsplit('_')
         .find_map(|part| {

@@ -129,11 +129,7 @@ fn a_tenant_s_files_cannot_turn_the_sidecar_against_the_node() {
         watching(300 * MIB),
     );
 
-    let (limit, rate) = scaled(256, 50);
-    let honest = s.service("honest", limit * MIB, &["-rate", &rate]);
-    let key = s.next_key(&honest, &[]);
-    assert!(!key.ends_with(".snapshot.txt"), "{key}");
-    honest.wait_oom_kill();
+    s.honest_service_profiled();
 
     // The chroot tenant crossed its level: its snapshot holds its real cgroup's memory.stat.
     let snapshot = s.snapshot_key(chrooter.pid);
@@ -180,8 +176,7 @@ fn a_tenant_s_files_cannot_turn_the_sidecar_against_the_node() {
         !log.contains(&secret) && leaked.is_empty(),
         "the secret leaked into {leaked:?}"
     );
-    assert!(s.memprof.container.alive(), "memprof died:\n{log}");
-    assert_eq!(s.memprof.container.cgroup.oom_kills(), 0, "{log}");
+    s.memprof_survived("cgroup files");
     drop((chrooter, mounter));
 }
 

@@ -55,13 +55,8 @@ fn a_forged_dwarf_costs_memprof_only_its_names() {
         trap.wait_oom_kill();
     }
 
-    let honest = s.service("honest", limit * MIB, &["-rate", &rate]);
-    let key = s.next_key(&honest, &[]);
-    honest.wait_oom_kill();
-    println!("honest: {key}");
-    let log = s.memprof.output();
-    assert!(s.memprof.container.alive(), "memprof died:\n{log}");
-    assert_eq!(s.memprof.container.cgroup.oom_kills(), 0, "{log}");
+    println!("honest: {}", s.honest_service_profiled());
+    s.memprof_survived("dwarf");
 }
 
 /// A copy of `bin` whose named sections hold new contents, appended to the file and pointed

@@ -58,8 +58,7 @@ impl Drop for FuseMount {
 
 #[test]
 fn an_executable_on_a_stalled_fuse_mount_is_refused_unread() {
-    let (Some(leaky), Some(tenant)) = (go_service(), go::build("tenant", go::Toolchain::System))
-    else {
+    let (Some(_), Some(tenant)) = (go_service(), go::build("tenant", go::Toolchain::System)) else {
         return;
     };
     if !require(is_root(), "root (FUSE mounts, cgroups)")
@@ -89,31 +88,7 @@ fn an_executable_on_a_stalled_fuse_mount_is_refused_unread() {
     println!("after {:?}: {line}", started.elapsed());
     assert!(line.contains("fuse"), "{line}");
 
-    let cg = MemCgroup::new("memprof-test-hostile-fuse-honest", 256 << 20);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut honest = cg.start(&leaky, &["-addr", &addr, "-rate", "50"]);
-    let pid = honest.id();
-    let profiles = dir.path().join("profiles");
-    let mut stored_alive = false;
-    let start = Instant::now();
-    while cg.pids().contains(&pid) && start.elapsed() < Duration::from_secs(60) {
-        if find_file(&profiles, &format!("_pid-{pid}_"), ".heap.pb.gz").is_some() {
-            stored_alive = cg.pids().contains(&pid);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        stored_alive,
-        "no heap profile of the honest service while it lived:\n{}",
-        memprof.output()
-    );
-    wait_for(
-        "the honest service's OOM kill",
-        Duration::from_secs(60),
-        || !cg.pids().contains(&pid),
-    );
-    let _ = honest.wait();
+    honest_service_profiled_by(&memprof, dir.path(), "memprof-test-hostile-fuse-honest");
     let _ = trapped.kill();
     let _ = trapped.wait();
     let (code, out) = memprof.stop();

@@ -141,26 +141,9 @@ fn fifty_thousand_mounts_leave_their_last_one_unchecked() {
         "{text}"
     );
 
-    let (limit, rate) = scaled(256, 50);
-    let honest = s.service("honest", limit * MIB, &["-rate", &rate]);
-    let key = s.next_key(&honest, &[]);
-    assert!(!key.ends_with(".snapshot.txt"), "{key}");
-    honest.wait_oom_kill();
-
-    let log = s.memprof.output();
-    assert!(s.memprof.container.alive(), "memprof died:\n{log}");
-    assert_eq!(s.memprof.container.cgroup.oom_kills(), 0, "{log}");
-    let snapshots = s
-        .client
-        .keys()
-        .into_iter()
-        .filter(|k| k.ends_with(".snapshot.txt"))
-        .count();
-    assert_eq!(snapshots, 1, "{log}");
-    println!(
-        "mounts: memprof's container peaked at {} MiB",
-        peak(&s.memprof.container.cgroup.dir) >> 20
-    );
+    s.honest_service_profiled();
+    let log = s.memprof_survived("mounts");
+    assert_eq!(s.snapshots(), 1, "{log}");
     drop(tenant);
 }
 

@@ -137,17 +137,9 @@ fn a_hundred_thousand_listeners_cost_one_bounded_discovery() {
     assert!(stored.contains("source=\"endpoint\""), "{stored}");
     honest.wait_oom_kill();
 
-    let log = s.memprof.output();
-    assert!(s.memprof.container.alive(), "memprof died:\n{log}");
-    assert_eq!(s.memprof.container.cgroup.oom_kills(), 0, "{log}");
+    let log = s.memprof_survived("sockets");
     // One snapshot for one crossing, whatever the tenant's processes did meanwhile.
-    let snapshots = s
-        .client
-        .keys()
-        .into_iter()
-        .filter(|k| k.ends_with(".snapshot.txt"))
-        .count();
-    assert_eq!(snapshots, 1, "{log}");
+    assert_eq!(s.snapshots(), 1, "{log}");
     // The container's peak counts kernel memory (and reclaimable caches) beside memprof's RSS.
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.memprof.container.host_pid));
     let hwm = status.unwrap_or_default();
@@ -156,8 +148,7 @@ fn a_hundred_thousand_listeners_cost_one_bounded_discovery() {
         .find(|l| l.starts_with("VmHWM:"))
         .unwrap_or("VmHWM: ?");
     println!(
-        "sockets: memprof's container peaked at {} MiB ({hwm}), its log is {} KiB",
-        peak(&s.memprof.container.cgroup.dir) >> 20,
+        "sockets: memprof's {hwm}, its log is {} KiB",
         log.len() >> 10
     );
     drop(tenant);

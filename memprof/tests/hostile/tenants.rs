@@ -98,19 +98,8 @@ fn a_fork_storm_takes_only_its_share() {
     );
     assert!(cmdline.len() > 5 << 20, "{}", cmdline.len());
 
-    let (limit, rate) = scaled(256, 50);
-    let honest = s.service("honest", limit * MIB, &["-rate", &rate]);
-    let key = s.next_key(&honest, &[]);
-    assert!(!key.ends_with(".snapshot.txt"), "{key}");
-    honest.wait_oom_kill();
-
-    let log = s.memprof.output();
-    assert!(s.memprof.container.alive(), "memprof died:\n{log}");
-    assert_eq!(s.memprof.container.cgroup.oom_kills(), 0, "{log}");
-    println!(
-        "memprof's container peaked at {} MiB",
-        peak(&s.memprof.container.cgroup.dir) >> 20
-    );
+    s.honest_service_profiled();
+    s.memprof_survived("storm");
     // Everything taken went through the spool and out of it: no entry left unreadable.
     wait_for("the spool to empty", Duration::from_secs(30), || {
         spooled(&s.pod.work_dir().join("spool")) == 0
