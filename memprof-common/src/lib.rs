@@ -35,6 +35,11 @@ pub const MAX_TENANTS: u32 = 64;
 pub const TENANCY_JOIN: u32 = MAX_TENANTS;
 pub const NR_TENANCY: u32 = MAX_TENANTS + 1;
 
+/// Set in a `FOREIGN` value when the process was refused for its group's share rather than
+/// seen by no tenant: userspace clears those entries after recounting the groups, so that
+/// they are judged again.
+pub const FOREIGN_REFUSED: u64 = 1 << 63;
+
 /// Capacity of the count of `PROCS` entries per group (see `ProcState::group`): an LRU, so the
 /// groups of containers long gone age out.
 pub const MAX_GROUPS: u32 = 4096;
@@ -77,9 +82,10 @@ pub struct ProcState {
     /// process was routed there (an older generation means: resolve again).
     pub slot: u32,
     pub slot_gen: u64,
-    /// The group whose share of `PROCS` the entry counts against (0: counted nowhere): the
-    /// process's PID namespace one level below its tenant's, so a container in node mode and
-    /// the pod in sidecar mode; namespaces a tenant nests deeper stay in its group.
+    /// The group whose share of `PROCS` the entry counts against (0: counted nowhere), a PID
+    /// namespace's inode: for a memprof in the initial namespace the process's namespace at
+    /// depth 1 (its container's), for a sidecar its own (the pod's). Namespaces a tenant
+    /// unshares inside stay in its group.
     pub group: u32,
     pub _pad: u32,
     /// Last counter values seen by the classic tracepoint (bytes); unused by the BTF program,

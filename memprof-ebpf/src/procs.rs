@@ -3,8 +3,8 @@
 //! within its share of the map), and reporting crossings to the process's tenant.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ProgramArray, EbpfContext};
 use memprof_common::{
-    Event, EventKind, Identity, ProcState, DISARMED, NR_MM_COUNTERS, STAT_GROUP_FULL,
-    STAT_PROCS_FULL, TENANCY_JOIN, UNARMED,
+    Event, EventKind, Identity, ProcState, DISARMED, FOREIGN_REFUSED, NR_MM_COUNTERS,
+    STAT_GROUP_FULL, STAT_PROCS_FULL, TENANCY_JOIN, UNARMED,
 };
 
 use crate::{
@@ -54,7 +54,11 @@ pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> 
             }
         }
         // SAFETY: plain data.
-        None if unsafe { FOREIGN.get(host_pid) } == Some(&tenancy(TENANCY_JOIN)) => IGNORED,
+        None if unsafe { FOREIGN.get(host_pid) }.map(|&v| v & !FOREIGN_REFUSED)
+            == Some(tenancy(TENANCY_JOIN)) =>
+        {
+            IGNORED
+        }
         None => remember(host_pid, identity(), task, None),
     }
 }
@@ -62,7 +66,8 @@ pub fn state_of(host_pid: u32, mm: u64, task: u64, entry: Option<ProcState>) -> 
 /// Starts following a process, `replacing` a stale entry of its PID. One a tenant sees is
 /// reported on its next counter change so that the tenant can arm its level. One no tenant
 /// sees, or whose group holds its share of `PROCS` already, goes to `FOREIGN` and takes no
-/// slot (the safety-net poll still watches the latter; a tenant's join re-judges both).
+/// slot (the safety-net poll still watches the latter; a tenant's join re-judges both, and
+/// userspace the latter once it has recounted the groups).
 #[inline(always)]
 pub fn remember(
     host_pid: u32,
@@ -70,7 +75,7 @@ pub fn remember(
     task: u64,
     replacing: Option<ProcState>,
 ) -> ProcState {
-    let not_followed = |stat: Option<u32>| {
+    let not_followed = |stat: Option<u32>, mark: u64| {
         if let Some(old) = replacing {
             // The PID belonged to a watched process whose exit was missed, or its tenant
             // left: free its slot.
@@ -81,17 +86,17 @@ pub fn remember(
         if let Some(stat) = stat {
             count(stat);
         }
-        let _ = FOREIGN.insert(host_pid, tenancy(TENANCY_JOIN), 0);
+        let _ = FOREIGN.insert(host_pid, tenancy(TENANCY_JOIN) | mark, 0);
         IGNORED
     };
     let Some((slot, ns_pid, group)) = task::tenant_of(task, host_pid) else {
-        return not_followed(None);
+        return not_followed(None, 0);
     };
     let share = g::GROUP_SHARE();
     let group = if share == 0 { 0 } else { group };
     let counted = replacing.is_some_and(|old| old.group == group);
     if group != 0 && !counted && held(group) >= share {
-        return not_followed(Some(STAT_GROUP_FULL));
+        return not_followed(Some(STAT_GROUP_FULL), FOREIGN_REFUSED);
     }
     let state = ProcState {
         identity,
@@ -128,11 +133,15 @@ pub fn remember(
     }
 }
 
-/// Entries `group` holds in `PROCS`.
+/// Entries `group` holds in `PROCS`. The count is signed: an exit counted after the LRU reset
+/// its group (or a rare race between a replacement and an exit) may take it below zero, which
+/// only loosens the share for a while; a check before each decrement could, racing, wrap it
+/// to the top and lock the group out for good.
 #[inline(always)]
 fn held(group: u32) -> u64 {
     // SAFETY: plain data.
-    unsafe { GROUPS.get(group) }.copied().unwrap_or(0)
+    let n = unsafe { GROUPS.get(group) }.copied().unwrap_or(0) as i64;
+    n.max(0) as u64
 }
 
 /// Counts a new entry of `group`. The adds are atomic (two CPUs admitting processes of one
@@ -150,18 +159,14 @@ pub fn join(group: u32) {
     }
 }
 
-/// Uncounts an entry of `group` that left `PROCS` (never below zero: a count the LRU reset
-/// may meet the exits of entries counted before).
+/// Uncounts an entry of `group` that left `PROCS`.
 #[inline(always)]
 pub fn leave(group: u32) {
     if group == 0 {
         return;
     }
     if let Some(p) = GROUPS.get_ptr_mut(group) {
-        // SAFETY: a valid, aligned map value for the program's lifetime.
-        if unsafe { core::ptr::read_volatile(p) } > 0 {
-            add(p, u64::MAX);
-        }
+        add(p, u64::MAX);
     }
 }
 

@@ -68,7 +68,10 @@ fn ns_inum(upid: u64) -> Option<u32> {
 /// `ProcState::group`; 0 when the kernel's offsets are unknown): the innermost of the
 /// process's PID namespaces that a tenant registered in `TENANTS`, or `None` when no tenant
 /// can see it (it lives in another namespace branch, e.g. a pod without memprof). A memprof
-/// in the initial namespace sees every process with its host PID; it never shares programs.
+/// in the initial namespace sees every process with its host PID; it never shares programs,
+/// and groups processes by the namespace at depth 1 (a container's). A tenant in a pod groups
+/// all it sees under its own namespace, the pod's: namespaces unshared inside either stay in
+/// the group.
 #[inline(always)]
 pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
     if g::PIDNS_IS_INIT() != 0 {
@@ -83,7 +86,6 @@ pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
     let (pid, level) = leader_pid(task)?;
     // `pid->numbers[i]` is the number this pid has in the namespace at depth `i`; userspace
     // cannot know its own depth when /proc is its own, so tenants are found by inode.
-    let mut below = 0u32;
     for j in 0..MAX_PIDNS_DEPTH {
         if j > level {
             return None;
@@ -92,10 +94,8 @@ pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
         let inum = ns_inum(upid)?;
         // SAFETY: plain data.
         if let Some(&slot) = unsafe { TENANTS.get(inum) } {
-            let group = if j == 0 { inum } else { below };
-            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| (slot, nr as u32, group));
+            return read::<i32>(upid, g::UPID_NR_OFF()).map(|nr| (slot, nr as u32, inum));
         }
-        below = inum;
     }
     None
 }

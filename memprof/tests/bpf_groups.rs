@@ -1,7 +1,7 @@
 //! One container's fork storm against a node-wide memprof's kernel map: the storm, in a PID
 //! namespace of its own as every container is, takes at most its group's share of `PROCS`
-//! (the rest of its processes are refused and counted), and a process of another container
-//! met afterwards is still followed and its crossing reported.
+//! (the rest of its processes are refused and counted, and judged again after a recount), and
+//! a process of another container met afterwards is still followed and its crossing reported.
 use std::{
     os::unix::fs::MetadataExt,
     process::{Child, Command, Stdio},
@@ -53,6 +53,12 @@ fn a_fork_storm_takes_only_its_share_of_the_kernel_map() {
         "{held} of share {share}"
     );
     assert_eq!(full, 0, "the storm filled the whole map");
+    // The sweep's recount lets every refused process be judged again (once it next changes
+    // its RSS): none stays with the safety net for its life because of one burst.
+    let again = arm.recount();
+    println!("recounted: {again} refused processes to be judged again");
+    assert!(again as u64 >= n - share, "{again}");
+    assert_eq!(entries_of(group), held);
 
     // Another container's service, met after the storm: followed, armed, reported.
     let mut honest = in_own_pidns(&[

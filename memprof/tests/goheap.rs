@@ -122,9 +122,13 @@ fn a_read_keeps_to_its_frame_budget() {
     );
     assert!(all.buckets.len() >= 2000 && all.left_out == 0);
     assert!(kept >= budget.max_frames && kept < budget.max_frames + 1024);
-    assert_eq!(
-        cut.buckets.len() as u64 + cut.left_out,
-        all.buckets.len() as u64
+    // Every bucket is kept or counted as left out. Buckets only ever join the list, and the
+    // runtime may add one of its own between two reads.
+    let seen = cut.buckets.len() as u64 + cut.left_out;
+    let before = all.buckets.len() as u64;
+    assert!(
+        (before..before + 64).contains(&seen),
+        "{seen} after {before}"
     );
     assert!(
         unzipped(&profile.bytes).contains("memprof: truncated: "),

@@ -24,9 +24,10 @@ impl LoopState {
                 warn!(
                     share = crate::kernel::group_share(arm.max_procs),
                     refused = shared - was_shared,
+                    judged_again = arm.recount(),
                     "processes of a container that holds its share of the kernel's process map \
                      (an eighth of MEMPROF_MAX_PROCS) are only seen by the safety-net poll \
-                     every {:?}",
+                     every {:?} (judged again after each sweep)",
                     self.poll_every
                 );
             }

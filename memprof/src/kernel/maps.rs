@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 use aya::maps::{Array, HashMap, MapData, MapError};
 use memprof_common::{
-    go_key, GoTarget, ProcState, NR_MM_COUNTERS, STAT_GROUP_FULL, STAT_PROCS_FULL,
+    go_key, GoTarget, ProcState, FOREIGN_REFUSED, NR_MM_COUNTERS, STAT_GROUP_FULL, STAT_PROCS_FULL,
 };
 use tracing::warn;
 
@@ -41,6 +41,9 @@ pub struct Arm {
     pub(super) procs: Arc<Mutex<HashMap<MapData, u32, ProcState>>>,
     pub(super) epoch: Arc<Mutex<Array<MapData, u64>>>,
     pub(super) stats: Arc<Mutex<Array<MapData, u64>>>,
+    /// Entries per group, and the processes the kernel does not follow (see `recount`).
+    pub(super) groups: Arc<Mutex<HashMap<MapData, u32, u64>>>,
+    pub(super) foreign: Arc<Mutex<HashMap<MapData, u32, u64>>>,
     /// This instance's tenant slot: entries routed elsewhere are another instance's.
     pub(super) slot: u32,
     /// Capacity of the kernel's process map.
@@ -90,6 +93,36 @@ impl Arm {
         if let Err(e) = epoch.set(1, next, 0) {
             warn!("bumping the cache epoch failed: {e}");
         }
+    }
+
+    /// Sets each group's count in the kernel to the entries it holds (a count may have drifted
+    /// in a rare race), then lets every process refused for its group's share be judged again
+    /// on its next counter change: one refused during a burst need not stay with the
+    /// safety-net poll for its life. How many were let go.
+    pub fn recount(&self) -> usize {
+        let mut held: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for (_, state) in self.procs.lock().expect("procs lock").iter().flatten() {
+            if state.group != 0 {
+                *held.entry(state.group).or_default() += 1;
+            }
+        }
+        let mut groups = self.groups.lock().expect("groups lock");
+        let known: Vec<u32> = groups.keys().flatten().collect();
+        for group in known.into_iter().chain(held.keys().copied()) {
+            let _ = groups.insert(group, held.get(&group).copied().unwrap_or(0), 0);
+        }
+        drop(groups);
+        let mut foreign = self.foreign.lock().expect("foreign lock");
+        let refused: Vec<u32> = foreign
+            .iter()
+            .flatten()
+            .filter(|(_, v)| v & FOREIGN_REFUSED != 0)
+            .map(|(pid, _)| pid)
+            .collect();
+        for pid in &refused {
+            let _ = foreign.remove(pid);
+        }
+        refused.len()
     }
 
     /// How many times a process found the kernel's process map full, and how many times its

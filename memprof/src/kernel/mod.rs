@@ -171,6 +171,8 @@ impl Kernel {
             procs: Arc::new(Mutex::new(HashMap::try_from(take(&mut bpf, "PROCS")?)?)),
             epoch: Arc::new(Mutex::new(Array::try_from(take(&mut bpf, "EPOCH")?)?)),
             stats: Arc::new(Mutex::new(Array::try_from(take(&mut bpf, "STATS")?)?)),
+            groups: Arc::new(Mutex::new(HashMap::try_from(take(&mut bpf, "GROUPS")?)?)),
+            foreign: Arc::new(Mutex::new(HashMap::try_from(take(&mut bpf, "FOREIGN")?)?)),
             slot: 0,
             max_procs,
         };

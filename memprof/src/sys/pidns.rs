@@ -1,7 +1,7 @@
-//! Which group a process counts in for memprof's shares of the kernel's maps: its PID namespace
-//! one level below memprof's own (a container to a node-wide memprof, the pod to a sidecar),
-//! as the kernel programs count it (`ProcState::group`). Namespaces a tenant nests deeper stay
-//! in its group, so unsharing new ones gains it nothing.
+//! Which group a process counts in for memprof's shares of the kernel's maps, as the kernel
+//! programs count it (`ProcState::group`): to a memprof in the initial PID namespace, the
+//! process's namespace at depth 1 (its container's); to a sidecar, its own (the pod's).
+//! Namespaces a tenant unshares inside stay in its group, so unsharing gains it nothing.
 use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -9,13 +9,18 @@ use std::{
 
 /// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): the parent of a PID namespace.
 const NS_GET_PARENT: libc::c_ulong = 0xb702;
+/// The initial PID namespace's inode (`PROC_PID_INIT_INO`), fixed by the kernel.
+const INIT_PIDNS: u64 = 0xEFFF_FFFC;
 /// PID namespaces nest at most 32 deep.
 const DEPTH_MAX: usize = 32;
 
 /// The inode of `pid`'s group namespace; `None` when the process is gone or its namespaces
-/// cannot be followed up to memprof's own.
+/// cannot be followed up to the initial one.
 pub fn group_of(pid: u32) -> Option<u64> {
     let own = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    if own != INIT_PIDNS {
+        return Some(own);
+    }
     // A procfs namespace link, which the kernel resolves: the process cannot point it elsewhere.
     let mut ns = File::open(format!("/proc/{pid}/ns/pid")).ok()?;
     let mut ino = ns.metadata().ok()?.ino();

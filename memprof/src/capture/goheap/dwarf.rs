@@ -63,9 +63,10 @@ impl Drop for Held {
     }
 }
 
-/// Takes `bytes` of the budget, or says why not (nothing taken).
-fn hold(bytes: u64) -> Result<Held> {
-    let budget = BUDGET.load(Ordering::Relaxed);
+/// Takes `bytes` of the budget, or says why not (nothing taken); `share`: how much of the
+/// budget may then be held (vetting ahead of a capture leaves captures half of it).
+fn hold(bytes: u64, share: u64) -> Result<Held> {
+    let budget = BUDGET.load(Ordering::Relaxed) / share;
     HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
         held.checked_add(bytes).filter(|&total| total <= budget)
     })
@@ -88,14 +89,18 @@ pub fn load<'d, R: object::ReadRef<'d>>(
     if elf.section_by_name(".debug_info").is_none() {
         return Ok(None);
     }
-    let held = hold(declared(elf)?)?;
+    // A file already found wanting is not inflated again.
+    if let Some(Err(e)) = verdict(exe) {
+        return Err(e);
+    }
+    let held = hold(declared(elf)?, 1)?;
     let dwarf = sections(elf)?;
     checked(exe, || check_nesting(&dwarf, Instant::now() + WALK_BUDGET))?;
     Ok(Some((dwarf, held)))
 }
 
 /// Vets the executable's DWARF ahead of the first capture: once per file, one file at a time.
-/// Not now when the budget is spent (the capture's `load` vets it then).
+/// Not now when it would take more than half the budget (the capture's `load` vets it then).
 pub fn vet(exe: &File) -> Result<()> {
     let _one = VETTING.lock().expect("vetting");
     // SAFETY: read-only mapping of an executable, which cannot be written while it runs.
@@ -108,15 +113,16 @@ pub fn vet(exe: &File) -> Result<()> {
         Ok(size) => size,
         Err(e) => return checked(exe, || Err(e)),
     };
-    let _held = hold(size)?;
+    let _held = hold(size, 2)?;
     checked(exe, || {
         check_nesting(&sections(&elf)?, Instant::now() + WALK_BUDGET)
     })
 }
 
-/// What the DWARF sections declare they take decompressed, once each is within its bound.
+/// What the DWARF sections declare they take decompressed, once each is within its bound, and
+/// the largest once more (a section is copied once after it is decompressed).
 fn declared<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<u64> {
-    let mut total = 0u64;
+    let (mut total, mut largest) = (0u64, 0u64);
     for s in elf.sections() {
         let Ok(name) = s.name() else { continue };
         if !(name.starts_with(".debug_") || name.starts_with(".zdebug_")) {
@@ -134,11 +140,12 @@ fn declared<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<u64
             bail!("its {name} declares {size} bytes, more than {max}");
         }
         total = total.saturating_add(size);
+        largest = largest.max(size);
     }
     if total > DWARF_MAX {
         bail!("its sections declare {total} bytes, more than {DWARF_MAX}");
     }
-    Ok(total)
+    Ok(total + largest)
 }
 
 /// The DWARF sections, decompressed (`declared` bounds them first: a section whose stream
@@ -157,6 +164,14 @@ fn sections<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<gim
         Ok(Reader::new(Rc::from(&*bytes), endian))
     };
     gimli::Dwarf::load(load)
+}
+
+/// The verdict on this executable's DWARF, when one was reached.
+fn verdict(exe: &File) -> Option<Result<()>> {
+    let id = file_id(&exe.metadata().ok()?);
+    let all = CHECKED.lock().expect("checked");
+    let known = all.as_ref()?.get(&id)?.get()?.clone();
+    Some(known.map_err(anyhow::Error::msg))
 }
 
 /// `check`'s verdict for this executable, from an earlier one when it is the same file (one

@@ -70,7 +70,7 @@ pub fn build_profile(
         let likely =
             (kept.len() as u128 * u128::from(max_bytes) * 9 / 10 / u128::from(size)) as usize;
         let keep = likely.clamp(1, kept.len() / 2);
-        kept = std::borrow::Cow::Owned(largest(buckets, keep));
+        kept = std::borrow::Cow::Owned(largest(buckets, keep, rate));
         fitted = comments.clone();
         fitted.push(format!(
             "memprof: truncated: {keep} of {} buckets kept, those holding the most in-use \
@@ -80,14 +80,13 @@ pub fn build_profile(
     }
 }
 
-/// The `n` buckets holding the most in-use bytes, in their order.
-fn largest(buckets: &[RawBucket], n: usize) -> Vec<RawBucket> {
+/// The `n` buckets holding the most in-use bytes as the profile reports them (scaled by the
+/// sampling `rate`: a sample of small objects stands for many more), in their order.
+fn largest(buckets: &[RawBucket], n: usize, rate: u64) -> Vec<RawBucket> {
     let counts = layout::published(buckets);
     let inuse = |i: usize| {
         let c = counts[i];
-        c.allocs
-            .saturating_sub(c.frees)
-            .saturating_mul(buckets[i].size)
+        layout::scale(c.allocs.saturating_sub(c.frees), buckets[i].size, rate).1
     };
     let mut order: Vec<usize> = (0..buckets.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(inuse(i)));
