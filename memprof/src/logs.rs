@@ -2,7 +2,8 @@
 //! paths inside their roots, what their endpoints answered — and a process chooses those
 //! bytes: an escape sequence or a carriage return in a log line would rewrite what an operator
 //! sees, a newline would forge a line. So every field and message is written with control
-//! characters escaped (`\u{1b}`, `\r`, `\n`), one event per line.
+//! characters escaped (`\u{1b}`, `\r`, `\n`), one event per line. In JSON (`MEMPROF_LOG_FORMAT=
+//! json`) the encoder escapes control characters in every string itself.
 use std::fmt;
 
 use tracing_subscriber::{
@@ -14,19 +15,34 @@ use tracing_subscriber::{
 };
 
 /// Logs to standard error (`to_stderr`, the commands' way: stdout is their output) or standard
-/// output (the daemon's), at `default_level` unless `RUST_LOG` says otherwise.
-pub fn init(default_level: &str, to_stderr: bool) {
+/// output (the daemon's), at `default_level` unless `RUST_LOG` says otherwise, as text or as
+/// `json`.
+pub fn init(default_level: &str, to_stderr: bool, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(Escaped);
-    if to_stderr {
-        logs.with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
+    if !json {
+        logs.fmt_fields(Escaped)
+            .with_ansi(ansi)
+            .with_writer(writer)
             .init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(writer)
             .init();
     }
 }

@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         Some(Command::Capture { .. }) => ("info", true),
         Some(Command::Top { .. }) => ("warn", true),
     };
-    memprof::logs::init(default_level, to_stderr);
+    let json = cfg.log_format == config::LogFormat::Json;
+    memprof::logs::init(default_level, to_stderr, json);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

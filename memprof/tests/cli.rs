@@ -1,6 +1,8 @@
 //! The command line as users meet it: bad configuration exits 2 with one line naming the
-//! variable; --help lists every option.
+//! variable; --help lists every option; logs as text or JSON carry the same fields.
 use std::process::Command;
+
+use crate::common::Memprof;
 
 fn memprof(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_memprof"))
@@ -142,4 +144,50 @@ fn the_configuration_page_documents_every_option_of_help() {
         unknown.is_empty(),
         "docs/configuration.md names {unknown:?}, which --help does not"
     );
+}
+
+/// The daemon's start line in both formats: the same fields, as `key=value` in text and as keys
+/// of one JSON object per line; every line of the JSON log is JSON.
+#[test]
+fn json_logs_carry_the_fields_text_logs_do() {
+    let fields = ["detector", "poll_every_ms", "max_procs", "destination"];
+    let dir = tempfile::tempdir().unwrap();
+    let run = |format: &str| -> String {
+        let env = [
+            ("MEMPROF_LOG_FORMAT", format.to_string()),
+            ("MEMPROF_DETECTOR", "poll".to_string()),
+        ];
+        let m = Memprof::spawn_at(dir.path(), &[], &[], &env);
+        let (code, out) = m.stop();
+        assert_eq!(code, Some(0), "{out}");
+        out
+    };
+    let text = run("text");
+    let line = text
+        .lines()
+        .find(|l| l.contains("memprof started"))
+        .unwrap();
+    let json = run("json");
+    let objects: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started = objects
+        .iter()
+        .find(|o| o["message"] == "memprof started")
+        .unwrap_or_else(|| panic!("no start line:\n{json}"));
+    assert_eq!(started["level"], "INFO", "{started}");
+    // Each field holds what the text line shows (a string there quoted, or as it printed).
+    for f in fields {
+        let value = match &started[f] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => panic!("{f} missing: {started}"),
+            other => other.to_string(),
+        };
+        assert!(
+            line.contains(&format!(" {f}={value:?}")) || line.contains(&format!(" {f}={value}")),
+            "{f}={value} not in: {line}"
+        );
+    }
+    println!("text: {line}\njson: {started}");
 }

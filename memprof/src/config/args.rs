@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use super::{ContainerDetector, DetectorChoice, GoHeapMode};
+use super::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat};
 
 /// Raw command line / environment. Numbers arrive as strings so that validation can name the
 /// variable in a single line instead of clap's multi-line usage error.
@@ -87,6 +87,9 @@ pub struct Args {
     /// Detector to use.
     #[arg(long, env = "MEMPROF_DETECTOR", value_enum, default_value = "auto")]
     pub detector: DetectorChoice,
+    /// How log lines are written: `text`, or `json` (one object per line, the same fields).
+    #[arg(long, env = "MEMPROF_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Safety-net procfs scan interval in milliseconds while a BPF detector is active.
     #[arg(long, env = "MEMPROF_SAFETY_NET_MS", default_value = "10000")]
     pub safety_net_ms: String,

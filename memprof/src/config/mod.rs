@@ -25,6 +25,16 @@ pub enum DetectorChoice {
     Poll,
 }
 
+/// How log lines are written: the same fields either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, `key=value` fields, control characters escaped.
+    Text,
+    /// One JSON object per line, for log pipelines: `timestamp`, `level`, `target`,
+    /// `message` and each field as a key of its own.
+    Json,
+}
+
 /// How the container trigger notices a container nearing its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ContainerDetector {
@@ -84,6 +94,7 @@ pub struct Config {
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
+    pub log_format: LogFormat,
     /// Where shared kernel programs are pinned; `None` when sharing is off.
     pub bpffs: Option<PathBuf>,
     pub max_captures_per_minute: u32,
@@ -262,6 +273,7 @@ impl Config {
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,
+            log_format: a.log_format,
             bpffs: match a.bpffs.trim() {
                 "off" => None,
                 dir => Some(PathBuf::from(dir)),
