@@ -163,12 +163,11 @@ globals! {
     GROUP_SHARE: u64,
 }
 
-/// Adds one to `STATS[idx]` (a racing increment may be lost; these are diagnostics).
+/// Adds one to `STATS[idx]`.
 #[inline(always)]
 pub fn count(idx: u32) {
     if let Some(p) = STATS.get_ptr_mut(idx) {
-        // SAFETY: the pointer is a valid, aligned map value for the program's lifetime.
-        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+        add(p, 1);
     }
 }
 
@@ -181,14 +180,11 @@ pub fn add(p: *mut u64, v: u64) {
     unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v) };
 }
 
-/// Bumps slot `idx` of `EPOCH`, making every CPU's cache re-read `PROCS`. The BPF target has
-/// no 64-bit fetch-add in Rust; two racing bumps may count as one, which still changes the
-/// value every cache compares against.
+/// Bumps slot `idx` of `EPOCH`, making every CPU's cache re-read `PROCS`.
 #[inline(always)]
 pub fn bump_epoch(idx: u32) {
     if let Some(p) = EPOCH.get_ptr_mut(idx) {
-        // SAFETY: the pointer is a valid, aligned map value for the program's lifetime.
-        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+        add(p, 1);
     }
 }
 

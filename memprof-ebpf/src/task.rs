@@ -79,7 +79,7 @@ pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
             return Some((0, host_pid, 0));
         }
         let group = leader_pid(task)
-            .and_then(|(pid, level)| ns_inum(upid(pid, if level > 0 { 1 } else { 0 })))
+            .and_then(|(pid, level)| ns_inum(upid(pid, level.min(1))))
             .unwrap_or(0);
         return Some((0, host_pid, group));
     }

@@ -57,9 +57,6 @@ impl Reading {
     }
 }
 
-/// The inode of the node's own (initial) PID namespace.
-const INIT_PIDNS_INO: u64 = 0xEFFF_FFFC;
-
 /// Reads processes and their limits. Holds what does not change (memprof's own cgroup mounts,
 /// the node's memory size) and where each process's cgroup was found.
 pub struct Assessor {
@@ -87,8 +84,7 @@ impl Assessor {
             located: HashMap::new(),
             by_cgroup: HashMap::new(),
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
-            node_wide: std::fs::metadata("/proc/self/ns/pid")
-                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == INIT_PIDNS_INO),
+            node_wide: crate::sys::pidns::own().ok() == Some(crate::sys::pidns::INITIAL),
         })
     }
 

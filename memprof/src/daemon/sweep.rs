@@ -21,10 +21,12 @@ impl LoopState {
                 );
             }
             if shared > was_shared {
+                // Not inside the macro: a filtered-out line would skip it.
+                let judged_again = arm.recount();
                 warn!(
                     share = crate::kernel::group_share(arm.max_procs),
                     refused = shared - was_shared,
-                    judged_again = arm.recount(),
+                    judged_again,
                     "processes of a container that holds its share of the kernel's process map \
                      (an eighth of MEMPROF_MAX_PROCS) are only seen by the safety-net poll \
                      every {:?} (judged again after each sweep)",

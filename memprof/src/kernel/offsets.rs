@@ -1,6 +1,6 @@
 //! The kernel facts the BPF programs need, gathered before loading: struct offsets from BTF,
 //! tracepoint record offsets from tracefs, memprof's own PID namespace and the page size.
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use memprof_common::globals as g;
@@ -85,14 +85,11 @@ pub fn task_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
     ])
 }
 
-/// Inode number of the initial PID namespace (`PROC_PID_INIT_INO`), fixed by the kernel.
-pub const INIT_PIDNS_INUM: u64 = 0xEFFF_FFFC;
+pub use crate::sys::pidns::INITIAL as INIT_PIDNS_INUM;
 
 /// Inode number of memprof's own PID namespace.
 pub fn own_pidns_inum() -> Result<u64> {
-    Ok(std::fs::metadata("/proc/self/ns/pid")
-        .context("stat /proc/self/ns/pid")?
-        .ino())
+    crate::sys::pidns::own().context("stat /proc/self/ns/pid")
 }
 
 pub fn page_shift() -> u64 {

@@ -10,15 +10,20 @@ use std::{
 /// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): the parent of a PID namespace.
 const NS_GET_PARENT: libc::c_ulong = 0xb702;
 /// The initial PID namespace's inode (`PROC_PID_INIT_INO`), fixed by the kernel.
-const INIT_PIDNS: u64 = 0xEFFF_FFFC;
+pub const INITIAL: u64 = 0xEFFF_FFFC;
 /// PID namespaces nest at most 32 deep.
 const DEPTH_MAX: usize = 32;
+
+/// The inode of memprof's own PID namespace.
+pub fn own() -> std::io::Result<u64> {
+    Ok(std::fs::metadata("/proc/self/ns/pid")?.ino())
+}
 
 /// The inode of `pid`'s group namespace; `None` when the process is gone or its namespaces
 /// cannot be followed up to the initial one.
 pub fn group_of(pid: u32) -> Option<u64> {
-    let own = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
-    if own != INIT_PIDNS {
+    let own = own().ok()?;
+    if own != INITIAL {
         return Some(own);
     }
     // A procfs namespace link, which the kernel resolves: the process cannot point it elsewhere.
@@ -48,10 +53,6 @@ pub fn group_of(pid: u32) -> Option<u64> {
 mod tests {
     #[test]
     fn own_process_is_in_own_group() {
-        let own = std::fs::metadata("/proc/self/ns/pid").map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.ino()
-        });
-        assert_eq!(super::group_of(std::process::id()), own.ok());
+        assert_eq!(super::group_of(std::process::id()), super::own().ok());
     }
 }
