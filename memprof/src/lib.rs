@@ -11,4 +11,6 @@ pub(crate) mod deliver;
 pub mod detect;
 pub mod kernel;
 pub mod logs;
+pub mod metrics;
+pub mod serve;
 pub(crate) mod sys;

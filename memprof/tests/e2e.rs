@@ -76,7 +76,7 @@ fn launch(
     // Inside the namespace: start memprof, wait until it watches, then start the service in
     // the cgroup; when the service is gone, stop memprof cleanly.
     let script = r#"
-        "$MEMPROF" --detector "$DETECTOR" --spool-dir "$WORK/spool" --local-dir "$WORK/local" >"$LOG" 2>&1 &
+        "$MEMPROF" --detector "$DETECTOR" --spool-dir "$WORK/spool" --local-dir "$WORK/local" --listen 127.0.0.1:0 >"$LOG" 2>&1 &
         mp=$!
         while ! grep -q 'memprof started' "$LOG"; do kill -0 $mp || exit 3; sleep 0.05; done
         sh -c 'echo $$ > "$PROCS"; exec "$GO" -rate "$RATE"' >"$GO_OUT" &

@@ -37,6 +37,8 @@ mod pod_container;
 mod pod_policy;
 /// Captures meeting trouble: a full kernel map, retries, an endpoint failing, a resized limit.
 mod pod_recovery;
+/// The metrics and health server scraped while memprof works: readiness, counts, a held loop.
+mod serve;
 /// Many sidecars on one node sharing one set of kernel programs through a bpffs.
 mod shared;
 /// The longest names Kubernetes allows, through the spool.

@@ -43,6 +43,7 @@ impl Capturer {
             found.comm = seen.comm;
         }
         if r.rate == 0 && r.buckets.is_empty() {
+            crate::metrics::capture("at_kill", "no_profile");
             warn!(
                 pid = found.key.pid,
                 comm = found.comm,
@@ -97,6 +98,7 @@ impl Capturer {
         let bytes = match built {
             Ok(b) => b,
             Err(e) => {
+                crate::metrics::capture("at_kill", "failed");
                 warn!(
                     pid = found.key.pid,
                     comm = found.comm,
@@ -111,7 +113,12 @@ impl Capturer {
             bytes,
         };
         let stored = self.store_kill_evidence(found.key, &found.comm, "kernel", &profile, started);
-        if let Some(key) = stored.await {
+        let stored = stored.await;
+        crate::metrics::capture(
+            "at_kill",
+            if stored.is_some() { "stored" } else { "failed" },
+        );
+        if let Some(key) = stored {
             info!(
                 pid = found.key.pid,
                 comm = found.comm,

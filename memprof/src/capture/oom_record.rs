@@ -98,6 +98,7 @@ impl Capturer {
             .into_iter()
             .partition(|k| k.ends_with(".snapshot.txt"));
         let before = profiles.iter().any(|k| !k.contains("_oom."));
+        crate::metrics::oom_kill(before);
         let id = &seen.identity;
         let record = Record {
             pid: kill.key.pid,

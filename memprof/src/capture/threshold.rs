@@ -66,6 +66,9 @@ impl Capturer {
             (_, early) => early.flatten(),
         };
         keys.extend(late);
+        if outcome == Outcome::Stored {
+            crate::metrics::stored_after(c.detected.elapsed());
+        }
         Captured { outcome, keys }
     }
 

@@ -90,6 +90,10 @@ pub struct Args {
     /// How log lines are written: `text`, or `json` (one object per line, the same fields).
     #[arg(long, env = "MEMPROF_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Address of the metrics and health server (`/metrics`, `/healthz`, `/readyz`):
+    /// `:9400` listens on every address; empty turns it off.
+    #[arg(long, env = "MEMPROF_LISTEN", default_value = ":9400")]
+    pub listen: String,
     /// Safety-net procfs scan interval in milliseconds while a BPF detector is active.
     #[arg(long, env = "MEMPROF_SAFETY_NET_MS", default_value = "10000")]
     pub safety_net_ms: String,

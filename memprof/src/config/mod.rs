@@ -95,6 +95,8 @@ pub struct Config {
     pub capture_max_bytes: u64,
     pub max_procs: u32,
     pub log_format: LogFormat,
+    /// The metrics and health server's address; `None`: no server.
+    pub listen: Option<std::net::SocketAddr>,
     /// Where shared kernel programs are pinned; `None` when sharing is off.
     pub bpffs: Option<PathBuf>,
     pub max_captures_per_minute: u32,
@@ -274,6 +276,7 @@ impl Config {
             capture_max_bytes,
             max_procs,
             log_format: a.log_format,
+            listen: parse::listen(&a.listen)?,
             bpffs: match a.bpffs.trim() {
                 "off" => None,
                 dir => Some(PathBuf::from(dir)),

@@ -42,3 +42,21 @@ pub fn size(text: &str) -> Option<u64> {
     let n: f64 = number.parse().ok()?;
     (n.is_finite() && n >= 0.0).then(|| (n * factor as f64).round() as u64)
 }
+
+/// `MEMPROF_LISTEN`: `host:port`, `:port` (every address) or empty (no server).
+pub fn listen(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let with_host = match t.strip_prefix(':') {
+        Some(port) => format!("[::]:{port}"),
+        None => t.to_string(),
+    };
+    with_host.parse().map(Some).map_err(|_| {
+        ConfigError(format!(
+            "invalid MEMPROF_LISTEN (--listen): {text:?} is not an address such as :9400 or \
+             127.0.0.1:9400 (empty turns the server off)"
+        ))
+    })
+}

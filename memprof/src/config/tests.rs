@@ -241,3 +241,16 @@ fn container_trigger_is_on_at_90_and_can_be_turned_off() {
     assert!(error(&["--memory-container-percentage", "101"])
         .starts_with("invalid MEMORY_CONTAINER_PERCENTAGE (--memory-container-percentage)"));
 }
+
+#[test]
+fn listen_takes_a_port_an_address_or_nothing() {
+    let listen = |v: &str| parse(&["--listen", v]).map(|c| c.listen);
+    assert_eq!(listen(":9400").unwrap(), Some("[::]:9400".parse().unwrap()));
+    assert_eq!(
+        listen("127.0.0.1:0").unwrap(),
+        Some("127.0.0.1:0".parse().unwrap())
+    );
+    assert_eq!(listen("").unwrap(), None);
+    let e = error(&["--listen", "9400"]);
+    assert!(e.starts_with("invalid MEMPROF_LISTEN (--listen)"), "{e}");
+}

@@ -104,6 +104,7 @@ impl LoopState {
             .rate
             .allow(Instant::now(), &self.assessor.tenant(&chosen.key))
         {
+            crate::metrics::suppressed(rule);
             warn!(
                 cgroup = r.path,
                 pid = chosen.key.pid,
@@ -128,6 +129,7 @@ impl LoopState {
                 via: r.via,
             },
         };
+        crate::metrics::detection(r.via, "container");
         let (capturer, path) = (Arc::clone(&self.capturer), r.path);
         self.captures.spawn(async move {
             let outcome = capturer.capture(&c, &reading).await.outcome;

@@ -32,6 +32,7 @@ use crate::{
         poll, Candidate, Source,
     },
     kernel::Arm,
+    serve,
 };
 
 /// How often state of exited processes is dropped and the kernel's counters are checked.
@@ -41,6 +42,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     // Handled from the first moment: a pod deleted while memprof starts still gets a graceful
     // exit (leaving the node's shared kernel programs, keeping its spool).
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // First, so the probes answer (not ready yet) while the kernel programs load.
+    if let Some(addr) = cfg.listen {
+        let bound = serve::start(addr).await?;
+        info!(listen = %bound, "metrics and health server listening");
+    }
     let mut assessor = Assessor::new(Some(cfg.pods_dir.clone()))?;
     if let Some(own) = assessor.read(std::process::id()) {
         if own.limit_source == LimitSource::Cgroup {
@@ -55,6 +61,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => (None, None, None),
     };
     let deliverer = wire::deliverer(&cfg).await?;
+    serve::health::spool_open(&cfg.spool_dir);
+    serve::health::detector_running(&detector);
     let capturer = Arc::new(Capturer::new(&cfg, go_targets, Arc::clone(&deliverer)));
     if let Some(ring) = heap_ring {
         at_kill::spawn(ring, Arc::clone(&capturer));
@@ -110,15 +118,21 @@ pub async fn run(cfg: Config) -> Result<()> {
         poll_every,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = beat.tick() => serve::health::beat(),
             Some(c) = rx.recv() => state.handle(c),
             Some(e) = container_rx.recv() => state.container_event(e),
             _ = sweep.tick() => state.sweep(),
             Some(done) = state.captures.join_next(), if !state.captures.is_empty() => {
                 match done {
-                    Ok((Trigger::Process(key), outcome)) => state.finished(key, outcome),
+                    Ok((Trigger::Process(key), outcome)) => {
+                        crate::metrics::capture("threshold", outcome.as_str());
+                        state.finished(key, outcome)
+                    }
                     Ok((Trigger::Container(path), outcome)) => {
+                        crate::metrics::capture("container", outcome.as_str());
                         state.container_done(&path, outcome)
                     }
                     Err(e) => error!("capture task failed: {e}"),
@@ -259,6 +273,7 @@ impl LoopState {
             Decision::Capture => match self.rate.allow(Instant::now(), &self.assessor.tenant(&key))
             {
                 Err(rule) => {
+                    crate::metrics::suppressed(rule);
                     warn!(
                         pid = key.pid,
                         comm = reading.comm,
@@ -269,6 +284,7 @@ impl LoopState {
                     self.finished(key, Outcome::Failed);
                 }
                 Ok(()) => {
+                    crate::metrics::detection(c.source.detector(), "process");
                     let capturer = Arc::clone(&self.capturer);
                     self.captures.spawn(async move {
                         let outcome = capturer.capture(&c, &reading).await.outcome;
@@ -276,12 +292,15 @@ impl LoopState {
                     });
                 }
             },
-            Decision::Hold(HoldReason::Cooldown) => info!(
-                pid = key.pid,
-                comm = reading.comm,
-                rule = "MEMPROF_COOLDOWN_SECS",
-                "capture suppressed: this level was captured within the cooldown"
-            ),
+            Decision::Hold(HoldReason::Cooldown) => {
+                crate::metrics::suppressed("MEMPROF_COOLDOWN_SECS");
+                info!(
+                    pid = key.pid,
+                    comm = reading.comm,
+                    rule = "MEMPROF_COOLDOWN_SECS",
+                    "capture suppressed: this level was captured within the cooldown"
+                )
+            }
             Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
         }
         // After the decision (a capture is already on its way): the container's working set,

@@ -132,6 +132,11 @@ impl Deliverer {
         keep: bool,
         result: Result<()>,
     ) -> Result<()> {
+        crate::metrics::upload(match (&result, keep && entry.is_some()) {
+            (Ok(()), _) => "stored",
+            (Err(_), true) => "failed",
+            (Err(_), false) => "lost",
+        });
         let result = match (result, entry) {
             (Ok(()), Some(entry)) => self.spool.remove(entry).await,
             (Ok(()), None) => Ok(()),
@@ -203,6 +208,7 @@ impl Deliverer {
                 return 0;
             }
         };
+        crate::metrics::spool(pending.len(), pending.iter().map(|e| e.bytes).sum());
         // Claimed while it is sent: a capture task, the retry loop and the shutdown's drain
         // never send one profile at the same time.
         let due: Vec<Entry> = pending
@@ -237,6 +243,7 @@ impl Deliverer {
             len: entry.bytes,
         };
         let result = self.sink.store(&entry.key, &entry.meta, body).await;
+        crate::metrics::upload(if result.is_ok() { "stored" } else { "failed" });
         let stored = match result {
             Ok(()) => {
                 if let Err(e) = self.spool.remove(&entry).await {

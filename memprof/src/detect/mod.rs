@@ -55,6 +55,22 @@ pub enum Source {
     Manual,
 }
 
+impl Source {
+    /// What noticed, as the metrics name it.
+    pub fn detector(&self) -> &'static str {
+        match self {
+            Source::Kernel { .. } => "ebpf",
+            Source::Poll => "poll",
+            Source::Container { via, .. } => via,
+            Source::Retry => "retry",
+            Source::NextLevel => "next_level",
+            Source::OomVictim => "oom_victim",
+            Source::Exec => "exec",
+            Source::Manual => "manual",
+        }
+    }
+}
+
 /// What the daemon keeps of a loaded kernel detector.
 pub struct KernelHandles {
     pub arm: Arm,

@@ -43,15 +43,19 @@ fn parse_event(bytes: &[u8]) -> Option<Candidate> {
     }
     // SAFETY: the kernel wrote an `Event`; read_unaligned copes with any alignment.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let source = match e.kind {
-        k if k == EventKind::Crossed as u32 => Source::Kernel {
-            rss: e.rss,
-            level: e.level,
-        },
-        k if k == EventKind::OomVictim as u32 => Source::OomVictim,
-        k if k == EventKind::Exec as u32 => Source::Exec,
+    let (source, kind) = match e.kind {
+        k if k == EventKind::Crossed as u32 => (
+            Source::Kernel {
+                rss: e.rss,
+                level: e.level,
+            },
+            "crossed",
+        ),
+        k if k == EventKind::OomVictim as u32 => (Source::OomVictim, "oom_victim"),
+        k if k == EventKind::Exec as u32 => (Source::Exec, "exec"),
         _ => return None,
     };
+    crate::metrics::kernel_event(kind);
     Some(Candidate {
         ns_pid: e.ns_pid,
         kernel: Some(KernelProc {

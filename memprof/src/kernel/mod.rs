@@ -164,6 +164,12 @@ impl Kernel {
             _ => attach::all(&mut bpf, hook, aya_btf.as_ref(), pins.is_some())?,
         };
         attach::load_own(&mut bpf, aya_btf.as_ref())?;
+        // The programs this instance loaded (a joined set's attached ones are another's).
+        for (name, prog) in bpf.programs() {
+            if let Ok(info) = prog.info() {
+                crate::metrics::bpf::watch(info.id(), name);
+            }
+        }
 
         let take =
             |bpf: &mut Ebpf, name: &str| bpf.take_map(name).with_context(|| format!("map {name}"));

@@ -136,14 +136,18 @@ pub fn find_file(dir: &Path, marker: &str, suffix: &str) -> Option<PathBuf> {
     None
 }
 
-/// memprof's spool and local destination below `dir` (`spool/`, `profiles/`).
-pub fn dir_args(dir: &Path) -> [String; 4] {
+/// memprof's spool and local destination below `dir` (`spool/`, `profiles/`), and its
+/// metrics server on a free port of loopback.
+pub fn dir_args(dir: &Path) -> [String; 6] {
     let sub = |name: &str| dir.join(name).display().to_string();
     [
         "--spool-dir".into(),
         sub("spool"),
         "--local-dir".into(),
         sub("profiles"),
+        // Any free port: tests run several daemons in the host's network namespace.
+        "--listen".into(),
+        "127.0.0.1:0".into(),
     ]
 }
 
@@ -170,6 +174,13 @@ impl Memprof {
     /// memprof with its spool, destination and log below `dir`, which may outlive it (a
     /// restart finds the same spool); each start has a log of its own.
     pub fn spawn_at(dir: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
+        let m = Self::launch_at(dir, wrapper, args, env);
+        m.wait_for_log("memprof started", Duration::from_secs(30));
+        m
+    }
+
+    /// As `spawn_at`, without waiting for memprof to start.
+    pub fn launch_at(dir: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
         let log = (0..)
             .map(|i| dir.join(format!("memprof.{i}.log")))
             .find(|p| !p.exists())
@@ -193,13 +204,11 @@ impl Memprof {
             .stderr(out)
             .spawn()
             .expect("starting memprof");
-        let m = Memprof {
+        Memprof {
             child,
             log,
             _dir: None,
-        };
-        m.wait_for_log("memprof started", Duration::from_secs(30));
-        m
+        }
     }
 
     pub fn output(&self) -> String {

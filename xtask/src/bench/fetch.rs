@@ -60,6 +60,7 @@ fn capture(bin: &Path, pid: u32, dir: &Path) -> Result<(f64, f64)> {
     let out = Command::new(bin)
         .arg("--local-dir")
         .arg(dir.join("profiles"))
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .args(["capture", "--pid", &pid.to_string()])

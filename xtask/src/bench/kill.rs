@@ -95,6 +95,7 @@ pub fn daemon(bin: &Path, dir: &Path, log: &Path) -> Result<Command> {
     let mut cmd = Command::new(bin);
     cmd.arg("--local-dir")
         .arg(dir.join("profiles"))
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .env("RUST_LOG", "info")

@@ -101,6 +101,7 @@ fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<u16>) -> Result<(f64, f64)> 
     let mut cmd = Command::new(bin);
     cmd.arg("--local-dir")
         .arg(dir.join("profiles"))
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .args(["--pprof-port", &port, "capture", "--pid"])

@@ -108,6 +108,7 @@ fn start_memprof(bin: &std::path::Path, detector: &str, dir: &std::path::Path) -
         .args(["--detector", detector])
         .arg("--local-dir")
         .arg(dir.join("profiles"))
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .env("RUST_LOG", "info")

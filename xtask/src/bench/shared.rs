@@ -119,6 +119,7 @@ fn sidecar(bin: &Path, dir: &Path, bpffs: &str) -> Result<Child> {
         .arg(bin)
         .args(["--detector", "btf", "--local-dir"])
         .arg(dir.join("profiles"))
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .env("MEMPROF_BPFFS", bpffs)

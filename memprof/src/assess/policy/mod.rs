@@ -58,6 +58,17 @@ pub enum Outcome {
     NoProfile,
 }
 
+impl Outcome {
+    /// As the metrics name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Failed => "failed",
+            Outcome::NoProfile => "no_profile",
+        }
+    }
+}
+
 /// After `Outcome::Failed`: retry after this long, or give up on this crossing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Retry {
