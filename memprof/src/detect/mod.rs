@@ -89,7 +89,10 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
     };
     let mut failures = Vec::new();
     for &hook in hooks {
-        match Kernel::load(hook, cfg.max_procs, cfg.bpffs.as_deref()) {
+        let loaded = Kernel::load(hook, cfg.max_procs, cfg.bpffs.as_deref());
+        // Loading parsed the kernel's BTF, tens of MiB no longer needed.
+        crate::sys::release_free_heap();
+        match loaded {
             Ok(mut kernel) => {
                 if kernel.pays_alone {
                     warn!(

@@ -12,10 +12,15 @@ use memprof_common::globals as g;
 
 use super::{btf::Btf, offsets, tenant, Hook};
 
-/// The `.rodata` values, and how the running kernel keeps its RSS counters.
+/// The typedef a tp_btf program on `rss_stat` names as its target.
+const RSS_STAT_TRACE: &str = "btf_trace_rss_stat";
+
+/// The `.rodata` values, how the running kernel keeps its RSS counters, and (for the tp_btf
+/// hook) the id of the programs' target in the kernel's BTF.
 pub struct Globals {
     pub values: Vec<(&'static str, u64)>,
     pub rss_layout: Option<offsets::RssLayout>,
+    pub rss_stat_trace: Option<u32>,
 }
 
 pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
@@ -25,7 +30,7 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         (g::PIDNS_IS_INIT, init_pidns as u64),
         (g::PAGE_SHIFT, offsets::page_shift()),
     ];
-    let mut rss_layout = None;
+    let (mut rss_layout, mut rss_stat_trace) = (None, None);
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
             values.extend(offsets::task_offsets(&btf)?);
@@ -48,6 +53,8 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
                 (rss.layout == offsets::RssLayout::AtomicArray) as u64,
             ));
             rss_layout = Some(rss.layout);
+            let btf = btf.as_ref().context("tp_btf needs kernel BTF")?;
+            rss_stat_trace = Some(btf.typedef_id(RSS_STAT_TRACE)?);
         }
         Hook::Classic => {
             let format = offsets::read_format(tracefs, "kmem", "rss_stat")?;
@@ -71,7 +78,45 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         g::TP_SIG_OFF,
         offsets::tracepoint_field(&signal_format, "sig")?,
     ));
-    Ok(Globals { values, rss_layout })
+    Ok(Globals {
+        values,
+        rss_layout,
+        rss_stat_trace,
+    })
+}
+
+/// aya finds a tp_btf program's target by the name of its typedef in the BTF it is given and
+/// hands the kernel that typedef's id, which the kernel checks. Parsing the whole of the
+/// kernel's BTF for that one lookup costs aya ~30 MiB at start-up (memprof's peak); this BTF
+/// holds only the tracepoint's typedef at the kernel's `id`, after placeholder pointers the
+/// lookup passes over.
+pub fn target_btf(id: u32) -> Result<AyaBtf> {
+    let name = RSS_STAT_TRACE;
+    const KIND_PTR: u32 = 2;
+    const KIND_TYPEDEF: u32 = 8;
+    const HEADER_LEN: u32 = 24;
+    let placeholders = id.checked_sub(1).context("a typedef with id 0")? as usize;
+    let mut types = Vec::with_capacity((placeholders + 1) * 12);
+    // Each: no name, the kind, pointing at void.
+    for _ in 0..placeholders {
+        for word in [0, KIND_PTR << 24, 0] {
+            types.extend_from_slice(&u32::to_ne_bytes(word));
+        }
+    }
+    for word in [1, KIND_TYPEDEF << 24, 0] {
+        types.extend_from_slice(&u32::to_ne_bytes(word));
+    }
+    let strings = [b"\0", name.as_bytes(), b"\0"].concat();
+    let type_len = u32::try_from(types.len()).context("BTF type section too large")?;
+    let mut blob = Vec::with_capacity(HEADER_LEN as usize + types.len() + strings.len());
+    blob.extend_from_slice(&0xeb9f_u16.to_ne_bytes());
+    blob.extend_from_slice(&[1, 0]); // version, flags
+    for word in [HEADER_LEN, 0, type_len, type_len, strings.len() as u32] {
+        blob.extend_from_slice(&word.to_ne_bytes());
+    }
+    blob.extend_from_slice(&types);
+    blob.extend_from_slice(&strings);
+    AyaBtf::parse(&blob, aya::Endianness::default()).context("building the tp_btf target's BTF")
 }
 
 /// Loads and attaches the programs on the kernel's hooks. When `shared`, every attachment

@@ -41,15 +41,33 @@ pub struct Btf {
     data: Vec<u8>,
     strings: usize,
     strings_len: usize,
-    /// Indexed by type id; id 0 is `void`.
-    types: Vec<Type>,
+    /// Where each type's header starts in `data`, indexed by type id (id 0, `void`, has
+    /// none); headers are decoded when asked for, so the index costs 4 bytes a type.
+    types: Vec<u32>,
 }
+
+/// The header `types` holds for `void`.
+const VOID: u32 = u32::MAX;
 
 /// A struct member: where it starts and what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     pub offset: u64,
     pub type_id: u32,
+}
+
+/// The type header at `pos` (the caller has checked its 12 bytes are there).
+fn decode(data: &[u8], pos: usize) -> Type {
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes"));
+    let info = u32_at(pos + 4);
+    Type {
+        name_off: u32_at(pos),
+        kind: (info >> 24) & 0x1f,
+        vlen: info & 0xffff,
+        kind_flag: info >> 31 == 1,
+        size_or_type: u32_at(pos + 8),
+        extra: pos + 12,
+    }
 }
 
 impl Btf {
@@ -71,25 +89,11 @@ impl Btf {
         let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
         let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
         let (start, end) = (hdr_len + type_off, hdr_len + type_off + type_len);
-        let mut types = vec![Type {
-            name_off: 0,
-            kind: 0,
-            vlen: 0,
-            kind_flag: false,
-            size_or_type: 0,
-            extra: 0,
-        }];
+        let mut types = vec![VOID];
         let mut pos = start;
         while pos < end {
-            let info = u32_at(pos + 4)?;
-            let t = Type {
-                name_off: u32_at(pos)?,
-                kind: (info >> 24) & 0x1f,
-                vlen: info & 0xffff,
-                kind_flag: info >> 31 == 1,
-                size_or_type: u32_at(pos + 8)?,
-                extra: pos + 12,
-            };
+            u32_at(pos + 8)?;
+            let t = decode(&data, pos);
             let vlen = t.vlen as usize;
             let extra_len = match t.kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
@@ -98,10 +102,10 @@ impl Btf {
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 _ => 0,
             };
-            types.push(t);
+            types.push(u32::try_from(pos).context("BTF larger than 4 GiB")?);
             pos = t.extra + extra_len;
         }
-        if pos != end {
+        if pos != end || data.len() < end {
             bail!("BTF type section is malformed");
         }
         Ok(Self {
@@ -123,19 +127,32 @@ impl Btf {
     }
 
     fn get(&self, id: u32) -> Result<Type> {
-        self.types
-            .get(id as usize)
-            .copied()
-            .with_context(|| format!("BTF type id {id} out of range"))
+        match self.types.get(id as usize) {
+            Some(&VOID) => Ok(decode(&[0; 12], 0)),
+            Some(&pos) => Ok(decode(&self.data, pos as usize)),
+            None => bail!("BTF type id {id} out of range"),
+        }
+    }
+
+    /// The id of the type of `kind` called `name`.
+    fn id_of(&self, kind: u32, name: &str) -> Option<u32> {
+        (1..self.types.len() as u32).find(|&id| {
+            self.get(id)
+                .is_ok_and(|t| t.kind == kind && self.name(t.name_off) == name.as_bytes())
+        })
     }
 
     /// The id of the struct called `name`.
     pub fn struct_id(&self, name: &str) -> Result<u32> {
-        self.types
-            .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name.as_bytes())
-            .map(|i| i as u32)
+        self.id_of(KIND_STRUCT, name)
             .with_context(|| format!("struct {name} not in the kernel's BTF"))
+    }
+
+    /// The id of the typedef called `name` (a tracepoint's `btf_trace_<name>`, which a
+    /// tp_btf program names as its target).
+    pub fn typedef_id(&self, name: &str) -> Result<u32> {
+        self.id_of(KIND_TYPEDEF, name)
+            .with_context(|| format!("typedef {name} not in the kernel's BTF"))
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
