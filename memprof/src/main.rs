@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let (default_level, to_stderr) = match cfg.command {
         None => ("info", false),
         Some(Command::Capture { .. }) => ("info", true),
-        Some(Command::Top { .. }) => ("warn", true),
+        Some(Command::Top { .. } | Command::Doctor { .. }) => ("warn", true),
     };
     let json = cfg.log_format == config::LogFormat::Json;
     memprof::logs::init(default_level, to_stderr, json);
@@ -60,20 +60,23 @@ fn main() -> ExitCode {
     };
     let is_daemon = cfg.command.is_none();
     let result = rt.block_on(async {
+        let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
         match cfg.command.clone() {
-            None => daemon::run(cfg).await,
-            Some(Command::Capture { pid }) => commands::capture::run(&cfg, pid).await,
+            None => done(daemon::run(cfg).await),
+            Some(Command::Capture { pid }) => done(commands::capture::run(&cfg, pid).await),
             Some(Command::Top {
                 interval_ms,
                 iterations,
             }) => {
                 let every = std::time::Duration::from_millis(interval_ms.max(100));
-                commands::top::run(&cfg, every, iterations).await
+                done(commands::top::run(&cfg, every, iterations).await)
             }
+            // Its own exit code: 1 when a check failed.
+            Some(Command::Doctor { pid }) => Ok(commands::doctor::run(&cfg, pid).await),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) if is_daemon => {
             tracing::error!("{e:#}");
             ExitCode::from(1)

@@ -19,8 +19,11 @@ const NAMESPACE: &str = "shop";
 const POD: &str = "cart-7d9f5";
 
 /// The pod, its QoS parents and the node's trees; fields drop in order (pod first).
-struct KubePod {
-    pod: Pod,
+/// The node overlay's workload, whose capabilities memprof runs with here.
+pub(crate) const MANIFEST: &str = "overlays/node/daemonset.yaml";
+
+pub(crate) struct KubePod {
+    pub(crate) pod: Pod,
     _burstable: MemCgroup,
     _kubepods: MemCgroup,
     /// The node's `/var/log/pods`.
@@ -29,22 +32,7 @@ struct KubePod {
     message: PathBuf,
 }
 
-/// The capabilities `deploy/node` adds, as `setpriv` spells them (`+bpf,+perfmon,…`).
-fn manifest_capabilities() -> String {
-    let yaml = std::fs::read_to_string(workspace_root().join("deploy/node/daemonset.yaml"))
-        .expect("deploy/node/daemonset.yaml");
-    let list = yaml
-        .lines()
-        .skip_while(|l| l.trim() != "capabilities:")
-        .find_map(|l| l.trim().strip_prefix("add: [")?.strip_suffix(']'))
-        .expect("a capabilities list in deploy/node");
-    list.split(',')
-        .map(|c| format!("+{}", c.trim().to_lowercase()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn kube_pod(index: u8) -> Option<KubePod> {
+pub(crate) fn kube_pod(index: u8) -> Option<KubePod> {
     prerequisites()?;
     if !require(have("setpriv"), "util-linux's setpriv") {
         return None;
@@ -84,7 +72,7 @@ impl KubePod {
     /// The service as container `cart`: the termination-message file mounted into its mount
     /// namespace as the kubelet does, pprof on the pod's loopback at `port`, an application
     /// port beside it.
-    fn service(&self, limit: u64, port: u16, rate: &str) -> Container {
+    pub(crate) fn service(&self, limit: u64, port: u16, rate: &str) -> Container {
         let root = self.pod.work_dir();
         let go = go_service()
             .expect("the Go test service")
@@ -127,7 +115,7 @@ impl KubePod {
         c
     }
 
-    fn env(&self) -> (&'static str, String) {
+    pub(crate) fn env(&self) -> (&'static str, String) {
         ("MEMPROF_PODS_DIR", self.pods_dir.display().to_string())
     }
 }
@@ -141,13 +129,10 @@ fn node_memprof_profiles_a_pod_behind_its_own_loopback() {
     let s3 = S3Server::start("profiles");
     let mut env = s3.env();
     env.push(kp.env());
-    // With only the capabilities deploy/node grants, and no_new_privs as it sets.
-    let caps = format!("--bounding-set=-all,{}", manifest_capabilities());
-    let memprof = Memprof::spawn_via(
-        &["setpriv", &caps, "--inh-caps=-all", "--no-new-privs", "--"],
-        &["--detector", "btf"],
-        &env,
-    );
+    // With only the capabilities deploy/overlays/node grants, and no_new_privs as it sets.
+    let setpriv = with_capabilities(&manifest_capabilities(MANIFEST));
+    let setpriv: Vec<&str> = setpriv.iter().map(String::as_str).collect();
+    let memprof = Memprof::spawn_via(&setpriv, &["--detector", "btf"], &env);
     // A program that is not Go, listening in the same pod: it is not sent probes.
     let web_log = kp.pod.work_dir().join("web.out");
     let web = kp.pod.container(

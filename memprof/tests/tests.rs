@@ -15,6 +15,8 @@ mod bpf_groups;
 mod cli;
 /// Delivery through S3 outages and refused credentials, from the spool, byte-identical, once.
 mod delivery;
+/// `memprof doctor`: all green, a missing bucket, the poll fallback, one Go process.
+mod doctor;
 /// Detection to a stored profile before the OOM killer, per detector (eBPF, poll).
 mod e2e;
 /// One object per profile whenever memprof is stopped (SIGKILL, SIGTERM mid-PUT).
@@ -37,6 +39,8 @@ mod pod_container;
 mod pod_policy;
 /// Captures meeting trouble: a full kernel map, retries, an endpoint failing, a resized limit.
 mod pod_recovery;
+/// Least privilege per mode: the manifest's capabilities suffice, each one missing is said.
+mod privilege;
 /// The metrics and health server scraped while memprof works: readiness, counts, a held loop.
 mod serve;
 /// Many sidecars on one node sharing one set of kernel programs through a bpffs.

@@ -25,6 +25,9 @@ const GUEST_TESTS: &[&str] = &[
     "pod_container::a_read_only_cgroup_falls_back_to_the_poll",
     "shared::",
     "hostile::cgroup_files::",
+    "doctor::",
+    "serve::readyz_is_false_until_the_detector_runs",
+    "privilege::a_sidecar_needs_what_its_manifest_grants_and_no_more",
 ];
 
 /// Printed by the guest for each test that failed, and once at its end.

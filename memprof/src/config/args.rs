@@ -168,4 +168,12 @@ pub enum Command {
         #[arg(long, default_value = "0")]
         iterations: u64,
     },
+    /// Check what memprof needs on this node, one line each (OK, WARN, FAIL) with what to fix;
+    /// exits 0 when the eBPF detector loads and the sink takes profiles, 1 otherwise.
+    Doctor {
+        /// Also check this process (as memprof sees PIDs): its limit, whether it is Go, its
+        /// pprof endpoint, whether its heap can be read from memory.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }

@@ -289,4 +289,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod documented;
+#[cfg(test)]
 mod tests;

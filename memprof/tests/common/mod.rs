@@ -136,6 +136,33 @@ pub fn find_file(dir: &Path, marker: &str, suffix: &str) -> Option<PathBuf> {
     None
 }
 
+/// The capabilities the memprof container of manifest `path` (below `deploy/`) adds, as
+/// `setpriv` spells them (`+bpf`, `+perfmon`, …).
+pub fn manifest_capabilities(path: &str) -> Vec<String> {
+    let yaml = std::fs::read_to_string(workspace_root().join("deploy").join(path)).expect(path);
+    let list = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "capabilities:")
+        .find_map(|l| l.trim().strip_prefix("add: [")?.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("a capabilities list in {path}"));
+    list.split(',')
+        .map(|c| format!("+{}", c.trim().to_lowercase()))
+        .collect()
+}
+
+/// `setpriv` running a program with only `caps` (bounding and inheritable sets) and
+/// no_new_privs, as a pod's securityContext does.
+pub fn with_capabilities(caps: &[String]) -> Vec<String> {
+    [
+        "setpriv".to_string(),
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        "--inh-caps=-all".into(),
+        "--no-new-privs".into(),
+        "--".into(),
+    ]
+    .to_vec()
+}
+
 /// memprof's spool and local destination below `dir` (`spool/`, `profiles/`), and its
 /// metrics server on a free port of loopback.
 pub fn dir_args(dir: &Path) -> [String; 6] {

@@ -36,6 +36,17 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(pod: &Pod, s3: &S3Server, extra: &[(&str, &str)]) -> Self {
+        Self::start_via(pod, s3, extra, &[], &["--detector", "btf"])
+    }
+
+    /// As `start`, memprof run by `wrapper` (e.g. `setpriv` with a capability set) with `args`.
+    pub fn start_via(
+        pod: &Pod,
+        s3: &S3Server,
+        extra: &[(&str, &str)],
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Self {
         let dir = pod.work_dir();
         let log = dir.join("memprof.log");
         let mut env = s3.env();
@@ -46,15 +57,10 @@ impl Sidecar {
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let spool = dir.join("spool").display().to_string();
         let local = dir.join("local").display().to_string();
-        let cmd = [
-            env!("CARGO_BIN_EXE_memprof"),
-            "--detector",
-            "btf",
-            "--spool-dir",
-            &spool,
-            "--local-dir",
-            &local,
-        ];
+        let mut cmd = wrapper.to_vec();
+        cmd.push(env!("CARGO_BIN_EXE_memprof"));
+        cmd.extend_from_slice(args);
+        cmd.extend_from_slice(&["--spool-dir", &spool, "--local-dir", &local]);
         let spec = Spec {
             name: "memprof",
             limit: 128 * MIB,
@@ -153,6 +159,17 @@ pub fn setup_pod(
     env: &[(&str, &str)],
     read_only_cgroups: bool,
 ) -> Option<Setup> {
+    setup_via(name, index, env, read_only_cgroups, &[])
+}
+
+/// As `setup_pod`, memprof run by `wrapper` (e.g. `setpriv` with a capability set).
+pub fn setup_via(
+    name: &str,
+    index: u8,
+    env: &[(&str, &str)],
+    read_only_cgroups: bool,
+    wrapper: &[&str],
+) -> Option<Setup> {
     prerequisites()?;
     // Before the pod: its mount namespace is a copy of the host's.
     let bpffs = Bpffs::mount();
@@ -165,7 +182,7 @@ pub fn setup_pod(
         env.push(("MEMPROF_BPFFS", &bpffs_path));
     }
     Some(Setup {
-        memprof: Sidecar::start(&pod, &s3, &env),
+        memprof: Sidecar::start_via(&pod, &s3, &env, wrapper, &["--detector", "btf"]),
         client: s3.client(),
         _s3: s3,
         pod,

@@ -12,6 +12,7 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::Path,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
 };
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,9 @@ use super::{
     program::{self, Program, Verdict},
 };
 use crate::sys::{files, mounts::Mounts};
+
+/// Whether an executable was refused for want of CAP_SYS_PTRACE (and said so).
+static DENIED: AtomicBool = AtomicBool::new(false);
 
 /// `/proc/PID/maps` read for the load address (65,530 mappings by default, ~100 bytes each).
 const MAPS_MAX: u64 = 16 << 20;
@@ -99,7 +103,18 @@ pub fn discover(pid: u32) -> Result<Discovery> {
 /// serves (FUSE: an open or a page fault there waits for the tenant); why not otherwise.
 fn open_exe(pid: u32) -> Result<Result<File, String>> {
     let link = format!("/proc/{pid}/exe");
-    let handle = files::open_path(Path::new(&link)).context("the executable")?;
+    let handle = files::open_path(Path::new(&link));
+    if let Err(e) = &handle {
+        // Said once, not once per process: without it every other process is refused alike.
+        if e.kind() == std::io::ErrorKind::PermissionDenied && !DENIED.swap(true, Relaxed) {
+            tracing::warn!(
+                pid,
+                "cannot open other processes' executables ({e}): without CAP_SYS_PTRACE no Go \
+                 heap is read from memory and no endpoint is found in another container"
+            );
+        }
+    }
+    let handle = handle.context("the executable")?;
     let mounts = Mounts::of(pid).context("the process's mounts")?;
     if let Err(e) = mounts.check(handle.as_fd()) {
         return Ok(Err(format!("the executable is {e}")));
