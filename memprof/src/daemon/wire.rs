@@ -8,6 +8,11 @@ use crate::{
     deliver::{sink::Sink, spool::Spool, Deliverer},
 };
 
+/// The client the delivery stage stores into S3 with, for `memprof doctor`'s HeadBucket.
+pub async fn s3_client(region: &str) -> aws_sdk_s3::Client {
+    crate::deliver::sink::s3_client(region).await.0
+}
+
 /// The delivery stage: the spool, and S3 or a local directory behind it.
 pub async fn deliverer(cfg: &Config) -> Result<Arc<Deliverer>> {
     let sink = match &cfg.destination {

@@ -93,22 +93,28 @@ pub enum Sink {
     Local(PathBuf),
 }
 
+/// The S3 client memprof stores with (the standard credential and region chain, path-style
+/// addressing for an S3-compatible server behind `AWS_ENDPOINT_URL`), and the configuration
+/// it was made from.
+pub async fn s3_client(region: &str) -> (aws_sdk_s3::Client, aws_config::SdkConfig) {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(shared.endpoint_url().is_some())
+        .timeout_config(timeouts())
+        .build();
+    (aws_sdk_s3::Client::from_conf(conf), shared)
+}
+
 impl Sink {
     /// Builds the S3 client and resolves credentials now, so that the first profile does not
     /// pay for it. Standard AWS configuration applies (env, profiles, IRSA, Pod Identity,
     /// `AWS_ENDPOINT_URL`); a custom endpoint implies path-style addressing, which
     /// S3-compatible servers expect.
     pub async fn s3(bucket: &str, region: &str, encryption: Option<Encryption>) -> Result<Self> {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .load()
-            .await;
-        let custom_endpoint = shared.endpoint_url().is_some();
-        let conf = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(custom_endpoint)
-            .timeout_config(timeouts())
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(conf);
+        let (client, shared) = s3_client(region).await;
         if let Some(provider) = shared.credentials_provider() {
             if let Err(e) = provider.provide_credentials().await {
                 warn!("no AWS credentials yet ({e}); profiles will wait in the spool");

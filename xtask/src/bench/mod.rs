@@ -8,7 +8,8 @@
 //! * the Go heap walks at the kill and at the threshold (`kill.rs`);
 //! * a profile taken across network namespaces vs on the same loopback (`fetch.rs`);
 //! * the container trigger's detection latency, notifications vs poll (`container.rs`);
-//! * a large profile, 16 MiB and 1 GiB, to a local directory and to S3 (`large.rs`).
+//! * a large profile, 16 MiB and 1 GiB, to a local directory and to S3 (`large.rs`);
+//! * memprof's own footprint: binary size, peak and settled RSS per detector (`footprint.rs`).
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 mod container;
 mod fetch;
+mod footprint;
 mod kill;
 mod large;
 mod results;
@@ -41,6 +43,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut container_runs = 4;
     let mut sidecar_rounds = 6;
     let mut large_runs = 2;
+    let mut footprint_runs = 3;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -57,9 +60,11 @@ pub fn run(args: &[String]) -> Result<()> {
             "--container-runs" => container_runs = value()?,
             "--sidecar-rounds" => sidecar_rounds = value()?,
             "--large-runs" => large_runs = value()?,
+            "--footprint-runs" => footprint_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
-                 --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N)"
+                 --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
+                 --footprint-runs N)"
             ),
         }
     }
@@ -67,6 +72,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = build_release()?;
     let mut results = Results::default();
     let outcome = (|| {
+        if footprint_runs > 0 {
+            footprint::run(&bin, footprint_runs, &mut results)?;
+        }
         if rounds > 0 {
             page_fault_overhead(&bin, rounds, &mut results)?;
         }

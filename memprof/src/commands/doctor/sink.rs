@@ -35,19 +35,11 @@ pub(super) async fn checks(cfg: &Config) -> Vec<Check> {
     ]
 }
 
-/// A HeadBucket, through a client configured as `deliver::sink::Sink::s3` configures the
-/// daemon's: that one checks the bucket in the background and only logs the answer.
+/// A HeadBucket, through the client the daemon stores with (which checks the bucket in the
+/// background and only logs the answer).
 async fn s3(bucket: &str, region: &str) -> Check {
     const WHAT: &str = "S3 bucket";
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .load()
-        .await;
-    // S3-compatible servers behind AWS_ENDPOINT_URL expect path-style addressing.
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(shared.endpoint_url().is_some())
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    let client = crate::daemon::wire::s3_client(region).await;
     let shown = format!("s3://{} in {}", escape(bucket), escape(region));
     let head = client.head_bucket().bucket(bucket).send();
     let e = match tokio::time::timeout(HEAD_TIMEOUT, head).await {
