@@ -27,6 +27,8 @@ mod goheap;
 mod goheap_oom;
 /// Hostile tenants: forged cgroup files, a changed root, control characters, bad endpoints.
 mod hostile;
+/// memprof's image (`cargo xtask image`) run by podman as a sidecar in a pod, until the OOM kill.
+mod image;
 /// A 1 GiB profile streams through the spool to S3 while memprof's RSS stays small.
 mod large;
 /// One memprof per node watching a pod laid out as the kubelet lays it out.

@@ -1,9 +1,11 @@
-//! Project tasks: `cargo xtask <setup|run|test|bench|vm-test>`.
+//! Project tasks: `cargo xtask <setup|run|test|bench|vm-test|image|manifests>`.
 //!
 //! `run` and `test` install whatever is missing first (see `setup`), so on a fresh machine
 //! they are the only two commands needed.
 mod bench;
 mod guest;
+mod image;
+mod manifests;
 mod setup;
 mod testrun;
 mod vm;
@@ -20,8 +22,12 @@ const USAGE: &str = "usage: cargo xtask <command>
                      set up, then run every test binary, also after a failure (ARGS go to
                      the test binaries), then list what failed; under CI vm-test beside.
                      --repeat N: the integration tests N times, and each test's pass count
+  manifests          render deploy/overlays with kustomize and validate every object
   bench              page-fault overhead and detection-to-stored latency, all modes side by side
-  vm-test            run the BPF and end-to-end tests on Debian's 6.1 kernel (cgroup v2) in a VM";
+  vm-test            run the BPF and end-to-end tests on Debian's 6.1 kernel (cgroup v2) in a VM
+  image [--profile P]
+                     build the static binary and the FROM-scratch image with podman:
+                     localhost/memprof:<version> and :latest (another profile: :<version>-P)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +47,8 @@ fn main() -> ExitCode {
         "run" => run(&rest),
         "test" => testrun::test(&rest),
         "bench" => bench::run(&rest),
+        "image" => image::run(&rest),
+        "manifests" => manifests::command(),
         "vm-test" => vm::run().and_then(|failed| match failed.is_empty() {
             true => Ok(()),
             false => bail!("failed in the VM: {}", failed.join(", ")),

@@ -52,6 +52,14 @@ pub fn test(args: &[String]) -> Result<()> {
     {
         failed.push(format!("clippy: {e:#}"));
     }
+    failed.extend(crate::manifests::check());
+    // The Dockerfile, linted (well under a second).
+    if let Err(e) = sh(Command::new(setup::hadolint_bin())
+        .arg("Dockerfile")
+        .current_dir(workspace_root()))
+    {
+        failed.push(format!("hadolint: {e:#}"));
+    }
     let bins = binaries()?;
     // The 6.1 guest runs its tests beside the host's: it has its own kernel, cgroups, network
     // and bpffs, and the host's tests mostly wait on leaks while the emulated guest computes

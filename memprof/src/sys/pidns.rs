@@ -33,8 +33,9 @@ pub fn group_of(pid: u32) -> Option<u64> {
         return Some(own);
     }
     for _ in 0..DEPTH_MAX {
-        // SAFETY: a valid descriptor; the ioctl returns a new descriptor or -1.
-        let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+        // SAFETY: a valid descriptor; the ioctl returns a new descriptor or -1. (The request's
+        // type is glibc's c_ulong or musl's c_int: the static image's build is musl.)
+        let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT as _) };
         if parent < 0 {
             return None;
         }
