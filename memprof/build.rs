@@ -18,12 +18,21 @@ fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../memprof-ebpf");
     println!("cargo:rerun-if-changed={root}/src");
     println!("cargo:rerun-if-changed=../memprof-common/src");
+    println!("cargo:rerun-if-changed={root}/rust-toolchain.toml");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "memprof-ebpf",
             root_dir: root,
             ..Default::default()
         }],
-        aya_build::Toolchain::Nightly,
+        aya_build::Toolchain::Custom(nightly()),
     )
+}
+
+/// The pinned nightly, from memprof-ebpf/rust-toolchain.toml (`cargo xtask setup` installs it).
+fn nightly() -> &'static str {
+    include_str!("../memprof-ebpf/rust-toolchain.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = \"")?.strip_suffix('"'))
+        .expect("a channel in memprof-ebpf/rust-toolchain.toml")
 }

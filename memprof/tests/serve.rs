@@ -66,7 +66,7 @@ fn readyz_is_false_until_the_detector_runs() {
     // Sharing is for memprofs outside the node's PID namespace.
     let m = Memprof::launch_at(
         dir.path(),
-        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
         &["--detector", "btf"],
         &[("MEMPROF_BPFFS", bpffs.path())],
     );
@@ -79,7 +79,7 @@ fn readyz_is_false_until_the_detector_runs() {
     assert!(!m.output().contains("memprof started"), "{}", m.output());
 
     drop(lock);
-    m.wait_for_log("memprof started", Duration::from_secs(30));
+    m.wait_for_log("memprof started", START);
     let (status, body) = get(&addr, "/readyz");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("detector: ebpf"), "{body}");

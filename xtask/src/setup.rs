@@ -61,19 +61,25 @@ pub fn all() -> Result<()> {
     s3s_fs()
 }
 
+/// The nightly the kernel programs are built with, pinned in memprof-ebpf/rust-toolchain.toml
+/// (memprof's build script reads the same file).
+pub fn nightly() -> &'static str {
+    include_str!("../../memprof-ebpf/rust-toolchain.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = \"")?.strip_suffix('"'))
+        .expect("a channel in memprof-ebpf/rust-toolchain.toml")
+}
+
 fn nightly_sysroot() -> Result<PathBuf> {
-    if !works("rustup", &["run", "nightly", "rustc", "--version"]) {
-        step("installing the nightly toolchain");
-        sh(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
+    let nightly = nightly();
+    if !works("rustup", &["run", nightly, "rustc", "--version"]) {
+        step(&format!(
+            "installing the pinned nightly toolchain {nightly}"
+        ));
+        sh(Command::new("rustup").args(["toolchain", "install", nightly, "--profile", "minimal"]))?;
     }
     Ok(PathBuf::from(
-        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?
+        output(Command::new("rustup").args(["run", nightly, "rustc", "--print", "sysroot"]))?
             .trim(),
     ))
 }
@@ -86,7 +92,7 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     step("adding rust-src to the nightly toolchain");
-    sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", nightly()]))
 }
 
 /// The bpf-linker the kernel programs are built with: another version emits other code, which
@@ -98,12 +104,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 fn bpf_linker() -> Result<()> {
     // It finds the nightly's libLLVM only when run through the nightly (as aya-build does).
     let installed =
-        output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]));
+        output(Command::new("rustup").args(["run", nightly(), "bpf-linker", "--version"]));
     if installed.is_ok_and(|v| v.split_whitespace().nth(1) == Some(BPF_LINKER_VERSION)) {
         return Ok(());
     }
     let sysroot = nightly_sysroot()?;
-    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let version = output(Command::new("rustup").args(["run", nightly(), "rustc", "-vV"]))?;
     let major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))

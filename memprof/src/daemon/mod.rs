@@ -61,8 +61,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => (None, None, None),
     };
     let deliverer = wire::deliverer(&cfg).await?;
-    serve::health::spool_open(&cfg.spool_dir);
-    serve::health::detector_running(&detector);
+    crate::metrics::health::spool_open(&cfg.spool_dir);
+    crate::metrics::health::detector_running(&detector);
     let capturer = Arc::new(Capturer::new(&cfg, go_targets, Arc::clone(&deliverer)));
     if let Some(ring) = heap_ring {
         at_kill::spawn(ring, Arc::clone(&capturer));
@@ -72,21 +72,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         cfg.watch_interval
     };
-    info!(
-        detector,
-        poll_every_ms = poll_every.as_millis() as u64,
-        levels_pct = ?cfg.levels_pct,
-        levels_bytes = ?cfg.levels_bytes,
-        container_pct = ?cfg.container_pct,
-        container_detector = ?cfg.container_detector,
-        go_heap = ?cfg.go_heap,
-        max_procs = cfg.max_procs,
-        destination = deliverer.describe(),
-        pprof_port = cfg.pprof_port,
-        pprof_ports = ?cfg.pprof_ports,
-        pprof_path = cfg.pprof_path,
-        "memprof started"
-    );
+    wire::announce(&cfg, &detector, poll_every, &deliverer.describe());
     tokio::spawn(poll::run(poll_every, tx.clone()));
     let retry = Arc::clone(&deliverer);
     tokio::spawn(async move { retry.retry_loop().await });
@@ -121,7 +107,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = beat.tick() => serve::health::beat(),
+            _ = beat.tick() => crate::metrics::health::beat(),
             Some(c) = rx.recv() => state.handle(c),
             Some(e) = container_rx.recv() => state.container_event(e),
             _ = sweep.tick() => state.sweep(),

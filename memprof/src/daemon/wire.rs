@@ -26,3 +26,22 @@ pub async fn deliverer(cfg: &Config) -> Result<Arc<Deliverer>> {
     let spool = Spool::open(&cfg.spool_dir)?;
     Ok(Arc::new(Deliverer::new(spool, sink, cfg.spool_limits)))
 }
+
+/// The start-up line: what memprof watches with and against, for operators to check.
+pub fn announce(cfg: &Config, detector: &str, poll_every: std::time::Duration, destination: &str) {
+    tracing::info!(
+        detector,
+        poll_every_ms = poll_every.as_millis() as u64,
+        levels_pct = ?cfg.levels_pct,
+        levels_bytes = ?cfg.levels_bytes,
+        container_pct = ?cfg.container_pct,
+        container_detector = ?cfg.container_detector,
+        go_heap = ?cfg.go_heap,
+        max_procs = cfg.max_procs,
+        destination,
+        pprof_port = cfg.pprof_port,
+        pprof_ports = ?cfg.pprof_ports,
+        pprof_path = cfg.pprof_path,
+        "memprof started"
+    );
+}

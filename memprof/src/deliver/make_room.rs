@@ -47,6 +47,7 @@ impl Deliverer {
                     let old = &waiting[i];
                     match self.spool.remove(old).await {
                         Ok(()) => {
+                            crate::metrics::upload("lost");
                             self.schedule
                                 .lock()
                                 .expect("schedule lock")

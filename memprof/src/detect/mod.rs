@@ -113,9 +113,11 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
                 };
                 tokio::spawn(async move {
                     if let Err(e) = ring::forward(kernel, tx).await {
-                        error!(
+                        let why = format!(
                             "ring buffer reader stopped: {e:#}; only the safety-net poll remains"
                         );
+                        error!("{why}");
+                        crate::metrics::health::detector_stopped(&why);
                     }
                 });
                 return Ok((Some(handles), name));
@@ -134,10 +136,26 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
         );
     }
     if !failures.is_empty() {
+        if let Some(level) = perf_event_paranoid().filter(|&l| l > 2) {
+            warn!(
+                "kernel.perf_event_paranoid is {level}: this kernel lets only CAP_SYS_ADMIN \
+                 attach tracepoints; set it to 2 on the node, or grant SYS_ADMIN"
+            );
+        }
         warn!(
             "BPF detectors unavailable; falling back to polling procfs every {:?}",
             cfg.watch_interval
         );
     }
     Ok((None, "procfs poll".to_string()))
+}
+
+/// `kernel.perf_event_paranoid`. Above 2 (a patch Debian and Ubuntu carry, not upstream)
+/// tracepoints attach only with CAP_SYS_ADMIN, whatever CAP_PERFMON says.
+pub fn perf_event_paranoid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

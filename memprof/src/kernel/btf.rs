@@ -46,6 +46,9 @@ pub struct Btf {
     types: Vec<u32>,
 }
 
+/// Deepest chain of qualifiers, nested arrays or anonymous members followed.
+const MAX_DEPTH: usize = 64;
+
 /// The header `types` holds for `void`.
 const VOID: u32 = u32::MAX;
 
@@ -102,11 +105,19 @@ impl Btf {
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 _ => 0,
             };
-            types.push(u32::try_from(pos).context("BTF larger than 4 GiB")?);
+            types.push(
+                u32::try_from(pos)
+                    .ok()
+                    .filter(|&p| p != VOID)
+                    .context("BTF larger than 4 GiB")?,
+            );
             pos = t.extra + extra_len;
         }
         if pos != end || data.len() < end {
             bail!("BTF type section is malformed");
+        }
+        if data.len() < hdr_len + str_off + str_len {
+            bail!("BTF string section is malformed");
         }
         Ok(Self {
             strings: hdr_len + str_off,
@@ -121,8 +132,9 @@ impl Btf {
     }
 
     fn name(&self, name_off: u32) -> &[u8] {
-        let start = self.strings + name_off as usize;
-        let region = &self.data[start..self.strings + self.strings_len];
+        let end = self.strings + self.strings_len;
+        let start = (self.strings + name_off as usize).min(end);
+        let region = &self.data[start..end];
         &region[..region.iter().position(|&b| b == 0).unwrap_or(region.len())]
     }
 
@@ -157,7 +169,8 @@ impl Btf {
 
     /// Follows typedefs and qualifiers to the underlying type.
     pub fn resolve(&self, mut id: u32) -> Result<u32> {
-        loop {
+        // Bounded: a chain of qualifiers is a few long; a cycle would be a broken BTF.
+        for _ in 0..MAX_DEPTH {
             let t = self.get(id)?;
             match t.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
@@ -166,10 +179,18 @@ impl Btf {
                 _ => return Ok(id),
             }
         }
+        bail!("BTF type {id}: qualifiers nest deeper than {MAX_DEPTH}")
     }
 
     /// Byte size of a (resolved) type.
     pub fn size_of(&self, id: u32) -> Result<u64> {
+        self.size_at(id, 0)
+    }
+
+    fn size_at(&self, id: u32, depth: usize) -> Result<u64> {
+        if depth > MAX_DEPTH {
+            bail!("BTF type {id}: arrays nest deeper than {MAX_DEPTH}");
+        }
         let id = self.resolve(id)?;
         let t = self.get(id)?;
         Ok(match t.kind {
@@ -177,7 +198,7 @@ impl Btf {
             KIND_PTR => 8,
             KIND_ARRAY => {
                 let (elem, n) = self.array(id)?;
-                self.size_of(elem)? * n as u64
+                self.size_at(elem, depth + 1)?.saturating_mul(n as u64)
             }
             kind => bail!("BTF type {id} (kind {kind}) has no size"),
         })
@@ -198,11 +219,14 @@ impl Btf {
 
     /// Finds member `name` of struct/union `id`, looking inside anonymous members too.
     pub fn member(&self, id: u32, name: &str) -> Result<Member> {
-        self.find_member(id, name.as_bytes())?
+        self.find_member(id, name.as_bytes(), 0)?
             .with_context(|| format!("member {name} not found in BTF type {id}"))
     }
 
-    fn find_member(&self, id: u32, name: &[u8]) -> Result<Option<Member>> {
+    fn find_member(&self, id: u32, name: &[u8], depth: usize) -> Result<Option<Member>> {
+        if depth > MAX_DEPTH {
+            bail!("BTF type {id}: anonymous members nest deeper than {MAX_DEPTH}");
+        }
         let t = self.get(self.resolve(id)?)?;
         if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
             return Ok(None);
@@ -219,7 +243,7 @@ impl Btf {
             } as u64;
             let offset = bits / 8;
             if name_off == 0 {
-                if let Some(inner) = self.find_member(type_id, name)? {
+                if let Some(inner) = self.find_member(type_id, name, depth + 1)? {
                     return Ok(Some(Member {
                         offset: offset + inner.offset,
                         ..inner

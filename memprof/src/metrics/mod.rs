@@ -1,8 +1,9 @@
 //! What memprof did, as Prometheus metrics: one registry for the process, recorded by every
 //! stage through the functions here (a counter bump is an atomic add, cheap on every path) and
 //! rendered by the daemon's HTTP server (`serve`) at each scrape. The kernel's per-program run
-//! time is read at the scrape itself (`bpf`).
+//! time is read at the scrape itself (`bpf`). `health` keeps what the probes answer.
 pub mod bpf;
+pub mod health;
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -126,7 +127,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.stored_latency.clone(),
     );
     r.register_collector(Box::new(bpf::Programs));
-    // The series alerts are written on exist from the start at 0, so that `increase()` sees
+    // Series that alerts are written on exist at 0 from the start, so that `increase()` sees
     // their first event.
     for kind in ["threshold", "container", "at_kill"] {
         for result in ["stored", "failed", "no_profile"] {

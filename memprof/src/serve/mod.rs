@@ -1,30 +1,45 @@
 //! The metrics and health server on `MEMPROF_LISTEN`: `/metrics` (Prometheus' text format),
-//! `/healthz` (alive) and `/readyz` (ready), GET only. It runs on the runtime's worker
+//! `/healthz` (alive) and `/readyz` (ready, as `metrics::health` judges), GET only. It runs on the runtime's worker
 //! threads, beside the daemon's loop (which runs on the main thread), so a held loop is seen
 //! rather than shared. Bounded like everything memprof serves: a few connections at once, one
 //! request each, and a deadline per connection.
-pub mod health;
-
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Method, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::debug;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const CONNECTIONS: usize = 16;
-/// Whole-connection deadline: a client that sends slowly is cut off.
-const DEADLINE: Duration = Duration::from_secs(10);
+use crate::metrics::health;
+
+/// Connections served at once; more wait in the kernel's backlog. Enough that clients
+/// holding connections open cannot keep the kubelet's probes out for long (see `HEADERS`).
+const CONNECTIONS: usize = 256;
+/// A request's headers must arrive within this: a client that sends slowly holds its
+/// connection no longer.
+const HEADERS: Duration = Duration::from_secs(2);
+/// Whole-connection deadline.
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Most bytes read for one request (a GET has no body).
+const REQUEST_MAX: usize = 16 << 10;
 
 /// Binds `addr` and serves it in the background; returns the address bound (the port when
 /// `addr` asked for any).
 pub async fn start(addr: SocketAddr) -> Result<SocketAddr> {
+    health::starting();
     let listener = match TcpListener::bind(addr).await {
-        // `:PORT` asks for every address; a node without IPv6 has only IPv4's.
-        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+        // `:PORT` asks for every address; a node without IPv6 has only IPv4's (any other
+        // error, the port in use say, is reported as it is).
+        Err(e)
+            if addr.ip().is_unspecified()
+                && addr.is_ipv6()
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+        {
             debug!("binding {addr}: {e}; trying IPv4 only");
             TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port()))).await
         }
@@ -49,6 +64,9 @@ pub async fn start(addr: SocketAddr) -> Result<SocketAddr> {
             };
             tokio::spawn(async move {
                 let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADERS)
+                    .max_buf_size(REQUEST_MAX)
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service_fn(route));
                 let _ = tokio::time::timeout(DEADLINE, conn).await;
@@ -63,14 +81,25 @@ async fn route(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byte
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(answer(405, "text/plain", "GET only\n".into()));
     }
+    // The metrics read the kernel's program list and readiness writes a file: blocking work,
+    // kept off the runtime's workers, and bounded so a hung volume answers rather than hangs.
+    let blocking = |f: fn() -> Result<String, String>| async move {
+        match tokio::time::timeout(DEADLINE, tokio::task::spawn_blocking(f)).await {
+            Ok(Ok(state)) => state,
+            _ => Err(format!("no answer within {DEADLINE:?}")),
+        }
+    };
     Ok(match req.uri().path() {
-        "/metrics" => answer(
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::render(),
-        ),
+        "/metrics" => match blocking(|| Ok(crate::metrics::render())).await {
+            Ok(text) => answer(
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(why) => answer(503, "text/plain", why + "\n"),
+        },
         "/healthz" => probe(health::alive()),
-        "/readyz" => probe(health::ready()),
+        "/readyz" => probe(blocking(health::ready).await),
         _ => answer(404, "text/plain", "/metrics, /healthz or /readyz\n".into()),
     })
 }

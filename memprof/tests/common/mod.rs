@@ -178,6 +178,10 @@ pub fn dir_args(dir: &Path) -> [String; 6] {
     ]
 }
 
+/// How long memprof may take to start: a few hundred ms here, many seconds in the VM stage's
+/// emulated guest while the host's tests run beside it.
+pub const START: Duration = Duration::from_secs(60);
+
 /// memprof as a child process, its output collected in a file.
 pub struct Memprof {
     pub child: Child,
@@ -202,7 +206,7 @@ impl Memprof {
     /// restart finds the same spool); each start has a log of its own.
     pub fn spawn_at(dir: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Self {
         let m = Self::launch_at(dir, wrapper, args, env);
-        m.wait_for_log("memprof started", Duration::from_secs(30));
+        m.wait_for_log("memprof started", START);
         m
     }
 

@@ -10,7 +10,7 @@ use super::{
     bpffs::Bpffs,
     go_service, have, is_root,
     pod::{Container, Pod, Spec},
-    require, MemCgroup, S3Client, S3Server,
+    require, MemCgroup, S3Client, S3Server, START,
 };
 
 pub const MIB: u64 = 1 << 20;
@@ -70,7 +70,7 @@ impl Sidecar {
         };
         let container = pod.container(&spec, None);
         let s = Sidecar { container, log };
-        s.wait_for_log("memprof started", Duration::from_secs(30));
+        s.wait_for_log("memprof started", START);
         s
     }
 

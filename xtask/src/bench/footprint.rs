@@ -37,7 +37,7 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
         results.note(format!("{PROCESSES} idle processes in its PID namespace"));
         results.add(
             "footprint",
-            &format!("{name}: RSS after 12 s"),
+            &format!("{name}: RSS after {} s", SETTLE.as_secs()),
             "MiB",
             &settled,
             None,

@@ -81,6 +81,25 @@ pub(super) fn checks() -> Vec<Check> {
             ),
         });
     }
+    checks.push(match crate::detect::perf_event_paranoid() {
+        Some(level) if level > 2 && !admin => Check::fail(
+            "perf paranoid",
+            format!(
+                "kernel.perf_event_paranoid is {level}: this kernel lets only SYS_ADMIN attach \
+                 tracepoints, PERFMON is not enough"
+            ),
+            "set kernel.perf_event_paranoid=2 on the node, or add SYS_ADMIN",
+        ),
+        Some(level) => Check::ok(
+            "perf paranoid",
+            format!("kernel.perf_event_paranoid is {level}: the capabilities above attach"),
+        ),
+        None => Check::warn(
+            "perf paranoid",
+            "kernel.perf_event_paranoid unreadable",
+            "mount /proc as the node does",
+        ),
+    });
     checks.push(match held(set, SYS_PTRACE) {
         true => Check::ok(
             "CAP_SYS_PTRACE",

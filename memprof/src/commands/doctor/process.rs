@@ -72,8 +72,15 @@ pub(super) async fn checks(cfg: &Config, pid: u32) -> Section {
     let (go_check, heap) = go_check(cfg, pid, verdict).await;
     checks.push(go_check);
     checks.push(endpoint_check(cfg, endpoint));
-    if let Some(heap) = heap {
-        checks.push(heap_check(heap, endpoint));
+    match heap {
+        Some(heap) => checks.push(heap_check(heap, endpoint)),
+        None if endpoint.is_none() => checks.push(Check::fail(
+            "heap profile",
+            "neither an endpoint nor a heap readable from memory: a snapshot is all memprof \
+             would store",
+            "serve net/http/pprof, or see the Go line for why its heap cannot be read",
+        )),
+        None => {}
     }
     (heading, checks)
 }
