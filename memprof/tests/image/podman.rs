@@ -37,7 +37,8 @@ impl Podman {
 
     fn cmd(&self) -> Command {
         let mut cmd = Command::new("podman");
-        cmd.env("CONTAINERS_CONF", &self.conf).current_dir(&self.work);
+        cmd.env("CONTAINERS_CONF", &self.conf)
+            .current_dir(&self.work);
         cmd
     }
 
