@@ -1,7 +1,7 @@
 //! `memprof doctor` as an engineer on a node runs it: all green with the eBPF detector and a
 //! local directory or the S3 server; a bucket that does not exist; the poll fallback without
 //! the BPF capabilities; `--pid` on the Go service in a memory cgroup of its own.
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use crate::common::{outage::prerequisites, *};
 
@@ -13,16 +13,7 @@ fn doctor(
     args: &[&str],
     env: &[(&str, String)],
 ) -> (Option<i32>, String, String) {
-    let bin = env!("CARGO_BIN_EXE_memprof");
-    let mut cmd = match wrapper.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let out = cmd
+    let out = memprof_command(wrapper)
         .env_remove("BUCKET")
         .env_remove("AWS_REGION")
         .env_remove("MEMPROF_DETECTOR")

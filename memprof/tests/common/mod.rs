@@ -182,6 +182,20 @@ pub fn dir_args(dir: &Path) -> [String; 6] {
 /// emulated guest while the host's tests run beside it.
 pub const START: Duration = Duration::from_secs(60);
 
+/// The memprof binary under test, run by `wrapper` (e.g. `setpriv` with a capability set)
+/// when there is one.
+pub fn memprof_command(wrapper: &[&str]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_memprof");
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// memprof as a child process, its output collected in a file.
 pub struct Memprof {
     pub child: Child,
@@ -217,16 +231,7 @@ impl Memprof {
             .find(|p| !p.exists())
             .unwrap();
         let out = std::fs::File::create(&log).unwrap();
-        let bin = env!("CARGO_BIN_EXE_memprof");
-        let mut cmd = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
+        let child = memprof_command(wrapper)
             .args(dir_args(dir))
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
