@@ -22,7 +22,7 @@ COPY --chown=65532:65532 var-lib /var/lib/
 # Not root by default. With this user memprof detects by polling procfs and sees only the
 # processes of its own user: `memprof top`, `memprof capture` and a sidecar beside an
 # application that runs as the same user work so.
-# The daemon's kernel detection (BPF, PERFMON, SYS_ADMIN) and reading other users' processes
+# The daemon's kernel detection (BPF and PERFMON, or SYS_ADMIN) and reading other users' processes
 # (SYS_PTRACE) need uid 0: Kubernetes grants added capabilities only to uid 0, as no ambient
 # capabilities are set, so deploy/ runs memprof with `runAsUser: 0` and those capabilities.
 USER 65532:65532
