@@ -18,14 +18,15 @@ const SOCKETS: &str = "100000";
 /// says so. Addresses 127.0.0.2 and up (the pod's own services listen on 127.0.0.1), ports
 /// below the ephemeral range (outgoing connections in the namespace keep their ports), never
 /// 6060: memprof would take a listener on `PPROF_PORT` for an endpoint without a probe, and an
-/// endpoint that never answers is the case of `endpoints`, not this one.
+/// endpoint that never answers is the case of `endpoints`, not this one; nor 9400, where the
+/// sidecar's metrics server listens on every address of the pod.
 const SOCKETS_PY: &str = r#"
 import os, resource, socket, sys, time
 total, mib = int(sys.argv[1]), int(sys.argv[2])
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 per = min(hard - 64, total)
-PORTS = [p for p in range(2000, 32000) if p != 6060]
+PORTS = [p for p in range(2000, 32000) if p not in (6060, 9400)]
 
 def listen(first, count):
     held = []
