@@ -190,7 +190,17 @@ struct Baseline {
 }
 
 impl Baseline {
+    /// Once an earlier test's memprof, killed as that test ended, has had its programs freed
+    /// (the kernel frees them a moment after the last holder dies): counted in the baseline
+    /// and freed after it, they would hide this test's own. A memprof that keeps running (a
+    /// real node's) is waited for 10 s, then counted.
     fn now() -> Self {
+        let settled = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = (programs_named("rss_stat_btf"), programs_named("emit_btf"));
+        while std::time::Instant::now() < settled && last != (0, 0) {
+            std::thread::sleep(Duration::from_millis(200));
+            last = (programs_named("rss_stat_btf"), programs_named("emit_btf"));
+        }
         Baseline {
             rss_stat: programs_named("rss_stat_btf"),
             emitters: programs_named("emit_btf"),
