@@ -38,41 +38,35 @@ pub(super) fn start_memprof(
     let caps = sidecar_capabilities();
     let memprof = format!("{POD}-memprof");
     let volume = format!("{}:/var/lib/memprof", profiles.display());
-    let limit = format!("{memprof_mib}m");
-    podman.run(&[
-        "run",
-        "--detach",
-        "--pod",
-        POD,
-        "--name",
+    run_in_pod(
+        podman,
         &memprof,
-        "--memory",
-        &limit,
-        "--memory-swap",
-        &limit,
-        // The manifest's runAsUser: 0 (capabilities count for uid 0 only; no ambient ones).
-        "--user",
-        "0",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        &caps,
-        "--security-opt",
-        "seccomp=unconfined",
-        "--volume",
-        "/sys/kernel/tracing:/sys/kernel/tracing",
-        "--volume",
-        &volume,
-        "--env",
-        &format!("POD_NAME={POD}"),
-        "--env",
-        "POD_NAMESPACE=memprof-test",
-        "--env",
-        "MEMORY_CRITICAL_PERCENTAGE=80",
-        "--env",
-        "RUST_LOG=memprof=debug",
-        memprof_image,
-    ]);
+        memprof_mib,
+        &[
+            // The manifest's runAsUser: 0 (capabilities count for uid 0 only; no ambient ones).
+            "--user",
+            "0",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            &caps,
+            "--security-opt",
+            "seccomp=unconfined",
+            "--volume",
+            "/sys/kernel/tracing:/sys/kernel/tracing",
+            "--volume",
+            &volume,
+            "--env",
+            &format!("POD_NAME={POD}"),
+            "--env",
+            "POD_NAMESPACE=memprof-test",
+            "--env",
+            "MEMORY_CRITICAL_PERCENTAGE=80",
+            "--env",
+            "RUST_LOG=memprof=debug",
+            memprof_image,
+        ],
+    );
     let start_line = wait_for_line(
         "memprof started",
         Duration::from_secs(60),
@@ -94,21 +88,26 @@ pub(super) fn start_memprof(
 /// name.
 pub(super) fn start_app(podman: &Podman, app_mib: u64, rate: &str) -> String {
     let app = format!("{POD}-app");
-    let limit = format!("{app_mib}m");
-    podman.run(&[
+    run_in_pod(podman, &app, app_mib, &[APP_IMAGE, "-rate", rate]);
+    app
+}
+
+/// Starts container `name` of the pod, detached, with `mib` of memory and no swap beyond it
+/// (as a pod's memory limit); `rest` is the rest of `podman run`'s arguments.
+fn run_in_pod(podman: &Podman, name: &str, mib: u64, rest: &[&str]) {
+    let limit = format!("{mib}m");
+    let mut args = vec![
         "run",
         "--detach",
         "--pod",
         POD,
         "--name",
-        &app,
+        name,
         "--memory",
         &limit,
         "--memory-swap",
         &limit,
-        APP_IMAGE,
-        "-rate",
-        rate,
-    ]);
-    app
+    ];
+    args.extend_from_slice(rest);
+    podman.run(&args);
 }
