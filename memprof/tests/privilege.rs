@@ -54,37 +54,24 @@ fn says(cap: &str, node: bool, log: &dyn Fn() -> String) {
 /// `kernel.perf_event_paranoid` at 2 at most for the test, put back as it was: above 2 (a
 /// patch of Debian's and Ubuntu's kernels, the 6.1 VM's among them) only SYS_ADMIN attaches
 /// tracepoints, and docs/security.md tells operators to set 2 on such nodes.
-struct Paranoid(Option<String>);
-
-impl Paranoid {
-    fn at_most_2() -> Self {
-        const PATH: &str = "/proc/sys/kernel/perf_event_paranoid";
-        let was = std::fs::read_to_string(PATH).unwrap();
-        if was.trim().parse::<i32>().unwrap() <= 2 {
-            return Paranoid(None);
-        }
-        let docs = std::fs::read_to_string(workspace_root().join("docs/security.md")).unwrap();
-        assert!(
-            docs.contains("kernel.perf_event_paranoid"),
-            "docs/security.md"
-        );
-        println!("kernel.perf_event_paranoid was {}: set to 2", was.trim());
-        std::fs::write(PATH, "2").unwrap();
-        Paranoid(Some(was))
+fn paranoid_at_most_2() -> Option<Sysctl> {
+    const PARANOID: &str = "kernel/perf_event_paranoid";
+    let was = Sysctl::read(PARANOID);
+    if was.parse::<i32>().unwrap() <= 2 {
+        return None;
     }
-}
-
-impl Drop for Paranoid {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0 {
-            let _ = std::fs::write("/proc/sys/kernel/perf_event_paranoid", was.trim());
-        }
-    }
+    let docs = std::fs::read_to_string(workspace_root().join("docs/security.md")).unwrap();
+    assert!(
+        docs.contains("kernel.perf_event_paranoid"),
+        "docs/security.md"
+    );
+    println!("kernel.perf_event_paranoid was {was}: set to 2");
+    Some(Sysctl::set(PARANOID, "2"))
 }
 
 #[test]
 fn a_sidecar_needs_what_its_manifest_grants_and_no_more() {
-    let _paranoid = Paranoid::at_most_2();
+    let _paranoid = paranoid_at_most_2();
     let caps = manifest_capabilities(SIDECAR);
     let exact = with_capabilities(&caps);
     let exact: Vec<&str> = exact.iter().map(String::as_str).collect();

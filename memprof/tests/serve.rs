@@ -90,30 +90,13 @@ fn readyz_is_false_until_the_detector_runs() {
     assert_eq!(get(&addr, "/nothing").0, 404);
 }
 
-/// `kernel.bpf_stats_enabled` set for the test, put back as it was.
-struct BpfStats(String);
-
-impl BpfStats {
-    fn enable() -> Self {
-        let path = "/proc/sys/kernel/bpf_stats_enabled";
-        let was = std::fs::read_to_string(path).expect("kernel.bpf_stats_enabled");
-        std::fs::write(path, "1").expect("enabling kernel.bpf_stats_enabled");
-        BpfStats(was)
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", self.0.trim());
-    }
-}
-
 #[test]
 fn metrics_count_a_capture_and_a_kill_and_healthz_sees_a_held_loop() {
     if prerequisites().is_none() {
         return;
     }
-    let _stats = BpfStats::enable();
+    // The kernel counts its programs' run time only while this is set.
+    let _stats = Sysctl::set("kernel/bpf_stats_enabled", "1");
     let dir = tempfile::tempdir().unwrap();
     let m = Memprof::spawn_at(dir.path(), &[], &["--detector", "btf"], &[]);
     let addr = listening(&m);

@@ -178,6 +178,37 @@ pub fn dir_args(dir: &Path) -> [String; 6] {
     ]
 }
 
+/// A kernel setting (`/proc/sys/…`) changed for a test and put back as it was when dropped,
+/// the test failing or not.
+pub struct Sysctl {
+    path: PathBuf,
+    was: String,
+}
+
+impl Sysctl {
+    /// The setting at `path` (below /proc/sys), now.
+    pub fn read(path: &str) -> String {
+        let path = Path::new("/proc/sys").join(path);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    pub fn set(path: &str, value: &str) -> Self {
+        let was = Self::read(path);
+        let path = Path::new("/proc/sys").join(path);
+        std::fs::write(&path, value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Sysctl { path, was }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.was);
+    }
+}
+
 /// How long memprof may take to start: a few hundred ms here, many seconds in the VM stage's
 /// emulated guest while the host's tests run beside it.
 pub const START: Duration = Duration::from_secs(60);
