@@ -142,8 +142,9 @@ pub const HEAP_MAX_COUNT: u32 = 1 << 20;
 pub const HEAP_MAX_DEPTH: usize = 128;
 /// Words of the largest `memRecord` (4 cycles × 4 words, Go ≤ 1.26).
 pub const HEAP_RECORD_WORDS: usize = 16;
-/// Bytes of the ring buffer the at-kill walk writes into.
-pub const HEAP_RING_BYTES: u32 = 16 << 20;
+/// Bytes of the ring buffer the at-kill walk writes into, as built (`MEMPROF_AT_KILL_RING`
+/// sets it at load time).
+pub const HEAP_RING_BYTES: u32 = 1 << 20;
 
 /// Where a Go process keeps its heap profile (run-time addresses), registered by userspace.
 #[repr(C)]
@@ -206,9 +207,11 @@ pub const HEAP_BUCKET_HEAD: usize = core::mem::offset_of!(HeapBucket, pcs);
 pub struct HeapEnd {
     pub kind: u32,
     pub host_pid: u32,
-    /// Buckets sent, lost to a full ring buffer, and left unread beyond `HEAP_MAX_BUCKETS`.
+    /// Buckets sent; lost to a full ring buffer, those holding live memory and the others;
+    /// and left unread beyond `HEAP_MAX_BUCKETS`.
     pub sent: u64,
-    pub lost: u64,
+    pub lost_live: u64,
+    pub lost_freed: u64,
     pub left_out: u64,
     /// 1 when a read of the victim's memory failed and the walk stopped there.
     pub failed: u32,

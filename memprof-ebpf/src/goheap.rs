@@ -3,6 +3,10 @@
 //! linked through `allnext`) from the victim's own context, its memory still intact, and sends
 //! each bucket to userspace through `HEAP`. `bpf_loop` runs one bucket per iteration, because
 //! the verifier refuses a plain loop of thousands.
+//!
+//! The ring buffer is small (it is paid in every pod), so the walk goes twice over the list:
+//! first the buckets that hold live memory, the answer to "what filled the heap", then, with
+//! the room left, those whose memory was all freed (they count only towards allocations).
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -15,12 +19,18 @@ use aya_ebpf::{
 };
 use memprof_common::{
     GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
-    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS,
+    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH,
 };
 
-use crate::maps::{g, GO_PROCS, HEAP, HEAP_SCRATCH, OUTBOX, VICTIMS, WALKERS};
+use crate::maps::{g, HeapScratch, GO_PROCS, HEAP, HEAP_SCRATCH, OUTBOX, VICTIMS, WALKERS};
 
 const SIGKILL: i32 = 9;
+/// `bpf_ringbuf_query` flags: bytes not yet consumed, and the ring's size.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+/// Ring room kept for end records, with their headers: this walk's and those of up to three
+/// victims walked at the same moment on other CPUs into the same ring.
+const END_ROOM: u64 = 4 * (core::mem::size_of::<HeapEnd>() + 8) as u64;
 /// Bytes of a bucket header `{next, allnext, typ, hash, size, nstk}`.
 const HEADER: u64 = 48;
 
@@ -33,10 +43,13 @@ struct Walk {
     text_base: u64,
     /// `mProfCycle % 3`: the `future` cycle `runtime.MemProfile` flushes first.
     cycle_index: u64,
-    sent: u64,
-    lost: u64,
-    left_out: u64,
+    /// 1 while the walk sends the buckets holding live memory, 0 for the others.
+    live_pass: u32,
     failed: u32,
+    sent: u64,
+    /// Buckets the ring buffer had no room for, by `live_pass`.
+    lost: [u64; 2],
+    left_out: u64,
 }
 
 #[tracepoint(category = "signal", name = "signal_deliver")]
@@ -104,42 +117,54 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
     if HEAP.output::<HeapBegin>(begin, 0).is_err() {
         return;
     }
+    let head = read_user::<u64>(target.mbuckets).unwrap_or(0);
     let mut w = Walk {
-        cur: read_user::<u64>(target.mbuckets).unwrap_or(0),
+        cur: head,
         host_pid,
         record_bytes: target.record_bytes,
         text_base: target.text_base,
         cycle_index: (begin.cycle >> 1) % 3,
-        sent: 0,
-        lost: 0,
-        left_out: 0,
+        live_pass: 1,
         failed: 0,
+        sent: 0,
+        lost: [0; 2],
+        left_out: 0,
     };
     let ctx = (&mut w as *mut Walk).cast::<c_void>();
     // SAFETY: the callbacks only touch `w` through `ctx`, which outlives the loops.
     unsafe {
         bpf_loop(HEAP_MAX_BUCKETS, read_bucket as *mut c_void, ctx, 0);
+        if w.failed == 0 {
+            w.live_pass = 0;
+            w.cur = head;
+            bpf_loop(HEAP_MAX_BUCKETS, read_bucket as *mut c_void, ctx, 0);
+        }
         if w.cur != 0 && w.failed == 0 {
             bpf_loop(HEAP_MAX_COUNT, count_bucket as *mut c_void, ctx, 0);
         }
     }
-    let end = HeapEnd {
-        kind: HEAP_END,
-        host_pid,
-        sent: w.sent,
-        lost: w.lost,
-        left_out: w.left_out,
-        failed: w.failed,
-        _pad: 0,
-        // SAFETY: helper without preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    // The end record must arrive even when buckets were lost: retry once is pointless on a
-    // full buffer, so userspace also closes walks that never end (see capture/goheap/kernel_walk.rs).
-    let _ = HEAP.output::<HeapEnd>(end, 0);
+    // Written in place: a copy on the stack would be kept in every state the verifier keeps
+    // for the loops above. The end record must arrive even when buckets were lost (room is
+    // kept for it); userspace also closes walks that never end (capture/goheap/kernel_walk.rs).
+    if let Some(mut end) = HEAP.reserve::<HeapEnd>(0) {
+        end.write(HeapEnd {
+            kind: HEAP_END,
+            host_pid,
+            sent: w.sent,
+            lost_live: w.lost[1],
+            lost_freed: w.lost[0],
+            left_out: w.left_out,
+            failed: w.failed,
+            _pad: 0,
+            // SAFETY: helper without preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+        });
+        end.submit(0);
+    }
 }
 
-/// One iteration: sends the bucket at `cur` and moves on. Returns 1 to stop.
+/// One iteration: sends the bucket at `cur` if it belongs to this pass, and moves on.
+/// Returns 1 to stop.
 extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Walk` handed to bpf_loop.
     let w = unsafe { &mut *ctx.cast::<Walk>() };
@@ -164,37 +189,23 @@ extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
     if raw_len > (HEAP_MAX_DEPTH * 8) as u64 {
         return 1;
     }
-    let mut rec = [0u64; HEAP_RECORD_WORDS];
-    // SAFETY: `s` is this CPU's scratch value; the reads stay inside its arrays and `rec`.
+    // SAFETY: `s` is this CPU's scratch value; the reads stay inside its arrays.
     unsafe {
-        let raw = (*s).raw.as_mut_ptr().cast::<c_void>();
-        let r = rec.as_mut_ptr().cast::<c_void>();
+        // In the map value, not on the stack: every stack slot is copied into each state the
+        // verifier keeps.
+        let rec = &(*s).rec;
+        let r = (*s).rec.as_mut_ptr().cast::<c_void>();
         let rec_addr = (w.cur + HEADER + nstk * 8) as *const c_void;
-        let ok = bpf_probe_read_user(raw, raw_len as u32, (w.cur + HEADER) as *const c_void) == 0
-            && if w.record_bytes == 64 {
-                bpf_probe_read_user(r, 64, rec_addr) == 0
-            } else {
-                bpf_probe_read_user(r, 128, rec_addr) == 0
-            };
-        if !ok {
+        // 64 or 128 bytes, computed rather than branched on: each branch would be paths for
+        // the verifier to walk.
+        let size = ((w.record_bytes >> 1) & 64) + 64;
+        if bpf_probe_read_user(r, size, rec_addr) != 0 {
             w.failed = 1;
             return 1;
         }
         let b = &mut (*s).out;
-        // Every slot, not only the first `depth`: a loop with a fixed count is one path for
-        // the verifier, where a loop that stops at `depth` is a path per possible depth, each
-        // verified to the end of the program (hundreds of MiB of kernel memory, charged to
-        // memprof's memory cgroup, to load this program). Slots past `depth` are not sent.
-        for i in 0..HEAP_MAX_DEPTH {
-            b.pcs[i] = (*s).raw[i].wrapping_sub(w.text_base) as u32;
-        }
-        b.kind = HEAP_BUCKET;
-        b.host_pid = w.host_pid;
-        b.nstk = nstk as u16;
-        b.depth = depth as u16;
-        b.size = header[4];
         // `memRecord` = `active`, `future[3]`, each `{allocs, frees, …}` of `stride` words.
-        let stride = if w.record_bytes == 64 { 2 } else { 4 };
+        let stride = (size >> 5) as u64;
         let at = |cycle: u64, word: u64| rec[((cycle * stride + word) & 15) as usize];
         let flush = 1 + w.cycle_index;
         for word in 0..2u64 {
@@ -202,16 +213,70 @@ extern "C" fn read_bucket(_i: u32, ctx: *mut c_void) -> i64 {
             b.published[word as usize] = at(0, word) + at(flush, word);
             b.all[word as usize] = all;
         }
+        let live = b.published[0] != b.published[1] || b.all[0] != b.all[1];
+        if live != (w.live_pass == 1) {
+            w.cur = header[1];
+            return 0;
+        }
+        let raw = (*s).raw.as_mut_ptr().cast::<c_void>();
+        if bpf_probe_read_user(raw, raw_len as u32, (w.cur + HEADER) as *const c_void) != 0 {
+            w.failed = 1;
+            return 1;
+        }
+        // A loop of its own, whose body the verifier checks once: an inline loop is checked
+        // iteration by iteration, each a state it keeps (over 100 MiB of kernel memory,
+        // charged to memprof's cgroup, to load this program; 128 iterations), or a path per
+        // possible depth when it stops at `depth`.
+        let mut pcs = Pcs {
+            scratch: s,
+            text_base: w.text_base,
+        };
+        bpf_loop(
+            depth as u32,
+            offset_pc as *mut c_void,
+            (&mut pcs as *mut Pcs).cast::<c_void>(),
+            0,
+        );
+        b.kind = HEAP_BUCKET;
+        b.host_pid = w.host_pid;
+        b.nstk = nstk as u16;
+        b.depth = depth as u16;
+        b.size = header[4];
         let len = (HEAP_BUCKET_HEAD as u64 + depth * 4) & 0x3ff;
         let bytes =
             core::slice::from_raw_parts((b as *const HeapBucket).cast::<u8>(), len as usize);
-        if HEAP.output::<[u8]>(bytes, 0).is_ok() {
+        // Room is kept for the end record, which tells userspace the walk is over and what it
+        // left; records take 8 bytes of header and are 8-byte aligned, and the kernel keeps
+        // the producer less than a whole ring ahead of the consumer (hence `<`).
+        let used = HEAP.query(BPF_RB_AVAIL_DATA) + ((len + 8 + 7) & !7) + END_ROOM;
+        // Counted by pass, not by `live`: a branch on `live` here would double the paths the
+        // verifier walks through the loop above.
+        if used < HEAP.query(BPF_RB_RING_SIZE) && HEAP.output::<[u8]>(bytes, 0).is_ok() {
             w.sent += 1;
         } else {
-            w.lost += 1;
+            w.lost[(w.live_pass & 1) as usize] += 1;
         }
     }
     w.cur = header[1];
+    0
+}
+
+/// The PCs of one bucket, turned into offsets from the executable's code.
+#[repr(C)]
+struct Pcs {
+    scratch: *mut HeapScratch,
+    text_base: u64,
+}
+
+/// One iteration: PC `i` of the scratch's raw stack into the record.
+extern "C" fn offset_pc(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Pcs` handed to bpf_loop, its scratch this CPU's map value; the
+    // index is masked into the arrays (`HEAP_MAX_DEPTH` is a power of two).
+    unsafe {
+        let p = &*ctx.cast::<Pcs>();
+        let i = i as usize & (HEAP_MAX_DEPTH - 1);
+        (*p.scratch).out.pcs[i] = (*p.scratch).raw[i].wrapping_sub(p.text_base) as u32;
+    }
     0
 }
 

@@ -8,8 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use memprof_common::{
-    Event, GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RING_BYTES, MAX_FOREIGN,
-    MAX_GO_PROCS, MAX_GROUPS, MAX_PROCS, MAX_TENANTS, MAX_VICTIMS, NR_STATS, NR_TENANCY,
+    Event, GoTarget, HeapBucket, ProcState, HEAP_MAX_DEPTH, HEAP_RECORD_WORDS, HEAP_RING_BYTES,
+    MAX_FOREIGN, MAX_GO_PROCS, MAX_GROUPS, MAX_PROCS, MAX_TENANTS, MAX_VICTIMS, NR_STATS,
+    NR_TENANCY,
 };
 
 /// Per-process state keyed by host tgid, for the processes memprof can see only. A plain hash
@@ -82,11 +83,13 @@ pub static VICTIMS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_VICT
 #[map]
 pub static HEAP: RingBuf = RingBuf::with_byte_size(HEAP_RING_BYTES, 0);
 
-/// Per-CPU room for one bucket record and its raw PCs (too big for the BPF stack).
+/// Per-CPU room for one bucket record, its raw PCs (too big for the BPF stack) and its
+/// `memRecord`.
 #[repr(C)]
 pub struct HeapScratch {
     pub out: HeapBucket,
     pub raw: [u64; HEAP_MAX_DEPTH],
+    pub rec: [u64; HEAP_RECORD_WORDS],
 }
 
 #[map]

@@ -34,8 +34,8 @@ pub(crate) fn load(hook: Hook, max_procs: u32) -> Option<Loaded> {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let kernel =
-        Kernel::load(hook, max_procs, None).unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
+    let kernel = Kernel::load(hook, max_procs, memprof_common::HEAP_RING_BYTES, None)
+        .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     rt.spawn(ring::forward(kernel, tx));

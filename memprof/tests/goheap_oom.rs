@@ -5,7 +5,7 @@ use std::{process::Child, time::Duration};
 
 use crate::common::*;
 
-fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> {
+pub fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> {
     if !require(is_root(), "root (BPF, cgroups)")
         || !require(MemCgroup::available(), "a memory cgroup controller")
         || !S3Server::available()
@@ -16,7 +16,7 @@ fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> {
 }
 
 /// Waits for a key containing `needle` and returns it.
-fn wait_key(client: &S3Client, needle: &str, memprof: &Memprof) -> String {
+pub fn wait_key(client: &S3Client, needle: &str, memprof: &Memprof) -> String {
     let mut found = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while found.is_none() {
@@ -92,7 +92,8 @@ fn without_an_endpoint_go_current() {
 }
 
 /// More than 10,000 distinct stacks, two of them deeper than 64 frames: both readers bring
-/// back every one, whole (as deep as the Go release records: 32 frames in 1.19, 128 later).
+/// back every one, whole (as deep as the Go release records: 32 frames in 1.19, 128 later),
+/// with an at-kill ring buffer sized for them (the default holds about 5,000).
 fn many_deep_stacks(t: go::Toolchain) {
     const STACKS: usize = 12_000;
     const DEPTH: usize = 90;
@@ -103,7 +104,17 @@ fn many_deep_stacks(t: go::Toolchain) {
     let client = s3.client();
     let mut env = s3.env();
     env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
-    let memprof = Memprof::spawn(&["--detector", "btf", "--go-heap", "memory"], &env);
+    let memprof = Memprof::spawn(
+        &[
+            "--detector",
+            "btf",
+            "--go-heap",
+            "memory",
+            "--at-kill-ring",
+            "4Mi",
+        ],
+        &env,
+    );
     let cg = MemCgroup::new(&format!("memprof-stacks-{t:?}"), 256 << 20);
     let args = [
         "-stacks",
@@ -191,7 +202,8 @@ fn two_victims_at_once() {
 }
 
 /// Beyond the kernel walk's cap of 65,536 buckets: the at-kill profile keeps the first 65,536
-/// and says how many it left out; the read at the threshold (cap 100,000) keeps them all.
+/// (in a ring buffer sized for them) and says how many it left out; the read at the threshold
+/// (cap 100,000) keeps them all.
 #[test]
 fn beyond_the_walk_cap() {
     const STACKS: usize = 70_000;
@@ -203,7 +215,17 @@ fn beyond_the_walk_cap() {
     let client = s3.client();
     let mut env = s3.env();
     env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
-    let memprof = Memprof::spawn(&["--detector", "btf", "--go-heap", "memory"], &env);
+    let memprof = Memprof::spawn(
+        &[
+            "--detector",
+            "btf",
+            "--go-heap",
+            "memory",
+            "--at-kill-ring",
+            "16Mi",
+        ],
+        &env,
+    );
     let cg = MemCgroup::new("memprof-cap", 512 << 20);
     let stacks = STACKS.to_string();
     let args = [

@@ -21,10 +21,14 @@ mod doctor;
 mod e2e;
 /// One object per profile whenever memprof is stopped (SIGKILL, SIGTERM mid-PUT).
 mod exactly_once;
+/// memprof's start fits a small memory cgroup, the verifier's kernel memory included.
+mod footprint;
 /// Go heap profiles read from a process's memory, checked against the runtime's own.
 mod goheap;
 /// Go services with no pprof endpoint: the heap at the threshold and at the kernel's kill.
 mod goheap_oom;
+/// A small at-kill ring buffer keeps the buckets holding live memory first.
+mod goheap_ring;
 /// Hostile tenants: forged cgroup files, a changed root, control characters, bad endpoints.
 mod hostile;
 /// memprof's image (`cargo xtask image`) run by podman as a sidecar in a pod, until the OOM kill.

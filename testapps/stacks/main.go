@@ -69,23 +69,39 @@ func main() {
 	depth := flag.Int("deep", 90, "frames of the deep stacks")
 	rate := flag.Float64("rate", 100, "MiB leaked per second after the stacks are made")
 	delay := flag.Duration("delay", time.Second, "wait this long before leaking")
+	freed := flag.Bool("freed", false, "free what the shallow stacks allocated, and make the leak's first allocation before them: its bucket is then the oldest, behind thousands that hold no live memory")
 	flag.Parse()
 	if *sampled {
 		runtime.MemProfileRate = 1
 	}
 
-	for i := 0; i < *stacks; i++ {
-		step(i, *bits)
-	}
-	deep(*depth, 0)
-	deep(*depth, 1)
-	runtime.GC() // publish the stacks in the heap profile
-	fmt.Fprintf(os.Stdout, "ready pid=%d stacks=%d\n", os.Getpid(), *stacks+2)
-
-	time.Sleep(*delay)
 	const tick = 10 * time.Millisecond
 	chunk := int(*rate * (1 << 20) * tick.Seconds())
-	for range time.Tick(tick) {
+	makeStacks := func() {
+		for i := 0; i < *stacks; i++ {
+			step(i, *bits)
+		}
+		if *freed {
+			kept = [][]byte{kept[0]} // a new array: the old one would still reach them
+			runtime.GC()             // the first cycle frees them, the second publishes the frees
+			runtime.GC()
+		}
+		deep(*depth, 0)
+		deep(*depth, 1)
+		runtime.GC() // publish the stacks in the heap profile
+		fmt.Fprintf(os.Stdout, "ready pid=%d stacks=%d\n", os.Getpid(), *stacks+2)
+		time.Sleep(*delay)
+	}
+	if !*freed {
+		makeStacks()
+	}
+	ticks := time.Tick(tick)
+	for i := 0; ; i++ {
+		// One call site, so one bucket: with -freed its first allocation precedes the stacks.
 		leakyRetain(chunk)
+		if i == 0 && *freed {
+			makeStacks()
+		}
+		<-ticks
 	}
 }

@@ -55,8 +55,18 @@ impl Capturer {
         let mut comments = vec!["memprof: read by the kernel at the OOM kill".to_string()];
         let cut = r.buckets.iter().filter(|b| b.frames_cut > 0).count();
         let mut incomplete = Vec::new();
-        if r.lost > 0 {
-            incomplete.push(format!("{} buckets did not fit the ring buffer", r.lost));
+        if r.lost_live > 0 {
+            incomplete.push(format!(
+                "{} buckets holding live memory did not fit the ring buffer (MEMPROF_AT_KILL_RING)",
+                r.lost_live
+            ));
+        }
+        if r.lost_freed > 0 {
+            // Sent last on purpose: they only add to the allocation counts.
+            incomplete.push(format!(
+                "{} buckets whose memory was all freed did not fit the ring buffer",
+                r.lost_freed
+            ));
         }
         if r.left_out > 0 {
             incomplete.push(format!(

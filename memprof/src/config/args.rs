@@ -142,6 +142,11 @@ pub struct Args {
     /// sidecar) an eighth of them at most; others are seen by the safety-net poll only.
     #[arg(long, env = "MEMPROF_MAX_PROCS", default_value = "16384")]
     pub max_procs: String,
+    /// Room for the kernel's walk of a Go heap at the OOM kill (a power of two from 64Ki to
+    /// 256Mi). Buckets holding live memory go first; 1Mi holds about 5,000 stacks of 34 frames.
+    /// Kernel memory charged to memprof's cgroup, mapped twice into its RSS.
+    #[arg(long, env = "MEMPROF_AT_KILL_RING", default_value = "1Mi")]
+    pub at_kill_ring: String,
     /// bpffs mount where memprof sidecars on one node share their kernel programs (pinned
     /// under `memprof/`), or `off` (the default) to load this instance's own. Whoever can
     /// reach the pins can reroute the shared maps: share only where the node's pods trust

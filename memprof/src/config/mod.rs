@@ -94,6 +94,8 @@ pub struct Config {
     pub capture_timeout: Duration,
     pub capture_max_bytes: u64,
     pub max_procs: u32,
+    /// Bytes of the at-kill walk's ring buffer.
+    pub at_kill_ring: u32,
     pub log_format: LogFormat,
     /// The metrics and health server's address; `None`: no server.
     pub listen: Option<std::net::SocketAddr>,
@@ -275,6 +277,7 @@ impl Config {
             capture_timeout: Duration::from_millis(timeout_ms),
             capture_max_bytes,
             max_procs,
+            at_kill_ring: parse::ring_bytes(&a.at_kill_ring)?,
             log_format: a.log_format,
             listen: parse::listen(&a.listen)?,
             bpffs: match a.bpffs.trim() {

@@ -43,6 +43,17 @@ pub fn size(text: &str) -> Option<u64> {
     (n.is_finite() && n >= 0.0).then(|| (n * factor as f64).round() as u64)
 }
 
+/// `MEMPROF_AT_KILL_RING`: a BPF ring buffer is a power of two of pages.
+pub fn ring_bytes(text: &str) -> Result<u32, ConfigError> {
+    match size(text) {
+        Some(n) if n.is_power_of_two() && (64 << 10..=256 << 20).contains(&n) => Ok(n as u32),
+        _ => Err(ConfigError(format!(
+            "invalid MEMPROF_AT_KILL_RING (--at-kill-ring): {text:?} is not a power of two from \
+             64Ki to 256Mi, such as 1Mi or 16Mi"
+        ))),
+    }
+}
+
 /// `MEMPROF_LISTEN`: `host:port`, `:port` (every address) or empty (no server).
 pub fn listen(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
     let t = text.trim();

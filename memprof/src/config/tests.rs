@@ -254,3 +254,22 @@ fn listen_takes_a_port_an_address_or_nothing() {
     let e = error(&["--listen", "9400"]);
     assert!(e.starts_with("invalid MEMPROF_LISTEN (--listen)"), "{e}");
 }
+
+#[test]
+fn the_at_kill_ring_is_a_power_of_two_of_pages() {
+    let ring = |v: &str| parse(&["--at-kill-ring", v]).map(|c| c.at_kill_ring);
+    // The default is the size the kernel programs are built with.
+    assert_eq!(
+        parse(&[]).unwrap().at_kill_ring,
+        memprof_common::HEAP_RING_BYTES
+    );
+    assert_eq!(ring("16Mi").unwrap(), 16 << 20);
+    assert_eq!(ring("65536").unwrap(), 64 << 10);
+    for bad in ["3Mi", "32Ki", "512Mi", "1M", "lots"] {
+        let e = ring(bad).unwrap_err().0;
+        assert!(
+            e.starts_with("invalid MEMPROF_AT_KILL_RING (--at-kill-ring)"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -89,8 +89,8 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
     };
     let mut failures = Vec::new();
     for &hook in hooks {
-        let loaded = Kernel::load(hook, cfg.max_procs, cfg.bpffs.as_deref());
-        // Loading parsed the kernel's BTF, tens of MiB no longer needed.
+        let loaded = Kernel::load(hook, cfg.max_procs, cfg.at_kill_ring, cfg.bpffs.as_deref());
+        // What start-up read of the kernel's BTF is no longer needed.
         crate::sys::release_free_heap();
         match loaded {
             Ok(mut kernel) => {

@@ -72,6 +72,21 @@ pub fn monotonic_from_ktime(ktime_ns: u64) -> Instant {
 /// The compiled kernel programs, built by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memprof-ebpf"));
 
+/// A loader that has not read the kernel's BTF. The programs have no CO-RE relocations, so
+/// the loader needs none, and the tp_btf programs only their target's id (`target_btf`, built
+/// once the loader is done). aya 0.14 reads and parses all of it as a loader is made, ~18 MiB
+/// of heap that would be memprof's peak, and has no setting to skip it (aya-rs/aya#1172): the
+/// loader is made on a thread that cannot open files, so the read fails and aya goes on
+/// without. Where seccomp is missing, the loader parses it and drops it (`btf(None)`).
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    crate::sys::no_open::run(EbpfLoader::new).unwrap_or_else(|e| {
+        debug!("the kernel's BTF is parsed for aya's loader: {e}");
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        loader
+    })
+}
+
 /// Which `rss_stat` hook to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -119,9 +134,10 @@ impl Hook {
 
 impl Kernel {
     /// Loads and attaches with `hook` (or joins the node's shared set, whichever hook it
-    /// uses), with room for `max_procs` processes; any failure is returned so the caller can
-    /// fall back. `bpffs`: where shared programs are pinned (`None`: never share).
-    pub fn load(hook: Hook, max_procs: u32, bpffs: Option<&Path>) -> Result<Self> {
+    /// uses), with room for `max_procs` processes and `heap_ring` bytes of at-kill walks; any
+    /// failure is returned so the caller can fall back. `bpffs`: where shared programs are
+    /// pinned (`None`: never share).
+    pub fn load(hook: Hook, max_procs: u32, heap_ring: u32, bpffs: Option<&Path>) -> Result<Self> {
         if BPF_OBJECT.is_empty() {
             bail!("this build has no kernel programs (built with MEMPROF_CHECK_ONLY=1)");
         }
@@ -137,14 +153,10 @@ impl Kernel {
             .push((memprof_common::globals::GROUP_SHARE, group_share(max_procs)));
         debug!(globals = ?globals.values, "kernel offsets");
 
-        // The programs have no CO-RE relocations: the loader needs no kernel BTF, and the
-        // tp_btf programs only their target's id (`target_btf`, built once the loader is done).
-        // The loader parses all of the kernel's BTF as it is made (aya 0.14), ~18 MiB that
-        // are given back here and are memprof's peak: nothing else may be held meanwhile.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
+        let mut loader = loader_without_kernel_btf();
         loader.map_max_entries("PROCS", max_procs);
         loader.map_max_entries("MM_OWNERS", max_procs);
+        loader.map_max_entries("HEAP", heap_ring);
         for (name, value) in &globals.values {
             loader.override_global(name, value, true);
         }

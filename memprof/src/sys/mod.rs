@@ -1,11 +1,12 @@
 //! Small system calls several stages need that std does not offer: `flock`, opening and
 //! reading files a watched process controls (`files`), which file system a descriptor is
 //! on, asked without reaching it (`mounts`), the PID namespace a process counts in
-//! (`pidns`), and giving freed heap back.
+//! (`pidns`), a thread that cannot open files (`no_open`), and giving freed heap back.
 use std::{io, os::fd::AsRawFd};
 
 pub mod files;
 pub mod mounts;
+pub mod no_open;
 pub mod pidns;
 
 /// Hands the heap's free pages back to the kernel. glibc keeps what a burst of small

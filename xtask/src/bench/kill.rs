@@ -42,8 +42,14 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// Retries while the last of its processes finish exiting.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -122,6 +128,8 @@ fn one_run(memprof: Option<&Path>, stacks: &Path) -> Result<Run> {
             let child = daemon(bin, &dir, &log)?
                 .args(["--detector", "btf", "--go-heap", "memory"])
                 .args(["--memory-critical-percentage", "50"])
+                // Room for the whole walk: its time per bucket is what is measured.
+                .args(["--at-kill-ring", "4Mi"])
                 .stderr(Stdio::null())
                 .spawn()?;
             let start = Instant::now();

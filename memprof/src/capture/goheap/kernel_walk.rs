@@ -26,8 +26,10 @@ pub struct KillRead {
     pub ns_pid: u32,
     pub rate: u64,
     pub buckets: Vec<RawBucket>,
-    /// Buckets the ring buffer had no room for, and buckets beyond the walk's cap.
-    pub lost: u64,
+    /// Buckets the ring buffer had no room for (holding live memory, and the others), and
+    /// buckets beyond the walk's cap.
+    pub lost_live: u64,
+    pub lost_freed: u64,
     pub left_out: u64,
     /// A read of the victim's memory failed and the walk stopped there; or no end arrived.
     pub failed: bool,
@@ -130,7 +132,8 @@ fn take(open: &mut HashMap<u32, KillRead>, bytes: &[u8]) -> Option<KillRead> {
         HEAP_END => {
             let e: HeapEnd = read(bytes)?;
             let mut r = open.remove(&e.host_pid)?;
-            r.lost = e.lost;
+            r.lost_live = e.lost_live;
+            r.lost_freed = e.lost_freed;
             r.left_out = e.left_out;
             r.failed = e.failed != 0;
             r.ended = true;
