@@ -33,7 +33,7 @@ fn memory_profile(pid: u32) -> Vec<u8> {
         bias: go.bias,
         comments: vec![],
     };
-    build(&read, &sym, "leaky").unwrap()
+    build(&read, &sym, "leaky", go.build_ids.for_mapping()).unwrap()
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn agrees_with_the_endpoint(t: go::Toolchain) {
         return;
     };
     let port = free_port();
-    let mut svc = Command::new(bin)
+    let mut svc = Command::new(&bin)
         .args(["-addr", &format!("127.0.0.1:{port}"), "-rate", "40"])
         .stdout(Stdio::piped())
         .spawn()
@@ -188,6 +188,8 @@ fn agrees_with_the_endpoint(t: go::Toolchain) {
         })
         .expect("a GC came between the reads five times in a row");
     let _ = svc.kill();
+    // The binary can be found and checked by its build ID.
+    assert_eq!(pprof_build_id(&from_memory), go::mapping_build_id(&bin));
     let (mem_total, mem) = pprof_inuse(&from_memory);
     let (http_total, http) = pprof_inuse(&from_endpoint);
     eprintln!("memory {mem_total} B {mem:?}\nendpoint {http_total} B {http:?}");
@@ -203,4 +205,24 @@ fn agrees_with_the_endpoint(t: go::Toolchain) {
         "the two profiles name different functions"
     );
     assert!(mem["main.leakyRetain"] > mem_total / 2);
+}
+
+/// A Go program built by someone else (Debian's podman, stripped, linked externally): both its
+/// build IDs are found, each as the usual tool prints it.
+#[test]
+fn a_debian_go_binary_has_both_build_ids() {
+    use memprof::capture::goheap::build_id::BuildIds;
+    let podman = std::path::Path::new("/usr/bin/podman");
+    if !require(podman.exists(), "Debian's podman (cargo xtask setup)")
+        || !require(have("readelf"), "readelf (binutils)")
+    {
+        return;
+    }
+    let data = std::fs::read(podman).unwrap();
+    let ids = BuildIds::of(&object::File::parse(&*data).unwrap());
+    let gnu = go::gnu_build_id(podman);
+    assert!(gnu.is_some(), "readelf finds no GNU build ID in podman");
+    assert_eq!(ids.gnu, gnu);
+    assert_eq!(ids.go.as_deref(), Some(go::build_id(podman).as_str()));
+    assert_eq!(ids.for_mapping(), gnu.as_deref());
 }

@@ -15,6 +15,25 @@ pub fn prerequisites(app: &str, t: go::Toolchain) -> Option<std::path::PathBuf> 
     go::build(app, t)
 }
 
+/// An S3 server and memprof reading Go heaps from memory at 50 %, its at-kill ring buffer
+/// `ring` bytes.
+pub fn reading_memory(name: &str, ring: &str) -> (S3Server, S3Client, Memprof) {
+    let s3 = S3Server::start(name);
+    let mut env = s3.env();
+    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
+    let args = [
+        "--detector",
+        "btf",
+        "--go-heap",
+        "memory",
+        "--at-kill-ring",
+        ring,
+    ];
+    let memprof = Memprof::spawn(&args, &env);
+    let client = s3.client();
+    (s3, client, memprof)
+}
+
 /// Waits for a key containing `needle` and returns it.
 pub fn wait_key(client: &S3Client, needle: &str, memprof: &Memprof) -> String {
     let mut found = None;
@@ -52,8 +71,11 @@ fn without_an_endpoint(t: go::Toolchain) {
     let at_kill = wait_key(&client, &format!("_pid-{pid}_oom.heap.pb.gz"), &memprof);
     let _ = svc.wait();
     assert!(cg.oom_kills() >= 1, "the service was not OOM-killed");
+    let build_id = go::mapping_build_id(&go);
     for key in [&threshold, &at_kill] {
-        let (total, flat) = pprof_inuse(&client.get(key));
+        let profile = client.get(key);
+        assert_eq!(pprof_build_id(&profile), build_id, "{key}");
+        let (total, flat) = pprof_inuse(&profile);
         let top = flat.iter().max_by_key(|(_, b)| **b).unwrap();
         assert_eq!(
             top.0, "main.leakyRetain",
@@ -100,21 +122,7 @@ fn many_deep_stacks(t: go::Toolchain) {
     let Some(go) = prerequisites("stacks", t) else {
         return;
     };
-    let s3 = S3Server::start("stacks");
-    let client = s3.client();
-    let mut env = s3.env();
-    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
-    let memprof = Memprof::spawn(
-        &[
-            "--detector",
-            "btf",
-            "--go-heap",
-            "memory",
-            "--at-kill-ring",
-            "4Mi",
-        ],
-        &env,
-    );
+    let (_s3, client, memprof) = reading_memory("stacks", "4Mi");
     let cg = MemCgroup::new(&format!("memprof-stacks-{t:?}"), 256 << 20);
     let args = [
         "-stacks",
@@ -211,21 +219,7 @@ fn beyond_the_walk_cap() {
     let Some(go) = prerequisites("stacks", go::Toolchain::Current) else {
         return;
     };
-    let s3 = S3Server::start("cap");
-    let client = s3.client();
-    let mut env = s3.env();
-    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
-    let memprof = Memprof::spawn(
-        &[
-            "--detector",
-            "btf",
-            "--go-heap",
-            "memory",
-            "--at-kill-ring",
-            "16Mi",
-        ],
-        &env,
-    );
+    let (_s3, client, memprof) = reading_memory("cap", "16Mi");
     let cg = MemCgroup::new("memprof-cap", 512 << 20);
     let stacks = STACKS.to_string();
     let args = [

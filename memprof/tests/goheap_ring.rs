@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::goheap_oom::{prerequisites, wait_key};
+use crate::goheap_oom::{prerequisites, reading_memory, wait_key};
 
 /// The leak's bucket is the oldest in the runtime's list, behind 12,000 whose memory was all
 /// freed, and the ring buffer holds a few hundred: the at-kill profile still names the leak,
@@ -13,21 +13,7 @@ fn live_memory_goes_first_into_a_small_ring() {
     let Some(go) = prerequisites("stacks", go::Toolchain::Current) else {
         return;
     };
-    let s3 = S3Server::start("ring");
-    let client = s3.client();
-    let mut env = s3.env();
-    env.push(("MEMORY_CRITICAL_PERCENTAGE", "50".into()));
-    let memprof = Memprof::spawn(
-        &[
-            "--detector",
-            "btf",
-            "--go-heap",
-            "memory",
-            "--at-kill-ring",
-            "64Ki",
-        ],
-        &env,
-    );
+    let (_s3, client, memprof) = reading_memory("ring", "64Ki");
     let cg = MemCgroup::new("memprof-ring", 256 << 20);
     let args = ["-freed", "-stacks", "12000", "-rate", "60"];
     let mut svc = cg.start(&go, &args);

@@ -25,6 +25,8 @@ mod exactly_once;
 mod footprint;
 /// Go heap profiles read from a process's memory, checked against the runtime's own.
 mod goheap;
+/// A Go program with heap profiling off gets it turned on when asked.
+mod goheap_enable;
 /// Go services with no pprof endpoint: the heap at the threshold and at the kernel's kill.
 mod goheap_oom;
 /// A small at-kill ring buffer keeps the buckets holding live memory first.

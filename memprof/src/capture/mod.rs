@@ -78,7 +78,8 @@ impl Capturer {
             cfg.capture_timeout,
             cfg.capture_max_bytes,
         );
-        let goheap = goheap::registry::Registry::new(go_targets);
+        let goheap =
+            goheap::registry::Registry::new(go_targets).enabling_profiling(cfg.go_enable_profiling);
         Self {
             endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
             deliverer,

@@ -123,6 +123,17 @@ pub struct Args {
     /// by the kernel.
     #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
     pub go_heap: GoHeapMode,
+    /// Turn Go heap profiling on (`MemProfileRate` 0 → Go's default 512 KiB) in programs whose
+    /// linker turned it off, by writing into the process when it is first seen. Off: such
+    /// programs have no heap profile, and memprof says why.
+    #[arg(
+        long,
+        env = "MEMPROF_GO_ENABLE_PROFILING",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub go_enable_profiling: bool,
     /// At most this many captures per minute, whatever the processes (1-10000).
     #[arg(long, env = "MEMPROF_MAX_CAPTURES_PER_MINUTE", default_value = "30")]
     pub max_captures_per_minute: String,

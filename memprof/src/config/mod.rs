@@ -104,6 +104,7 @@ pub struct Config {
     pub max_captures_per_minute: u32,
     pub scope: Scope,
     pub go_heap: GoHeapMode,
+    pub go_enable_profiling: bool,
 }
 
 /// A configuration problem, printed as one line; the process exits with code 2.
@@ -287,6 +288,7 @@ impl Config {
             max_captures_per_minute,
             scope,
             go_heap: a.go_heap,
+            go_enable_profiling: a.go_enable_profiling,
         })
     }
 }

@@ -44,6 +44,35 @@ impl Toolchain {
     }
 }
 
+/// Go's build ID of `bin`, as `go tool buildid` prints it.
+pub fn build_id(bin: &Path) -> String {
+    let out = Command::new(Toolchain::System.go())
+        .args(["tool", "buildid"])
+        .arg(bin)
+        .output()
+        .expect("go tool buildid");
+    assert!(out.status.success(), "go tool buildid {}", bin.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The GNU build ID of `bin`, as `readelf -n` prints it, if the linker wrote one (Go links
+/// one in by itself since 1.24; 1.19 does not).
+pub fn gnu_build_id(bin: &Path) -> Option<String> {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(bin)
+        .output()
+        .expect("readelf");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+}
+
+/// The build ID a profile's mapping should carry for `bin`: the GNU one, else Go's.
+pub fn mapping_build_id(bin: &Path) -> String {
+    gnu_build_id(bin).unwrap_or_else(|| build_id(bin))
+}
+
 /// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.
 pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
     build_with(app, t, "", &[])

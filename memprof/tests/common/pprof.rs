@@ -30,6 +30,21 @@ fn go_pprof(profile: &[u8], args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The build ID of the profile's first mapping, as Go's decoder reads it (`-raw` prints a
+/// mapping as `ID: start/limit/offset file build-id flags`).
+pub fn pprof_build_id(profile: &[u8]) -> String {
+    let raw = go_pprof(profile, &["-raw"]);
+    let line = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Mappings"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no mapping in:\n{raw}"));
+    line.split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Decodes a pprof profile with Go's own tool and returns its `-top` listing.
 pub fn pprof_top(profile: &[u8]) -> String {
     go_pprof(profile, &["-top", "-sample_index=inuse_space"])

@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
+    build_id::BuildIds,
     layout::Layout,
     program::{self, Program, Verdict},
 };
@@ -50,6 +51,8 @@ pub struct GoProc {
     /// references the memory profiler, so `MemProfileRate` is set to 0 at start-up and the
     /// heap profile stays empty unless the program sets the rate itself.
     pub profiler_off: bool,
+    /// Go's and the GNU build ID, for the profile's mapping.
+    pub build_ids: BuildIds,
 }
 
 /// What discovery concluded.
@@ -96,6 +99,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         text_base: p.text.wrapping_add(bias),
         profiler_off: p.profiler_off,
         version: p.version,
+        build_ids: p.build_ids,
     }))
 }
 

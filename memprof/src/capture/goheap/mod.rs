@@ -4,8 +4,10 @@
 //! what the kernel read at the kill, decodes the release's layout (`layout`), symbolizes from
 //! the executable kept open since discovery (`symbols`) and writes Go's own pprof heap format
 //! (`profile`, `proto`).
+pub mod build_id;
 pub mod discover;
 mod dwarf;
+mod enable;
 pub mod kernel_walk;
 pub mod layout;
 pub mod profile;
@@ -46,6 +48,9 @@ pub fn build_profile(
         0,
         format!("memprof: Go heap of {} ({})", go.path, go.version),
     );
+    if let Some(ids) = go.build_ids.describe() {
+        comments.insert(1, ids);
+    }
     let mut kept = std::borrow::Cow::Borrowed(buckets);
     let mut fitted = comments.clone();
     loop {
@@ -55,7 +60,7 @@ pub fn build_profile(
             bias: go.bias,
             comments: fitted.clone(),
         };
-        let bytes = profile::build(&read, &sym, &go.path)?;
+        let bytes = profile::build(&read, &sym, &go.path, go.build_ids.for_mapping())?;
         let size = bytes.len() as u64;
         if size <= max_bytes {
             return Ok(bytes);

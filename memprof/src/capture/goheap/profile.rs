@@ -112,7 +112,12 @@ impl Builder {
 }
 
 /// Builds the gzip'd profile.
-pub fn build(read: &HeapRead, sym: &Symbolizer, exe_name: &str) -> Result<Vec<u8>> {
+pub fn build(
+    read: &HeapRead,
+    sym: &Symbolizer,
+    exe_name: &str,
+    build_id: Option<&str>,
+) -> Result<Vec<u8>> {
     let mut b = Builder::default();
     b.string("");
     let sample_types = [
@@ -129,9 +134,11 @@ pub fn build(read: &HeapRead, sym: &Symbolizer, exe_name: &str) -> Result<Vec<u8
     b.p.period = read.rate as i64;
     b.p.time_nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let filename = b.string(exe_name);
+    let build_id = build_id.map_or(0, |id| b.string(id));
     b.p.mapping.push(Mapping {
         id: 1,
         filename,
+        build_id,
         has_functions: true,
         has_filenames: true,
         has_line_numbers: true,

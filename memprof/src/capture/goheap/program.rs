@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context, Result};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use super::layout::Layout;
+use super::{build_id::BuildIds, layout::Layout};
 
 /// The largest executable parsed (Go services are tens to a few hundred MiB).
 const EXE_MAX: u64 = 1 << 30;
@@ -61,6 +61,7 @@ pub struct Program {
     pub dynamic: bool,
     /// The link-time address of the segment at file offset 0.
     pub first_vaddr: u64,
+    pub build_ids: BuildIds,
 }
 
 /// Why an executable yields no readable heap.
@@ -166,6 +167,7 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             .map(|s| s.address())
             .min()
             .unwrap_or(0),
+        build_ids: BuildIds::of(&elf),
         version,
     };
     Ok(Ok(program))

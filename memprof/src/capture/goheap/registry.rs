@@ -78,6 +78,8 @@ pub struct Registry {
     /// same process do not both run it; other processes' discoveries go on beside it.
     discovering: Arc<Mutex<HashMap<ProcKey, Arc<Mutex<()>>>>>,
     kernel: Option<GoTargets>,
+    /// `MEMPROF_GO_ENABLE_PROFILING`: turn heap profiling on where the linker turned it off.
+    enable_profiling: bool,
     shares: Shares,
 }
 
@@ -87,6 +89,12 @@ impl Registry {
             kernel,
             ..Self::default()
         }
+    }
+
+    /// Turns heap profiling on in Go programs that have it off, at first sight (`enable`).
+    pub fn enabling_profiling(mut self, on: bool) -> Self {
+        self.enable_profiling = on;
+        self
     }
 
     /// Decides in the background whether the process is Go and registers it (for the kernel's
@@ -167,7 +175,7 @@ impl Registry {
         None
     }
 
-    fn add(&self, key: ProcKey, exe: Option<ExeId>, comm: String, go: GoProc) -> Arc<GoProc> {
+    fn add(&self, key: ProcKey, exe: Option<ExeId>, comm: String, mut go: GoProc) -> Arc<GoProc> {
         let target = GoTarget {
             mbuckets: go.mbuckets,
             cycle: go.cycle,
@@ -177,16 +185,7 @@ impl Registry {
             _pad: 0,
         };
         let (share, kernel) = self.shares.register(self.kernel.as_ref(), key.pid, target);
-        if go.profiler_off {
-            info!(
-                pid = key.pid,
-                comm,
-                version = go.version,
-                "Go heap profiling is off unless the program sets MemProfileRate itself; no \
-                 endpoint-free profile is possible then: {}",
-                super::PROFILING_OFF
-            );
-        }
+        super::enable::when_off(key, &comm, &mut go, self.enable_profiling);
         info!(
             pid = key.pid,
             comm,
