@@ -68,9 +68,9 @@ pub fn gnu_build_id(bin: &Path) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
 }
 
-/// The build ID a profile's mapping should carry for `bin`: the GNU one, else Go's.
+/// The build ID a profile's mapping should carry for `bin`: the GNU one, or none.
 pub fn mapping_build_id(bin: &Path) -> String {
-    gnu_build_id(bin).unwrap_or_else(|| build_id(bin))
+    gnu_build_id(bin).unwrap_or_default()
 }
 
 /// Builds `testapps/<app>` with `t` unless the binary is newer than its sources.

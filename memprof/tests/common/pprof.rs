@@ -31,7 +31,7 @@ fn go_pprof(profile: &[u8], args: &[&str]) -> String {
 }
 
 /// The build ID of the profile's first mapping, as Go's decoder reads it (`-raw` prints a
-/// mapping as `ID: start/limit/offset file build-id flags`).
+/// mapping as `ID: start/limit/offset file build-id flags`; empty when it has none).
 pub fn pprof_build_id(profile: &[u8]) -> String {
     let raw = go_pprof(profile, &["-raw"]);
     let line = raw
@@ -39,10 +39,8 @@ pub fn pprof_build_id(profile: &[u8]) -> String {
         .skip_while(|l| !l.starts_with("Mappings"))
         .nth(1)
         .unwrap_or_else(|| panic!("no mapping in:\n{raw}"));
-    line.split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_string()
+    let id = line.split_whitespace().nth(3).unwrap_or_default();
+    if id.starts_with('[') { "" } else { id }.to_string()
 }
 
 /// Decodes a pprof profile with Go's own tool and returns its `-top` listing.

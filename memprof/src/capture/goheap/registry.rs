@@ -175,7 +175,7 @@ impl Registry {
         None
     }
 
-    fn add(&self, key: ProcKey, exe: Option<ExeId>, comm: String, mut go: GoProc) -> Arc<GoProc> {
+    fn add(&self, key: ProcKey, exe: Option<ExeId>, comm: String, go: GoProc) -> Arc<GoProc> {
         let target = GoTarget {
             mbuckets: go.mbuckets,
             cycle: go.cycle,
@@ -185,7 +185,7 @@ impl Registry {
             _pad: 0,
         };
         let (share, kernel) = self.shares.register(self.kernel.as_ref(), key.pid, target);
-        super::enable::when_off(key, &comm, &mut go, self.enable_profiling);
+        super::enable::when_off(key, exe, &comm, &go, self.enable_profiling);
         info!(
             pid = key.pid,
             comm,
