@@ -10,24 +10,32 @@ use anyhow::Result;
 use super::{apt_install, output, step, works};
 use crate::sh;
 
+/// The Debian packages of the commands (`(command, package)`) this machine lacks.
+fn missing<'a>(commands: &[(&str, &'a str)]) -> Vec<&'a str> {
+    let mut packages: Vec<&str> = commands
+        .iter()
+        .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
+        .map(|(_, package)| *package)
+        .collect();
+    packages.dedup();
+    packages
+}
+
 /// What the pod-layout tests build pods with: `ip` (veth links) and util-linux's `unshare`
 /// and `nsenter` (namespaces) and `setpriv` (memprof with a manifest's capabilities only);
 /// and the system's Python, which runs the misbehaving-endpoint fixture; `bindfs`, a real FUSE
-/// file system for the hostile-tenant tests.
+/// file system for the hostile-tenant tests; binutils' `readelf`, against which the tests
+/// check the build IDs memprof reads.
 pub(super) fn pod_tools() -> Result<()> {
-    let mut missing: Vec<&str> = [
+    let missing = missing(&[
         ("ip", "iproute2"),
         ("unshare", "util-linux"),
         ("nsenter", "util-linux"),
         ("setpriv", "util-linux"),
         ("/usr/bin/python3", "python3"),
         ("bindfs", "bindfs"),
-    ]
-    .into_iter()
-    .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
-    .map(|(_, package)| package)
-    .collect();
-    missing.dedup();
+        ("readelf", "binutils"),
+    ]);
     if missing.is_empty() {
         return Ok(());
     }
@@ -112,16 +120,12 @@ pub(super) fn kube_tools() -> Result<()> {
 /// cgroup v1/hybrid setup), the CA bundle the image carries, the musl target and musl-gcc
 /// (aws-lc-sys compiles C for the static binary).
 pub fn image_tools() -> Result<()> {
-    let mut missing: Vec<&str> = [
+    let mut missing = missing(&[
         ("podman", "podman"),
         ("runc", "runc"),
         ("musl-gcc", "musl-tools"),
         ("update-ca-certificates", "ca-certificates"),
-    ]
-    .into_iter()
-    .filter(|(cmd, _)| !works("sh", &["-c", &format!("command -v {cmd}")]))
-    .map(|(_, package)| package)
-    .collect();
+    ]);
     if !Path::new(crate::image::CA_BUNDLE).is_file() && !missing.contains(&"ca-certificates") {
         missing.push("ca-certificates");
     }
