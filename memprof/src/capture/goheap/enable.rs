@@ -16,7 +16,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
-use super::{discover::GoProc, read::read_word};
+use super::{
+    discover::GoProc,
+    read::read_word,
+    registry::{exe_id, ExeId},
+};
 use crate::assess::ProcKey;
 
 /// `runtime.MemProfileRate`'s default (Go's `runtime/mprof.go`).
@@ -31,13 +35,13 @@ const STARTED: Duration = Duration::from_secs(2);
 struct Target {
     key: ProcKey,
     rate: u64,
-    exe: Option<(u64, u64)>,
+    exe: Option<ExeId>,
 }
 
 /// At a Go process's discovery: when its linker turned heap profiling off, turns it on if
 /// `enable` (once the process has started, on a thread of its own if it has to wait), and
 /// says what happened in one line. `exe`: the identity of the executable that was parsed.
-pub fn when_off(key: ProcKey, exe: Option<(u64, u64)>, comm: &str, go: &GoProc, enable: bool) {
+pub fn when_off(key: ProcKey, exe: Option<ExeId>, comm: &str, go: &GoProc, enable: bool) {
     if !go.profiler_off {
         return;
     }
@@ -111,8 +115,7 @@ fn turn_on(t: Target) -> Result<()> {
     if crate::assess::start_time(pid) != Some(t.key.start) {
         bail!("the process is gone");
     }
-    let exe = crate::sys::files::identity(std::path::Path::new(&format!("/proc/{pid}/exe")));
-    if t.exe.is_none() || exe.ok() != t.exe {
+    if t.exe.is_none() || exe_id(pid) != t.exe {
         bail!("the process runs another executable now");
     }
     write_word(pid, t.rate, GO_DEFAULT_RATE)?;

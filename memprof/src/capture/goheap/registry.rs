@@ -18,9 +18,9 @@ use crate::{assess::ProcKey, kernel::GoTargets};
 
 /// Device and inode of the program a process runs: `exec` keeps the PID and start time but
 /// changes the program, so what discovery found holds only for this.
-type ExeId = (u64, u64);
+pub(super) type ExeId = (u64, u64);
 
-fn exe_id(pid: u32) -> Option<ExeId> {
+pub(super) fn exe_id(pid: u32) -> Option<ExeId> {
     crate::sys::files::identity(std::path::Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
