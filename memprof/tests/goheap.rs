@@ -26,7 +26,7 @@ fn memory_profile(pid: u32) -> Vec<u8> {
         panic!("pid {pid} not discovered as a readable Go process")
     };
     let snap = read_heap(pid, &go, BOUNDS).unwrap();
-    let sym = Symbolizer::load(&go.exe).unwrap();
+    let sym = Symbolizer::load(&go.exe, go.pcln.as_ref()).unwrap();
     let read = HeapRead {
         buckets: &snap.buckets,
         rate: snap.rate,
@@ -38,12 +38,30 @@ fn memory_profile(pid: u32) -> Vec<u8> {
 
 #[test]
 fn memory_read_agrees_with_the_endpoint_go_system() {
-    agrees_with_the_endpoint(go::Toolchain::System);
+    agrees_with_the_endpoint(go::build("leaky", go::Toolchain::System));
 }
 
 #[test]
 fn memory_read_agrees_with_the_endpoint_go_current() {
-    agrees_with_the_endpoint(go::Toolchain::Current);
+    agrees_with_the_endpoint(go::build("leaky", go::Toolchain::Current));
+}
+
+/// Without symbol table and DWARF (`-s -w`, as release builds ship) on the oldest, a middle
+/// and the newest release: the runtime's variables are found in its code, frames come from
+/// Go's line table with files and lines, and the read is the endpoint's profile.
+#[test]
+fn memory_read_agrees_with_the_endpoint_stripped_go_system() {
+    agrees_with_the_endpoint(go::build_stripped("leaky", go::Toolchain::System));
+}
+
+#[test]
+fn memory_read_agrees_with_the_endpoint_stripped_go_middle() {
+    agrees_with_the_endpoint(go::build_stripped("leaky", go::Toolchain::Middle));
+}
+
+#[test]
+fn memory_read_agrees_with_the_endpoint_stripped_go_current() {
+    agrees_with_the_endpoint(go::build_stripped("leaky", go::Toolchain::Current));
 }
 
 /// A program that never references the memory profiler runs with `MemProfileRate = 0`:
@@ -163,8 +181,8 @@ fn other_programs_are_not_go() {
     assert!(matches!(found, Discovery::NotGo), "{found:?}");
 }
 
-fn agrees_with_the_endpoint(t: go::Toolchain) {
-    let Some(bin) = go::build("leaky", t) else {
+fn agrees_with_the_endpoint(bin: Option<std::path::PathBuf>) {
+    let Some(bin) = bin else {
         return;
     };
     let port = free_port();
@@ -205,6 +223,17 @@ fn agrees_with_the_endpoint(t: go::Toolchain) {
         "the two profiles name different functions"
     );
     assert!(mem["main.leakyRetain"] > mem_total / 2);
+    let (function, line) = pprof_top_line(&from_memory);
+    assert_eq!(function, "main.leakyRetain");
+    assert!(
+        line.ends_with(&format!("/leaky/main.go:{}", go::leak_line())),
+        "{line}"
+    );
+    assert_eq!(
+        (function, line),
+        pprof_top_line(&from_endpoint),
+        "the endpoint names another line"
+    );
 }
 
 /// A Go program built by someone else (Debian's podman, stripped, linked externally): both its

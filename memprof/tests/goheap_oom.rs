@@ -54,9 +54,13 @@ pub fn wait_key(client: &S3Client, needle: &str, memprof: &Memprof) -> String {
     found.unwrap()
 }
 
-fn without_an_endpoint(t: go::Toolchain) {
-    let Some(go) = prerequisites("leaky", t) else {
+fn without_an_endpoint(t: go::Toolchain, stripped: bool) {
+    if prerequisites("leaky", t).is_none() {
         return;
+    }
+    let go = match stripped {
+        true => go::build_stripped("leaky", t).unwrap(),
+        false => go::build("leaky", t).unwrap(),
     };
     let s3 = S3Server::start("goheap");
     let client = s3.client();
@@ -82,6 +86,13 @@ fn without_an_endpoint(t: go::Toolchain) {
             "{key}: top inuse_space is {top:?}"
         );
         assert!(*top.1 > total / 2, "{key}: {flat:?}");
+        // With a file and line, from DWARF or (stripped) Go's line table.
+        let (function, line) = pprof_top_line(&profile);
+        assert_eq!(function, "main.leakyRetain", "{key}");
+        assert!(
+            line.ends_with(&format!("/leaky/main.go:{}", go::leak_line())),
+            "{key}: {line}"
+        );
     }
     let line = memprof.wait_for_log(
         &format!("at-kill profile stored pid={pid} "),
@@ -105,12 +116,29 @@ fn without_an_endpoint(t: go::Toolchain) {
 
 #[test]
 fn without_an_endpoint_go_system() {
-    without_an_endpoint(go::Toolchain::System);
+    without_an_endpoint(go::Toolchain::System, false);
 }
 
 #[test]
 fn without_an_endpoint_go_current() {
-    without_an_endpoint(go::Toolchain::Current);
+    without_an_endpoint(go::Toolchain::Current, false);
+}
+
+/// Stripped (`-s -w`), on the oldest release, one in between and the newest: the threshold
+/// profile and the at-kill profile both name the leak's function, file and line.
+#[test]
+fn without_an_endpoint_stripped_go_system() {
+    without_an_endpoint(go::Toolchain::System, true);
+}
+
+#[test]
+fn without_an_endpoint_stripped_go_middle() {
+    without_an_endpoint(go::Toolchain::Middle, true);
+}
+
+#[test]
+fn without_an_endpoint_stripped_go_current() {
+    without_an_endpoint(go::Toolchain::Current, true);
 }
 
 /// More than 10,000 distinct stacks, two of them deeper than 64 frames: both readers bring

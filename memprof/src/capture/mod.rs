@@ -78,6 +78,9 @@ impl Capturer {
             cfg.capture_timeout,
             cfg.capture_max_bytes,
         );
+        // Go programs are still discovered (an endpoint is probed only on Go programs), but
+        // with no memory read, none is registered for the kernel's walk.
+        let go_targets = go_targets.filter(|_| cfg.go_heap != GoHeapMode::EndpointOnly);
         let goheap =
             goheap::registry::Registry::new(go_targets).enabling_profiling(cfg.go_enable_profiling);
         Self {

@@ -146,6 +146,18 @@ impl Capturer {
         if self.go_heap == GoHeapMode::Endpoint && outcome == Outcome::Stored {
             return outcome;
         }
+        if self.go_heap == GoHeapMode::EndpointOnly {
+            if outcome == Outcome::NoProfile {
+                warn!(
+                    pid,
+                    comm = reading.comm,
+                    percent,
+                    "nothing captured: no pprof endpoint was found on the process's ports \
+                     (MEMPROF_GO_HEAP=endpoint-only reads no process memory)"
+                );
+            }
+            return outcome;
+        }
         let (registry, key, comm) = (self.goheap.clone(), reading.key, reading.comm.clone());
         let go = tokio::task::spawn_blocking(move || registry.ensure(key, &comm))
             .await

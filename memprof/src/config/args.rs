@@ -119,8 +119,8 @@ pub struct Args {
     /// Refuse profiles larger than this many bytes.
     #[arg(long, env = "MEMPROF_CAPTURE_MAX_BYTES", default_value = "67108864")]
     pub capture_max_bytes: String,
-    /// Where Go heap profiles come from at the threshold. The at-kill profile is always read
-    /// by the kernel.
+    /// Where Go heap profiles come from at the threshold. The at-kill profile is read by the
+    /// kernel, except with `endpoint-only`.
     #[arg(long, env = "MEMPROF_GO_HEAP", value_enum, default_value = "endpoint")]
     pub go_heap: GoHeapMode,
     /// Turn Go heap profiling on (`MemProfileRate` 0 → Go's default 512 KiB) in programs whose

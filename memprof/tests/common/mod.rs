@@ -16,7 +16,7 @@ mod s3;
 pub mod sidecar;
 
 pub use pprof::{
-    http_get, pprof_build_id, pprof_diff, pprof_inuse, pprof_top, pprof_traces,
+    http_get, pprof_build_id, pprof_diff, pprof_inuse, pprof_top, pprof_top_line, pprof_traces,
     wait_for_heap_samples,
 };
 

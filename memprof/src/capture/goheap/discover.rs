@@ -17,9 +17,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use super::read;
 use super::{
     build_id::BuildIds,
-    layout::Layout,
+    layout::{self, Layout},
+    pcln_place::PclnPlace,
     program::{self, Program, Verdict},
 };
 use crate::sys::{files, mounts::Mounts};
@@ -53,6 +55,8 @@ pub struct GoProc {
     pub profiler_off: bool,
     /// Go's and the GNU build ID, for the profile's mapping.
     pub build_ids: BuildIds,
+    /// Go's line table, for symbolizing without DWARF.
+    pub pcln: Option<PclnPlace>,
 }
 
 /// What discovery concluded.
@@ -85,6 +89,17 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         Err(Verdict::Refused(why)) => return Ok(Discovery::Refused(why)),
     };
     let bias = load_bias(pid, &exe, &p)?;
+    if p.located {
+        if let Err(why) = plausible(pid, &p, bias) {
+            return Ok(Discovery::Unreadable {
+                version: p.version,
+                reason: format!(
+                    "the binary has no symbol table (stripped with -s), and the profiler's \
+                     variables found in its code do not hold what they should: {why}"
+                ),
+            });
+        }
+    }
     let path = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -100,6 +115,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         profiler_off: p.profiler_off,
         version: p.version,
         build_ids: p.build_ids,
+        pcln: p.pcln,
     }))
 }
 
@@ -148,4 +164,32 @@ fn load_bias(pid: u32, exe: &File, p: &Program) -> Result<u64> {
         return Ok(start.wrapping_sub(p.first_vaddr & !0xfff));
     }
     bail!("the executable is not mapped in /proc/{pid}/maps")
+}
+
+/// Whether variables found by decoding code (not named by a symbol table) hold what the heap
+/// profiler keeps there: a sampling rate, a cycle count (below Go's wrap of 3 × 2^25, doubled
+/// with a flag bit), and a list of memory-profile buckets.
+fn plausible(pid: u32, p: &Program, bias: u64) -> Result<(), String> {
+    let word = |addr: u64| read::read_word(pid, addr).map_err(|e| e.to_string());
+    let rate = word(p.rate.wrapping_add(bias))?;
+    if rate > 1 << 40 {
+        return Err(format!("a sampling rate of {rate}"));
+    }
+    let cycle = word(p.cycle.wrapping_add(bias))? as u32;
+    if cycle >= 1 << 28 {
+        return Err(format!("a profile cycle of {cycle}"));
+    }
+    let head = word(p.mbuckets.wrapping_add(bias))?;
+    if head == 0 {
+        return Ok(());
+    }
+    // A bucket's header: {next, allnext, typ, hash, size, nstk}; memory-profile buckets have
+    // typ 1 and at most `MAX_STACK` frames.
+    let (typ, nstk) = (word(head + 16)?, word(head + 40)?);
+    if typ != 1 || nstk == 0 || nstk > layout::MAX_STACK as u64 {
+        return Err(format!(
+            "a bucket list whose first bucket has type {typ} and {nstk} frames"
+        ));
+    }
+    Ok(())
 }

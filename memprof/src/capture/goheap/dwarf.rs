@@ -63,16 +63,21 @@ impl Drop for Held {
     }
 }
 
+/// Takes `bytes` of the budget for other tables the tenant's executable has (Go's line table).
+pub fn hold_bytes(bytes: u64) -> Result<Held> {
+    hold(bytes, 1, "line table")
+}
+
 /// Takes `bytes` of the budget, or says why not (nothing taken); `share`: how much of the
 /// budget may then be held (vetting ahead of a capture leaves captures half of it).
-fn hold(bytes: u64, share: u64) -> Result<Held> {
+fn hold(bytes: u64, share: u64, what: &str) -> Result<Held> {
     let budget = BUDGET.load(Ordering::Relaxed) / share;
     HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
         held.checked_add(bytes).filter(|&total| total <= budget)
     })
     .map_err(|held| {
         anyhow::anyhow!(
-            "its {bytes} bytes of DWARF do not fit memprof's DWARF budget ({held} of {budget} \
+            "its {bytes} bytes of {what} do not fit memprof's DWARF budget ({held} of {budget} \
              bytes held; the budget is a quarter of memprof's memory limit)"
         )
     })?;
@@ -93,7 +98,7 @@ pub fn load<'d, R: object::ReadRef<'d>>(
     if let Some(Err(e)) = verdict(exe) {
         return Err(e);
     }
-    let held = hold(declared(elf)?, 1)?;
+    let held = hold(declared(elf)?, 1, "DWARF")?;
     let dwarf = sections(elf)?;
     checked(exe, || check_nesting(&dwarf, Instant::now() + WALK_BUDGET))?;
     Ok(Some((dwarf, held)))
@@ -113,7 +118,7 @@ pub fn vet(exe: &File) -> Result<()> {
         Ok(size) => size,
         Err(e) => return checked(exe, || Err(e)),
     };
-    let _held = hold(size, 2)?;
+    let _held = hold(size, 2, "DWARF")?;
     checked(exe, || {
         check_nesting(&sections(&elf)?, Instant::now() + WALK_BUDGET)
     })

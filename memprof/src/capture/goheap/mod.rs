@@ -3,13 +3,22 @@
 //! process (`discover`; what the executable says is parsed once per file, `program`), reads it at the threshold with `process_vm_readv` (`read`) or takes
 //! what the kernel read at the kill, decodes the release's layout (`layout`), symbolizes from
 //! the executable kept open since discovery (`symbols`) and writes Go's own pprof heap format
-//! (`profile`, `proto`).
+//! (`profile`, `proto`). Stripped binaries keep Go's line table (`pclntab`, found by
+//! `pcln_place`): the runtime's variables are found by decoding the code that uses them
+//! (`locate`), and frames come from the table (`pcln_frames`) where there is no DWARF.
 pub mod build_id;
+mod buildinfo;
 pub mod discover;
 mod dwarf;
 mod enable;
 pub mod kernel_walk;
 pub mod layout;
+mod locate;
+mod pcln_frames;
+mod pcln_place;
+#[cfg(test)]
+mod pcln_tests;
+mod pclntab;
 pub mod profile;
 mod program;
 mod proto;
@@ -43,7 +52,7 @@ pub fn build_profile(
     mut comments: Vec<String>,
     max_bytes: u64,
 ) -> Result<Vec<u8>> {
-    let sym = symbols::Symbolizer::load(&go.exe)?;
+    let sym = symbols::Symbolizer::load(&go.exe, go.pcln.as_ref())?;
     comments.insert(
         0,
         format!("memprof: Go heap of {} ({})", go.path, go.version),

@@ -16,7 +16,14 @@ use std::{
 use anyhow::{Context, Result};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use super::{build_id::BuildIds, layout::Layout};
+use super::{
+    build_id::BuildIds,
+    buildinfo::go_version,
+    layout::Layout,
+    locate::{self, Variables},
+    pcln_place::{self, PclnPlace},
+    pclntab::Pclntab,
+};
 
 /// The largest executable parsed (Go services are tens to a few hundred MiB).
 const EXE_MAX: u64 = 1 << 30;
@@ -62,6 +69,11 @@ pub struct Program {
     /// The link-time address of the segment at file offset 0.
     pub first_vaddr: u64,
     pub build_ids: BuildIds,
+    /// Found by decoding the runtime's code, not named by a symbol table: checked against each
+    /// process before it is trusted.
+    pub located: bool,
+    /// Go's line table, for symbolizing without DWARF.
+    pub pcln: Option<PclnPlace>,
 }
 
 /// Why an executable yields no readable heap.
@@ -128,37 +140,48 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
         Ok(l) => l,
         Err(e) => return unreadable(&e.to_string()),
     };
-    if elf.symbols().next().is_none() {
-        return unreadable("the binary has no symbol table (stripped with -s)");
-    }
-    let mut found = [None; 4];
-    let deadline = Instant::now() + SYMBOLS_BUDGET;
-    for s in elf.symbols() {
-        // Each name is found by scanning for its end: a forged table can make that megabytes.
-        if Instant::now() > deadline {
-            return Ok(Err(Verdict::Refused(format!(
-                "its symbol table takes longer than {SYMBOLS_BUDGET:?}"
-            ))));
+    let pcln = pcln_place::find(&elf, &map);
+    let (vars, located) = match from_symbols(&elf) {
+        Err(refused) => return Ok(Err(refused)),
+        Ok(Some(vars)) => (vars, false),
+        // No symbol table (`-s`), or one without the runtime's variables: the runtime's code.
+        Ok(None) => {
+            let Some(place) = &pcln else {
+                return unreadable("the binary has no symbol table and no Go line table");
+            };
+            let table = &map[place.offset as usize..(place.offset + place.len) as usize];
+            let code = |addr: u64, len: u64| {
+                let at = pcln_place::file_offset(&elf, addr)? as usize;
+                map.get(at..at.checked_add(len as usize)?)
+            };
+            match Pclntab::parse(table, place.text)
+                .map_err(|e| e.to_string())
+                .and_then(|tab| locate::variables(&tab, code))
+            {
+                Ok(vars) => (vars, true),
+                Err(why) => {
+                    return unreadable(&format!(
+                        "the binary has no symbol table (stripped with -s), and {why}"
+                    ))
+                }
+            }
         }
-        let slot = match s.name() {
-            Ok("runtime.mbuckets") => 0,
-            Ok("runtime.mProfCycle") => 1,
-            Ok("runtime.MemProfileRate") => 2,
-            Ok("runtime.disableMemoryProfiling") => 3,
-            _ => continue,
-        };
-        found[slot] = Some(s.address());
-    }
-    let profiler_off = found[3].is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
-    let [Some(mbuckets), Some(cycle), Some(rate), _] = found else {
-        return unreadable("the symbol table lacks runtime.mbuckets/mProfCycle/MemProfileRate");
     };
+    let profiler_off = vars
+        .disable
+        .is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
     let program = Program {
         layout,
-        mbuckets,
-        cycle,
-        rate,
-        text: elf.section_by_name(".text").map_or(0, |s| s.address()),
+        mbuckets: vars.mbuckets,
+        cycle: vars.cycle,
+        rate: vars.rate,
+        text: elf
+            .section_by_name(".text")
+            .map(|s| s.address())
+            .or(pcln.as_ref().map(|p| p.text))
+            .unwrap_or(0),
+        located,
+        pcln,
         profiler_off,
         dynamic: elf.kind() == object::ObjectKind::Dynamic,
         first_vaddr: elf
@@ -173,44 +196,51 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
     Ok(Ok(program))
 }
 
-/// The byte a variable at `addr` starts with in the file (0 for one in `.bss`): the linker
-/// writes `runtime.disableMemoryProfiling` there.
+/// The runtime's variables by name in the symbol table; `None` when it has none of them.
+pub(super) fn from_symbols<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+) -> Result<Option<Variables>, Verdict> {
+    let mut found = [None; 4];
+    let deadline = Instant::now() + SYMBOLS_BUDGET;
+    for s in elf.symbols() {
+        // Each name is found by scanning for its end: a forged table can make that megabytes.
+        if Instant::now() > deadline {
+            return Err(Verdict::Refused(format!(
+                "its symbol table takes longer than {SYMBOLS_BUDGET:?}"
+            )));
+        }
+        let slot = match s.name() {
+            Ok("runtime.mbuckets") => 0,
+            Ok("runtime.mProfCycle") => 1,
+            Ok("runtime.MemProfileRate") => 2,
+            Ok("runtime.disableMemoryProfiling") => 3,
+            _ => continue,
+        };
+        found[slot] = Some(s.address());
+    }
+    let [Some(mbuckets), Some(cycle), Some(rate), disable] = found else {
+        return Ok(None);
+    };
+    Ok(Some(Variables {
+        mbuckets,
+        cycle,
+        rate,
+        disable,
+    }))
+}
+
+/// The byte a variable at `addr` starts with in the file (0 for one in `.bss`, which the file
+/// does not hold): the linker writes `runtime.disableMemoryProfiling` there.
 fn initial_byte<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> Option<u8> {
-    let s = elf
-        .sections()
-        .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
-    let data = s.data().ok()?;
+    let seg = elf
+        .segments()
+        .find(|s| (s.address()..s.address().saturating_add(s.size())).contains(&addr))?;
+    let data = seg.data().ok()?;
     Some(
-        data.get((addr - s.address()) as usize)
+        data.get((addr - seg.address()) as usize)
             .copied()
             .unwrap_or(0),
     )
-}
-
-/// The Go release from the `.go.buildinfo` section (Go 1.18+ inline format): a 32-byte
-/// header, then the version as a varint-prefixed string.
-fn go_version<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<String> {
-    let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
-    if !data.starts_with(b"\xff Go buildinf:") || data.get(15)? & 2 == 0 {
-        return None;
-    }
-    let rest = data.get(32..)?;
-    let (len, used) = uvarint(rest)?;
-    let v = rest.get(used..used + len as usize)?;
-    String::from_utf8(v.to_vec())
-        .ok()
-        .filter(|v| v.starts_with("go"))
-}
-
-fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// Whether an executable is worth parsing at all: a regular file, not too large, and on disk
@@ -260,12 +290,5 @@ mod tests {
         assert!(super::admissible(&meta()).unwrap_err().contains("larger"));
         let dir_meta = std::fs::metadata(dir.path()).unwrap();
         assert!(super::admissible(&dir_meta).is_err());
-    }
-
-    #[test]
-    fn varints_decode() {
-        assert_eq!(super::uvarint(&[8]), Some((8, 1)));
-        assert_eq!(super::uvarint(&[0x96, 0x01]), Some((150, 2)));
-        assert_eq!(super::uvarint(&[0x80]), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Symbolization from the executable memprof kept open since discovery: function, file, line
-//! and inlined frames from the DWARF the Go linker writes by default; function names only
-//! from the ELF symbol table when the binary was linked without DWARF (`-ldflags=-w`).
+//! and inlined frames from the DWARF the Go linker writes by default, or from Go's own line
+//! table when the binary was linked without DWARF (`-ldflags=-w`); function names from the ELF
+//! symbol table when neither answers.
 //!
 //! The executable is the tenant's: its DWARF is used only within the bounds `dwarf` sets, its
 //! symbol table is read within a time budget, and every name kept is cut to `NAME_MAX` bytes
@@ -13,7 +14,11 @@ use std::{
 use anyhow::{Context as _, Result};
 use object::{Object, ObjectSymbol, SymbolKind};
 
-use super::dwarf::{self, Reader};
+use super::{
+    dwarf::{self, Reader},
+    pcln_frames::PclnFrames,
+    pcln_place::PclnPlace,
+};
 
 /// The longest function or file name kept (Go's longest are a few hundred bytes).
 const NAME_MAX: usize = 1024;
@@ -32,12 +37,14 @@ pub struct Symbolizer {
     dwarf: Option<addr2line::Context<Reader>>,
     /// The DWARF's share of the budget, given back when the symbolizer is dropped.
     _held: Option<dwarf::Held>,
+    /// Go's line table, where there is no DWARF.
+    pcln: Option<PclnFrames>,
     /// Function symbols sorted by address: (start, size, name).
     symbols: Vec<(u64, u64, String)>,
 }
 
 impl Symbolizer {
-    pub fn load(exe: &File) -> Result<Self> {
+    pub fn load(exe: &File, pcln: Option<&PclnPlace>) -> Result<Self> {
         // SAFETY: read-only mapping of an executable, which cannot be written while it runs;
         // after the process died, nothing else writes the file it ran from either.
         let data = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
@@ -70,9 +77,20 @@ impl Symbolizer {
                 (None, None)
             }
         };
+        // Without DWARF, Go's line table has what the symbol table lacks: files, lines and
+        // inlined calls (and the names a stripped binary has nowhere else).
+        let pcln = match (&dwarf, pcln) {
+            (None, Some(place)) => PclnFrames::load(exe, place)
+                .inspect_err(|e| {
+                    tracing::info!("Go line table of {} not used: {e:#}", exe_name(exe))
+                })
+                .ok(),
+            _ => None,
+        };
         Ok(Self {
             dwarf,
             _held,
+            pcln,
             symbols,
         })
     }
@@ -97,6 +115,11 @@ impl Symbolizer {
                         line,
                     });
                 }
+            }
+        }
+        if out.is_empty() {
+            if let Some(pcln) = &self.pcln {
+                out = pcln.frames(addr);
             }
         }
         if out.is_empty() {
@@ -161,7 +184,7 @@ mod tests {
             return eprintln!("SKIPPED: {} not built (cargo xtask setup)", leaky.display());
         };
         let started = Instant::now();
-        let sym = Symbolizer::load(&file).unwrap();
+        let sym = Symbolizer::load(&file, None).unwrap();
         println!("loaded and walked in {:?}", started.elapsed());
         assert!(sym.has_dwarf());
     }

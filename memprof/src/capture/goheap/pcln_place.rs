@@ -1,0 +1,164 @@
+//! Where a Go executable keeps its line table and what symbolizing from it needs, found once
+//! per file: the `.gopclntab` section, or, where section headers are gone, the table's magic
+//! in the read-only data; `runtime.text`; and `runtime.gofunc`, the base of the inlined-call
+//! tables, which only the runtime's module record (`runtime.firstmoduledata`) holds.
+use object::{elf::PF_W, Object, ObjectSection, ObjectSegment, SegmentFlags};
+
+use super::pclntab::{self, Pclntab, FUNCDATA_INLINE};
+
+/// Where the line table is, as file offsets (read again at each symbolization, so nothing of it
+/// is held between captures).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PclnPlace {
+    pub offset: u64,
+    pub len: u64,
+    /// Link-time address of `runtime.text`.
+    pub text: u64,
+    /// File offset of `runtime.gofunc`, if the module record was found.
+    pub gofunc: Option<u64>,
+}
+
+/// The largest line table read (a 200 MiB Go service's is about 60 MiB).
+pub const PCLN_MAX: u64 = 256 << 20;
+/// Where `gofunc` may sit in the module record, in words: 40 in Go 1.18, 45 in Go 1.27.
+const GOFUNC_WORDS: std::ops::RangeInclusive<usize> = 38..=50;
+/// Functions with inlined calls a `gofunc` candidate is tried on.
+const GOFUNC_TRIES: usize = 64;
+
+/// The line table in `data` (the mapped executable), with what `elf` says of it.
+pub fn find<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    data: &[u8],
+) -> Option<PclnPlace> {
+    let (offset, len, addr) = match elf.section_by_name(".gopclntab") {
+        Some(s) => {
+            let (o, l) = s.file_range()?;
+            (o, l, s.address())
+        }
+        None => scan(elf, data)?,
+    };
+    if len > PCLN_MAX {
+        return None;
+    }
+    let table = data.get(offset as usize..(offset + len) as usize)?;
+    let module = module_record(elf, addr, table);
+    // `runtime.text`: the `.text` section starts there unless the program was linked by the
+    // system's linker (cgo), which puts C start-up code first. Go 1.18 to 1.25 also write it
+    // in the table's header.
+    let header_text = u64::from_le_bytes(table.get(8 + 2 * 8..8 + 3 * 8)?.try_into().ok()?);
+    let text = match (module, header_text) {
+        (Some(m), _) => m[22],
+        (None, t) if t != 0 => t,
+        (None, _) => elf.section_by_name(".text")?.address(),
+    };
+    let tab = Pclntab::parse(table, text).ok()?;
+    let gofunc = module.and_then(|m| gofunc(elf, data, &tab, m));
+    Some(PclnPlace {
+        offset,
+        len,
+        text,
+        gofunc,
+    })
+}
+
+/// The table's magic in a read-only segment: (file offset, length to the segment's end,
+/// address).
+fn scan<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    data: &[u8],
+) -> Option<(u64, u64, u64)> {
+    for seg in elf.segments() {
+        if writable(&seg) {
+            continue;
+        }
+        let (start, size) = seg.file_range();
+        let bytes = data.get(start as usize..(start + size) as usize)?;
+        for at in (0..bytes.len().saturating_sub(64)).step_by(8) {
+            if pclntab::looks_like(&bytes[at..]) && Pclntab::parse(&bytes[at..], 0).is_ok() {
+                return Some((
+                    start + at as u64,
+                    size - at as u64,
+                    seg.address() + at as u64,
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn writable<'d, 'f, R: object::ReadRef<'d>>(seg: &object::Segment<'d, 'f, R>) -> bool {
+    matches!(seg.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_W != 0)
+}
+
+/// The words of `runtime.firstmoduledata`: in writable data, a pointer to the table followed by
+/// the function-name table's slice (pointer at the header's offset, length).
+fn module_record<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    table_addr: u64,
+    table: &[u8],
+) -> Option<[u64; 64]> {
+    let names = table_addr + u64::from_le_bytes(table.get(8 + 3 * 8..8 + 4 * 8)?.try_into().ok()?);
+    for seg in elf.segments().filter(writable) {
+        let Ok(bytes) = seg.data() else { continue };
+        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        for at in (0..bytes.len().saturating_sub(64 * 8)).step_by(8) {
+            if word(at) == table_addr && word(at + 8) == names {
+                let mut m = [0u64; 64];
+                for (i, w) in m.iter_mut().enumerate() {
+                    *w = word(at + 8 * i);
+                }
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+/// File offset of link-time address `addr`, if the file holds it.
+pub fn file_offset<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    addr: u64,
+) -> Option<u64> {
+    elf.segments().find_map(|s| {
+        let (off, size) = s.file_range();
+        (addr >= s.address() && addr - s.address() < size).then(|| off + (addr - s.address()))
+    })
+}
+
+/// The module record's `gofunc`: the word among `GOFUNC_WORDS` from which the first inlined
+/// call of functions that have some names a function (a name's first byte in the name table).
+fn gofunc<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    data: &[u8],
+    tab: &Pclntab<&[u8]>,
+    module: [u64; 64],
+) -> Option<u64> {
+    let layout = tab.inline_layout();
+    let inlined: Vec<u32> = (0..tab.len())
+        .filter_map(|i| tab.funcdata(&tab.func(i)?, FUNCDATA_INLINE))
+        .take(GOFUNC_TRIES)
+        .collect();
+    if inlined.is_empty() {
+        return None;
+    }
+    let names_well = |base: u64| {
+        inlined
+            .iter()
+            .filter(|&&off| {
+                let at = base as usize + off as usize + layout.name_at;
+                let Some(name) = data.get(at..at + 4) else {
+                    return false;
+                };
+                let name = u32::from_le_bytes(name.try_into().unwrap());
+                let starts = name == 0 || tab.name(name - 1) == Some("");
+                starts && tab.name(name).is_some_and(|n| n.contains('.'))
+            })
+            .count()
+    };
+    GOFUNC_WORDS
+        .filter_map(|i| file_offset(elf, module[i]))
+        .map(|base| (names_well(base), base))
+        .filter(|&(n, _)| n * 10 >= inlined.len() * 9)
+        .max()
+        .map(|(_, base)| base)
+}
