@@ -212,7 +212,7 @@ fn pid_of_a_go_service_in_its_own_memory_cgroup() {
     );
     let heap = check(&out, "heap in memory").1;
     assert!(
-        heap.contains("readable: symbols found, MemProfileRate 524288, bucket list readable"),
+        heap.contains("readable: variables found in the symbol table, MemProfileRate 524288, bucket list readable"),
         "{heap}"
     );
 }

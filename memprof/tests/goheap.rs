@@ -255,3 +255,51 @@ fn a_debian_go_binary_has_both_build_ids() {
     assert_eq!(ids.go.as_deref(), Some(go::build_id(podman).as_str()));
     assert_eq!(ids.for_mapping(), gnu.as_deref());
 }
+
+/// A Go program Debian built and stripped (podman's API service, linked by the system's linker
+/// with cgo): its heap is read from memory and names podman's own packages, with files and
+/// lines from Go's line table.
+#[test]
+fn a_stripped_debian_go_program_s_heap_names_its_own_functions() {
+    let podman = std::path::Path::new("/usr/bin/podman");
+    if !require(podman.exists(), "Debian's podman (cargo xtask setup)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix://{}/api.sock", dir.path().display());
+    let mut svc = Command::new(podman)
+        .args(["system", "service", "--time=0", &socket])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = svc.id();
+    // Its socket is there once its start-up (and its allocations) are done.
+    wait_for("podman's API socket", Duration::from_secs(30), || {
+        dir.path().join("api.sock").exists()
+    });
+    let Discovery::Go(go) = discover(pid).unwrap() else {
+        panic!("podman not discovered as a readable Go process")
+    };
+    assert!(go.located, "podman has no symbol table");
+    let profile = memory_profile(pid);
+    let _ = svc.kill();
+    let _ = svc.wait();
+    let traces = pprof_traces(&profile);
+    let own: Vec<&String> = traces
+        .iter()
+        .flatten()
+        .filter(|f| f.starts_with("github.com/containers/"))
+        .collect();
+    println!(
+        "{} stacks, {} frames of containers' packages",
+        traces.len(),
+        own.len()
+    );
+    assert!(
+        !own.is_empty(),
+        "no frame of podman's packages in:\n{traces:?}"
+    );
+    let (_, line) = pprof_top_line(&profile);
+    assert!(line.contains(".go:"), "no file and line: {line}");
+}

@@ -57,7 +57,11 @@ pub fn pprof_top_line(profile: &[u8]) -> (String, String) {
         .skip_while(|l| !l.trim_start().starts_with("flat"))
         .nth(1)
         .unwrap_or_else(|| panic!("no entries in:\n{text}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
+    // An inlined frame's line ends with "(inline)".
+    let f: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| *w != "(inline)")
+        .collect();
     (f[f.len() - 2].to_string(), f[f.len() - 1].to_string())
 }
 

@@ -20,6 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod container;
+mod discovery;
 mod fetch;
 mod footprint;
 mod kill;
@@ -44,6 +45,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut sidecar_rounds = 6;
     let mut large_runs = 2;
     let mut footprint_runs = 3;
+    let mut discovery_runs = 3;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -61,10 +63,11 @@ pub fn run(args: &[String]) -> Result<()> {
             "--sidecar-rounds" => sidecar_rounds = value()?,
             "--large-runs" => large_runs = value()?,
             "--footprint-runs" => footprint_runs = value()?,
+            "--discovery-runs" => discovery_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
                  --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
-                 --footprint-runs N)"
+                 --footprint-runs N, --discovery-runs N)"
             ),
         }
     }
@@ -90,6 +93,9 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         if large_runs > 0 {
             large::run(&bin, large_runs, &mut results)?;
+        }
+        if discovery_runs > 0 {
+            discovery::run(&bin, discovery_runs, &mut results)?;
         }
         container::run(&bin, container_runs, &mut results)
     })();

@@ -6,7 +6,7 @@ mod go;
 mod rust;
 mod tools;
 
-pub use go::build_testapps;
+pub use go::{build_testapps, GO_CURRENT};
 use go::{go, go_pypi};
 use rust::{bpf_linker, rust_src};
 use std::{

@@ -57,6 +57,18 @@ pub struct GoProc {
     pub build_ids: BuildIds,
     /// Go's line table, for symbolizing without DWARF.
     pub pcln: Option<PclnPlace>,
+    /// The runtime's variables were found by decoding its code (no symbol table).
+    pub located: bool,
+}
+
+impl GoProc {
+    /// Where the runtime's variables were found, for a log line.
+    pub fn found_in(&self) -> &'static str {
+        match self.located {
+            true => "the runtime's code (no symbol table)",
+            false => "the symbol table",
+        }
+    }
 }
 
 /// What discovery concluded.
@@ -116,6 +128,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         version: p.version,
         build_ids: p.build_ids,
         pcln: p.pcln,
+        located: p.located,
     }))
 }
 

@@ -153,8 +153,11 @@ impl Registry {
             }
         }
         let settle = |go| self.settled.lock().expect("settled").insert(key, (exe, go));
+        let started = std::time::Instant::now();
         match discover(key.pid) {
-            Ok(Discovery::Go(go)) => return Some(self.add(key, exe, comm.to_string(), go)),
+            Ok(Discovery::Go(go)) => {
+                return Some(self.add(key, exe, comm.to_string(), go, started.elapsed()))
+            }
             Ok(Discovery::NotGo) => {
                 settle(false);
             }
@@ -175,7 +178,16 @@ impl Registry {
         None
     }
 
-    fn add(&self, key: ProcKey, exe: Option<ExeId>, comm: String, go: GoProc) -> Arc<GoProc> {
+    /// Registers a readable Go process; `took`: its discovery (the executable parsed, unless
+    /// another process running it was discovered before).
+    fn add(
+        &self,
+        key: ProcKey,
+        exe: Option<ExeId>,
+        comm: String,
+        go: GoProc,
+        took: std::time::Duration,
+    ) -> Arc<GoProc> {
         let target = GoTarget {
             mbuckets: go.mbuckets,
             cycle: go.cycle,
@@ -191,6 +203,8 @@ impl Registry {
             comm,
             version = go.version,
             mbuckets = format_args!("{:#x}", go.mbuckets),
+            found_in = go.found_in(),
+            took_ms = format_args!("{:.1}", took.as_secs_f64() * 1e3),
             at_kill = kernel,
             "Go heap readable from memory"
         );

@@ -191,7 +191,8 @@ async fn readable(cfg: &Config, pid: u32, go: GoProc) -> Result<String, String> 
         }
         let snap = read_heap(pid, &go, bounds).map_err(|e| format!("{e:#}"))?;
         Ok(format!(
-            "symbols found, MemProfileRate {rate}, bucket list readable ({} buckets)",
+            "variables found in {}, MemProfileRate {rate}, bucket list readable ({} buckets)",
+            go.found_in(),
             snap.buckets.len() as u64 + snap.left_out
         ))
     })
