@@ -39,8 +39,8 @@ pub(super) fn go_pypi() -> Result<()> {
 }
 
 /// Builds the Go test programs where the tests look for them (`target/testapps/go-system/<app>`,
-/// `go-current/<app>`, and the test service with the release in between, `go-middle/leaky`; see
-/// memprof/tests/common/go.rs).
+/// `go-current/<app>`, the test service with the release in between, `go-middle/leaky`, and for
+/// arm64, `arm64-go-system/leaky` and `arm64-go-current/leaky`; see memprof/tests/common/go.rs).
 pub fn build_testapps() -> Result<()> {
     let toolchains = [
         (PathBuf::from("go"), "go-system"),
@@ -59,6 +59,16 @@ pub fn build_testapps() -> Result<()> {
                 .env("GOTOOLCHAIN", "local")
                 .current_dir(workspace_root().join("testapps").join(app)))?;
         }
+    }
+    // The test service for arm64, whose code is decoded (not run) by the unit tests.
+    for (go, suffix) in [&toolchains[0], &toolchains[2]] {
+        sh(Command::new(go)
+            .args(["build", "-o"])
+            .arg(workspace_root().join(format!("target/testapps/arm64-{suffix}/leaky")))
+            .arg(".")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOARCH", "arm64")
+            .current_dir(workspace_root().join("testapps/leaky")))?;
     }
     Ok(())
 }

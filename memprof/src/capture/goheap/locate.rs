@@ -4,7 +4,7 @@
 //! generation in a later release makes the binary unreadable rather than misread; discovery
 //! then checks what was found against the live process (`discover::plausible`).
 //!
-//! amd64 only: arm64's ADRP pairs are not decoded (memprof's kernel programs are amd64 too).
+//! amd64 code is decoded with `iced-x86`, arm64's `ADRP` pairs by `locate_arm64`.
 use std::collections::HashSet;
 
 use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
@@ -26,21 +26,29 @@ pub struct Variables {
     pub disable: Option<u64>,
 }
 
-/// One instruction's reference to data at a RIP-relative address.
+/// One instruction's reference to data at a PC-relative address.
 #[derive(Clone, Copy, Debug)]
-struct Ref {
-    target: u64,
-    /// Bytes read or written (0 for an address taken, `LEA`).
-    size: usize,
-    store: bool,
+pub struct Ref {
+    pub target: u64,
+    /// Bytes read or written (0 for an address taken: `LEA`, `ADD` after `ADRP`).
+    pub size: usize,
+    pub store: bool,
     /// Its place among the function's instructions.
-    index: usize,
+    pub index: usize,
+}
+
+/// The instruction sets whose code is decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+    Arm64,
 }
 
 /// The variables, or why they were not found. `code(addr, len)`: the file's bytes at a
 /// link-time address.
 pub fn variables<'a, D: AsRef<[u8]>>(
     tab: &Pclntab<D>,
+    arch: Arch,
     code: impl Fn(u64, u64) -> Option<&'a [u8]>,
 ) -> Result<Variables, String> {
     let funcs = functions(tab);
@@ -51,7 +59,10 @@ pub fn variables<'a, D: AsRef<[u8]>>(
             .map(|(_, range)| range)
             .ok_or_else(|| format!("its line table has no {name}"))?;
         let bytes = code(entry, end - entry).ok_or_else(|| format!("{name} is not in the file"))?;
-        Ok(references(bytes, entry))
+        Ok(match arch {
+            Arch::Amd64 => references(bytes, entry),
+            Arch::Arm64 => super::locate_arm64::references(bytes, entry),
+        })
     };
     let reads = |refs: &[Ref], size: usize| -> HashSet<u64> {
         refs.iter()
@@ -129,7 +140,7 @@ fn flag_before_store(refs: &[Ref], rate: u64) -> Option<u64> {
         .map(|r| r.target)
 }
 
-/// The RIP-relative data references of the code at `ip`.
+/// The RIP-relative data references of the amd64 code at `ip`.
 fn references(code: &[u8], ip: u64) -> Vec<Ref> {
     let mut out = Vec::new();
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);

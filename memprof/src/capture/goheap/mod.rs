@@ -14,6 +14,7 @@ mod enable;
 pub mod kernel_walk;
 pub mod layout;
 mod locate;
+mod locate_arm64;
 mod pcln_frames;
 mod pcln_place;
 #[cfg(test)]

@@ -126,7 +126,8 @@ pub fn file_offset<'d, R: object::ReadRef<'d>>(
 }
 
 /// The module record's `gofunc`: the word among `GOFUNC_WORDS` from which the first inlined
-/// call of functions that have some names a function (a name's first byte in the name table).
+/// call of functions that have some names a function (a name's first byte in the name table)
+/// and is called from within the function (its parent PC is inside it).
 fn gofunc<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
     data: &[u8],
@@ -134,8 +135,13 @@ fn gofunc<'d, R: object::ReadRef<'d>>(
     module: [u64; 64],
 ) -> Option<u64> {
     let layout = tab.inline_layout();
-    let inlined: Vec<u32> = (0..tab.len())
-        .filter_map(|i| tab.funcdata(&tab.func(i)?, FUNCDATA_INLINE))
+    // (the table's offset, the function's size)
+    let inlined: Vec<(u32, u64)> = (0..tab.len())
+        .filter_map(|i| {
+            let f = tab.func(i)?;
+            let size = tab.func(i + 1)?.entry.checked_sub(f.entry)?;
+            Some((tab.funcdata(&f, FUNCDATA_INLINE)?, size))
+        })
         .take(GOFUNC_TRIES)
         .collect();
     if inlined.is_empty() {
@@ -144,21 +150,43 @@ fn gofunc<'d, R: object::ReadRef<'d>>(
     let names_well = |base: u64| {
         inlined
             .iter()
-            .filter(|&&off| {
-                let at = base as usize + off as usize + layout.name_at;
-                let Some(name) = data.get(at..at + 4) else {
+            .filter(|&&(off, size)| {
+                let word = |at: usize| {
+                    let at = (base as usize).checked_add(off as usize)?.checked_add(at)?;
+                    Some(u32::from_le_bytes(
+                        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
+                    ))
+                };
+                let (Some(name), Some(parent)) = (word(layout.name_at), word(layout.parent_pc_at))
+                else {
                     return false;
                 };
-                let name = u32::from_le_bytes(name.try_into().unwrap());
                 let starts = name == 0 || tab.name(name - 1) == Some("");
-                starts && tab.name(name).is_some_and(|n| n.contains('.'))
+                starts
+                    && tab.name(name).is_some_and(|n| n.contains('.'))
+                    && u64::from(parent) < size
             })
             .count()
     };
-    GOFUNC_WORDS
-        .filter_map(|i| file_offset(elf, module[i]))
-        .map(|base| (names_well(base), base))
-        .filter(|&(n, _)| n * 10 >= inlined.len() * 9)
-        .max()
-        .map(|(_, base)| base)
+    // `gofunc` follows `rodata`, the start of the read-only data it lies in: other words that
+    // point there too (`etypes`) can hold what looks like inlined calls.
+    let segment = |addr: u64| {
+        elf.segments()
+            .position(|s| addr >= s.address() && addr - s.address() < s.size())
+    };
+    let mut best: Option<(usize, u64)> = None;
+    for i in GOFUNC_WORDS {
+        let (rodata, word) = (module[i - 1], module[i]);
+        if rodata > word || segment(rodata).is_none() || segment(rodata) != segment(word) {
+            continue;
+        }
+        let Some(base) = file_offset(elf, word) else {
+            continue;
+        };
+        let n = names_well(base);
+        if n * 10 >= inlined.len() * 9 && best.is_none_or(|(m, _)| n > m) {
+            best = Some((n, base));
+        }
+    }
+    best.map(|(_, base)| base)
 }

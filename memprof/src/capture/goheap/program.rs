@@ -149,6 +149,15 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             let Some(place) = &pcln else {
                 return unreadable("the binary has no symbol table and no Go line table");
             };
+            let arch = match elf.architecture() {
+                object::Architecture::X86_64 => locate::Arch::Amd64,
+                object::Architecture::Aarch64 => locate::Arch::Arm64,
+                other => {
+                    return unreadable(&format!(
+                        "the binary has no symbol table, and its {other:?} code is not decoded"
+                    ))
+                }
+            };
             let table = &map[place.offset as usize..(place.offset + place.len) as usize];
             let code = |addr: u64, len: u64| {
                 let at = pcln_place::file_offset(&elf, addr)? as usize;
@@ -156,7 +165,7 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             };
             match Pclntab::parse(table, place.text)
                 .map_err(|e| e.to_string())
-                .and_then(|tab| locate::variables(&tab, code))
+                .and_then(|tab| locate::variables(&tab, arch, code))
             {
                 Ok(vars) => (vars, true),
                 Err(why) => {
