@@ -81,8 +81,9 @@ impl Capturer {
         // Go programs are still discovered (an endpoint is probed only on Go programs), but
         // with no memory read, none is registered for the kernel's walk.
         let go_targets = go_targets.filter(|_| cfg.go_heap != GoHeapMode::EndpointOnly);
-        let goheap =
-            goheap::registry::Registry::new(go_targets).enabling_profiling(cfg.go_enable_profiling);
+        let goheap = goheap::registry::Registry::new(go_targets)
+            .enabling_profiling(cfg.go_enable_profiling)
+            .endpoint_only(cfg.go_heap == GoHeapMode::EndpointOnly);
         Self {
             endpoints: Endpoints::new(Arc::new(pprof), cfg.pprof_ports.clone(), goheap.clone()),
             deliverer,

@@ -253,6 +253,13 @@ impl Config {
                     .collect::<Result<Vec<u16>, _>>()?,
             ),
         };
+        if a.go_heap == GoHeapMode::EndpointOnly && a.go_enable_profiling {
+            return Err(ConfigError(
+                "MEMPROF_GO_ENABLE_PROFILING (--go-enable-profiling) writes into processes, and \
+                 MEMPROF_GO_HEAP=endpoint-only promises not even to read them: choose one"
+                    .into(),
+            ));
+        }
         if !a.pprof_path.starts_with('/') {
             return Err(ConfigError(format!(
                 "invalid PPROF_PATH (--pprof-path): {:?} must start with '/'",

@@ -273,3 +273,16 @@ fn the_at_kill_ring_is_a_power_of_two_of_pages() {
         );
     }
 }
+
+#[test]
+fn endpoint_only_reads_no_memory_and_so_writes_none() {
+    let c = parse(&["--go-heap", "endpoint-only"]).unwrap();
+    assert_eq!(c.go_heap, super::GoHeapMode::EndpointOnly);
+    let e = error(&[
+        "--go-heap",
+        "endpoint-only",
+        "--go-enable-profiling",
+        "true",
+    ]);
+    assert!(e.contains("choose one"), "{e}");
+}

@@ -21,6 +21,7 @@ use super::read;
 use super::{
     build_id::BuildIds,
     layout::{self, Layout},
+    memstats::StatsPlace,
     pcln_place::PclnPlace,
     program::{self, Program, Verdict},
 };
@@ -59,6 +60,8 @@ pub struct GoProc {
     pub pcln: Option<PclnPlace>,
     /// The runtime's variables were found by decoding its code (no symbol table).
     pub located: bool,
+    /// `runtime.memstats` (run-time address) and its layout, for the memory accounting.
+    pub stats: Option<StatsPlace>,
 }
 
 impl GoProc {
@@ -88,6 +91,12 @@ pub enum Discovery {
 }
 
 pub fn discover(pid: u32) -> Result<Discovery> {
+    discover_with(pid, true)
+}
+
+/// `discover`; `reads`: whether variables found in code may be checked against the process's
+/// memory (not with `MEMPROF_GO_HEAP=endpoint-only`).
+pub fn discover_with(pid: u32, reads: bool) -> Result<Discovery> {
     let exe = match open_exe(pid)? {
         Ok(exe) => exe,
         Err(why) => return Ok(Discovery::Refused(why)),
@@ -101,7 +110,7 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         Err(Verdict::Refused(why)) => return Ok(Discovery::Refused(why)),
     };
     let bias = load_bias(pid, &exe, &p)?;
-    if p.located {
+    if p.located && reads {
         if let Err(why) = plausible(pid, &p, bias) {
             return Ok(Discovery::Unreadable {
                 version: p.version,
@@ -129,6 +138,10 @@ pub fn discover(pid: u32) -> Result<Discovery> {
         build_ids: p.build_ids,
         pcln: p.pcln,
         located: p.located,
+        stats: p.stats.map(|s| StatsPlace {
+            addr: s.addr.wrapping_add(bias),
+            ..s
+        }),
     }))
 }
 
@@ -198,7 +211,11 @@ fn plausible(pid: u32, p: &Program, bias: u64) -> Result<(), String> {
     }
     // A bucket's header: {next, allnext, typ, hash, size, nstk}; memory-profile buckets have
     // typ 1 and at most `MAX_STACK` frames.
-    let (typ, nstk) = (word(head + 16)?, word(head + 40)?);
+    let at = |off: u64| {
+        head.checked_add(off)
+            .ok_or("a bucket list at the end of memory")
+    };
+    let (typ, nstk) = (word(at(16)?)?, word(at(40)?)?);
     if typ != 1 || nstk == 0 || nstk > layout::MAX_STACK as u64 {
         return Err(format!(
             "a bucket list whose first bucket has type {typ} and {nstk} frames"

@@ -7,7 +7,7 @@
 //! before the write are not in the profile.
 //!
 //! Off by default: it writes into another program's memory. What it writes is one word at
-//! `runtime.MemProfileRate`, found in the executable's symbol table, and only while the word
+//! `runtime.MemProfileRate`, found in the executable's symbol table or code, and only while the word
 //! holds 0, the process has the start time it was discovered with and still runs the
 //! executable that was parsed (an exec keeps the PID and the start time). `process_vm_writev`
 //! cannot change pages the process itself could not write.

@@ -1,8 +1,10 @@
 //! The heap profiler's variables in a Go binary without a symbol table (`-s`, or stripped by a
 //! distribution): found by decoding the runtime functions that use them, which the line table
-//! still names. Each is taken from a pair of functions that must agree, so a change of code
-//! generation in a later release makes the binary unreadable rather than misread; discovery
-//! then checks what was found against the live process (`discover::plausible`).
+//! still names. The bucket list and the rate are each taken from two functions that must
+//! agree, the cycle from one function that both reads it and takes its address, so a change
+//! of code generation in a later release makes the binary unreadable rather than misread;
+//! discovery then checks what was found against the file and the live process
+//! (`discover::plausible`).
 //!
 //! amd64 code is decoded with `iced-x86`, arm64's `ADRP` pairs by `locate_arm64`.
 use std::collections::HashSet;
@@ -11,6 +13,16 @@ use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
 use super::pclntab::Pclntab;
 
+/// The runtime functions decoded.
+const WANTED: [&str; 7] = [
+    "runtime.mProf_FlushLocked",
+    "runtime.stkbucket",
+    "runtime.mProf_Flush",
+    "runtime.allocmcache",
+    "runtime.profilealloc",
+    "runtime.schedinit",
+    "runtime.init",
+];
 /// The largest function decoded (the runtime's are a few KiB; `mallocgc` is about 10).
 const FUNC_MAX: u64 = 256 << 10;
 /// Instructions between the read of `disableMemoryProfiling` and the write of the rate.
@@ -55,7 +67,7 @@ pub fn variables<'a, D: AsRef<[u8]>>(
     let refs = |name: &str| -> Result<Vec<Ref>, String> {
         let &(entry, end) = funcs
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, range)| range)
             .ok_or_else(|| format!("its line table has no {name}"))?;
         let bytes = code(entry, end - entry).ok_or_else(|| format!("{name} is not in the file"))?;
@@ -101,18 +113,43 @@ pub fn variables<'a, D: AsRef<[u8]>>(
     })
 }
 
-/// Every function by name with its address range (to the next function's entry).
-fn functions<D: AsRef<[u8]>>(tab: &Pclntab<D>) -> Vec<(String, (u64, u64))> {
-    let mut out = Vec::new();
+/// The data references of the runtime function `name`, if the table has it.
+pub fn refs_of<'a, D: AsRef<[u8]>>(
+    tab: &Pclntab<D>,
+    arch: Arch,
+    code: impl Fn(u64, u64) -> Option<&'a [u8]>,
+    name: &str,
+) -> Option<Vec<Ref>> {
+    let i = (0..tab.len()).find(|&i| tab.func(i).and_then(|f| tab.func_name(&f)) == Some(name))?;
+    let (entry, end) = (tab.func(i)?.entry, tab.entry(i + 1)?);
+    if end <= entry || end - entry > FUNC_MAX {
+        return None;
+    }
+    let bytes = code(entry, end - entry)?;
+    Some(match arch {
+        Arch::Amd64 => references(bytes, entry),
+        Arch::Arm64 => super::locate_arm64::references(bytes, entry),
+    })
+}
+
+/// The address ranges (to the next function's entry) of the runtime functions `WANTED` names,
+/// found in one pass that keeps nothing of the others (the first of a name the table repeats).
+fn functions<D: AsRef<[u8]>>(tab: &Pclntab<D>) -> Vec<(&'static str, (u64, u64))> {
+    let mut out: Vec<(&'static str, (u64, u64))> = Vec::new();
     for i in 0..tab.len() {
-        let (Some(f), Some(next)) = (tab.func(i), tab.func(i + 1).map(|f| f.entry)) else {
+        let Some(f) = tab.func(i) else { continue };
+        let Some(&wanted) = tab
+            .func_name(&f)
+            .and_then(|n| WANTED.iter().find(|w| **w == n))
+        else {
             continue;
         };
-        let Some(name) = tab.func_name(&f) else {
+        if out.iter().any(|(n, _)| *n == wanted) {
             continue;
-        };
-        if name.starts_with("runtime.") && next > f.entry && next - f.entry <= FUNC_MAX {
-            out.push((name.to_string(), (f.entry, next)));
+        }
+        let next = tab.entry(i + 1).unwrap_or(0);
+        if next > f.entry && next - f.entry <= FUNC_MAX {
+            out.push((wanted, (f.entry, next)));
         }
     }
     out

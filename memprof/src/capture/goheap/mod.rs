@@ -15,6 +15,7 @@ pub mod kernel_walk;
 pub mod layout;
 mod locate;
 mod locate_arm64;
+pub mod memstats;
 mod pcln_frames;
 mod pcln_place;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub mod read;
 pub mod registry;
 mod share;
 pub mod symbols;
+mod symtab;
 
 use anyhow::Result;
 

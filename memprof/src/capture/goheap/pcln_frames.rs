@@ -4,7 +4,12 @@
 //! The table is read from the executable memprof kept open (a read, not a mapping: a file the
 //! tenant truncates after its process died fails a read, where a mapping would fault memprof),
 //! within the DWARF budget, and dropped with the symbolizer.
-use std::{fs::File, os::unix::fs::FileExt};
+use std::{
+    cell::Cell,
+    fs::File,
+    os::unix::fs::FileExt,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 
@@ -17,12 +22,17 @@ use super::{
 
 /// Inlined calls followed at one PC (Go inlines a few levels deep).
 const INLINE_DEPTH_MAX: usize = 64;
+/// How long one profile's symbolization may take: a forged table can make every PC cost
+/// milliseconds, and the process chooses its PCs. Frames after it are addresses only.
+const BUDGET: Duration = Duration::from_secs(5);
 
 pub struct PclnFrames {
     tab: Pclntab<Vec<u8>>,
     exe: File,
     gofunc: Option<u64>,
     _held: dwarf::Held,
+    deadline: Instant,
+    out_of_time: Cell<bool>,
 }
 
 impl PclnFrames {
@@ -36,12 +46,20 @@ impl PclnFrames {
             exe: exe.try_clone()?,
             gofunc: place.gofunc,
             _held: held,
+            deadline: Instant::now() + BUDGET,
+            out_of_time: Cell::new(false),
         })
     }
 
     /// Frames at `addr`, innermost first.
     pub fn frames(&self, addr: u64) -> Vec<Frame> {
         let mut out = Vec::new();
+        if self.out_of_time.get() || Instant::now() > self.deadline {
+            if !self.out_of_time.replace(true) {
+                tracing::info!("Go line table: symbolizing took longer than {BUDGET:?}, the rest of the profile has addresses only");
+            }
+            return out;
+        }
         let Some(f) = self.tab.func_at(addr) else {
             return out;
         };
@@ -56,7 +74,9 @@ impl PclnFrames {
             };
             let call = inline.filter(|_| ix >= 0).and_then(|(base, off)| {
                 let mut e = [0u8; 20];
-                let at = base + u64::from(off) + u64::try_from(ix).ok()? * layout.entry;
+                let at = base
+                    .checked_add(u64::from(off))?
+                    .checked_add(u64::try_from(ix).ok()? * layout.entry)?;
                 self.exe
                     .read_exact_at(&mut e[..layout.entry as usize], at)
                     .ok()?;
@@ -73,7 +93,10 @@ impl PclnFrames {
                 line,
             });
             match call {
-                Some((_, parent)) => pc = f.entry + u64::from(parent),
+                Some((_, parent)) => match f.entry.checked_add(u64::from(parent)) {
+                    Some(parent) => pc = parent,
+                    None => break,
+                },
                 None => break,
             }
         }

@@ -2,7 +2,12 @@
 //! per file: the `.gopclntab` section, or, where section headers are gone, the table's magic
 //! in the read-only data; `runtime.text`; and `runtime.gofunc`, the base of the inlined-call
 //! tables, which only the runtime's module record (`runtime.firstmoduledata`) holds.
-use object::{elf::PF_W, Object, ObjectSection, ObjectSegment, SegmentFlags};
+use std::time::{Duration, Instant};
+
+use object::{
+    elf::{PF_W, PF_X},
+    Object, ObjectSection, ObjectSegment, SegmentFlags,
+};
 
 use super::pclntab::{self, Pclntab, FUNCDATA_INLINE};
 
@@ -20,37 +25,54 @@ pub struct PclnPlace {
 
 /// The largest line table read (a 200 MiB Go service's is about 60 MiB).
 pub const PCLN_MAX: u64 = 256 << 20;
-/// Where `gofunc` may sit in the module record, in words: 40 in Go 1.18, 45 in Go 1.27.
+/// Where `gofunc` may sit in the module record, in words: 38 in Go 1.18 and 1.19, 40 in 1.20
+/// to 1.25, 43 in 1.27.
 const GOFUNC_WORDS: std::ops::RangeInclusive<usize> = 38..=50;
 /// Functions with inlined calls a `gofunc` candidate is tried on.
 const GOFUNC_TRIES: usize = 64;
+/// Segments looked through for the table's magic and the module record (a Go binary has four
+/// loadable ones), and how long that may take.
+const SEGMENTS_MAX: usize = 16;
+const SCAN_BUDGET: Duration = Duration::from_secs(1);
 
 /// The line table in `data` (the mapped executable), with what `elf` says of it.
 pub fn find<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
     data: &[u8],
 ) -> Option<PclnPlace> {
-    let (offset, len, addr) = match elf.section_by_name(".gopclntab") {
+    let deadline = Instant::now() + SCAN_BUDGET;
+    // Its own section; in position-independent builds (Go 1.18 to 1.25) a relocatable one, or
+    // (linked by the system's linker) merged into `.data.rel.ro`, which only its magic finds.
+    let section = [".gopclntab", ".data.rel.ro.gopclntab"]
+        .iter()
+        .find_map(|name| elf.section_by_name(name));
+    let (offset, len, addr) = match section {
         Some(s) => {
             let (o, l) = s.file_range()?;
             (o, l, s.address())
         }
-        None => scan(elf, data)?,
+        None => scan(elf, data, deadline)?,
     };
     if len > PCLN_MAX {
         return None;
     }
-    let table = data.get(offset as usize..(offset + len) as usize)?;
-    let module = module_record(elf, addr, table);
+    let table = data.get(offset as usize..offset.checked_add(len)? as usize)?;
+    let module = module_record(elf, addr, table, deadline);
     // `runtime.text`: the `.text` section starts there unless the program was linked by the
     // system's linker (cgo), which puts C start-up code first. Go 1.18 to 1.25 also write it
-    // in the table's header.
+    // in the table's header. The module record's `minpc` (the first function) confirms it.
     let header_text = u64::from_le_bytes(table.get(8 + 2 * 8..8 + 3 * 8)?.try_into().ok()?);
+    let first = u64::from(u32::from_le_bytes(
+        table.get(functab(table)?..)?.get(..4)?.try_into().ok()?,
+    ));
     let text = match (module, header_text) {
-        (Some(m), _) => m[22],
+        (Some(m), _) => (m[22].checked_add(first) == Some(m[20])).then_some(m[22])?,
         (None, t) if t != 0 => t,
         (None, _) => elf.section_by_name(".text")?.address(),
     };
+    if !executable_at(elf, text.checked_add(first)?) {
+        return None;
+    }
     let tab = Pclntab::parse(table, text).ok()?;
     let gofunc = module.and_then(|m| gofunc(elf, data, &tab, m));
     Some(PclnPlace {
@@ -61,24 +83,65 @@ pub fn find<'d, R: object::ReadRef<'d>>(
     })
 }
 
-/// The table's magic in a read-only segment: (file offset, length to the segment's end,
-/// address).
+/// Offset of the function table in the table (the header's eighth word).
+fn functab(table: &[u8]) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(
+        table.get(8 + 7 * 8..8 + 8 * 8)?.try_into().ok()?,
+    ))
+    .ok()
+}
+
+/// Whether link-time address `addr` is in an executable segment.
+fn executable_at<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> bool {
+    elf.segments().any(|s| {
+        matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0)
+            && addr >= s.address()
+            && addr - s.address() < s.size()
+    })
+}
+
+/// The segments scanned: the first `SEGMENTS_MAX`, each file range once (segments may
+/// overlap), as (file offset, bytes, address, writable).
+fn segments<'d, 'a, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    data: &'a [u8],
+) -> Vec<(u64, &'a [u8], u64, bool)> {
+    let mut out: Vec<(u64, &[u8], u64, bool)> = Vec::new();
+    for seg in elf.segments().take(SEGMENTS_MAX) {
+        let (start, size) = seg.file_range();
+        let Some(bytes) = start
+            .checked_add(size)
+            .and_then(|end| data.get(start as usize..end as usize))
+        else {
+            continue;
+        };
+        if out
+            .iter()
+            .any(|(s, b, ..)| *s == start && b.len() == bytes.len())
+        {
+            continue;
+        }
+        out.push((start, bytes, seg.address(), writable(&seg)));
+    }
+    out
+}
+
+/// The table's magic in a segment: (file offset, length to the segment's end, address).
 fn scan<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
     data: &[u8],
+    deadline: Instant,
 ) -> Option<(u64, u64, u64)> {
-    for seg in elf.segments() {
-        if writable(&seg) {
-            continue;
-        }
-        let (start, size) = seg.file_range();
-        let bytes = data.get(start as usize..(start + size) as usize)?;
+    for (start, bytes, addr, _) in segments(elf, data) {
         for at in (0..bytes.len().saturating_sub(64)).step_by(8) {
+            if at.is_multiple_of(1 << 20) && Instant::now() > deadline {
+                return None;
+            }
             if pclntab::looks_like(&bytes[at..]) && Pclntab::parse(&bytes[at..], 0).is_ok() {
                 return Some((
                     start + at as u64,
-                    size - at as u64,
-                    seg.address() + at as u64,
+                    bytes.len() as u64 - at as u64,
+                    addr.checked_add(at as u64)?,
                 ));
             }
         }
@@ -96,12 +159,18 @@ fn module_record<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
     table_addr: u64,
     table: &[u8],
+    deadline: Instant,
 ) -> Option<[u64; 64]> {
-    let names = table_addr + u64::from_le_bytes(table.get(8 + 3 * 8..8 + 4 * 8)?.try_into().ok()?);
-    for seg in elf.segments().filter(writable) {
+    let names = table_addr.checked_add(u64::from_le_bytes(
+        table.get(8 + 3 * 8..8 + 4 * 8)?.try_into().ok()?,
+    ))?;
+    for seg in elf.segments().filter(writable).take(SEGMENTS_MAX) {
         let Ok(bytes) = seg.data() else { continue };
         let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
         for at in (0..bytes.len().saturating_sub(64 * 8)).step_by(8) {
+            if at.is_multiple_of(1 << 20) && Instant::now() > deadline {
+                return None;
+            }
             if word(at) == table_addr && word(at + 8) == names {
                 let mut m = [0u64; 64];
                 for (i, w) in m.iter_mut().enumerate() {
@@ -121,7 +190,8 @@ pub fn file_offset<'d, R: object::ReadRef<'d>>(
 ) -> Option<u64> {
     elf.segments().find_map(|s| {
         let (off, size) = s.file_range();
-        (addr >= s.address() && addr - s.address() < size).then(|| off + (addr - s.address()))
+        (addr >= s.address() && addr - s.address() < size)
+            .then(|| off.wrapping_add(addr - s.address()))
     })
 }
 

@@ -4,7 +4,7 @@ use std::{fs::File, path::PathBuf};
 
 use object::{Object, ObjectSymbol};
 
-use super::{locate, pcln_place, pclntab::Pclntab, program, symbols::Symbolizer};
+use super::{locate, memstats, pcln_place, pclntab::Pclntab, program, symbols::Symbolizer, symtab};
 
 /// The unstripped test programs, one per Go release built (`target/testapps/go-*/leaky`).
 fn programs() -> Vec<PathBuf> {
@@ -47,7 +47,7 @@ fn the_code_names_the_variables_the_symbol_table_names() {
         let file = File::open(&path).unwrap();
         let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
         let elf = object::File::parse(&*map).unwrap();
-        let named = program::from_symbols(&elf).unwrap().unwrap();
+        let named = symtab::variables(&elf).unwrap().unwrap();
         let place = pcln_place::find(&elf, &map).expect("line table");
         let table = &map[place.offset as usize..(place.offset + place.len) as usize];
         let tab = Pclntab::parse(table, place.text).unwrap();
@@ -60,6 +60,17 @@ fn the_code_names_the_variables_the_symbol_table_names() {
             _ => locate::Arch::Amd64,
         };
         let found = locate::variables(&tab, arch, code).unwrap();
+        // `runtime.memstats` and its layout, from `readmemstats_m`'s code.
+        let refs = locate::refs_of(&tab, arch, code, "runtime.readmemstats_m").unwrap();
+        let stats = memstats::locate(&refs).expect("runtime.memstats in readmemstats_m");
+        let named_stats = elf.symbols().find(|s| s.name() == Ok("runtime.memstats"));
+        assert_eq!(
+            Some(stats.addr),
+            named_stats.map(|s| s.address()),
+            "{}",
+            path.display()
+        );
+        println!("{}: {stats:x?}", path.display());
         println!("{}: {found:x?} gofunc {:?}", path.display(), place.gofunc);
         assert_eq!(found, named, "{}", path.display());
         // The module record's `gofunc` is the linker's `go:func.*` (`go.func.*` before 1.20).

@@ -14,8 +14,8 @@ const MAGIC_120: u32 = 0xffff_fff1;
 const HEADER: usize = 8 + 8 * 8;
 /// The longest name kept (Go's longest are a few hundred bytes).
 pub const NAME_MAX: usize = 1024;
-/// Steps followed in one value table (Go's largest functions have a few thousand).
-const STEPS_MAX: usize = 1 << 16;
+/// Steps followed in one value table (the largest in Go's runtime has about 5,100).
+const STEPS_MAX: usize = 1 << 14;
 /// `_PCDATA_InlTreeIndex` and `_FUNCDATA_InlTree`.
 pub const PCDATA_INLINE: u32 = 2;
 pub const FUNCDATA_INLINE: u32 = 3;
@@ -122,6 +122,9 @@ impl<D: AsRef<[u8]>> Pclntab<D> {
 
     /// Function `i` of the table (in order of address).
     pub fn func(&self, i: usize) -> Option<Func> {
+        if i >= self.nfunc {
+            return None;
+        }
         let d = self.d();
         let entry = u32_at(d, self.functab + 8 * i)?;
         let at = self
@@ -134,10 +137,17 @@ impl<D: AsRef<[u8]>> Pclntab<D> {
         let nfuncdata = *d.get(at + self.func_size() - 1)?;
         Some(Func {
             at,
-            entry: self.text + u64::from(entry),
+            entry: self.text.checked_add(u64::from(entry))?,
             w,
             nfuncdata,
         })
+    }
+
+    /// Function `i`'s entry address; `i == len()` is the end of the last function.
+    pub fn entry(&self, i: usize) -> Option<u64> {
+        (i <= self.nfunc)
+            .then(|| u32_at(self.d(), self.functab.checked_add(i.checked_mul(8)?)?))?
+            .and_then(|e| self.text.checked_add(u64::from(e)))
     }
 
     pub fn len(&self) -> usize {

@@ -4,25 +4,23 @@
 //!
 //! The executable is the tenant's, so what parsing it may cost is bounded before it starts:
 //! its size, how much of it is on disk (a sparse file of a terabyte would be faulted through
-//! page by page), its section count, and the time spent on its symbol table.
-use std::{
-    collections::HashMap,
-    fs::File,
-    os::unix::fs::MetadataExt,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+//! page by page), its section count, the time spent on its symbol table, and for a stripped
+//! binary the segments scanned for its line table and module record (`pcln_place`) and the
+//! size of the functions decoded (`locate`).
+use std::{collections::HashMap, fs::File, os::unix::fs::MetadataExt, sync::Mutex};
 
 use anyhow::{Context, Result};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment};
 
 use super::{
     build_id::BuildIds,
     buildinfo::go_version,
     layout::Layout,
     locate::{self, Variables},
+    memstats::{self, StatsPlace},
     pcln_place::{self, PclnPlace},
     pclntab::Pclntab,
+    symtab,
 };
 
 /// The largest executable parsed (Go services are tens to a few hundred MiB).
@@ -31,8 +29,6 @@ const EXE_MAX: u64 = 1 << 30;
 const ON_DISK_MIN_PART: u64 = 8;
 /// Go binaries have a few dozen sections.
 const SECTIONS_MAX: usize = 1024;
-/// How long the symbol table may take (a large Go service's takes milliseconds).
-const SYMBOLS_BUDGET: Duration = Duration::from_secs(2);
 /// Executables remembered; the table starts afresh beyond this.
 const PROGRAMS_MAX: usize = 4096;
 
@@ -74,6 +70,8 @@ pub struct Program {
     pub located: bool,
     /// Go's line table, for symbolizing without DWARF.
     pub pcln: Option<PclnPlace>,
+    /// `runtime.memstats`, for the memory accounting.
+    pub stats: Option<StatsPlace>,
 }
 
 /// Why an executable yields no readable heap.
@@ -118,7 +116,8 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
     // SAFETY: the mapping is only read; an executable being run cannot be written to
     // (ETXTBSY), so the bytes do not change under the parser.
     let map = unsafe { memmap2::Mmap::map(exe) }.context("mapping the executable")?;
-    // Only the pages parsed (headers, build info, symbol table) are read from disk.
+    // Only the pages parsed are read from disk (headers, build info, symbol table; for a
+    // stripped binary its line table, module record and the functions decoded).
     let Ok(elf) = object::File::parse(&*map) else {
         return Ok(Err(Verdict::NotGo));
     };
@@ -141,32 +140,36 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
         Err(e) => return unreadable(&e.to_string()),
     };
     let pcln = pcln_place::find(&elf, &map);
-    let (vars, located) = match from_symbols(&elf) {
+    let arch = match elf.architecture() {
+        object::Architecture::X86_64 => Some(locate::Arch::Amd64),
+        object::Architecture::Aarch64 => Some(locate::Arch::Arm64),
+        _ => None,
+    };
+    let code = |addr: u64, len: u64| {
+        let at = pcln_place::file_offset(&elf, addr)? as usize;
+        map.get(at..at.checked_add(len as usize)?)
+    };
+    let tab = pcln.as_ref().and_then(|place| {
+        let table = &map[place.offset as usize..(place.offset + place.len) as usize];
+        Pclntab::parse(table, place.text).ok()
+    });
+    let (vars, located) = match symtab::variables(&elf) {
         Err(refused) => return Ok(Err(refused)),
         Ok(Some(vars)) => (vars, false),
         // No symbol table (`-s`), or one without the runtime's variables: the runtime's code.
         Ok(None) => {
-            let Some(place) = &pcln else {
-                return unreadable("the binary has no symbol table and no Go line table");
+            let (Some(tab), Some(arch)) = (&tab, arch) else {
+                return unreadable(
+                    "the binary has no symbol table, and no Go line table or code memprof decodes",
+                );
             };
-            let arch = match elf.architecture() {
-                object::Architecture::X86_64 => locate::Arch::Amd64,
-                object::Architecture::Aarch64 => locate::Arch::Arm64,
-                other => {
-                    return unreadable(&format!(
-                        "the binary has no symbol table, and its {other:?} code is not decoded"
-                    ))
+            match locate::variables(tab, arch, code) {
+                Ok(vars) if !writable_words(&elf, &vars) => {
+                    return unreadable(
+                        "the binary has no symbol table (stripped with -s), and what its code \
+                         names as the profiler's variables are not aligned words of its data",
+                    )
                 }
-            };
-            let table = &map[place.offset as usize..(place.offset + place.len) as usize];
-            let code = |addr: u64, len: u64| {
-                let at = pcln_place::file_offset(&elf, addr)? as usize;
-                map.get(at..at.checked_add(len as usize)?)
-            };
-            match Pclntab::parse(table, place.text)
-                .map_err(|e| e.to_string())
-                .and_then(|tab| locate::variables(&tab, arch, code))
-            {
                 Ok(vars) => (vars, true),
                 Err(why) => {
                     return unreadable(&format!(
@@ -176,6 +179,13 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             }
         }
     };
+    // The runtime's own memory statistics, for the memory accounting (not needed to read the
+    // heap: a binary whose code does not match goes without).
+    let stats = tab
+        .as_ref()
+        .zip(arch)
+        .and_then(|(tab, arch)| locate::refs_of(tab, arch, code, "runtime.readmemstats_m"))
+        .and_then(|refs| memstats::locate(&refs));
     let profiler_off = vars
         .disable
         .is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
@@ -191,6 +201,7 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
             .unwrap_or(0),
         located,
         pcln,
+        stats,
         profiler_off,
         dynamic: elf.kind() == object::ObjectKind::Dynamic,
         first_vaddr: elf
@@ -205,37 +216,17 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
     Ok(Ok(program))
 }
 
-/// The runtime's variables by name in the symbol table; `None` when it has none of them.
-pub(super) fn from_symbols<'d, R: object::ReadRef<'d>>(
-    elf: &object::File<'d, R>,
-) -> Result<Option<Variables>, Verdict> {
-    let mut found = [None; 4];
-    let deadline = Instant::now() + SYMBOLS_BUDGET;
-    for s in elf.symbols() {
-        // Each name is found by scanning for its end: a forged table can make that megabytes.
-        if Instant::now() > deadline {
-            return Err(Verdict::Refused(format!(
-                "its symbol table takes longer than {SYMBOLS_BUDGET:?}"
-            )));
-        }
-        let slot = match s.name() {
-            Ok("runtime.mbuckets") => 0,
-            Ok("runtime.mProfCycle") => 1,
-            Ok("runtime.MemProfileRate") => 2,
-            Ok("runtime.disableMemoryProfiling") => 3,
-            _ => continue,
-        };
-        found[slot] = Some(s.address());
-    }
-    let [Some(mbuckets), Some(cycle), Some(rate), disable] = found else {
-        return Ok(None);
+/// Whether the variables are aligned words in writable segments, as the runtime's are.
+fn writable_words<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, v: &Variables) -> bool {
+    let writable = |addr: u64, align: u64| {
+        addr.is_multiple_of(align)
+            && elf.segments().any(|s| {
+                matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_W != 0)
+                    && addr >= s.address()
+                    && addr - s.address() < s.size()
+            })
     };
-    Ok(Some(Variables {
-        mbuckets,
-        cycle,
-        rate,
-        disable,
-    }))
+    writable(v.mbuckets, 8) && writable(v.cycle, 4) && writable(v.rate, 8)
 }
 
 /// The byte a variable at `addr` starts with in the file (0 for one in `.bss`, which the file

@@ -11,7 +11,7 @@ use memprof_common::GoTarget;
 use tracing::{debug, info};
 
 use super::{
-    discover::{discover, Discovery, GoProc},
+    discover::{discover_with, Discovery, GoProc},
     share::{Shares, Ticket},
 };
 use crate::{assess::ProcKey, kernel::GoTargets};
@@ -80,6 +80,8 @@ pub struct Registry {
     kernel: Option<GoTargets>,
     /// `MEMPROF_GO_ENABLE_PROFILING`: turn heap profiling on where the linker turned it off.
     enable_profiling: bool,
+    /// `MEMPROF_GO_HEAP=endpoint-only`: discovery tells Go from not Go and reads no memory.
+    endpoint_only: bool,
     shares: Shares,
 }
 
@@ -89,6 +91,12 @@ impl Registry {
             kernel,
             ..Self::default()
         }
+    }
+
+    /// Reads no process's memory, not even to check what discovery found (`endpoint-only`).
+    pub fn endpoint_only(mut self, on: bool) -> Self {
+        self.endpoint_only = on;
+        self
     }
 
     /// Turns heap profiling on in Go programs that have it off, at first sight (`enable`).
@@ -154,7 +162,7 @@ impl Registry {
         }
         let settle = |go| self.settled.lock().expect("settled").insert(key, (exe, go));
         let started = std::time::Instant::now();
-        match discover(key.pid) {
+        match discover_with(key.pid, !self.endpoint_only) {
             Ok(Discovery::Go(go)) => {
                 return Some(self.add(key, exe, comm.to_string(), go, started.elapsed()))
             }
@@ -197,7 +205,9 @@ impl Registry {
             _pad: 0,
         };
         let (share, kernel) = self.shares.register(self.kernel.as_ref(), key.pid, target);
-        super::enable::when_off(key, exe, &comm, &go, self.enable_profiling);
+        if !self.endpoint_only {
+            super::enable::when_off(key, exe, &comm, &go, self.enable_profiling);
+        }
         info!(
             pid = key.pid,
             comm,
