@@ -22,7 +22,7 @@ pub const MAX_FOREIGN: u32 = 16384;
 /// Version of the kernel/userspace ABI: maps shared between memprof instances through bpffs
 /// live under a directory named after it (and after the object's hash), so two memprof
 /// versions on one node never share maps of different layouts.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Tenants (memprof instances, one per PID namespace) that can share one set of kernel
 /// programs. Each owns a slot: its own ring buffers, reached from the shared programs through
@@ -117,9 +117,10 @@ pub struct Event {
     pub _pad: u32,
     /// The process the event is about (zero for `OomVictim` and `Exec`).
     pub identity: Identity,
-    /// RSS in bytes as the kernel counted it.
+    /// RSS in bytes as the kernel counted it (`OomVictim`: at the kill, 0 when the kernel's
+    /// record does not say).
     pub rss: u64,
-    /// The level that was crossed.
+    /// The level that was crossed (`OomVictim`: the anonymous part of `rss`).
     pub level: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at detection.
     pub ktime_ns: u64,
@@ -157,6 +158,10 @@ pub struct GoTarget {
     pub text_base: u64,
     /// `memRecord` bytes: 128 (Go ≤ 1.26) or 64.
     pub record_bytes: u32,
+    /// `runtime.memstats`' generation size and the offset of its `sysMemStat`s (0: unknown).
+    pub stats_delta: u32,
+    pub memstats: u64,
+    pub stats_sys: u32,
     pub _pad: u32,
 }
 
@@ -164,6 +169,10 @@ pub struct GoTarget {
 pub const HEAP_BEGIN: u32 = 1;
 pub const HEAP_BUCKET: u32 = 2;
 pub const HEAP_END: u32 = 3;
+pub const HEAP_STATS: u32 = 4;
+/// Words of `runtime.memstats` read at the kill: the first six of each of the heap's three
+/// generations, then the six `sysMemStat`s.
+pub const GO_STATS_WORDS: usize = 24;
 
 /// Opens a walk: which process, and the profile cycle and rate when it began.
 #[repr(C)]
@@ -200,6 +209,18 @@ pub struct HeapBucket {
     pub pcs: [u32; HEAP_MAX_DEPTH],
 }
 pub const HEAP_BUCKET_HEAD: usize = core::mem::offset_of!(HeapBucket, pcs);
+
+/// The Go runtime's own memory statistics at the kill, sent after the begin record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HeapStats {
+    pub kind: u32,
+    pub host_pid: u32,
+    /// 1 when every word was read.
+    pub ok: u32,
+    pub _pad: u32,
+    pub words: [u64; GO_STATS_WORDS],
+}
 
 /// Closes a walk.
 #[repr(C)]
@@ -251,8 +272,12 @@ pub mod globals {
     pub const TP_CURR_OFF: &str = "TP_CURR_OFF";
     pub const TP_MEMBER_OFF: &str = "TP_MEMBER_OFF";
     pub const TP_SIZE_OFF: &str = "TP_SIZE_OFF";
-    /// `oom/mark_victim` record: offset of `pid`.
+    /// `oom/mark_victim` record: offset of `pid`, and of the victim's `anon_rss`, `file_rss`
+    /// and `shmem_rss` (kB; 0 where the kernel's record has no such field).
     pub const TP_OOM_PID_OFF: &str = "TP_OOM_PID_OFF";
+    pub const TP_OOM_ANON_OFF: &str = "TP_OOM_ANON_OFF";
+    pub const TP_OOM_FILE_OFF: &str = "TP_OOM_FILE_OFF";
+    pub const TP_OOM_SHMEM_OFF: &str = "TP_OOM_SHMEM_OFF";
     /// `signal/signal_deliver` record: offset of `sig`.
     pub const TP_SIG_OFF: &str = "TP_SIG_OFF";
     /// The most `PROCS` entries one group may hold (0: no share, as without BTF).

@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memprof_common::{
-    GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
-    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH,
+    GoTarget, HeapBegin, HeapBucket, HeapEnd, HeapStats, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD,
+    HEAP_END, HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_STATS,
 };
 
 use crate::maps::{g, HeapScratch, GO_PROCS, HEAP, HEAP_SCRATCH, OUTBOX, VICTIMS, WALKERS};
@@ -117,6 +117,9 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
     if HEAP.output::<HeapBegin>(begin, 0).is_err() {
         return;
     }
+    if target.memstats != 0 {
+        send_stats(host_pid, target);
+    }
     let head = read_user::<u64>(target.mbuckets).unwrap_or(0);
     let mut w = Walk {
         cur: head,
@@ -161,6 +164,39 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
         });
         end.submit(0);
     }
+}
+
+/// Sends the runtime's memory statistics: four reads of six words, straight into the ring.
+#[inline(never)]
+fn send_stats(host_pid: u32, target: &GoTarget) {
+    let Some(mut rec) = HEAP.reserve::<HeapStats>(0) else {
+        return;
+    };
+    let p = rec.as_mut_ptr();
+    let delta = u64::from(target.stats_delta);
+    let mut ok = 1;
+    // SAFETY: `p` is the reserved record, `words` has room for 4 × 6 words; the helper checks
+    // the user addresses.
+    unsafe {
+        (*p).kind = HEAP_STATS;
+        (*p).host_pid = host_pid;
+        (*p)._pad = 0;
+        let words = (*p).words.as_mut_ptr();
+        // Unrolled by hand: constant offsets into the record for the verifier.
+        let reads = [
+            (0, target.memstats),
+            (6, target.memstats + delta),
+            (12, target.memstats + 2 * delta),
+            (18, target.memstats + u64::from(target.stats_sys)),
+        ];
+        for (at, src) in reads {
+            if bpf_probe_read_user(words.add(at).cast(), 48, src as *const c_void) != 0 {
+                ok = 0;
+            }
+        }
+        (*p).ok = ok;
+    }
+    rec.submit(0);
 }
 
 /// One iteration: sends the bucket at `cur` if it belongs to this pass, and moves on.

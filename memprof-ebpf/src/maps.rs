@@ -162,6 +162,9 @@ globals! {
     TP_MEMBER_OFF: u64,
     TP_SIZE_OFF: u64,
     TP_OOM_PID_OFF: u64,
+    TP_OOM_ANON_OFF: u64,
+    TP_OOM_FILE_OFF: u64,
+    TP_OOM_SHMEM_OFF: u64,
     TP_SIG_OFF: u64,
     GROUP_SHARE: u64,
 }

@@ -7,7 +7,7 @@ use memprof_common::{go_key, EventKind};
 
 use crate::{
     maps::{g, GO_PROCS, PROCS, VICTIMS},
-    procs::notify,
+    procs::notify_rss,
 };
 
 #[tracepoint(category = "oom", name = "mark_victim")]
@@ -31,6 +31,23 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> i32 {
     if unsafe { GO_PROCS.get(key) }.is_some() {
         let _ = VICTIMS.insert(host_pid, key, 0);
     }
-    notify(&ctx, EventKind::OomVictim, host_pid, ns_pid, slot);
+    // The victim's RSS at the kill, as the OOM killer counted it (kB): its memory leaves its
+    // cgroup as it exits, before userspace can read the cgroup.
+    let kb = |off: u64| match off {
+        0 => 0,
+        // SAFETY: offset of an `unsigned long` field from the tracepoint's format file.
+        _ => unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0),
+    };
+    let anon = kb(g::TP_OOM_ANON_OFF()) << 10;
+    let rss = anon + (kb(g::TP_OOM_FILE_OFF()) << 10) + (kb(g::TP_OOM_SHMEM_OFF()) << 10);
+    notify_rss(
+        &ctx,
+        EventKind::OomVictim,
+        host_pid,
+        ns_pid,
+        slot,
+        rss,
+        anon,
+    );
     0
 }

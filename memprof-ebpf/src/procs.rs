@@ -206,14 +206,27 @@ pub fn report<C: EbpfContext>(
 /// Sends a lifecycle or OOM event that carries no measurement to tenant `slot`.
 #[inline(always)]
 pub fn notify<C: EbpfContext>(ctx: &C, kind: EventKind, host_pid: u32, ns_pid: u32, slot: u32) {
+    notify_rss(ctx, kind, host_pid, ns_pid, slot, 0, 0);
+}
+
+/// `notify`, with an RSS and its anonymous part (`Event::rss`, `Event::level`).
+pub fn notify_rss<C: EbpfContext>(
+    ctx: &C,
+    kind: EventKind,
+    host_pid: u32,
+    ns_pid: u32,
+    slot: u32,
+    rss: u64,
+    anon: u64,
+) {
     let event = Event {
         kind: kind as u32,
         host_pid,
         ns_pid,
         _pad: 0,
         identity: Identity { mm: 0, start_ns: 0 },
-        rss: 0,
-        level: 0,
+        rss,
+        level: anon,
         // SAFETY: helper without preconditions.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };

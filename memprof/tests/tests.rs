@@ -7,6 +7,9 @@
 /// Real parts the tests build on: cgroups, pods, sidecars, the S3 server, Go programs, bpffs.
 mod common;
 
+/// The memory accounting at the kill: Go's heap and memory outside it, each where it went.
+mod accounting;
+
 /// The BPF programs on this kernel: load, attach, arm a level, the crossing event.
 mod bpf;
 /// A fork storm in its own PID namespace takes only its share of the kernel's process map.

@@ -13,10 +13,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"syscall"
 	"time"
 )
 
 var retained [][]byte
+
+// outsideHeap keeps the memory mapped outside Go's heap (-outside).
+var outsideHeap []byte
 
 // leakyRetain allocates n bytes, touches every page so they count in RSS, and keeps them.
 //
@@ -37,6 +41,8 @@ func main() {
 	also := flag.String("also", "", "also listen here, serving a page that is not a profile (an application port)")
 	gcPercent := flag.Int("gc-percent", 100, "GOGC: lower collects, and so publishes heap profiles, more often (as GOMEMLIMIT does near a limit)")
 	failHeap := flag.Int("fail-heap", 0, "answer this many heap profile requests with 503 first (a service thrashing near its limit)")
+	outside := flag.Int("outside", 0, "MiB to map and touch outside Go's heap (as cgo or mmap'd buffers are) before leaking")
+	report := flag.Bool("report", false, "print the bytes the leak holds after every step (\"held N\")")
 	flag.Parse()
 	debug.SetGCPercent(*gcPercent)
 
@@ -73,6 +79,16 @@ func main() {
 	}
 	fmt.Fprintf(os.Stdout, "ready pid=%d addr=%s\n", os.Getpid(), listening)
 
+	if *outside > 0 {
+		buf, err := syscall.Mmap(-1, 0, *outside<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		if err != nil {
+			log.Fatalf("mmap: %v", err)
+		}
+		for i := 0; i < len(buf); i += 4096 {
+			buf[i] = 1
+		}
+		outsideHeap = buf
+	}
 	time.Sleep(*delay)
 	const tick = 10 * time.Millisecond
 	chunk := int(*rate * (1 << 20) * tick.Seconds())
@@ -80,6 +96,9 @@ func main() {
 	for range time.Tick(tick) {
 		leakyRetain(chunk)
 		held += chunk
+		if *report {
+			fmt.Fprintf(os.Stdout, "held %d\n", held)
+		}
 		if *freeAt > 0 && float64(held) >= *freeAt*(1<<20) {
 			// Drop everything and hand the pages back, so RSS falls and can rise again.
 			retained, held = nil, 0

@@ -146,6 +146,11 @@ impl Assessor {
         )
     }
 
+    /// What the process's memory cgroup's charge is made of now (see `cgroup::charge`).
+    pub fn charge(&self, key: &ProcKey) -> Option<cgroup::charge::Charge> {
+        cgroup::charge::charge(self.views(key)?)
+    }
+
     /// The working set of the process's memory cgroup now (see `cgroup::working_set`).
     pub fn working_set(&self, key: &ProcKey) -> Option<u64> {
         cgroup::working_set(self.views(key)?)

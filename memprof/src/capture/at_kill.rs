@@ -42,6 +42,14 @@ impl Capturer {
         if let Some(seen) = self.seen.get(found.key) {
             found.comm = seen.comm;
         }
+        // The runtime's memory as the kernel read it, for the accounting in this profile's
+        // metadata and in the OOM record.
+        let go_memory = found
+            .go
+            .stats
+            .zip(r.go_stats)
+            .map(|(place, words)| goheap::memstats::decode(&place, &words));
+        self.seen.memory(found.key, None, None, go_memory);
         if r.rate == 0 && r.buckets.is_empty() {
             crate::metrics::capture("at_kill", "no_profile");
             warn!(

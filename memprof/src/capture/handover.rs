@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::{Capturer, Profile};
+use super::{accounting::account, Capturer, Profile};
 use crate::{
     assess::{identity::Identity, LimitSource, ProcKey, Reading},
     deliver::{
@@ -140,6 +140,14 @@ impl Capturer {
                 limit: p.limit,
                 limit_source: format!("{:?}", p.limit_source),
                 working_set: p.working_set,
+                // At the kill, the runtime's memory as the kernel read it then.
+                accounting: p.charge.map(|c| {
+                    let go = match s.level {
+                        Level::Oom => p.go_memory_at_kill,
+                        _ => p.go_memory,
+                    };
+                    account(&c, go.as_ref()).to_json()
+                }),
             }),
         };
         self.naming.name(&subject, kind, extension)

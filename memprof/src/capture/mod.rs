@@ -7,6 +7,7 @@
 //! `handover` gives each profile's facts to delivery, which names it; `seen` keeps who each
 //! process was (the OOM record needs it after the process is gone); `processes` is how the
 //! daemon tells capture of processes appearing and going. Other kinds (JVM) plug in here.
+pub mod accounting;
 pub mod at_kill;
 pub mod goheap;
 mod handover;

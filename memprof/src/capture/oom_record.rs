@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Capturer, Profile, PENDING_WAIT};
-use crate::assess::ProcKey;
+use super::{
+    accounting::{self, account, Accounting},
+    Capturer, Profile, PENDING_WAIT,
+};
+use crate::{assess::ProcKey, cgroup::charge::Charge};
 
 /// How long the record waits, after the captures in flight (`PENDING_WAIT`), for the at-kill
 /// profile of a Go victim.
@@ -23,11 +26,20 @@ pub struct Kill {
     pub working_set: Option<u64>,
     pub oom_score_adj: Option<i32>,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// The container's charge read at the report.
+    pub charge: Option<Charge>,
+    /// The victim's anonymous memory at the kill, as the OOM killer counted it.
+    pub victim_anon: Option<u64>,
 }
 
 impl Kill {
     /// The facts that must be read right away: the victim and its cgroup are going.
-    pub fn now(key: ProcKey, host_pid: Option<u32>, working_set: Option<u64>) -> Self {
+    pub fn now(
+        key: ProcKey,
+        host_pid: Option<u32>,
+        working_set: Option<u64>,
+        charge: Option<Charge>,
+    ) -> Self {
         let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", key.pid));
         Self {
             key,
@@ -35,6 +47,8 @@ impl Kill {
             working_set,
             oom_score_adj: adj.ok().and_then(|a| a.trim().parse().ok()),
             time: chrono::Utc::now(),
+            charge,
+            victim_anon: None,
         }
     }
 }
@@ -61,6 +75,8 @@ struct Record<'a> {
     /// Snapshots stored in place of a profile (see `snapshot`).
     snapshots: &'a [String],
     profiled_before_kill: bool,
+    /// Where the memory went at the kill (the Go runtime's parts as the kernel read them).
+    memory_accounting: Option<Accounting>,
     memprof_version: &'static str,
 }
 
@@ -100,6 +116,15 @@ impl Capturer {
         let before = profiles.iter().any(|k| !k.contains("_oom."));
         crate::metrics::oom_kill(before);
         let id = &seen.identity;
+        // The at-kill walk's statistics arrived with its profile (waited for above).
+        let go_at_kill = self.seen.get(kill.key).and_then(|p| p.go_memory_at_kill);
+        let accounting = kill.charge.map(|c| {
+            account(
+                &accounting::at_kill(&c, kill.victim_anon),
+                go_at_kill.as_ref(),
+            )
+        });
+        let split = accounting.as_ref().map(Accounting::phrase);
         let record = Record {
             pid: kill.key.pid,
             host_pid: kill.host_pid,
@@ -120,6 +145,7 @@ impl Capturer {
             profiles: &profiles,
             snapshots: &snapshots,
             profiled_before_kill: before,
+            memory_accounting: accounting.clone(),
             memprof_version: env!("CARGO_PKG_VERSION"),
         };
         let bytes = match serde_json::to_vec_pretty(&record) {
@@ -152,6 +178,7 @@ impl Capturer {
                 key,
                 profiles = profiles.len(),
                 profiled_before_kill = before,
+                memory = split.as_deref().unwrap_or("not read"),
                 "OOM record stored"
             );
         }

@@ -1,7 +1,7 @@
 //! What capture keeps of each process — who it is and what it used (`seen`), whether it is Go
 //! and where its heap is (`goheap`), its pprof endpoint (`http`) — as the daemon tells it of
 //! processes appearing, changing and going.
-use super::{seen::Proc, Capturer};
+use super::{goheap, seen::Proc, Capturer};
 use crate::{
     assess::{
         scope::{Excluded, Scope},
@@ -55,6 +55,27 @@ impl Capturer {
     /// Records the container's working set as just read, for the OOM record.
     pub fn note_working_set(&self, key: ProcKey, bytes: Option<u64>) {
         self.seen.working_set(key, bytes);
+    }
+
+    /// Reads the Go runtime's own memory statistics (24 words, one `process_vm_readv` each
+    /// six) of a discovered Go process, for the memory accounting in the profile's metadata.
+    pub(super) fn note_go_memory(&self, pid: u32, key: crate::assess::ProcKey) {
+        if self.go_heap == GoHeapMode::EndpointOnly {
+            return;
+        }
+        let Some(found) = self.goheap.by_pid(key.pid).filter(|f| f.key == key) else {
+            return;
+        };
+        let memory = found.go.stats.and_then(|place| {
+            let words = goheap::memstats::read(pid, &place)?;
+            Some(goheap::memstats::decode(&place, &words))
+        });
+        self.seen.memory(key, None, memory, None);
+    }
+
+    /// Records the container's charge as just read, for the memory accounting.
+    pub fn note_charge(&self, key: ProcKey, charge: Option<crate::cgroup::charge::Charge>) {
+        self.seen.memory(key, charge, None, None);
     }
 
     /// Forgets processes. After an exec only who it is goes (its command line and cgroup are

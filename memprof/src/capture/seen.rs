@@ -13,6 +13,8 @@ use crate::{
         scope::{Excluded, Scope},
         CgroupDir, LimitSource, ProcKey, Reading,
     },
+    capture::goheap::memstats::GoMemory,
+    cgroup::charge::Charge,
     deliver::metadata::CUT,
 };
 
@@ -34,6 +36,11 @@ pub struct Proc {
     pub limit_source: LimitSource,
     /// The container's working set at the last look (see `Assessor::working_set`).
     pub working_set: Option<u64>,
+    /// The container's charge and the Go runtime's memory at the last capture, and the Go
+    /// runtime's memory as the kernel read it at the kill: the memory accounting.
+    pub charge: Option<Charge>,
+    pub go_memory: Option<GoMemory>,
+    pub go_memory_at_kill: Option<GoMemory>,
     /// Whether memprof watches it (`Err`: the rule that leaves it out).
     pub scope: Result<(), Excluded>,
 }
@@ -84,6 +91,9 @@ impl Seen {
                 limit: r.limit,
                 limit_source: r.limit_source,
                 working_set: None,
+                charge: None,
+                go_memory: None,
+                go_memory_at_kill: None,
             },
         );
         (verdict, true)
@@ -93,6 +103,21 @@ impl Seen {
     pub fn working_set(&self, key: ProcKey, bytes: Option<u64>) {
         if let (Some(p), Some(b)) = (self.lock().get_mut(&key), bytes) {
             p.working_set = Some(b);
+        }
+    }
+
+    /// Records what the memory accounting is made of, as just read (what is `None` is kept).
+    pub fn memory(
+        &self,
+        key: ProcKey,
+        charge: Option<Charge>,
+        go: Option<GoMemory>,
+        go_at_kill: Option<GoMemory>,
+    ) {
+        if let Some(p) = self.lock().get_mut(&key) {
+            p.charge = charge.or(p.charge);
+            p.go_memory = go.or(p.go_memory);
+            p.go_memory_at_kill = go_at_kill.or(p.go_memory_at_kill);
         }
     }
 

@@ -16,6 +16,7 @@
 //! the process's memory cgroup, and reads every file relative to it.
 use std::{fmt, path::PathBuf};
 
+pub mod charge;
 pub mod hierarchy;
 mod view;
 

@@ -175,13 +175,18 @@ impl LoopState {
     fn handle(&mut self, c: Candidate) {
         tracing::trace!(?c, "candidate");
         match c.source {
-            Source::OomVictim => {
+            Source::OomVictim { anon, .. } => {
                 let host_pid = c.kernel.map(|k| k.host_pid);
                 let who = self.capturer.who(c.ns_pid);
                 info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
                 let watched = self.capturer.newest(c.ns_pid);
                 if let Some((key, _)) = watched.filter(|(_, p)| p.scope.is_ok()) {
-                    let kill = Kill::now(key, host_pid, self.assessor.working_set(&key));
+                    // Read at once: the victim's memory leaves its cgroup as it exits.
+                    let charge = self.assessor.charge(&key);
+                    self.capturer.note_charge(key, charge);
+                    let mut kill =
+                        Kill::now(key, host_pid, self.assessor.working_set(&key), charge);
+                    kill.victim_anon = (anon > 0).then_some(anon);
                     let capturer = Arc::clone(&self.capturer);
                     tokio::spawn(async move { capturer.record_oom(kill).await });
                 }
@@ -293,5 +298,6 @@ impl LoopState {
         // for the OOM record should the process die.
         let working_set = self.assessor.working_set(&key);
         self.capturer.note_working_set(key, working_set);
+        self.capturer.note_charge(key, self.assessor.charge(&key));
     }
 }

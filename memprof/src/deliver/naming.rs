@@ -37,6 +37,8 @@ pub struct Usage<'a> {
     pub limit: u64,
     pub limit_source: String,
     pub working_set: Option<u64>,
+    /// Where the memory went (`capture::accounting`), as JSON.
+    pub accounting: Option<String>,
 }
 
 impl Naming {
@@ -118,6 +120,9 @@ impl Naming {
                 );
             if let Some(ws) = u.working_set {
                 meta.set("working-set", ws);
+            }
+            if let Some(a) = &u.accounting {
+                meta.set("memory-accounting", a);
             }
         }
         (key, meta)

@@ -47,8 +47,9 @@ pub enum Source {
     Retry,
     /// A capture was stored: the next level is due.
     NextLevel,
-    /// The OOM killer chose this process.
-    OomVictim,
+    /// The OOM killer chose this process; its RSS and the anonymous part at the kill, in bytes
+    /// (0 when the kernel's record does not say).
+    OomVictim { rss: u64, anon: u64 },
     /// The process ran exec: a new program.
     Exec,
     /// `memprof capture --pid`.
@@ -64,7 +65,7 @@ impl Source {
             Source::Container { via, .. } => via,
             Source::Retry => "retry",
             Source::NextLevel => "next_level",
-            Source::OomVictim => "oom_victim",
+            Source::OomVictim { .. } => "oom_victim",
             Source::Exec => "exec",
             Source::Manual => "manual",
         }

@@ -51,7 +51,13 @@ fn parse_event(bytes: &[u8]) -> Option<Candidate> {
             },
             "crossed",
         ),
-        k if k == EventKind::OomVictim as u32 => (Source::OomVictim, "oom_victim"),
+        k if k == EventKind::OomVictim as u32 => (
+            Source::OomVictim {
+                rss: e.rss,
+                anon: e.level,
+            },
+            "oom_victim",
+        ),
         k if k == EventKind::Exec as u32 => (Source::Exec, "exec"),
         _ => return None,
     };

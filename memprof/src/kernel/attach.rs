@@ -73,6 +73,17 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         g::TP_OOM_PID_OFF,
         offsets::tracepoint_field(&oom_format, "pid")?,
     ));
+    for (name, field) in [
+        (g::TP_OOM_ANON_OFF, "anon_rss"),
+        (g::TP_OOM_FILE_OFF, "file_rss"),
+        (g::TP_OOM_SHMEM_OFF, "shmem_rss"),
+    ] {
+        // Since 5.x; 0 (never a data field's offset) tells the program it is not there.
+        values.push((
+            name,
+            offsets::tracepoint_field(&oom_format, field).unwrap_or(0),
+        ));
+    }
     let signal_format = offsets::read_format(tracefs, "signal", "signal_deliver")?;
     values.push((
         g::TP_SIG_OFF,

@@ -89,6 +89,17 @@ pub fn build_stripped(app: &str, t: Toolchain) -> Option<PathBuf> {
     build_with(app, t, "-stripped", &["-ldflags=-s -w"])
 }
 
+/// `testapps/<app>` built with `t` position-independent (`-buildmode=pie`, as some
+/// distributions build) and stripped.
+pub fn build_stripped_pie(app: &str, t: Toolchain) -> Option<PathBuf> {
+    build_with(
+        app,
+        t,
+        "-pie-stripped",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    )
+}
+
 fn build_with(app: &str, t: Toolchain, variant: &str, flags: &[&str]) -> Option<PathBuf> {
     // Tests of one binary run in parallel; one build at a time.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,5 +1,6 @@
 //! Assembles the kernel's at-kill heap walks (`memprof-ebpf/src/goheap.rs`) from the `HEAP`
-//! ring buffer: a begin record, one record per bucket, an end record, per victim (several
+//! ring buffer: a begin record, the runtime's memory statistics, one record per bucket, an end
+//! record, per victim (several
 //! victims' walks may interleave). A walk whose end record never comes (the ring buffer was
 //! full) is closed after `STALE` with what arrived.
 use std::{
@@ -10,7 +11,8 @@ use std::{
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
 use memprof_common::{
-    HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
+    HeapBegin, HeapBucket, HeapEnd, HeapStats, GO_STATS_WORDS, HEAP_BEGIN, HEAP_BUCKET,
+    HEAP_BUCKET_HEAD, HEAP_END, HEAP_STATS,
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
@@ -36,6 +38,8 @@ pub struct KillRead {
     pub ended: bool,
     /// Kernel time the walk took.
     pub walk_ns: u64,
+    /// `runtime.memstats` as the kernel read it (see `memstats`), when it could.
+    pub go_stats: Option<[u64; GO_STATS_WORDS]>,
     begin_ktime: u64,
     last: Option<Instant>,
 }
@@ -127,6 +131,12 @@ fn take(open: &mut HashMap<u32, KillRead>, bytes: &[u8]) -> Option<KillRead> {
                     },
                 },
             });
+            None
+        }
+        HEAP_STATS => {
+            let s: HeapStats = read(bytes)?;
+            let r = open.get_mut(&s.host_pid)?;
+            r.go_stats = (s.ok == 1).then_some(s.words);
             None
         }
         HEAP_END => {

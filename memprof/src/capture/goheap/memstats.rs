@@ -63,6 +63,20 @@ pub fn spans(place: &StatsPlace, addr: u64) -> [(u64, usize); 4] {
     [g(0), g(1), g(2), (addr + u64::from(place.sys_off), 48)]
 }
 
+/// The words the kernel reads at the kill, read from the live process at a capture (`place`
+/// at its run-time address).
+pub fn read(pid: u32, place: &StatsPlace) -> Option<[u64; WORDS]> {
+    let mut words = [0u64; WORDS];
+    for (i, (addr, len)) in spans(place, place.addr).into_iter().enumerate() {
+        let mut buf = [0u8; 48];
+        super::read::read_exact(pid, addr, &mut buf[..len]).ok()?;
+        for (k, w) in buf.chunks_exact(8).enumerate() {
+            words[6 * i + k] = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+        }
+    }
+    Some(words)
+}
+
 /// The runtime's memory, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GoMemory {

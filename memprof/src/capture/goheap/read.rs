@@ -64,7 +64,7 @@ fn read_into(pid: u32, addr: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
-fn read_exact(pid: u32, addr: u64, buf: &mut [u8]) -> Result<()> {
+pub(super) fn read_exact(pid: u32, addr: u64, buf: &mut [u8]) -> Result<()> {
     let n = read_into(pid, addr, buf).with_context(|| format!("reading {addr:#x}"))?;
     if n < buf.len() {
         bail!("short read at {addr:#x}: {n} of {} bytes", buf.len());

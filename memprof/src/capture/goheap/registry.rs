@@ -202,6 +202,9 @@ impl Registry {
             rate: go.rate,
             text_base: go.text_base,
             record_bytes: go.layout.record_bytes() as u32,
+            stats_delta: go.stats.map_or(0, |s| s.delta_bytes),
+            memstats: go.stats.map_or(0, |s| s.addr),
+            stats_sys: go.stats.map_or(0, |s| s.sys_off),
             _pad: 0,
         };
         let (share, kernel) = self.shares.register(self.kernel.as_ref(), key.pid, target);
