@@ -181,8 +181,9 @@ fn send_stats(host_pid: u32, target: &GoTarget) {
         (*p).kind = HEAP_STATS;
         (*p).host_pid = host_pid;
         (*p)._pad = 0;
-        let words = (*p).words.as_mut_ptr();
-        // Unrolled by hand: constant offsets into the record for the verifier.
+        // No reference to the record's (uninitialised) words: a raw pointer only.
+        let words = core::ptr::addr_of_mut!((*p).words).cast::<u64>();
+        // Constant offsets into the record, at which the helper writes.
         let reads = [
             (0, target.memstats),
             (6, target.memstats + delta),

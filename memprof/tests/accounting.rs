@@ -80,6 +80,15 @@ fn the_oom_record_says_where_the_memory_went() {
     );
     assert!(line.contains("memory=\"Go heap "), "{line}");
     assert!(line.contains("outside Go "), "{line}");
+    let line = memprof.wait_for_log(
+        &format!("at-kill profile stored pid={pid} "),
+        Duration::from_secs(10),
+    );
+    assert!(
+        line.contains("memory=\"Go heap "),
+        "{line}\nmemprof said:\n{}",
+        memprof.output()
+    );
     // The threshold profile (read from memory) carries the accounting of its moment.
     let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
     let meta = client.metadata(&threshold);

@@ -31,18 +31,48 @@ pub struct Accounting {
     pub notes: Vec<String>,
 }
 
-/// The charge at an OOM kill: the victim's own anonymous memory as the OOM killer counted it
-/// is a floor for the cgroup's, which userspace reads a moment later, when the victim may have
-/// begun to exit.
-pub fn at_kill(charge: &Charge, victim_anon: Option<u64>) -> Charge {
-    match victim_anon {
-        Some(anon) if anon > charge.anon => Charge {
+/// Below this share of its limit, a container's charge read at an OOM kill was read after the
+/// victim's memory left it.
+const AT_LIMIT: f64 = 0.9;
+
+/// The charge to account an OOM kill with. The cgroup is read when the kill is reported, and
+/// the victim may have begun to exit by then: its own anonymous memory at the kill, as the OOM
+/// killer counted it (recent kernels say), is a floor; without it, a charge well below the
+/// limit was read too late, and the one read at the last capture stands in.
+pub fn kill_charge(
+    at_report: Option<Charge>,
+    victim_anon: Option<u64>,
+    before: Option<Charge>,
+    limit: u64,
+) -> Option<Charge> {
+    let read = at_report.or(before)?;
+    if let Some(anon) = victim_anon.filter(|&a| a > read.anon) {
+        return Some(Charge {
             anon,
-            usage: charge.usage.max(anon + charge.file + charge.kernel),
-            late: true,
-            ..*charge
-        },
-        _ => *charge,
+            usage: read
+                .usage
+                .max(anon.saturating_add(read.file).saturating_add(read.kernel)),
+            note: Some(
+                "the cgroup was read as the victim was freeing its memory: anonymous memory is \
+                 the victim's own at the kill, as the OOM killer counted it",
+            ),
+            ..read
+        });
+    }
+    let late = |c: &Charge| (c.usage as f64) < AT_LIMIT * limit as f64;
+    match (at_report, before) {
+        (Some(now), Some(earlier)) if victim_anon.is_none() && late(&now) => Some(Charge {
+            note: Some(
+                "the cgroup was read after the victim's memory had left it: these are the \
+                 figures of the last capture before the kill",
+            ),
+            ..earlier
+        }),
+        (Some(now), None) if victim_anon.is_none() && late(&now) => Some(Charge {
+            note: Some("the cgroup was read after the victim's memory had left it"),
+            ..now
+        }),
+        _ => Some(read),
     }
 }
 
@@ -55,19 +85,31 @@ pub fn account(charge: &Charge, go: Option<&GoMemory>) -> Accounting {
         non_go_anon: charge.anon,
         ..Accounting::default()
     };
-    if charge.late {
-        a.notes.push(
-            "the cgroup was read as the victim was freeing its memory: anonymous memory is the \
-             victim's own at the kill, as the OOM killer counted it"
-                .into(),
-        );
-    }
+    a.notes.extend(charge.note.map(String::from));
     if charge.kernel_is_rest {
         a.notes
             .push("kernel: the charge beyond anonymous memory and page cache (cgroup v1)".into());
     }
+    // The runtime's statistics are the process's to write: they are used only when they fit
+    // in the cgroup's anonymous memory (within a tenth: what Go maps is not all resident).
+    let go_total = |g: &GoMemory| {
+        [g.heap_in_use, g.heap_free, g.stacks, g.runtime_other]
+            .iter()
+            .fold(0u64, |a, &b| a.saturating_add(b))
+    };
+    let go = match go {
+        Some(g) if go_total(g) > charge.anon.saturating_add(charge.anon / 10) => {
+            a.notes.push(
+                "the Go runtime's own statistics (the process's to write) exceed the cgroup's \
+                 anonymous memory by more than a tenth: not used"
+                    .into(),
+            );
+            None
+        }
+        other => other,
+    };
     if let Some(g) = go {
-        let go_total = g.heap_in_use + g.heap_free + g.stacks + g.runtime_other;
+        let go_total = go_total(g);
         a.go_heap_in_use = Some(g.heap_in_use);
         a.go_heap_free = Some(g.heap_free);
         a.go_stacks = Some(g.stacks);
@@ -81,7 +123,7 @@ pub fn account(charge: &Charge, go: Option<&GoMemory>) -> Accounting {
             ));
         }
     }
-    let parts = a.parts().iter().map(|p| p.1).sum::<u64>();
+    let parts = a.parts().iter().fold(0u64, |s, p| s.saturating_add(p.1));
     if a.total > 0 && (parts.abs_diff(a.total) as f64) > ADDS_UP_WITHIN * a.total as f64 {
         a.notes.push(format!(
             "the parts add up to {parts} bytes, not {}: the rest is memory.stat's lines not \
@@ -107,7 +149,7 @@ impl Accounting {
             out.push(("Go free heap", self.go_heap_free.unwrap_or(0)));
             out.push((
                 "Go stacks and runtime",
-                go[2].unwrap_or(0) + go[3].unwrap_or(0),
+                go[2].unwrap_or(0).saturating_add(go[3].unwrap_or(0)),
             ));
             out.push(("outside Go", self.non_go_anon));
         } else {
@@ -158,7 +200,7 @@ mod tests {
             kernel: 30 * MIB,
             usage: 1000 * MIB,
             kernel_is_rest: false,
-            late: false,
+            note: None,
         };
         let go = GoMemory {
             heap_in_use: 700 * MIB,
@@ -184,6 +226,43 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_read_late_uses_what_was_true_at_the_kill() {
+        let charge = |anon: u64, usage: u64| Charge {
+            anon: anon * MIB,
+            file: 10 * MIB,
+            kernel: 5 * MIB,
+            usage: usage * MIB,
+            kernel_is_rest: false,
+            note: None,
+        };
+        let limit = 400 * MIB;
+        // Read at the limit: as read.
+        let at_limit = kill_charge(Some(charge(380, 395)), None, None, limit).unwrap();
+        assert_eq!((at_limit.anon, at_limit.note), (380 * MIB, None));
+        // Read after the victim left, the kernel's count of the victim lifts it.
+        let floored = kill_charge(Some(charge(20, 35)), Some(370 * MIB), None, limit).unwrap();
+        assert_eq!((floored.anon, floored.usage), (370 * MIB, 385 * MIB));
+        assert!(floored.note.is_some());
+        // Without that count, the last capture's figures stand in.
+        let earlier = charge(300, 320);
+        let stood_in = kill_charge(Some(charge(20, 35)), None, Some(earlier), limit).unwrap();
+        assert_eq!(stood_in.anon, 300 * MIB);
+        assert!(stood_in.note.unwrap().contains("last capture"));
+        // A process's statistics that do not fit its cgroup are not used.
+        let huge = GoMemory {
+            heap_in_use: u64::MAX,
+            ..GoMemory::default()
+        };
+        let a = account(&charge(380, 395), Some(&huge));
+        assert_eq!((a.go_heap_in_use, a.non_go_anon), (None, 380 * MIB));
+        assert!(
+            a.notes.iter().any(|n| n.contains("not used")),
+            "{:?}",
+            a.notes
+        );
+    }
+
+    #[test]
     fn what_does_not_add_up_is_said() {
         let charge = Charge {
             anon: 100 * MIB,
@@ -191,7 +270,7 @@ mod tests {
             kernel: 0,
             usage: 200 * MIB,
             kernel_is_rest: false,
-            late: false,
+            note: None,
         };
         let a = account(&charge, None);
         assert!(a.notes[0].contains("add up to"), "{:?}", a.notes);

@@ -12,6 +12,9 @@ use super::{
     Capturer, Profile, PENDING_WAIT,
 };
 
+/// How long the at-kill profile waits for the kill's report to have read the charge.
+const KILL_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Turns the kernel's at-kill heap walks into stored profiles, each in its own task.
 pub fn spawn(ring: RingBuf<MapData>, capturer: Arc<Capturer>) {
     let (tx, mut rx) = mpsc::channel(16);
@@ -49,7 +52,15 @@ impl Capturer {
             .stats
             .zip(r.go_stats)
             .map(|(place, words)| goheap::memstats::decode(&place, &words));
-        self.seen.memory(found.key, None, None, go_memory);
+        self.note_kill_go(found.key, go_memory);
+        // The kill's report (with the container's charge) comes through another ring and task,
+        // usually first: a moment's wait lets this profile's metadata and line carry the split.
+        let deadline = Instant::now() + KILL_REPORT_WAIT;
+        while self.kill_accounting(found.key, false).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Taken now: the OOM record takes the kill's accounting once this profile is stored.
+        let split = self.kill_accounting(found.key, false).map(|a| a.phrase());
         if r.rate == 0 && r.buckets.is_empty() {
             crate::metrics::capture("at_kill", "no_profile");
             warn!(
@@ -147,6 +158,7 @@ impl Capturer {
                 walk_ms = format!("{:.2}", r.walk_ns as f64 / 1e6),
                 truncated = incomplete.join("; "),
                 earlier = earlier.join(","),
+                memory = split.as_deref().unwrap_or("not read"),
                 "at-kill profile stored"
             );
         }

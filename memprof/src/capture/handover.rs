@@ -140,14 +140,12 @@ impl Capturer {
                 limit: p.limit,
                 limit_source: format!("{:?}", p.limit_source),
                 working_set: p.working_set,
-                // At the kill, the runtime's memory as the kernel read it then.
-                accounting: p.charge.map(|c| {
-                    let go = match s.level {
-                        Level::Oom => p.go_memory_at_kill,
-                        _ => p.go_memory,
-                    };
-                    account(&c, go.as_ref()).to_json()
-                }),
+                // At the kill, the kill's (the runtime's memory as the kernel read it then).
+                accounting: match s.level {
+                    Level::Oom => self.kill_accounting(s.proc, false),
+                    _ => p.accounting.map(|(c, go)| account(&c, go.as_ref())),
+                }
+                .map(|a| a.to_json()),
             }),
         };
         self.naming.name(&subject, kind, extension)

@@ -12,6 +12,7 @@ pub mod at_kill;
 pub mod goheap;
 mod handover;
 pub mod http;
+mod kill_memory;
 pub mod oom_record;
 mod processes;
 pub mod seen;
@@ -54,6 +55,8 @@ pub struct Capturer {
     read_bounds: goheap::read::Bounds,
     /// One permit per read from process memory under way.
     reads: Arc<tokio::sync::Semaphore>,
+    /// The memory accounting of kills whose record is not written yet.
+    kills: std::sync::Mutex<kill_memory::KillMemory>,
 }
 
 /// How long what is stored after a kill (the at-kill profile, the OOM record) waits for the
@@ -100,6 +103,7 @@ impl Capturer {
                 max_profile_bytes: cfg.capture_max_bytes,
             },
             reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
+            kills: Default::default(),
         }
     }
 }

@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{
-    accounting::{self, account, Accounting},
-    Capturer, Profile, PENDING_WAIT,
-};
+use super::{accounting::Accounting, Capturer, Profile, PENDING_WAIT};
 use crate::{assess::ProcKey, cgroup::charge::Charge};
 
 /// How long the record waits, after the captures in flight (`PENDING_WAIT`), for the at-kill
@@ -117,13 +114,7 @@ impl Capturer {
         crate::metrics::oom_kill(before);
         let id = &seen.identity;
         // The at-kill walk's statistics arrived with its profile (waited for above).
-        let go_at_kill = self.seen.get(kill.key).and_then(|p| p.go_memory_at_kill);
-        let accounting = kill.charge.map(|c| {
-            account(
-                &accounting::at_kill(&c, kill.victim_anon),
-                go_at_kill.as_ref(),
-            )
-        });
+        let accounting = self.kill_accounting(kill.key, true);
         let split = accounting.as_ref().map(Accounting::phrase);
         let record = Record {
             pid: kill.key.pid,

@@ -57,25 +57,25 @@ impl Capturer {
         self.seen.working_set(key, bytes);
     }
 
-    /// Reads the Go runtime's own memory statistics (24 words, one `process_vm_readv` each
-    /// six) of a discovered Go process, for the memory accounting in the profile's metadata.
-    pub(super) fn note_go_memory(&self, pid: u32, key: crate::assess::ProcKey) {
-        if self.go_heap == GoHeapMode::EndpointOnly {
-            return;
-        }
-        let Some(found) = self.goheap.by_pid(key.pid).filter(|f| f.key == key) else {
-            return;
+    /// Reads, at one moment, the container's charge (`memory.stat`) and, for a discovered Go
+    /// process, the Go runtime's own statistics (24 words, a `process_vm_readv` each six), for
+    /// the memory accounting in the capture's metadata. Nothing of a process's memory is read
+    /// with `endpoint-only`.
+    pub(super) fn note_memory(&self, pid: u32, key: ProcKey) {
+        let Some(dir) = self.seen.get(key).and_then(|p| p.cgroup_dir) else {
+            return self.seen.memory(key, None);
         };
-        let memory = found.go.stats.and_then(|place| {
+        let go = match self.go_heap {
+            GoHeapMode::EndpointOnly => None,
+            _ => self.goheap.by_pid(key.pid).filter(|f| f.key == key),
+        };
+        let memory = go.and_then(|found| {
+            let place = found.go.stats?;
             let words = goheap::memstats::read(pid, &place)?;
             Some(goheap::memstats::decode(&place, &words))
         });
-        self.seen.memory(key, None, memory, None);
-    }
-
-    /// Records the container's charge as just read, for the memory accounting.
-    pub fn note_charge(&self, key: ProcKey, charge: Option<crate::cgroup::charge::Charge>) {
-        self.seen.memory(key, charge, None, None);
+        let charge = crate::cgroup::charge::charge(std::slice::from_ref(&dir));
+        self.seen.memory(key, charge.map(|c| (c, memory)));
     }
 
     /// Forgets processes. After an exec only who it is goes (its command line and cgroup are

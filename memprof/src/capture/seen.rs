@@ -36,11 +36,9 @@ pub struct Proc {
     pub limit_source: LimitSource,
     /// The container's working set at the last look (see `Assessor::working_set`).
     pub working_set: Option<u64>,
-    /// The container's charge and the Go runtime's memory at the last capture, and the Go
-    /// runtime's memory as the kernel read it at the kill: the memory accounting.
-    pub charge: Option<Charge>,
-    pub go_memory: Option<GoMemory>,
-    pub go_memory_at_kill: Option<GoMemory>,
+    /// Where the memory went at the last capture (the charge and the Go runtime's statistics
+    /// read together), for its profile's metadata and for a kill reported too late to read it.
+    pub accounting: Option<(Charge, Option<GoMemory>)>,
     /// Whether memprof watches it (`Err`: the rule that leaves it out).
     pub scope: Result<(), Excluded>,
 }
@@ -91,9 +89,7 @@ impl Seen {
                 limit: r.limit,
                 limit_source: r.limit_source,
                 working_set: None,
-                charge: None,
-                go_memory: None,
-                go_memory_at_kill: None,
+                accounting: None,
             },
         );
         (verdict, true)
@@ -106,18 +102,11 @@ impl Seen {
         }
     }
 
-    /// Records what the memory accounting is made of, as just read (what is `None` is kept).
-    pub fn memory(
-        &self,
-        key: ProcKey,
-        charge: Option<Charge>,
-        go: Option<GoMemory>,
-        go_at_kill: Option<GoMemory>,
-    ) {
+    /// Records what the memory accounting is made of, as just read at a capture (nothing of
+    /// an earlier capture is kept).
+    pub fn memory(&self, key: ProcKey, read: Option<(Charge, Option<GoMemory>)>) {
         if let Some(p) = self.lock().get_mut(&key) {
-            p.charge = charge.or(p.charge);
-            p.go_memory = go.or(p.go_memory);
-            p.go_memory_at_kill = go_at_kill.or(p.go_memory_at_kill);
+            p.accounting = read;
         }
     }
 

@@ -113,7 +113,7 @@ impl Capturer {
     ) -> Outcome {
         let _in_flight = self.goheap.begin(reading.key);
         let pid = c.ns_pid;
-        self.note_go_memory(pid, reading.key);
+        self.note_memory(pid, reading.key);
         let percent = format!("{:.1}", reading.percent());
         let endpoint = match self.go_heap {
             GoHeapMode::Memory => None,

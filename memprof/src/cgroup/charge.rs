@@ -15,9 +15,10 @@ pub struct Charge {
     /// The kernel's part is what is left of `usage` (v1), not a line of `memory.stat`.
     #[serde(skip)]
     pub kernel_is_rest: bool,
-    /// Read after an OOM victim began to free its memory: `anon` is the victim's own count.
+    /// How the charge was taken, when not simply read at its moment (an OOM kill reported
+    /// after the victim began to free its memory).
     #[serde(skip)]
-    pub late: bool,
+    pub note: Option<&'static str>,
 }
 
 /// The charge of the first view that has it.
@@ -58,7 +59,7 @@ pub fn parse(stat: &str, v2: bool, usage: u64) -> Option<Charge> {
             kernel,
             usage,
             kernel_is_rest: false,
-            late: false,
+            note: None,
         });
     }
     // v1: the hierarchical totals (a container's cgroup may have children).
@@ -70,7 +71,7 @@ pub fn parse(stat: &str, v2: bool, usage: u64) -> Option<Charge> {
         kernel: usage.saturating_sub(anon + file),
         usage,
         kernel_is_rest: true,
-        late: false,
+        note: None,
     })
 }
 

@@ -183,10 +183,10 @@ impl LoopState {
                 if let Some((key, _)) = watched.filter(|(_, p)| p.scope.is_ok()) {
                     // Read at once: the victim's memory leaves its cgroup as it exits.
                     let charge = self.assessor.charge(&key);
-                    self.capturer.note_charge(key, charge);
                     let mut kill =
                         Kill::now(key, host_pid, self.assessor.working_set(&key), charge);
                     kill.victim_anon = (anon > 0).then_some(anon);
+                    self.capturer.note_kill(&kill);
                     let capturer = Arc::clone(&self.capturer);
                     tokio::spawn(async move { capturer.record_oom(kill).await });
                 }
@@ -298,6 +298,5 @@ impl LoopState {
         // for the OOM record should the process die.
         let working_set = self.assessor.working_set(&key);
         self.capturer.note_working_set(key, working_set);
-        self.capturer.note_charge(key, self.assessor.charge(&key));
     }
 }

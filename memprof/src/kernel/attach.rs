@@ -78,7 +78,8 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         (g::TP_OOM_FILE_OFF, "file_rss"),
         (g::TP_OOM_SHMEM_OFF, "shmem_rss"),
     ] {
-        // Since 5.x; 0 (never a data field's offset) tells the program it is not there.
+        // Recent kernels only (6.1 has none); 0, never a data field's offset, tells the program
+        // the field is not there.
         values.push((
             name,
             offsets::tracepoint_field(&oom_format, field).unwrap_or(0),

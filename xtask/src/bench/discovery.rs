@@ -12,22 +12,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, Results};
+use super::{median, Killed, Results};
 use crate::{setup::GO_CURRENT, workspace_root};
 
 struct Target {
     name: String,
     bin: PathBuf,
     args: Vec<String>,
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {

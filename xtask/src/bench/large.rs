@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, Results};
+use super::{median, Killed, Results};
 use crate::workspace_root;
 
 const KEY_ID: &str = "memprof-bench";
@@ -24,15 +24,6 @@ const MODES: [(&str, u64, bool); 4] = [
     ("1 GiB → local dir", 1024, false),
     ("1 GiB → S3 (multipart)", 1024, true),
 ];
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     println!(

@@ -184,6 +184,16 @@ fn page_fault_overhead(bin: &std::path::Path, rounds: usize, results: &mut Resul
     Ok(())
 }
 
+/// A child process killed (and reaped) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn median(v: &[f64]) -> f64 {
     results::summary(v).0
 }

@@ -71,10 +71,7 @@ pub fn variables<'a, D: AsRef<[u8]>>(
             .map(|(_, range)| range)
             .ok_or_else(|| format!("its line table has no {name}"))?;
         let bytes = code(entry, end - entry).ok_or_else(|| format!("{name} is not in the file"))?;
-        Ok(match arch {
-            Arch::Amd64 => references(bytes, entry),
-            Arch::Arm64 => super::locate_arm64::references(bytes, entry),
-        })
+        Ok(decode(arch, bytes, entry))
     };
     let reads = |refs: &[Ref], size: usize| -> HashSet<u64> {
         refs.iter()
@@ -125,11 +122,15 @@ pub fn refs_of<'a, D: AsRef<[u8]>>(
     if end <= entry || end - entry > FUNC_MAX {
         return None;
     }
-    let bytes = code(entry, end - entry)?;
-    Some(match arch {
+    Some(decode(arch, code(entry, end - entry)?, entry))
+}
+
+/// The data references of the code at link-time address `entry`.
+fn decode(arch: Arch, bytes: &[u8], entry: u64) -> Vec<Ref> {
+    match arch {
         Arch::Amd64 => references(bytes, entry),
         Arch::Arm64 => super::locate_arm64::references(bytes, entry),
-    })
+    }
 }
 
 /// The address ranges (to the next function's entry) of the runtime functions `WANTED` names,

@@ -94,20 +94,24 @@ pub struct GoMemory {
 
 /// The runtime's memory from the words read (`WORDS`, in `spans` order).
 pub fn decode(place: &StatsPlace, w: &[u64; WORDS]) -> GoMemory {
-    // Each count is the sum of its three generations (a generation may hold a negative delta).
+    // Each count is the sum of its three generations (a generation may hold a negative delta);
+    // saturating, as the words are the process's to write.
     let sum = |field: usize| -> i64 {
         (0..3)
             .map(|g| w[6 * g + field] as i64)
-            .fold(0, i64::wrapping_add)
+            .fold(0, i64::saturating_add)
     };
     let pos = |v: i64| v.max(0) as u64;
     let (committed, released, in_heap, in_stacks) = (sum(0), sum(1), sum(2), sum(3));
     // Work buffers, and unrolled GC programs' bits where the release has them.
-    let buffers = sum(4) + if place.counts() == 6 { sum(5) } else { 0 };
+    let buffers = sum(4).saturating_add(if place.counts() == 6 { sum(5) } else { 0 });
     let sys = &w[18..24];
     GoMemory {
         heap_in_use: pos(in_heap),
-        heap_free: pos(committed - in_heap - in_stacks - buffers),
+        heap_free: pos(committed
+            .saturating_sub(in_heap)
+            .saturating_sub(in_stacks)
+            .saturating_sub(buffers)),
         heap_released: pos(released),
         stacks: pos(in_stacks).saturating_add(sys[0]),
         runtime_other: sys[1..]
@@ -142,5 +146,14 @@ mod tests {
             m.runtime_other,
             (1 << 20) + (1 << 20) + (1 << 14) + (1 << 20) + (3 << 20) + (2 << 20)
         );
+        // What a process may write there costs nothing but nonsense.
+        let hostile = decode(&place, &[u64::MAX; WORDS]);
+        assert_eq!(hostile.heap_in_use, 0);
+        let mut big = [0u64; WORDS];
+        big[0] = i64::MAX as u64;
+        big[6] = i64::MAX as u64;
+        big[18..24].fill(u64::MAX);
+        let m2 = decode(&place, &big);
+        assert_eq!((m2.heap_free, m2.stacks), (i64::MAX as u64, u64::MAX));
     }
 }

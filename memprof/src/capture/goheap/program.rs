@@ -185,7 +185,10 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
         .as_ref()
         .zip(arch)
         .and_then(|(tab, arch)| locate::refs_of(tab, arch, code, "runtime.readmemstats_m"))
-        .and_then(|refs| memstats::locate(&refs));
+        .and_then(|refs| memstats::locate(&refs))
+        // An aligned word of writable data, and where the symbol table says, if it says.
+        .filter(|s| writable_at(&elf, s.addr, 8))
+        .filter(|s| symtab::address_of(&elf, "runtime.memstats").is_none_or(|a| a == s.addr));
     let profiler_off = vars
         .disable
         .is_some_and(|addr| initial_byte(&elf, addr) == Some(1));
@@ -218,15 +221,21 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
 
 /// Whether the variables are aligned words in writable segments, as the runtime's are.
 fn writable_words<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, v: &Variables) -> bool {
-    let writable = |addr: u64, align: u64| {
-        addr.is_multiple_of(align)
-            && elf.segments().any(|s| {
-                matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_W != 0)
-                    && addr >= s.address()
-                    && addr - s.address() < s.size()
-            })
-    };
-    writable(v.mbuckets, 8) && writable(v.cycle, 4) && writable(v.rate, 8)
+    writable_at(elf, v.mbuckets, 8) && writable_at(elf, v.cycle, 4) && writable_at(elf, v.rate, 8)
+}
+
+/// Whether `addr` is aligned to `align` in a writable segment.
+fn writable_at<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    addr: u64,
+    align: u64,
+) -> bool {
+    addr.is_multiple_of(align)
+        && elf.segments().any(|s| {
+            matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_W != 0)
+                && addr >= s.address()
+                && addr - s.address() < s.size()
+        })
 }
 
 /// The byte a variable at `addr` starts with in the file (0 for one in `.bss`, which the file

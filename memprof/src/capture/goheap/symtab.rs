@@ -42,3 +42,15 @@ pub fn variables<'d, R: object::ReadRef<'d>>(
         disable,
     }))
 }
+
+/// The address of the symbol `name`, if the table has it (looked for within the time budget).
+pub fn address_of<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    name: &str,
+) -> Option<u64> {
+    let deadline = Instant::now() + SYMBOLS_BUDGET;
+    elf.symbols()
+        .take_while(|_| Instant::now() <= deadline)
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+}
