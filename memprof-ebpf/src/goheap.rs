@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memprof_common::{
-    GoTarget, HeapBegin, HeapBucket, HeapEnd, HeapStats, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD,
-    HEAP_END, HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH, HEAP_STATS,
+    GoTarget, HeapBegin, HeapBucket, HeapEnd, HEAP_BEGIN, HEAP_BUCKET, HEAP_BUCKET_HEAD, HEAP_END,
+    HEAP_MAX_BUCKETS, HEAP_MAX_COUNT, HEAP_MAX_DEPTH,
 };
 
 use crate::maps::{g, HeapScratch, GO_PROCS, HEAP, HEAP_SCRATCH, OUTBOX, VICTIMS, WALKERS};
@@ -118,7 +118,7 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
         return;
     }
     if target.memstats != 0 {
-        send_stats(host_pid, target);
+        crate::gostats::send(host_pid, target);
     }
     let head = read_user::<u64>(target.mbuckets).unwrap_or(0);
     let mut w = Walk {
@@ -164,40 +164,6 @@ fn walk_heap(host_pid: u32, ns_pid: u32, target: &GoTarget) {
         });
         end.submit(0);
     }
-}
-
-/// Sends the runtime's memory statistics: four reads of six words, straight into the ring.
-#[inline(never)]
-fn send_stats(host_pid: u32, target: &GoTarget) {
-    let Some(mut rec) = HEAP.reserve::<HeapStats>(0) else {
-        return;
-    };
-    let p = rec.as_mut_ptr();
-    let delta = u64::from(target.stats_delta);
-    let mut ok = 1;
-    // SAFETY: `p` is the reserved record, `words` has room for 4 × 6 words; the helper checks
-    // the user addresses.
-    unsafe {
-        (*p).kind = HEAP_STATS;
-        (*p).host_pid = host_pid;
-        (*p)._pad = 0;
-        // No reference to the record's (uninitialised) words: a raw pointer only.
-        let words = core::ptr::addr_of_mut!((*p).words).cast::<u64>();
-        // Constant offsets into the record, at which the helper writes.
-        let reads = [
-            (0, target.memstats),
-            (6, target.memstats + delta),
-            (12, target.memstats + 2 * delta),
-            (18, target.memstats + u64::from(target.stats_sys)),
-        ];
-        for (at, src) in reads {
-            if bpf_probe_read_user(words.add(at).cast(), 48, src as *const c_void) != 0 {
-                ok = 0;
-            }
-        }
-        (*p).ok = ok;
-    }
-    rec.submit(0);
 }
 
 /// One iteration: sends the bucket at `cur` if it belongs to this pass, and moves on.

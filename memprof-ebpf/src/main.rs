@@ -14,6 +14,8 @@ mod emit;
 #[cfg(target_arch = "bpf")]
 mod goheap;
 #[cfg(target_arch = "bpf")]
+mod gostats;
+#[cfg(target_arch = "bpf")]
 mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -28,6 +28,8 @@ mod exactly_once;
 mod footprint;
 /// Go heap profiles read from a process's memory, checked against the runtime's own.
 mod goheap;
+/// Go programs built by others (Debian's podman, stripped): build IDs, and the heap read from memory.
+mod goheap_debian;
 /// A Go program with heap profiling off gets it turned on when asked.
 mod goheap_enable;
 /// Go services with no pprof endpoint: the heap at the threshold and at the kernel's kill.

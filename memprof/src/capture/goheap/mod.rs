@@ -27,6 +27,7 @@ mod proto;
 pub mod read;
 pub mod registry;
 mod share;
+pub mod stored;
 pub mod symbols;
 mod symtab;
 

@@ -91,6 +91,20 @@ fn functab(table: &[u8]) -> Option<usize> {
     .ok()
 }
 
+/// Whether `addr` is aligned to `align` in a writable segment.
+pub fn writable_at<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    addr: u64,
+    align: u64,
+) -> bool {
+    addr.is_multiple_of(align)
+        && elf.segments().any(|s| {
+            matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_W != 0)
+                && addr >= s.address()
+                && addr - s.address() < s.size()
+        })
+}
+
 /// Whether link-time address `addr` is in an executable segment.
 fn executable_at<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> bool {
     elf.segments().any(|s| {

@@ -187,7 +187,7 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
         .and_then(|(tab, arch)| locate::refs_of(tab, arch, code, "runtime.readmemstats_m"))
         .and_then(|refs| memstats::locate(&refs))
         // An aligned word of writable data, and where the symbol table says, if it says.
-        .filter(|s| writable_at(&elf, s.addr, 8))
+        .filter(|s| pcln_place::writable_at(&elf, s.addr, 8))
         .filter(|s| symtab::address_of(&elf, "runtime.memstats").is_none_or(|a| a == s.addr));
     let profiler_off = vars
         .disable
@@ -221,21 +221,9 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
 
 /// Whether the variables are aligned words in writable segments, as the runtime's are.
 fn writable_words<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, v: &Variables) -> bool {
-    writable_at(elf, v.mbuckets, 8) && writable_at(elf, v.cycle, 4) && writable_at(elf, v.rate, 8)
-}
-
-/// Whether `addr` is aligned to `align` in a writable segment.
-fn writable_at<'d, R: object::ReadRef<'d>>(
-    elf: &object::File<'d, R>,
-    addr: u64,
-    align: u64,
-) -> bool {
-    addr.is_multiple_of(align)
-        && elf.segments().any(|s| {
-            matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_W != 0)
-                && addr >= s.address()
-                && addr - s.address() < s.size()
-        })
+    pcln_place::writable_at(elf, v.mbuckets, 8)
+        && pcln_place::writable_at(elf, v.cycle, 4)
+        && pcln_place::writable_at(elf, v.rate, 8)
 }
 
 /// The byte a variable at `addr` starts with in the file (0 for one in `.bss`, which the file

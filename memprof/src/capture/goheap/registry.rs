@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use memprof_common::GoTarget;
@@ -38,24 +37,6 @@ struct Entry {
     _share: Option<Ticket>,
 }
 
-/// A capture in flight (see `Registry::begin`).
-pub struct Pending {
-    registry: Registry,
-    key: ProcKey,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let mut pending = self.registry.pending.lock().expect("pending");
-        if let Some(n) = pending.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                pending.remove(&self.key);
-            }
-        }
-    }
-}
-
 /// A discovered process, for a capture.
 pub struct Found {
     pub key: ProcKey,
@@ -71,9 +52,9 @@ pub struct Registry {
     settled: Arc<Mutex<HashMap<ProcKey, Settled>>>,
     /// Keys of the profiles stored per process, oldest first (any process: kept apart from
     /// the discovery's result, which a new program replaces).
-    stored: Arc<Mutex<HashMap<ProcKey, Vec<String>>>>,
+    pub(super) stored: Arc<Mutex<HashMap<ProcKey, Vec<String>>>>,
     /// Captures in flight per process: the at-kill profile waits for them, to name them.
-    pending: Arc<Mutex<HashMap<ProcKey, usize>>>,
+    pub(super) pending: Arc<Mutex<HashMap<ProcKey, usize>>>,
     /// One discovery per process at a time, so a capture and the background discovery of the
     /// same process do not both run it; other processes' discoveries go on beside it.
     discovering: Arc<Mutex<HashMap<ProcKey, Arc<Mutex<()>>>>>,
@@ -258,48 +239,6 @@ impl Registry {
             go: Arc::clone(&e.go),
             comm: e.comm.clone(),
         })
-    }
-
-    /// Marks a capture of `key` in flight until the guard is dropped.
-    pub fn begin(&self, key: ProcKey) -> Pending {
-        *self
-            .pending
-            .lock()
-            .expect("pending")
-            .entry(key)
-            .or_default() += 1;
-        Pending {
-            registry: self.clone(),
-            key,
-        }
-    }
-
-    /// The keys stored for `key`, once no capture of it is in flight (or `wait` passed): a
-    /// threshold capture may still be reading or symbolizing when the kill comes.
-    pub async fn stored_after_pending(&self, key: ProcKey, wait: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        while self.pending.lock().expect("pending").contains_key(&key)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let stored = self.stored.lock().expect("stored");
-        stored.get(&key).cloned().unwrap_or_default()
-    }
-
-    /// How many profiles of the process were taken so far (stored or spooled).
-    pub fn stored_count(&self, key: ProcKey) -> usize {
-        self.stored
-            .lock()
-            .expect("stored")
-            .get(&key)
-            .map_or(0, Vec::len)
-    }
-
-    /// Remembers a stored profile, for the at-kill profile to name its predecessors.
-    pub fn stored(&self, key: ProcKey, object_key: &str) {
-        let mut stored = self.stored.lock().expect("stored");
-        stored.entry(key).or_default().push(object_key.to_string());
     }
 
     /// Forgets processes that were already dead at the previous sweep.
