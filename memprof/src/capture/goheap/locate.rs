@@ -13,8 +13,9 @@ use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
 use super::pclntab::Pclntab;
 
-/// The runtime functions decoded.
-const WANTED: [&str; 7] = [
+/// The runtime functions decoded: those that use the profiler's variables, and the one that
+/// reads `runtime.memstats` (`memstats::locate`).
+const WANTED: [&str; 8] = [
     "runtime.mProf_FlushLocked",
     "runtime.stkbucket",
     "runtime.mProf_Flush",
@@ -22,6 +23,7 @@ const WANTED: [&str; 7] = [
     "runtime.profilealloc",
     "runtime.schedinit",
     "runtime.init",
+    "runtime.readmemstats_m",
 ];
 /// The largest function decoded (the runtime's are a few KiB; `mallocgc` is about 10).
 const FUNC_MAX: u64 = 256 << 10;
@@ -56,51 +58,89 @@ pub enum Arch {
     Arm64,
 }
 
-/// The variables, or why they were not found. `code(addr, len)`: the file's bytes at a
-/// link-time address.
-pub fn variables<'a, D: AsRef<[u8]>>(
-    tab: &Pclntab<D>,
+/// The runtime functions `WANTED` names, found in one pass over the line table, ready to be
+/// decoded. `code(addr, len)`: the file's bytes at a link-time address.
+pub struct Runtime<'a, C: Fn(u64, u64) -> Option<&'a [u8]>> {
+    /// Address ranges (to the next function's entry); the first of a name the table repeats.
+    funcs: Vec<(&'static str, (u64, u64))>,
     arch: Arch,
-    code: impl Fn(u64, u64) -> Option<&'a [u8]>,
-) -> Result<Variables, String> {
-    let funcs = functions(tab);
-    let refs = |name: &str| -> Result<Vec<Ref>, String> {
-        let &(entry, end) = funcs
+    code: C,
+}
+
+impl<'a, C: Fn(u64, u64) -> Option<&'a [u8]>> Runtime<'a, C> {
+    pub fn new<D: AsRef<[u8]>>(tab: &Pclntab<D>, arch: Arch, code: C) -> Self {
+        let mut funcs: Vec<(&'static str, (u64, u64))> = Vec::new();
+        for i in 0..tab.len() {
+            let Some(f) = tab.func(i) else { continue };
+            let Some(&wanted) = tab
+                .func_name(&f)
+                .and_then(|n| WANTED.iter().find(|w| **w == n))
+            else {
+                continue;
+            };
+            if funcs.iter().any(|(n, _)| *n == wanted) {
+                continue;
+            }
+            let next = tab.entry(i + 1).unwrap_or(0);
+            if next > f.entry && next - f.entry <= FUNC_MAX {
+                funcs.push((wanted, (f.entry, next)));
+            }
+        }
+        Self { funcs, arch, code }
+    }
+
+    /// The data references of the runtime function `name` (one of `WANTED`).
+    pub fn refs(&self, name: &str) -> Result<Vec<Ref>, String> {
+        let &(entry, end) = self
+            .funcs
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, range)| range)
             .ok_or_else(|| format!("its line table has no {name}"))?;
-        let bytes = code(entry, end - entry).ok_or_else(|| format!("{name} is not in the file"))?;
-        Ok(decode(arch, bytes, entry))
-    };
+        let bytes =
+            (self.code)(entry, end - entry).ok_or_else(|| format!("{name} is not in the file"))?;
+        Ok(match self.arch {
+            Arch::Amd64 => references(bytes, entry),
+            Arch::Arm64 => super::locate_arm64::references(bytes, entry),
+        })
+    }
+}
+
+/// The variables, or why they were not found.
+pub fn variables<'a, C: Fn(u64, u64) -> Option<&'a [u8]>>(
+    rt: &Runtime<'a, C>,
+) -> Result<Variables, String> {
     let reads = |refs: &[Ref], size: usize| -> HashSet<u64> {
         refs.iter()
             .filter(|r| r.size == size && !r.store)
             .map(|r| r.target)
             .collect()
     };
-    let flush = refs("runtime.mProf_FlushLocked")?;
+    let flush = rt.refs("runtime.mProf_FlushLocked")?;
     let mbuckets = flush
         .iter()
         .find(|r| r.size == 8 && !r.store)
         .map(|r| r.target)
-        .filter(|t| refs("runtime.stkbucket").is_ok_and(|s| s.iter().any(|r| r.target == *t)))
+        .filter(|t| {
+            rt.refs("runtime.stkbucket")
+                .is_ok_and(|s| s.iter().any(|r| r.target == *t))
+        })
         .ok_or("runtime.mProf_FlushLocked and runtime.stkbucket share no bucket list")?;
-    let f = refs("runtime.mProf_Flush")?;
+    let f = rt.refs("runtime.mProf_Flush")?;
     let taken: HashSet<u64> = f.iter().filter(|r| r.size == 0).map(|r| r.target).collect();
     let cycle = one(
         reads(&f, 4).intersection(&taken).copied(),
         "runtime.mProfCycle",
     )?;
     let rate = one(
-        reads(&refs("runtime.allocmcache")?, 8)
-            .intersection(&reads(&refs("runtime.profilealloc")?, 8))
+        reads(&rt.refs("runtime.allocmcache")?, 8)
+            .intersection(&reads(&rt.refs("runtime.profilealloc")?, 8))
             .copied(),
         "runtime.MemProfileRate",
     )?;
     let disable = ["runtime.schedinit", "runtime.init"]
         .iter()
-        .filter_map(|name| refs(name).ok())
+        .filter_map(|name| rt.refs(name).ok())
         .find_map(|refs| flag_before_store(&refs, rate));
     Ok(Variables {
         mbuckets,
@@ -108,52 +148,6 @@ pub fn variables<'a, D: AsRef<[u8]>>(
         rate,
         disable,
     })
-}
-
-/// The data references of the runtime function `name`, if the table has it.
-pub fn refs_of<'a, D: AsRef<[u8]>>(
-    tab: &Pclntab<D>,
-    arch: Arch,
-    code: impl Fn(u64, u64) -> Option<&'a [u8]>,
-    name: &str,
-) -> Option<Vec<Ref>> {
-    let i = (0..tab.len()).find(|&i| tab.func(i).and_then(|f| tab.func_name(&f)) == Some(name))?;
-    let (entry, end) = (tab.func(i)?.entry, tab.entry(i + 1)?);
-    if end <= entry || end - entry > FUNC_MAX {
-        return None;
-    }
-    Some(decode(arch, code(entry, end - entry)?, entry))
-}
-
-/// The data references of the code at link-time address `entry`.
-fn decode(arch: Arch, bytes: &[u8], entry: u64) -> Vec<Ref> {
-    match arch {
-        Arch::Amd64 => references(bytes, entry),
-        Arch::Arm64 => super::locate_arm64::references(bytes, entry),
-    }
-}
-
-/// The address ranges (to the next function's entry) of the runtime functions `WANTED` names,
-/// found in one pass that keeps nothing of the others (the first of a name the table repeats).
-fn functions<D: AsRef<[u8]>>(tab: &Pclntab<D>) -> Vec<(&'static str, (u64, u64))> {
-    let mut out: Vec<(&'static str, (u64, u64))> = Vec::new();
-    for i in 0..tab.len() {
-        let Some(f) = tab.func(i) else { continue };
-        let Some(&wanted) = tab
-            .func_name(&f)
-            .and_then(|n| WANTED.iter().find(|w| **w == n))
-        else {
-            continue;
-        };
-        if out.iter().any(|(n, _)| *n == wanted) {
-            continue;
-        }
-        let next = tab.entry(i + 1).unwrap_or(0);
-        if next > f.entry && next - f.entry <= FUNC_MAX {
-            out.push((wanted, (f.entry, next)));
-        }
-    }
-    out
 }
 
 /// The single address in `set`, or why not.

@@ -47,7 +47,7 @@ fn the_code_names_the_variables_the_symbol_table_names() {
         let file = File::open(&path).unwrap();
         let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
         let elf = object::File::parse(&*map).unwrap();
-        let named = symtab::variables(&elf).unwrap().unwrap();
+        let named = symtab::variables(&elf).unwrap();
         let place = pcln_place::find(&elf, &map).expect("line table");
         let table = &map[place.offset as usize..(place.offset + place.len) as usize];
         let tab = Pclntab::parse(table, place.text).unwrap();
@@ -59,9 +59,10 @@ fn the_code_names_the_variables_the_symbol_table_names() {
             object::Architecture::Aarch64 => locate::Arch::Arm64,
             _ => locate::Arch::Amd64,
         };
-        let found = locate::variables(&tab, arch, code).unwrap();
+        let runtime = locate::Runtime::new(&tab, arch, code);
+        let found = locate::variables(&runtime).unwrap();
         // `runtime.memstats` and its layout, from `readmemstats_m`'s code.
-        let refs = locate::refs_of(&tab, arch, code, "runtime.readmemstats_m").unwrap();
+        let refs = runtime.refs("runtime.readmemstats_m").unwrap();
         let stats = memstats::locate(&refs).expect("runtime.memstats in readmemstats_m");
         let named_stats = elf.symbols().find(|s| s.name() == Ok("runtime.memstats"));
         assert_eq!(
@@ -70,9 +71,10 @@ fn the_code_names_the_variables_the_symbol_table_names() {
             "{}",
             path.display()
         );
+        assert_eq!(named.memstats, Some(stats.addr), "{}", path.display());
         println!("{}: {stats:x?}", path.display());
         println!("{}: {found:x?} gofunc {:?}", path.display(), place.gofunc);
-        assert_eq!(found, named, "{}", path.display());
+        assert_eq!(Some(found), named.variables, "{}", path.display());
         // The module record's `gofunc` is the linker's `go:func.*` (`go.func.*` before 1.20).
         let gofunc = elf
             .symbols()

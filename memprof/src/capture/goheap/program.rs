@@ -153,17 +153,25 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
         let table = &map[place.offset as usize..(place.offset + place.len) as usize];
         Pclntab::parse(table, place.text).ok()
     });
-    let (vars, located) = match symtab::variables(&elf) {
+    // The runtime functions memprof decodes, found in one pass over the line table.
+    let runtime = tab
+        .as_ref()
+        .zip(arch)
+        .map(|(tab, arch)| locate::Runtime::new(tab, arch, code));
+    let named = match symtab::variables(&elf) {
         Err(refused) => return Ok(Err(refused)),
-        Ok(Some(vars)) => (vars, false),
+        Ok(named) => named,
+    };
+    let (vars, located) = match named.variables {
+        Some(vars) => (vars, false),
         // No symbol table (`-s`), or one without the runtime's variables: the runtime's code.
-        Ok(None) => {
-            let (Some(tab), Some(arch)) = (&tab, arch) else {
+        None => {
+            let Some(runtime) = &runtime else {
                 return unreadable(
                     "the binary has no symbol table, and no Go line table or code memprof decodes",
                 );
             };
-            match locate::variables(tab, arch, code) {
+            match locate::variables(runtime) {
                 Ok(vars) if !writable_words(&elf, &vars) => {
                     return unreadable(
                         "the binary has no symbol table (stripped with -s), and what its code \
@@ -181,14 +189,13 @@ fn parse(exe: &File) -> Result<Result<Program, Verdict>> {
     };
     // The runtime's own memory statistics, for the memory accounting (not needed to read the
     // heap: a binary whose code does not match goes without).
-    let stats = tab
+    let stats = runtime
         .as_ref()
-        .zip(arch)
-        .and_then(|(tab, arch)| locate::refs_of(tab, arch, code, "runtime.readmemstats_m"))
+        .and_then(|rt| rt.refs("runtime.readmemstats_m").ok())
         .and_then(|refs| memstats::locate(&refs))
         // An aligned word of writable data, and where the symbol table says, if it says.
         .filter(|s| pcln_place::writable_at(&elf, s.addr, 8))
-        .filter(|s| symtab::address_of(&elf, "runtime.memstats").is_none_or(|a| a == s.addr));
+        .filter(|s| named.memstats.is_none_or(|a| a == s.addr));
     let profiler_off = vars
         .disable
         .is_some_and(|addr| initial_byte(&elf, addr) == Some(1));

@@ -10,11 +10,16 @@ use super::{locate::Variables, program::Verdict};
 /// How long the symbol table may take (a large Go service's takes milliseconds).
 const SYMBOLS_BUDGET: Duration = Duration::from_secs(2);
 
-/// The runtime's variables by name in the symbol table; `None` when it has none of them.
-pub fn variables<'d, R: object::ReadRef<'d>>(
-    elf: &object::File<'d, R>,
-) -> Result<Option<Variables>, Verdict> {
-    let mut found = [None; 4];
+/// What the symbol table names: the runtime's variables (`None` when it lacks any of the
+/// three the heap profile needs) and `runtime.memstats`.
+pub struct Named {
+    pub variables: Option<Variables>,
+    pub memstats: Option<u64>,
+}
+
+/// The runtime's variables by name in the symbol table, in one pass within a time budget.
+pub fn variables<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<Named, Verdict> {
+    let mut found = [None; 5];
     let deadline = Instant::now() + SYMBOLS_BUDGET;
     for s in elf.symbols() {
         // Each name is found by scanning for its end: a forged table can make that megabytes.
@@ -28,29 +33,22 @@ pub fn variables<'d, R: object::ReadRef<'d>>(
             Ok("runtime.mProfCycle") => 1,
             Ok("runtime.MemProfileRate") => 2,
             Ok("runtime.disableMemoryProfiling") => 3,
+            Ok("runtime.memstats") => 4,
             _ => continue,
         };
         found[slot] = Some(s.address());
     }
-    let [Some(mbuckets), Some(cycle), Some(rate), disable] = found else {
-        return Ok(None);
+    let variables = match found {
+        [Some(mbuckets), Some(cycle), Some(rate), disable, _] => Some(Variables {
+            mbuckets,
+            cycle,
+            rate,
+            disable,
+        }),
+        _ => None,
     };
-    Ok(Some(Variables {
-        mbuckets,
-        cycle,
-        rate,
-        disable,
-    }))
-}
-
-/// The address of the symbol `name`, if the table has it (looked for within the time budget).
-pub fn address_of<'d, R: object::ReadRef<'d>>(
-    elf: &object::File<'d, R>,
-    name: &str,
-) -> Option<u64> {
-    let deadline = Instant::now() + SYMBOLS_BUDGET;
-    elf.symbols()
-        .take_while(|_| Instant::now() <= deadline)
-        .find(|s| s.name() == Ok(name))
-        .map(|s| s.address())
+    Ok(Named {
+        variables,
+        memstats: found[4],
+    })
 }
