@@ -2,7 +2,8 @@
 //! heap until the OOM killer takes it. The OOM record's `memory_accounting` (the Go runtime's
 //! statistics as the kernel read them at the kill, and the container's `memory.stat`) shows
 //! both, each within 5 % of what the service put there; the threshold profile's metadata
-//! carries the accounting too, and the record's log line states the split in one phrase. On
+//! carries the accounting too, and the record's log line states the split in one phrase. The
+//! record also says what grew from the first profile to the at-kill one: the leak. On
 //! Go 1.27: before 1.22 the runtime maps a heap bitmap per 64 MiB arena, resident only where
 //! pointers were written, which its statistics count whole (docs/configuration.md).
 use std::{io::BufRead, time::Duration};
@@ -89,6 +90,16 @@ fn the_oom_record_says_where_the_memory_went() {
         "{line}\nmemprof said:\n{}",
         memprof.output()
     );
+    // What grew from the threshold profile to the at-kill profile: the leak, named on the line
+    // and first in the record, with its call path.
+    assert!(line.contains("grew_most=\"main.leakyRetain +"), "{line}");
+    let grew = &record["grew"];
+    assert_eq!(grew[0]["function"], "main.leakyRetain", "{grew:#}");
+    assert!(grew[0]["share"].as_f64().unwrap() > 90.0, "{grew:#}");
+    // Profiles publish the heap as of the last GC: what grew between them is less than the
+    // heap's growth between the two moments, but tens of megabytes here.
+    assert!(grew[0]["bytes"].as_u64().unwrap() > 10 * MIB, "{grew:#}");
+    assert_eq!(grew[0]["path"][1], "main.main", "{grew:#}");
     // The threshold profile (read from memory) carries the accounting of its moment.
     let threshold = wait_key(&client, &format!("_pid-{pid}_5"), &memprof);
     let meta = client.metadata(&threshold);

@@ -148,6 +148,8 @@ impl Capturer {
             if stored.is_some() { "stored" } else { "failed" },
         );
         if let Some(key) = stored {
+            // This profile is the episode's last: what grew since its first.
+            let grew_most = self.grew_of(found.key).first().map(|g| g.phrase());
             info!(
                 pid = found.key.pid,
                 comm = found.comm,
@@ -159,6 +161,7 @@ impl Capturer {
                 truncated = incomplete.join("; "),
                 earlier = earlier.join(","),
                 memory = split.as_deref().unwrap_or("not read"),
+                grew_most = grew_most.as_deref().unwrap_or("-"),
                 "at-kill profile stored"
             );
         }

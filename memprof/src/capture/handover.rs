@@ -82,6 +82,9 @@ impl Capturer {
     /// process before delivery starts, so an OOM kill during a slow upload still names it.
     pub async fn deliver(&self, s: Stored<'_>, profile: &Profile) -> (String, bool) {
         let (key, meta) = self.name(&s, profile.kind, profile.extension);
+        // Summarized before it is known as stored: the OOM record waits for the at-kill
+        // profile's key and then compares it with the first.
+        self.note_profile(s.proc, profile).await;
         self.goheap.stored(s.proc, &key);
         match self.deliverer.deliver(&key, &meta, &profile.bytes).await {
             Ok(()) => (key, true),

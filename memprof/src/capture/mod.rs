@@ -10,6 +10,7 @@
 pub mod accounting;
 pub mod at_kill;
 pub mod goheap;
+mod grew;
 mod handover;
 pub mod http;
 mod kill_memory;
@@ -57,6 +58,8 @@ pub struct Capturer {
     reads: Arc<tokio::sync::Semaphore>,
     /// The memory accounting of kills whose record is not written yet.
     kills: std::sync::Mutex<kill_memory::KillMemory>,
+    /// Each process's first and last heap profile, summarized (what grew, for its record).
+    episodes: std::sync::Mutex<grew::Episodes>,
 }
 
 /// How long what is stored after a kill (the at-kill profile, the OOM record) waits for the
@@ -104,6 +107,7 @@ impl Capturer {
             },
             reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
             kills: Default::default(),
+            episodes: Default::default(),
         }
     }
 }

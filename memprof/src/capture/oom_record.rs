@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{accounting::Accounting, Capturer, Profile, PENDING_WAIT};
+use super::{accounting::Accounting, grew::Grower, Capturer, Profile, PENDING_WAIT};
 use crate::{assess::ProcKey, cgroup::charge::Charge};
 
 /// How long the record waits, after the captures in flight (`PENDING_WAIT`), for the at-kill
@@ -74,6 +74,8 @@ struct Record<'a> {
     profiled_before_kill: bool,
     /// Where the memory went at the kill (the Go runtime's parts as the kernel read them).
     memory_accounting: Option<Accounting>,
+    /// The functions whose in-use bytes grew most from the first profile to the last.
+    grew: Vec<Grower>,
     memprof_version: &'static str,
 }
 
@@ -116,6 +118,8 @@ impl Capturer {
         // The at-kill walk's statistics arrived with its profile (waited for above).
         let accounting = self.kill_accounting(kill.key, true);
         let split = accounting.as_ref().map(Accounting::phrase);
+        let grew = self.grew_of(kill.key);
+        let grew_most = grew.first().map(Grower::phrase);
         let record = Record {
             pid: kill.key.pid,
             host_pid: kill.host_pid,
@@ -137,6 +141,7 @@ impl Capturer {
             snapshots: &snapshots,
             profiled_before_kill: before,
             memory_accounting: accounting.clone(),
+            grew,
             memprof_version: env!("CARGO_PKG_VERSION"),
         };
         let bytes = match serde_json::to_vec_pretty(&record) {
@@ -170,6 +175,7 @@ impl Capturer {
                 profiles = profiles.len(),
                 profiled_before_kill = before,
                 memory = split.as_deref().unwrap_or("not read"),
+                grew_most = grew_most.as_deref().unwrap_or("-"),
                 "OOM record stored"
             );
         }

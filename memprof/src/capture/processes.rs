@@ -87,6 +87,7 @@ impl Capturer {
         if which == Forget::Exited {
             self.goheap.sweep(alive);
             self.endpoints.sweep(alive);
+            self.episodes.lock().expect("episodes").retain(alive);
         }
         self.seen.retain(alive);
     }

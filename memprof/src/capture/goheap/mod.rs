@@ -23,7 +23,7 @@ mod pcln_tests;
 mod pclntab;
 pub mod profile;
 mod program;
-mod proto;
+pub(crate) mod proto;
 pub mod read;
 pub mod registry;
 mod share;
