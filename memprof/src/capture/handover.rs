@@ -86,6 +86,10 @@ impl Capturer {
         // profile's key and then compares it with the first.
         self.note_profile(s.proc, profile).await;
         self.goheap.stored(s.proc, &key);
+        // Told before the upload is tried: a slow or failing destination must not delay it.
+        if let Some(alerts) = &self.alerts {
+            alerts.stored(&key, &meta, profile.kind, &profile.bytes);
+        }
         match self.deliverer.deliver(&key, &meta, &profile.bytes).await {
             Ok(()) => (key, true),
             Err(e) => {

@@ -60,6 +60,8 @@ pub struct Capturer {
     kills: std::sync::Mutex<kill_memory::KillMemory>,
     /// Each process's first and last heap profile, summarized (what grew, for its record).
     episodes: std::sync::Mutex<grew::Episodes>,
+    /// Webhooks told of kills (and, when asked, of each profile).
+    alerts: Option<Arc<crate::deliver::alerts::Alerts>>,
 }
 
 /// How long what is stored after a kill (the at-kill profile, the OOM record) waits for the
@@ -108,6 +110,12 @@ impl Capturer {
             reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
             kills: Default::default(),
             episodes: Default::default(),
+            alerts: None,
         }
+    }
+
+    /// The same, alerting these webhooks.
+    pub fn with_alerts(self, alerts: Option<Arc<crate::deliver::alerts::Alerts>>) -> Self {
+        Self { alerts, ..self }
     }
 }

@@ -80,6 +80,20 @@ pub struct Args {
     /// The KMS key for aws:kms (the bucket's default key without it).
     #[arg(long, env = "MEMPROF_S3_SSE_KMS_KEY_ID")]
     pub s3_sse_kms_key_id: Option<String>,
+    /// Webhooks (comma-separated) that get one JSON POST per OOM kill of a watched process: its
+    /// record, with a Slack-compatible `text`. Retried from a spool of their own; the URLs are
+    /// secrets and never logged (only scheme, host and port).
+    #[arg(long, env = "MEMPROF_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+    /// Also POST to the webhooks for every stored profile.
+    #[arg(
+        long,
+        env = "MEMPROF_WEBHOOK_PROFILES",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_profiles: bool,
     /// On SIGTERM/SIGINT, seconds to finish captures and keep uploading before exiting 0
     /// (keep it below the pod's terminationGracePeriodSeconds, 30 by default).
     #[arg(long, env = "MEMPROF_SHUTDOWN_SECS", default_value = "25")]

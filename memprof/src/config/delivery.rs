@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use super::{number, size, Args, ConfigError, Destination};
-use crate::deliver::{bounds::Limits, sink::Encryption};
+use crate::deliver::{
+    bounds::Limits,
+    sink::Encryption,
+    webhook::{self, Url},
+};
 
 pub fn destination(a: &Args) -> Result<Destination, ConfigError> {
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -39,6 +43,26 @@ fn encryption(a: &Args) -> Result<Option<Encryption>, ConfigError> {
             "invalid MEMPROF_S3_SSE (--s3-sse): {other:?} is not AES256 or aws:kms"
         ))),
     }
+}
+
+/// The webhooks alerts go to; an entry that is not an http(s) URL is named by its position
+/// (a URL may be a secret: it is not printed).
+pub fn webhooks(a: &Args) -> Result<Vec<Url>, ConfigError> {
+    a.webhook_url
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .enumerate()
+        .map(|(i, u)| {
+            webhook::parse(u).map(Url).map_err(|why| {
+                ConfigError(format!(
+                    "invalid MEMPROF_WEBHOOK_URL (--webhook-url): entry {} is {why}",
+                    i + 1
+                ))
+            })
+        })
+        .collect()
 }
 
 pub fn spool_limits(a: &Args) -> Result<Limits, ConfigError> {

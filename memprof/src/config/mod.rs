@@ -108,6 +108,8 @@ pub struct Config {
     pub scope: Scope,
     pub go_heap: GoHeapMode,
     pub go_enable_profiling: bool,
+    pub webhooks: Vec<crate::deliver::webhook::Url>,
+    pub webhook_profiles: bool,
 }
 
 /// A configuration problem, printed as one line; the process exits with code 2.
@@ -125,6 +127,7 @@ impl Config {
         let destination = delivery::destination(&a)?;
         let spool_limits = delivery::spool_limits(&a)?;
         let shutdown_deadline = delivery::shutdown_deadline(&a)?;
+        let webhooks = delivery::webhooks(&a)?;
         let mut levels_pct = a
             .memory_critical_percentage
             .split(',')
@@ -299,6 +302,8 @@ impl Config {
             scope,
             go_heap: a.go_heap,
             go_enable_profiling: a.go_enable_profiling,
+            webhooks,
+            webhook_profiles: a.webhook_profiles,
         })
     }
 }

@@ -63,7 +63,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let deliverer = wire::deliverer(&cfg).await?;
     crate::metrics::health::spool_open(&cfg.spool_dir);
     crate::metrics::health::detector_running(&detector);
-    let capturer = Arc::new(Capturer::new(&cfg, go_targets, Arc::clone(&deliverer)));
+    let capturer = Capturer::new(&cfg, go_targets, Arc::clone(&deliverer));
+    let capturer = Arc::new(capturer.with_alerts(wire::alerts(&cfg)?));
     if let Some(ring) = heap_ring {
         at_kill::spawn(ring, Arc::clone(&capturer));
     }

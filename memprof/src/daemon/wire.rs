@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::{
     config::{Config, Destination},
-    deliver::{sink::Sink, spool::Spool, Deliverer},
+    deliver::{alerts::Alerts, sink::Sink, spool::Spool, Deliverer},
 };
 
 /// The client the delivery stage stores into S3 with, for `memprof doctor`'s HeadBucket.
@@ -27,6 +27,16 @@ pub async fn deliverer(cfg: &Config) -> Result<Arc<Deliverer>> {
     Ok(Arc::new(Deliverer::new(spool, sink, cfg.spool_limits)))
 }
 
+/// The alerts to the configured webhooks, their retries running; `None` without webhooks.
+pub fn alerts(cfg: &Config) -> Result<Option<Arc<Alerts>>> {
+    if cfg.webhooks.is_empty() {
+        return Ok(None);
+    }
+    let alerts = Alerts::open(&cfg.spool_dir, &cfg.webhooks, cfg.webhook_profiles)?;
+    alerts.spawn_retries();
+    Ok(Some(Arc::new(alerts)))
+}
+
 /// The start-up line: what memprof watches with and against, for operators to check.
 pub fn announce(cfg: &Config, detector: &str, poll_every: std::time::Duration, destination: &str) {
     tracing::info!(
@@ -39,6 +49,7 @@ pub fn announce(cfg: &Config, detector: &str, poll_every: std::time::Duration, d
         go_heap = ?cfg.go_heap,
         max_procs = cfg.max_procs,
         destination,
+        webhooks = ?cfg.webhooks,
         pprof_port = cfg.pprof_port,
         pprof_ports = ?cfg.pprof_ports,
         pprof_path = cfg.pprof_path,

@@ -42,6 +42,19 @@ pub async fn copy_atomically(dest: &Path, src: &Path, offset: u64, len: u64) -> 
     publish(&tmp, dest, dir).await
 }
 
+/// `len` bytes of `src` from `offset` (a spooled alert: small, bounded by the spool's limits).
+pub async fn read_at(src: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let read = async {
+        let mut from = tokio::fs::File::open(src).await?;
+        from.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut bytes = Vec::with_capacity(len.min(1 << 20) as usize);
+        from.take(len).read_to_end(&mut bytes).await?;
+        Ok::<_, std::io::Error>(bytes)
+    };
+    read.await
+        .with_context(|| format!("reading {}", src.display()))
+}
+
 /// The directory of `dest` and the hidden temporary file beside it.
 fn temporary(dest: &Path) -> Result<(&Path, std::path::PathBuf)> {
     let dir = dest.parent().context("path without a directory")?;

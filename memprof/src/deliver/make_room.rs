@@ -20,7 +20,8 @@ impl Deliverer {
             Err(e) => {
                 warn!(
                     key,
-                    "could not read the spool, sending the profile directly: {e:#}"
+                    "could not read the spool, sending the {} directly: {e:#}",
+                    self.role.noun()
                 );
                 return None;
             }
@@ -38,7 +39,8 @@ impl Deliverer {
                     waiting = waiting.len(),
                     waiting_bytes = sizes.iter().sum::<u64>(),
                     limits = ?self.limits,
-                    "spool full: this profile is not spooled (the oldest are kept); sending it directly"
+                    "spool full: this {} is not spooled (the oldest are kept); sending it directly",
+                    self.role.noun()
                 );
                 Some(false)
             }
@@ -47,7 +49,7 @@ impl Deliverer {
                     let old = &waiting[i];
                     match self.spool.remove(old).await {
                         Ok(()) => {
-                            crate::metrics::upload("lost");
+                            self.role.count("lost");
                             self.schedule
                                 .lock()
                                 .expect("schedule lock")
@@ -57,7 +59,8 @@ impl Deliverer {
                                 bytes = sizes[i],
                                 limits = ?self.limits,
                                 for_key = key,
-                                "spool full: dropped the oldest spooled profile to keep the newest"
+                                "spool full: dropped the oldest spooled {} to keep the newest",
+                                self.role.noun()
                             );
                         }
                         Err(e) => warn!("{e:#}"),

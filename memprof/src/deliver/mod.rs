@@ -2,18 +2,23 @@
 //! spool within its bounds (`spool`; `streaming` for one written as it arrives, `durable`,
 //! `bounds`, `make_room`), then store it at the destination (`sink`: S3 or a directory;
 //! `upload` streams large ones), retrying what is left in the spool with a backoff per
-//! profile (`retry`).
+//! profile (`retry`). Alerts (`alerts`: a kill, a stored profile) go to each webhook
+//! (`webhook`) the same way, through a spool and retries of their own.
+pub mod alerts;
 pub mod bounds;
 mod durable;
 pub mod key;
 mod make_room;
 pub mod metadata;
 pub mod naming;
+mod redeliver;
 mod retry;
+pub mod role;
 pub mod sink;
 pub mod spool;
 pub mod streaming;
 mod upload;
+pub mod webhook;
 
 use std::{
     collections::HashSet,
@@ -22,20 +27,15 @@ use std::{
 };
 
 use anyhow::Result;
-use futures_util::StreamExt;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use bounds::Limits;
 use metadata::Metadata;
 use retry::Schedule;
+use role::Role;
 use sink::{Body, Sink};
 use spool::{Entry, Spool};
 use streaming::Incoming;
-
-/// Spooled profiles sent at the same time by one flush.
-const FLUSH_PARALLEL: usize = 4;
-/// How often the spool is checked for profiles whose wait is over.
-const RETRY_TICK: Duration = Duration::from_secs(1);
 
 pub struct Deliverer {
     spool: Spool,
@@ -45,6 +45,7 @@ pub struct Deliverer {
     /// Keys a capture task is delivering right now; the retry loop leaves them alone so a
     /// profile is not sent twice.
     in_flight: Mutex<HashSet<String>>,
+    role: Role,
 }
 
 impl Deliverer {
@@ -55,6 +56,15 @@ impl Deliverer {
             limits,
             schedule: Mutex::default(),
             in_flight: Mutex::default(),
+            role: Role::Profiles,
+        }
+    }
+
+    /// The same, carrying alerts.
+    pub fn for_alerts(self) -> Self {
+        Self {
+            role: Role::Alerts,
+            ..self
         }
     }
 
@@ -74,7 +84,8 @@ impl Deliverer {
                     // Not durable, but not lost yet: straight to the destination.
                     warn!(
                         key,
-                        "could not spool the profile, sending it directly: {e:#}"
+                        "could not spool the {}, sending it directly: {e:#}",
+                        self.role.noun()
                     );
                     None
                 }
@@ -103,7 +114,10 @@ impl Deliverer {
             Ok(entry) => entry,
             Err(e) => {
                 self.release(&key);
-                return Err(e.context("the profile could not be spooled: it is lost"));
+                return Err(e.context(format!(
+                    "the {} could not be spooled: it is lost",
+                    self.role.noun()
+                )));
             }
         };
         let keep = self.make_room(&key, entry.bytes, Some(&entry.path)).await != Some(false);
@@ -132,7 +146,7 @@ impl Deliverer {
         keep: bool,
         result: Result<()>,
     ) -> Result<()> {
-        crate::metrics::upload(match (&result, keep && entry.is_some()) {
+        self.role.count(match (&result, keep && entry.is_some()) {
             (Ok(()), _) => "stored",
             (Err(_), true) => "failed",
             (Err(_), false) => "lost",
@@ -151,7 +165,10 @@ impl Deliverer {
                 if let Some(entry) = entry {
                     let _ = self.spool.remove(entry).await;
                 }
-                Err(e.context("not in the spool either: this profile is lost"))
+                Err(e.context(format!(
+                    "not in the spool either: this {} is lost",
+                    self.role.noun()
+                )))
             }
         };
         self.release(key);
@@ -181,122 +198,19 @@ impl Deliverer {
         if failed.first_permanent {
             error!(
                 key,
-                "storing the profile cannot succeed until the configuration changes: {e:#}; it stays in the spool and is retried every few minutes"
+                "storing the {} cannot succeed until the configuration changes: {e:#}; it stays in the spool and is retried every few minutes",
+                self.role.noun()
             );
         } else if log_transient {
             warn!(
                 key,
                 failures = failed.failures,
                 retry_in_ms = failed.retry_in.as_millis() as u64,
-                "spooled profile not stored yet: {e:#}"
+                "spooled {} not stored yet: {e:#}",
+                self.role.noun()
             );
         }
         failed.retry_in
-    }
-
-    /// Sends the spooled profiles whose wait is over; returns how many were stored.
-    pub async fn flush(&self) -> usize {
-        self.flush_due(Instant::now()).await
-    }
-
-    /// As `flush`, as if it were `now`.
-    async fn flush_due(&self, now: Instant) -> usize {
-        let pending = match self.spool.pending() {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("reading the spool failed: {e:#}");
-                return 0;
-            }
-        };
-        crate::metrics::spool(pending.len(), pending.iter().map(|e| e.bytes).sum());
-        // Claimed while it is sent: a capture task, the retry loop and the shutdown's drain
-        // never send one profile at the same time.
-        let due: Vec<Entry> = pending
-            .into_iter()
-            .filter(|e| {
-                self.schedule
-                    .lock()
-                    .expect("schedule lock")
-                    .due(&e.key, now)
-                    && self
-                        .in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .insert(e.key.clone())
-            })
-            .collect();
-        // A few at a time: one hung upload does not hold the others.
-        futures_util::stream::iter(due)
-            .map(|entry| self.send_spooled(entry))
-            .buffer_unordered(FLUSH_PARALLEL)
-            .filter(|stored| std::future::ready(*stored))
-            .count()
-            .await
-    }
-
-    /// Sends one claimed spool entry; whether it is stored.
-    async fn send_spooled(&self, entry: Entry) -> bool {
-        // Streamed from the file: a large profile is never read whole.
-        let body = Body::File {
-            path: &entry.path,
-            offset: entry.offset as u64,
-            len: entry.bytes,
-        };
-        let result = self.sink.store(&entry.key, &entry.meta, body).await;
-        crate::metrics::upload(if result.is_ok() { "stored" } else { "failed" });
-        let stored = match result {
-            Ok(()) => {
-                if let Err(e) = self.spool.remove(&entry).await {
-                    warn!("{e:#}");
-                }
-                self.schedule
-                    .lock()
-                    .expect("schedule lock")
-                    .forget(&entry.key);
-                info!(key = entry.key, "spooled profile stored");
-                true
-            }
-            // Dropped from the spool (it was full) while this attempt ran: nothing to retry.
-            Err(_) if !entry.path.exists() => {
-                self.schedule
-                    .lock()
-                    .expect("schedule lock")
-                    .forget(&entry.key);
-                false
-            }
-            Err(e) => {
-                self.note_failure(&entry.key, &e, true);
-                false
-            }
-        };
-        self.release(&entry.key);
-        stored
-    }
-
-    /// Sends every spooled profile, whatever its backoff, until the spool is empty (at
-    /// shutdown, under a deadline).
-    pub async fn drain(&self) {
-        loop {
-            let far = Instant::now() + Duration::from_secs(86_400 * 365);
-            self.flush_due(far).await;
-            if self.waiting().map_or(true, |n| n == 0) {
-                return;
-            }
-            tokio::time::sleep(RETRY_TICK).await;
-        }
-    }
-
-    /// How many profiles wait in the spool.
-    pub fn waiting(&self) -> Result<usize> {
-        Ok(self.spool.pending()?.len())
-    }
-
-    /// Retries the spool for as long as memprof runs (a background task).
-    pub async fn retry_loop(&self) {
-        loop {
-            self.flush().await;
-            tokio::time::sleep(RETRY_TICK).await;
-        }
     }
 }
 

@@ -91,6 +91,8 @@ pub enum Sink {
         encryption: Option<Encryption>,
     },
     Local(PathBuf),
+    /// Alerts: each stored object is one POST.
+    Webhook(Box<super::webhook::Webhook>),
 }
 
 /// The S3 client memprof stores with (the standard credential and region chain, path-style
@@ -148,6 +150,7 @@ impl Sink {
         match self {
             Sink::S3 { bucket, .. } => format!("s3://{bucket}"),
             Sink::Local(dir) => dir.display().to_string(),
+            Sink::Webhook(hook) => hook.redacted().to_string(),
         }
     }
 
@@ -184,6 +187,15 @@ impl Sink {
                         super::durable::copy_atomically(&dest, path, offset, len).await?
                     }
                 }
+            }
+            Sink::Webhook(hook) => {
+                let bytes = match body {
+                    Body::Memory(bytes) => bytes.to_vec(),
+                    Body::File { path, offset, len } => {
+                        super::durable::read_at(path, offset, len).await?
+                    }
+                };
+                hook.post(key, bytes).await?;
             }
         }
         Ok(())

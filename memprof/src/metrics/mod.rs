@@ -52,6 +52,7 @@ struct Metrics {
     captures: Family<CaptureResult, Counter>,
     suppressed: Family<Rule, Counter>,
     uploads: Family<Upload, Counter>,
+    alerts: Family<Upload, Counter>,
     spool_objects: Gauge,
     spool_bytes: Gauge,
     oom_kills: Family<Profiled, Counter>,
@@ -72,6 +73,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         captures: Family::default(),
         suppressed: Family::default(),
         uploads: Family::default(),
+        alerts: Family::default(),
         spool_objects: Gauge::default(),
         spool_bytes: Gauge::default(),
         oom_kills: Family::default(),
@@ -105,6 +107,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Attempts to store a profile at its destination, by result (stored; failed: kept \
          in the spool for a retry; lost)",
         m.uploads.clone(),
+    );
+    r.register(
+        "alerts",
+        "Attempts to POST an alert to a webhook, by result (stored: accepted; failed: kept \
+         in its spool for a retry; lost)",
+        m.alerts.clone(),
     );
     r.register(
         "spool_objects",
@@ -179,6 +187,10 @@ pub fn suppressed(rule: &'static str) {
 
 pub fn upload(result: &'static str) {
     METRICS.uploads.get_or_create(&Upload { result }).inc();
+}
+
+pub fn alert(result: &'static str) {
+    METRICS.alerts.get_or_create(&Upload { result }).inc();
 }
 
 pub fn spool(objects: usize, bytes: u64) {

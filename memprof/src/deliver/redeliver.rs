@@ -1,0 +1,123 @@
+//! The spool's leftovers: what a capture could not store at once is sent again when its wait
+//! (`retry`) is over, a few at a time, for as long as memprof runs, and all of it at shutdown.
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tracing::{info, warn};
+
+use super::{sink::Body, spool::Entry, Deliverer, Role};
+
+/// Spooled objects sent at the same time by one flush.
+const FLUSH_PARALLEL: usize = 4;
+/// How often the spool is checked for objects whose wait is over.
+const RETRY_TICK: Duration = Duration::from_secs(1);
+
+impl Deliverer {
+    /// Sends the spooled profiles whose wait is over; returns how many were stored.
+    pub async fn flush(&self) -> usize {
+        self.flush_due(Instant::now()).await
+    }
+
+    /// As `flush`, as if it were `now`.
+    pub(super) async fn flush_due(&self, now: Instant) -> usize {
+        let pending = match self.spool.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("reading the spool failed: {e:#}");
+                return 0;
+            }
+        };
+        if self.role == Role::Profiles {
+            crate::metrics::spool(pending.len(), pending.iter().map(|e| e.bytes).sum());
+        }
+        // Claimed while it is sent: a capture task, the retry loop and the shutdown's drain
+        // never send one profile at the same time.
+        let due: Vec<Entry> = pending
+            .into_iter()
+            .filter(|e| {
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .due(&e.key, now)
+                    && self
+                        .in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(e.key.clone())
+            })
+            .collect();
+        // A few at a time: one hung upload does not hold the others.
+        futures_util::stream::iter(due)
+            .map(|entry| self.send_spooled(entry))
+            .buffer_unordered(FLUSH_PARALLEL)
+            .filter(|stored| std::future::ready(*stored))
+            .count()
+            .await
+    }
+
+    /// Sends one claimed spool entry; whether it is stored.
+    async fn send_spooled(&self, entry: Entry) -> bool {
+        // Streamed from the file: a large profile is never read whole.
+        let body = Body::File {
+            path: &entry.path,
+            offset: entry.offset as u64,
+            len: entry.bytes,
+        };
+        let result = self.sink.store(&entry.key, &entry.meta, body).await;
+        self.role
+            .count(if result.is_ok() { "stored" } else { "failed" });
+        let stored = match result {
+            Ok(()) => {
+                if let Err(e) = self.spool.remove(&entry).await {
+                    warn!("{e:#}");
+                }
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .forget(&entry.key);
+                info!(key = entry.key, "spooled {} stored", self.role.noun());
+                true
+            }
+            // Dropped from the spool (it was full) while this attempt ran: nothing to retry.
+            Err(_) if !entry.path.exists() => {
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .forget(&entry.key);
+                false
+            }
+            Err(e) => {
+                self.note_failure(&entry.key, &e, true);
+                false
+            }
+        };
+        self.release(&entry.key);
+        stored
+    }
+
+    /// Sends every spooled profile, whatever its backoff, until the spool is empty (at
+    /// shutdown, under a deadline).
+    pub async fn drain(&self) {
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            self.flush_due(far).await;
+            if self.waiting().map_or(true, |n| n == 0) {
+                return;
+            }
+            tokio::time::sleep(RETRY_TICK).await;
+        }
+    }
+
+    /// How many profiles wait in the spool.
+    pub fn waiting(&self) -> anyhow::Result<usize> {
+        Ok(self.spool.pending()?.len())
+    }
+
+    /// Retries the spool for as long as memprof runs (a background task).
+    pub async fn retry_loop(&self) {
+        loop {
+            self.flush().await;
+            tokio::time::sleep(RETRY_TICK).await;
+        }
+    }
+}
