@@ -44,7 +44,9 @@ fn main() -> ExitCode {
     let (default_level, to_stderr) = match cfg.command {
         None => ("info", false),
         Some(Command::Capture { .. }) => ("info", true),
-        Some(Command::Top { .. } | Command::Doctor { .. }) => ("warn", true),
+        Some(Command::Top { .. } | Command::Doctor { .. } | Command::Report { .. }) => {
+            ("warn", true)
+        }
     };
     let json = cfg.log_format == config::LogFormat::Json;
     memprof::logs::init(default_level, to_stderr, json);
@@ -73,6 +75,28 @@ fn main() -> ExitCode {
             }
             // Its own exit code: 1 when a check failed.
             Some(Command::Doctor { pid }) => Ok(commands::doctor::run(&cfg, pid).await),
+            Some(Command::Report {
+                from,
+                namespace,
+                pod,
+                process,
+                since,
+                until,
+                out,
+                format,
+            }) => {
+                let options = commands::report::Options {
+                    from,
+                    namespace,
+                    pod,
+                    process,
+                    since,
+                    until,
+                    out,
+                    format,
+                };
+                commands::report::run(options).await
+            }
         }
     });
     match result {

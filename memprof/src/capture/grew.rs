@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use prost::Message;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{goheap::proto, Capturer, Profile};
 use crate::assess::ProcKey;
@@ -35,7 +35,7 @@ const PROCS_MAX: usize = 1024;
 pub struct Summary(HashMap<Vec<String>, i64>);
 
 /// One function that grew, for the OOM record.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Grower {
     pub function: String,
     /// Growth of the in-use bytes allocated in it (as the leaf).
@@ -58,6 +58,24 @@ impl Grower {
     }
 }
 
+impl Summary {
+    /// A summary of these paths (leaf first), for tests of what reads summaries.
+    #[cfg(test)]
+    pub fn from_paths(paths: &[(&[&str], i64)]) -> Self {
+        Summary(
+            paths
+                .iter()
+                .map(|(p, b)| (p.iter().map(|s| s.to_string()).collect(), *b))
+                .collect(),
+        )
+    }
+
+    /// Each call path (leaf first) and its in-use bytes.
+    pub fn paths(&self) -> impl Iterator<Item = (&[String], i64)> {
+        self.0.iter().map(|(p, b)| (p.as_slice(), *b))
+    }
+}
+
 impl Eq for Summary {}
 impl PartialEq for Summary {
     fn eq(&self, o: &Self) -> bool {
@@ -67,6 +85,11 @@ impl PartialEq for Summary {
 
 /// A gzip'd pprof profile's `inuse_space` per call path.
 pub fn summarize(gz: &[u8]) -> Result<Summary> {
+    summarize_within(gz, PATHS_MAX, FRAMES_MAX)
+}
+
+/// As `summarize`, keeping `paths` paths of `frames` frames at most (those nearest the leaf).
+pub fn summarize_within(gz: &[u8], paths_max: usize, frames_max: usize) -> Result<Summary> {
     anyhow::ensure!(
         gz.len() <= PROFILE_MAX,
         "profile larger than {PROFILE_MAX} bytes"
@@ -105,7 +128,7 @@ pub fn summarize(gz: &[u8]) -> Result<Summary> {
             .location_id
             .iter()
             .flat_map(|id| locations.get(id).into_iter().flatten())
-            .take(FRAMES_MAX)
+            .take(frames_max)
             .map(|f| f.to_string())
             .collect();
         let held = paths.entry(path).or_default();
@@ -113,7 +136,7 @@ pub fn summarize(gz: &[u8]) -> Result<Summary> {
     }
     let mut kept: Vec<(Vec<String>, i64)> = paths.into_iter().collect();
     kept.sort_unstable_by_key(|(_, b)| std::cmp::Reverse(*b));
-    kept.truncate(PATHS_MAX);
+    kept.truncate(paths_max);
     Ok(Summary(kept.into_iter().collect()))
 }
 
@@ -205,12 +228,7 @@ mod tests {
     use super::*;
 
     fn summary(paths: &[(&[&str], i64)]) -> Summary {
-        Summary(
-            paths
-                .iter()
-                .map(|(p, b)| (p.iter().map(|s| s.to_string()).collect(), *b))
-                .collect(),
-        )
+        Summary::from_paths(paths)
     }
 
     #[test]

@@ -10,7 +10,7 @@
 pub mod accounting;
 pub mod at_kill;
 pub mod goheap;
-mod grew;
+pub mod grew;
 mod handover;
 pub mod http;
 mod kill_memory;

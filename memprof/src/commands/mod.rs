@@ -1,8 +1,9 @@
 //! Commands beside the daemon, for an engineer on a node: `capture` takes one profile now,
-//! `top` shows what memprof would watch, `doctor` what works here and what to fix. They use
-//! the daemon's stages unchanged.
+//! `top` shows what memprof would watch, `doctor` what works here and what to fix, `report`
+//! what was stored, as a page. They use the daemon's stages unchanged.
 pub mod capture;
 pub mod doctor;
+pub mod report;
 pub mod top;
 
 use std::io::IsTerminal;

@@ -56,7 +56,7 @@ pub fn is_permanent(e: &anyhow::Error) -> bool {
 }
 
 /// The SDK's error as one line, typed `Permanent` when no retry can fix it.
-pub(super) fn classify<E, R>(e: SdkError<E, R>) -> anyhow::Error
+pub(crate) fn classify<E, R>(e: SdkError<E, R>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
