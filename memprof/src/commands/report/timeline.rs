@@ -32,6 +32,12 @@ pub struct Kill {
 }
 
 pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
+    // The at-kill profile is the kill's own point (the kernel read it as SIGKILL arrived;
+    // its metadata's time is when it was stored): the kill's markers stand for it.
+    let points: Vec<&Point> = points
+        .iter()
+        .filter(|p| kill.is_none() || p.level != "oom")
+        .collect();
     let times: Vec<DateTime<Utc>> = points
         .iter()
         .filter_map(|p| p.time)
@@ -120,7 +126,7 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
     let series = |pick: fn(&Point) -> Option<u64>, class: &str, out: &mut String| {
         let pts: Vec<(f64, f64, &Point)> = points
             .iter()
-            .filter_map(|p| Some((x(p.time?), y(pick(p)?), p)))
+            .filter_map(|p| Some((x(p.time?), y(pick(p)?), *p)))
             .collect();
         let line: Vec<String> = pts
             .iter()
@@ -145,7 +151,7 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
     };
     series(|p| p.working_set, "working-set", &mut out);
     series(|p| p.rss, "rss", &mut out);
-    for p in points {
+    for p in &points {
         if let (Some(t), Some(r)) = (p.time, p.rss) {
             let _ = write!(
                 out,
@@ -160,9 +166,9 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
         let kx = x(k.time);
         let _ = write!(
             out,
-            r#"<line class="kill" x1="{kx:.1}" y1="{TOP}" x2="{kx:.1}" y2="{b}"/><text class="kill" x="{tx:.1}" y="{ty}">OOM kill</text>"#,
+            r#"<line class="kill" x1="{kx:.1}" y1="{TOP}" x2="{kx:.1}" y2="{b}"/><text class="kill" x="{tx:.1}" y="{ty}" text-anchor="end">OOM kill</text>"#,
             b = H - BOTTOM,
-            tx = kx + 4.0,
+            tx = kx - 5.0,
             ty = TOP + 12.0
         );
         for (v, class) in [(k.rss, "rss"), (k.working_set, "working-set")] {

@@ -1,0 +1,81 @@
+//! A webhook receiver on loopback: it answers every POST with one status and keeps what it
+//! was sent (headers and body), to count alerts and read them.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    thread,
+};
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct Post {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Post {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+pub struct Receiver {
+    pub port: u16,
+    posts: Arc<Mutex<Vec<Post>>>,
+}
+
+impl Receiver {
+    /// Listens on `port` (0: any) and answers `status` to everything.
+    pub fn start(port: u16, status: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("binding the receiver");
+        let port = listener.local_addr().unwrap().port();
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&posts);
+        thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let kept = Arc::clone(&kept);
+                thread::spawn(move || serve(stream, status, &kept));
+            }
+        });
+        Receiver { port, posts }
+    }
+
+    pub fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
+/// Requests on one connection (keep-alive), until the client closes it.
+fn serve(stream: TcpStream, status: u16, kept: &Mutex<Vec<Post>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        kept.lock().unwrap().push(Post { head, body });
+        let answer = format!("HTTP/1.1 {status} Status\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
