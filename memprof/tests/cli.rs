@@ -77,7 +77,14 @@ fn help_lists_every_option() {
 /// names, as written in a help text. Run with no environment, so that no value is shown.
 fn options_in_help() -> Vec<String> {
     let mut names = Vec::new();
-    for args in [&["--help"][..], &["capture", "--help"], &["top", "--help"]] {
+    let commands: [&[&str]; 5] = [
+        &["--help"],
+        &["capture", "--help"],
+        &["top", "--help"],
+        &["doctor", "--help"],
+        &["report", "--help"],
+    ];
+    for args in commands {
         let out = Command::new(env!("CARGO_BIN_EXE_memprof"))
             .env_clear()
             .args(args)
