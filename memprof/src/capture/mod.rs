@@ -18,6 +18,7 @@ pub mod oom_record;
 mod processes;
 pub mod seen;
 pub mod snapshot;
+pub mod summary;
 pub mod threshold;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Capturer {
     kills: std::sync::Mutex<kill_memory::KillMemory>,
     /// Each process's first and last heap profile, summarized (what grew, for its record).
     episodes: std::sync::Mutex<grew::Episodes>,
+    /// One profile summarized at a time (each may take tens of megabytes to decode).
+    summarizing: tokio::sync::Semaphore,
     /// Webhooks told of kills (and, when asked, of each profile).
     alerts: Option<Arc<crate::deliver::alerts::Alerts>>,
 }
@@ -110,6 +113,7 @@ impl Capturer {
             reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
             kills: Default::default(),
             episodes: Default::default(),
+            summarizing: tokio::sync::Semaphore::new(1),
             alerts: None,
         }
     }

@@ -62,7 +62,17 @@ pub fn webhooks(a: &Args) -> Result<Vec<Url>, ConfigError> {
                 ))
             })
         })
-        .collect()
+        .collect::<Result<Vec<Url>, _>>()
+        .map(|mut urls| {
+            // One webhook named twice is alerted once.
+            let mut seen: Vec<Url> = Vec::new();
+            urls.retain(|u| {
+                let first = !seen.contains(u);
+                seen.push(u.clone());
+                first
+            });
+            urls
+        })
 }
 
 pub fn spool_limits(a: &Args) -> Result<Limits, ConfigError> {

@@ -6,7 +6,9 @@
 //!
 //! Each body has a `text` field, so it can go straight to a Slack (or Mattermost, Teams
 //! workflow) incoming webhook; the rest is for programs.
-use std::{hash::Hasher, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
+
+use sha2::Digest;
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -43,13 +45,9 @@ impl Alerts {
         let hooks = urls
             .iter()
             .map(|uri| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                h.write(uri.0.to_string().as_bytes());
-                let spool = Spool::open(
-                    &spool_dir
-                        .join("alerts")
-                        .join(format!("{:016x}", h.finish())),
-                )?;
+                let digest = sha2::Sha256::digest(uri.0.to_string().as_bytes());
+                let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                let spool = Spool::open(&spool_dir.join("alerts").join(name))?;
                 let sink = Sink::Webhook(Box::new(Webhook::new(uri.0.clone())?));
                 Ok(Arc::new(Deliverer::new(spool, sink, LIMITS).for_alerts()))
             })
@@ -102,8 +100,13 @@ impl Alerts {
     }
 }
 
-/// The kill's alert: the record itself, and a line for people.
-fn oom_kill(key: &str, meta: &Metadata, record: Value) -> Value {
+/// The kill's alert: the record itself, and a line for people. Command lines carry secrets
+/// (`--db-password=…`) and a chat channel is read more widely than the bucket: they stay in
+/// the stored objects.
+fn oom_kill(key: &str, meta: &Metadata, mut record: Value) -> Value {
+    if let Some(r) = record.as_object_mut() {
+        r.remove("cmdline");
+    }
     let n = |f: &str| record.get(f).and_then(Value::as_u64);
     let mut text = format!(
         "OOM kill: {} (pid {}) in {} on {}",
@@ -142,6 +145,9 @@ fn oom_kill(key: &str, meta: &Metadata, record: Value) -> Value {
 
 /// A stored profile's alert: its key and metadata.
 fn profile_stored(key: &str, meta: &Metadata) -> Value {
+    let mut meta = meta.clone();
+    meta.remove("cmdline");
+    let meta = &meta;
     let text = format!(
         "Heap profile of {} (pid {}) in {} at {} % of its limit: {}",
         piece(meta.get("comm").unwrap_or("?")),
@@ -167,11 +173,16 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
-/// A process's own text made safe for a chat message: cut, control characters dropped, and
-/// Slack's three control characters escaped (`<!channel>` in a command name must not ping).
+/// A process's own text made safe for a chat message: cut, control characters and backticks
+/// dropped, Slack's three control characters escaped (`<!channel>` in a command name must not
+/// ping), inside a code span (no mention, link or markup of Slack's or Mattermost's applies).
 fn piece(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars().filter(|c| !c.is_control()).take(TEXT_PIECE_MAX) {
+    let mut out = String::from("`");
+    for c in s
+        .chars()
+        .filter(|c| !c.is_control() && *c != '`')
+        .take(TEXT_PIECE_MAX)
+    {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -179,6 +190,7 @@ fn piece(s: &str) -> String {
             c => out.push(c),
         }
     }
+    out.push('`');
     out
 }
 
@@ -194,18 +206,19 @@ mod tests {
             .set("container", "app")
             .set("node", "n1");
         let record = json!({
-            "comm": "<!channel>\u{1b}[31m", "pid": 7, "rss_bytes": 500u64 << 20,
+            "comm": "<!channel>\u{1b}[31m`", "pid": 7, "cmdline": ["app", "--token=x"], "rss_bytes": 500u64 << 20,
             "limit_bytes": 512u64 << 20, "profiles": ["a", "b"], "profiled_before_kill": true,
             "grew": [{"function": "main.leak", "bytes": 54_600_000, "share": 100.0, "path": []}],
         });
         let body = oom_kill("k/x_oom.record.json", &meta, record.clone());
-        assert_eq!(body["record"], record);
+        assert_eq!(body["record"]["pid"], 7);
+        assert!(body["record"].get("cmdline").is_none(), "{body}");
         assert_eq!(body["event"], "oom_kill");
         assert_eq!(
             body["text"],
-            "OOM kill: &lt;!channel&gt;[31m (pid 7) in shop/cart-1/app on n1, RSS 500 MiB of its \
-             512 MiB limit. 2 profile(s), taken before the kill. Grew most: main.leak +54.6 MB \
-             (100 %). Record: k/x_oom.record.json"
+            "OOM kill: `&lt;!channel&gt;[31m` (pid 7) in `shop`/`cart-1`/`app` on `n1`, RSS 500 \
+             MiB of its 512 MiB limit. 2 profile(s), taken before the kill. Grew most: \
+             `main.leak` +54.6 MB (100 %). Record: `k/x_oom.record.json`"
         );
     }
 }

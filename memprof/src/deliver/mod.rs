@@ -146,6 +146,8 @@ impl Deliverer {
         keep: bool,
         result: Result<()>,
     ) -> Result<()> {
+        // An alert its webhook refuses is not kept for a retry.
+        let keep = keep && !result.as_ref().is_err_and(|e| self.role.gives_up(e));
         self.role.count(match (&result, keep && entry.is_some()) {
             (Ok(()), _) => "stored",
             (Err(_), true) => "failed",

@@ -86,6 +86,16 @@ impl Deliverer {
                     .forget(&entry.key);
                 false
             }
+            Err(e) if self.role.gives_up(&e) => {
+                self.role.count("lost");
+                warn!(key = entry.key, "{e:#}: the alert is dropped");
+                let _ = self.spool.remove(&entry).await;
+                self.schedule
+                    .lock()
+                    .expect("schedule lock")
+                    .forget(&entry.key);
+                false
+            }
             Err(e) => {
                 self.note_failure(&entry.key, &e, true);
                 false

@@ -21,4 +21,11 @@ impl Role {
             Role::Alerts => crate::metrics::alert(result),
         }
     }
+
+    /// Whether a failure ends the attempts: a webhook that refuses an alert (a 4xx, a
+    /// redirect) will refuse it again, and retrying a thousand queued alerts every few
+    /// minutes forever would only spam its owner's logs; profiles are kept whatever happens.
+    pub(super) fn gives_up(self, e: &anyhow::Error) -> bool {
+        self == Role::Alerts && super::sink::is_permanent(e)
+    }
 }

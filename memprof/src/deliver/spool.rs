@@ -125,7 +125,7 @@ impl Spool {
         super::durable::sync_dir(&self.dir).await
     }
 
-    /// Profiles still waiting for delivery, oldest first. A file whose header cannot be read
+    /// Objects still waiting for delivery, oldest first. A file whose header cannot be read
     /// is skipped with an error in the log, and kept.
     pub fn pending(&self) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
@@ -134,7 +134,9 @@ impl Spool {
         {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            // Hidden files are writes in progress; directories are other spools (the alerts'
+            // live under this one, `alerts/`).
+            if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
             let (key, meta, offset) = if name.ends_with(SUFFIX) {
@@ -194,6 +196,8 @@ mod tests {
         assert_eq!(pending[0].meta, meta);
         assert_eq!(body(&pending[0]), b"profile");
         spool.remove(&entry).await.unwrap();
+        // Another spool inside this one (the alerts') holds nothing of this one's.
+        Spool::open(&dir.path().join("spool/alerts/0123")).unwrap();
         assert!(spool.pending().unwrap().is_empty());
         // Arguments JSON escapes six-fold: the header is cut to fit, the entry stays readable.
         meta.set("cmdline", "\u{1}".repeat(4 << 10));

@@ -82,8 +82,8 @@ impl Webhook {
     }
 
     /// POSTs one JSON body. `id` goes along as `Idempotency-Key`: after a lost response the
-    /// retry sends the same alert again, and a receiver can tell. A 4xx other than 408 and 429
-    /// cannot succeed by retrying (`Permanent`); anything else is retried.
+    /// retry sends the same alert again, and a receiver can tell. A redirect or a 4xx other
+    /// than 408 and 429 cannot succeed by retrying (`Permanent`); anything else is retried.
     pub async fn post(&self, id: &str, body: Vec<u8>) -> Result<()> {
         let request = Request::builder()
             .method(Method::POST)
@@ -112,7 +112,9 @@ impl Webhook {
             return Ok(());
         }
         let what = format!("{} answered {status}", self.redacted);
-        if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+        // A redirect means the URL is not the webhook's (a receiver answers where it is).
+        let refused = status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429;
+        if refused || status.is_redirection() {
             return Err(Permanent(what).into());
         }
         bail!(what)

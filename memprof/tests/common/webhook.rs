@@ -46,6 +46,23 @@ impl Receiver {
     }
 }
 
+/// A free port below the kernel's ephemeral range, for a receiver that comes up late: no
+/// outgoing connection (memprof's, the S3 client's) can be holding it by then.
+pub fn late_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let start = 10_000 + fastrand_port(low.saturating_sub(10_000).max(1));
+    (start..low)
+        .chain(10_000..start)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
+/// Somewhere in `0..span`, different per process (tests of two runs do not pick the same).
+fn fastrand_port(span: u16) -> u16 {
+    (std::process::id() % u32::from(span)) as u16
+}
+
 /// Requests on one connection (keep-alive), until the client closes it.
 fn serve(stream: TcpStream, status: u16, kept: &Mutex<Vec<Post>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, fmt::Write};
 
 use super::page::{esc, mb};
-use crate::capture::grew::Summary;
+use crate::capture::summary::Summary;
 
 /// Pixels of the SVG's coordinate system (it scales to the page's width).
 pub const WIDTH: f64 = 1200.0;
@@ -56,23 +56,23 @@ pub fn tree(last: &Summary, first: Option<&Summary>) -> Node {
     };
     for (path, bytes) in last.paths() {
         let bytes = bytes.max(0);
-        root.bytes += bytes;
+        root.bytes = root.bytes.saturating_add(bytes);
         let mut at = &mut root;
         for f in path.iter().rev() {
             at = at.child(f);
-            at.bytes += bytes;
+            at.bytes = at.bytes.saturating_add(bytes);
         }
     }
     for (path, bytes) in first.into_iter().flat_map(Summary::paths) {
         let bytes = bytes.max(0);
-        root.before += bytes;
+        root.before = root.before.saturating_add(bytes);
         let mut at = &mut root;
         for f in path.iter().rev() {
-            match at.index.get(f.as_str()) {
+            match at.index.get(&**f) {
                 Some(&i) => at = &mut at.children[i],
                 None => break,
             }
-            at.before += bytes;
+            at.before = at.before.saturating_add(bytes);
         }
     }
     sort(&mut root);
@@ -112,11 +112,11 @@ pub fn svg(root: &Node, id: &str, diff: bool) -> String {
         count += 1;
         depth_max = depth_max.max(depth);
         let fill = if diff {
-            diff_colour((n.bytes - n.before) as f64 / biggest_change)
+            diff_colour(n.bytes.saturating_sub(n.before) as f64 / biggest_change)
         } else {
             colour(&n.name)
         };
-        let change = n.bytes - n.before;
+        let change = n.bytes.saturating_sub(n.before);
         let title = if diff {
             format!(
                 "{}: {} (was {}, {}{})",
@@ -124,7 +124,7 @@ pub fn svg(root: &Node, id: &str, diff: bool) -> String {
                 mb(n.bytes),
                 mb(n.before),
                 if change >= 0 { "+" } else { "−" },
-                mb(change.abs())
+                mb(change.saturating_abs())
             )
         } else {
             format!("{}: {} ({:.1} %)", n.name, mb(n.bytes), 100.0 * w)
@@ -179,7 +179,7 @@ fn max_change(n: &Node) -> i64 {
     n.children
         .iter()
         .map(max_change)
-        .fold((n.bytes - n.before).abs(), i64::max)
+        .fold(n.bytes.saturating_sub(n.before).saturating_abs(), i64::max)
 }
 
 /// Warm colours, the same for the same function on every graph.

@@ -14,13 +14,19 @@ use super::{
     source::Source,
     timeline::{Kill, Point},
 };
-use crate::capture::grew::{self, Grower, Summary};
+use crate::capture::{
+    grew::{self, Grower},
+    summary::{self, Keep, Summary},
+};
 
 /// Requests in flight at once (S3 latency, not bandwidth, bounds a long series).
 const PARALLEL: usize = 8;
-/// Call paths and frames kept of a profile for its flame graph.
-const PATHS_MAX: usize = 50_000;
-const FRAMES_MAX: usize = 256;
+/// What a flame graph shows of a profile: the heaviest call paths, deep enough for any
+/// service's stacks (deeper ones are cut at the root end, marked `…`).
+const KEEP: Keep = Keep {
+    paths: 20_000,
+    frames: 128,
+};
 /// Largest OOM record read.
 const RECORD_MAX: usize = 16 << 20;
 
@@ -152,8 +158,7 @@ async fn summary(
     bar.inc(1);
     let read = async {
         let bytes = source.get(&o.key).await?;
-        tokio::task::spawn_blocking(move || grew::summarize_within(&bytes, PATHS_MAX, FRAMES_MAX))
-            .await?
+        tokio::task::spawn_blocking(move || summary::summarize(&bytes, KEEP)).await?
     };
     match read.await {
         Ok(s) => Some((o.key.clone(), s)),

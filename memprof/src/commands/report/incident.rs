@@ -8,6 +8,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Object {
     pub key: String,
+    /// What comes before the namespace (`MEMPROF_KEY_PREFIX`: one cluster's, another's).
+    pub prefix: String,
     pub namespace: String,
     pub pod: String,
     /// The container's name, or the command's.
@@ -29,6 +31,9 @@ impl Object {
         let name = parts.next()?;
         let pod = parts.next()?;
         let namespace = parts.next()?;
+        let mut prefix: Vec<&str> = parts.collect();
+        prefix.reverse();
+        let prefix = prefix.join("/");
         let (time, rest) = file.split_once("_pid-")?;
         let time = NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.3fZ")
             .ok()?
@@ -38,6 +43,7 @@ impl Object {
         let (level, kind, extension) = (dots.next()?, dots.next()?, dots.next()?);
         Some(Object {
             key: key.to_string(),
+            prefix,
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             name: name.to_string(),
@@ -112,6 +118,9 @@ impl Series {
 /// A process's series starts again after this long without a capture (a PID reused, a
 /// process that came back near its limit a day later).
 const GAP: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Evidence of a kill stored after its record (an at-kill profile that came late) is the
+/// record's series' within this.
+const LATE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// The selected objects grouped into series, newest last. A record closes its series: the
 /// next capture of the same PID starts another.
@@ -121,24 +130,26 @@ pub fn series(keys: &[String], selection: &Selection) -> Vec<Series> {
         .filter_map(|k| Object::parse(k))
         .filter(|o| selection.admits(o))
         .collect();
-    objects.sort_by(|a, b| {
-        (&a.namespace, &a.pod, &a.name, a.pid, a.time, a.is_record()).cmp(&(
-            &b.namespace,
-            &b.pod,
-            &b.name,
-            b.pid,
-            b.time,
-            b.is_record(),
-        ))
-    });
+    let who = |o: &Object| {
+        (
+            o.prefix.clone(),
+            o.namespace.clone(),
+            o.pod.clone(),
+            o.name.clone(),
+            o.pid,
+        )
+    };
+    objects.sort_by_key(|o| (who(o), o.time, o.is_record()));
     let mut out: Vec<Series> = Vec::new();
     for o in objects {
         let joins = out.last().is_some_and(|s| {
             let last = s.last();
-            (&last.namespace, &last.pod, &last.name, last.pid)
-                == (&o.namespace, &o.pod, &o.name, o.pid)
-                && s.record().is_none()
-                && o.time - last.time < GAP
+            let open = s.record().is_none() && o.time - last.time < GAP;
+            let late = s.record().is_some()
+                && o.level == "oom"
+                && !o.is_record()
+                && o.time - last.time < LATE;
+            who(last) == who(&o) && (open || late)
         });
         match out.last_mut() {
             Some(s) if joins => s.objects.push(o),
@@ -153,8 +164,10 @@ pub fn series(keys: &[String], selection: &Selection) -> Vec<Series> {
 mod tests {
     use super::*;
 
-    const KEYS: [&str; 6] = [
+    const KEYS: [&str; 8] = [
         "memprof/shop/cart-1/app/20261205T181555.650Z_pid-20_80pct.heap.pb.gz",
+        "other-cluster/shop/cart-1/app/20261205T181555.700Z_pid-20_80pct.heap.pb.gz",
+        "memprof/shop/cart-1/app/20261205T181557.200Z_pid-20_oom.heap.pb.gz",
         "memprof/shop/cart-1/app/20261205T181556.100Z_pid-20_90pct.heap.pb.gz",
         "memprof/shop/cart-1/app/20261205T181557.054Z_pid-20_oom.heap.pb.gz",
         "memprof/shop/cart-1/app/20261205T181557.102Z_pid-20_oom.record.json",
@@ -166,19 +179,28 @@ mod tests {
     fn keys_become_series_closed_by_their_record() {
         let keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
         let all = series(&keys, &Selection::default());
-        assert_eq!(all.len(), 3, "{all:#?}");
+        assert_eq!(all.len(), 4, "{all:#?}");
         assert_eq!(all[0].first().pod, "front-2");
-        let killed = &all[1];
-        assert_eq!(killed.heaps().count(), 3);
+        assert_eq!(
+            all[1].first().prefix,
+            "other-cluster",
+            "another prefix, another series"
+        );
+        let killed = &all[2];
+        assert_eq!(
+            killed.heaps().count(),
+            4,
+            "a late at-kill profile joins its record"
+        );
         assert_eq!(killed.record().unwrap().level, "oom");
         assert_eq!(killed.first().level, "80pct");
-        assert_eq!(all[2].objects.len(), 1, "after the record, a new series");
+        assert_eq!(all[3].objects.len(), 1, "after the record, a new series");
         let shop = Selection {
             namespace: Some("shop".into()),
             process: Some("20".into()),
             ..Default::default()
         };
-        assert_eq!(series(&keys, &shop).len(), 2);
+        assert_eq!(series(&keys, &shop).len(), 3);
         assert!(Object::parse("memprof/x/notes.txt").is_none());
         assert!(Object::parse("a/b/c/20261205T181557.102Z_pid-x_oom.record.json").is_none());
     }

@@ -46,12 +46,18 @@ pub async fn run(o: Options) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", source.describe()))?;
     let all = incident::series(&keys, &selection);
     let bar = gather::progress(gather::reads(&all));
-    let mut incidents = Vec::with_capacity(all.len());
-    for s in all {
-        incidents.push(gather::read(&source, s, &bar).await);
+    let count = all.len();
+    // Each incident is written as soon as it is read, and dropped: only its text is kept.
+    let mut sections = Vec::with_capacity(count);
+    for (i, s) in all.into_iter().enumerate() {
+        let incident = gather::read(&source, s, &bar).await;
+        sections.push(match o.format {
+            ReportFormat::Text => text::incident(&incident),
+            ReportFormat::Html => page::section(i, &incident),
+        });
     }
     bar.finish_and_clear();
-    if incidents.is_empty() {
+    if count == 0 {
         eprintln!(
             "memprof: nothing stored in {} matches the selection ({} objects there)",
             source.describe(),
@@ -59,17 +65,13 @@ pub async fn run(o: Options) -> Result<ExitCode> {
         );
     }
     match o.format {
-        ReportFormat::Text => print!("{}", text::text(&incidents, &source.describe())),
+        ReportFormat::Text => print!("{}", text::text(&sections, &source.describe())),
         ReportFormat::Html => {
             let generated = Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
-            let html = page::html(&incidents, &source.describe(), &generated);
+            let html = page::html(&sections, &source.describe(), &generated);
             let out = out.expect("checked: html has a file");
             std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!(
-                "memprof: {} incident(s) written to {}",
-                incidents.len(),
-                out.display()
-            );
+            eprintln!("memprof: {count} incident(s) written to {}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,8 @@
   const WIDTH = 1200;
   const frames = (svg) => Array.from(svg.querySelectorAll("g.frame"));
   const num = (g, k) => parseFloat(g.dataset[k]);
+  // Places are printed to six decimals: a frame's children may overhang it by their rounding.
+  const EPS = 1e-5;
 
   // Lays the frames of `svg` out with `focus` (a frame) spanning the whole width.
   function zoom(svg, focus) {
@@ -12,8 +14,8 @@
     const zd = focus ? num(focus, "d") : 0;
     for (const g of frames(svg)) {
       const x = num(g, "x"), w = num(g, "w"), d = num(g, "d");
-      const inside = x >= zx - 1e-9 && x + w <= zx + zw + 1e-9;
-      const above = d < zd && x <= zx + 1e-9 && x + w >= zx + zw - 1e-9;
+      const inside = d >= zd && x >= zx - EPS && x + w <= zx + zw + EPS;
+      const above = d < zd && x <= zx + EPS && x + w >= zx + zw - EPS;
       g.classList.toggle("hidden", !(inside || above));
       g.classList.toggle("above", above);
       const px = above ? 0 : ((x - zx) / zw) * WIDTH;

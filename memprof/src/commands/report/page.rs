@@ -23,7 +23,13 @@ pub fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
+            // Nor may a name move or reorder what is printed after it.
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
+                || matches!(c, '\u{2066}'..='\u{2069}') =>
+            {
+                out.push('\u{fffd}')
+            }
             c => out.push(c),
         }
     }
@@ -40,19 +46,18 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
-pub fn html(incidents: &[Incident], from: &str, generated: &str) -> String {
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(JS));
-    let mut body = String::new();
-    for (i, inc) in incidents.iter().enumerate().rev() {
-        section(&mut body, i, inc);
-    }
-    if incidents.is_empty() {
+/// The page, from each incident's `section` in the order they were read (oldest first).
+pub fn html(sections: &[String], from: &str, generated: &str) -> String {
+    let hash =
+        |text: &str| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text));
+    let mut body: String = sections.iter().rev().map(String::as_str).collect();
+    if sections.is_empty() {
         body.push_str("<p>Nothing stored matches the selection.</p>");
     }
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{hash}'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'sha256-{css}'; script-src 'sha256-{js}'; base-uri 'none'; form-action 'none'">
 <title>memprof report: {n} incident(s)</title>
 <style>{CSS}</style>
 <script>{JS}</script>
@@ -64,13 +69,18 @@ pub fn html(incidents: &[Incident], from: &str, generated: &str) -> String {
 {body}
 </body></html>
 "#,
-        n = incidents.len(),
+        n = sections.len(),
+        css = hash(CSS),
+        js = hash(JS),
         from = esc(from),
         generated = esc(generated),
     )
 }
 
-fn section(out: &mut String, i: usize, inc: &Incident) {
+/// One incident's part of the page; `i` numbers its graphs' ids.
+pub fn section(i: usize, inc: &Incident) -> String {
+    let mut text = String::new();
+    let out = &mut text;
     let o = inc.series.first();
     let comm = inc
         .record
@@ -110,6 +120,7 @@ fn section(out: &mut String, i: usize, inc: &Incident) {
         let _ = write!(out, "<li>{}</li>", esc(&o.key));
     }
     out.push_str("</ul></section>\n");
+    text
 }
 
 fn facts(out: &mut String, inc: &Incident) {

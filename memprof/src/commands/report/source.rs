@@ -161,14 +161,18 @@ impl Source {
     }
 }
 
-/// A regular file's first `max` bytes, refusing a symbolic link in its last component.
+/// A regular file's first `max` bytes, refusing a symbolic link in its last component and
+/// anything but a regular file (a FIFO would never end; opened without blocking to find out).
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::{io::Read, os::unix::fs::OpenOptionsExt};
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
+    if !f.metadata()?.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
     let mut bytes = Vec::new();
     f.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {

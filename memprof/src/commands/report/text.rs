@@ -10,19 +10,20 @@ use super::{
 };
 use crate::logs::escape;
 
-pub fn text(incidents: &[Incident], from: &str) -> String {
-    let mut out = format!(
+/// The whole text, from each incident's in the order they were read.
+pub fn text(incidents: &[String], from: &str) -> String {
+    let head = format!(
         "memprof report: {} incident(s) from {}\n",
         incidents.len(),
         escape(from)
     );
-    for inc in incidents {
-        incident(&mut out, inc);
-    }
-    out
+    head + &incidents.concat()
 }
 
-fn incident(out: &mut String, inc: &Incident) {
+/// One incident's text.
+pub fn incident(inc: &Incident) -> String {
+    let mut text = String::new();
+    let out = &mut text;
     let o = inc.series.first();
     let r = inc.record.as_ref();
     let field = |f: &str| r.and_then(|r| r.get(f));
@@ -119,4 +120,5 @@ fn incident(out: &mut String, inc: &Incident) {
     for o in &inc.series.objects {
         let _ = writeln!(out, "  {}", escape(&o.key));
     }
+    text
 }

@@ -55,7 +55,8 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
         .flatten()
         .chain(limit)
         .max()
-        .unwrap_or(1) as f64
+        .unwrap_or(1)
+        .max(1) as f64
         * 1.08;
     let x =
         |t: DateTime<Utc>| LEFT + (t - t0).num_milliseconds() as f64 / span * (W - LEFT - RIGHT);

@@ -50,7 +50,8 @@ impl Cdp {
         let dir = tempfile::tempdir()?;
         let profile = dir.path().join("profile");
         let stderr = dir.path().join("chromium.stderr");
-        let chromium = Command::new("chromium")
+        let mut command = Command::new("chromium");
+        command
             .arg(format!("--user-data-dir={}", profile.display()))
             .args([
                 "--headless=new",
@@ -72,9 +73,16 @@ impl Cdp {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr)?)
-            .process_group(0)
-            .spawn()
-            .context("starting chromium")?;
+            .process_group(0);
+        // Chromium goes with the test binary, even one killed outright (a harness timeout).
+        // SAFETY: prctl only, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let chromium = command.spawn().context("starting chromium")?;
         let mut chromium = Chromium(chromium);
         let ws = connect(&profile, &mut chromium).with_context(|| {
             let log = std::fs::read_to_string(&stderr).unwrap_or_default();
