@@ -44,9 +44,7 @@ fn main() -> ExitCode {
     let (default_level, to_stderr) = match cfg.command {
         None => ("info", false),
         Some(Command::Capture { .. }) => ("info", true),
-        Some(Command::Top { .. } | Command::Doctor { .. } | Command::Report { .. }) => {
-            ("warn", true)
-        }
+        Some(Command::Top { .. } | Command::Doctor { .. } | Command::Report(_)) => ("warn", true),
     };
     let json = cfg.log_format == config::LogFormat::Json;
     memprof::logs::init(default_level, to_stderr, json);
@@ -75,28 +73,7 @@ fn main() -> ExitCode {
             }
             // Its own exit code: 1 when a check failed.
             Some(Command::Doctor { pid }) => Ok(commands::doctor::run(&cfg, pid).await),
-            Some(Command::Report {
-                from,
-                namespace,
-                pod,
-                process,
-                since,
-                until,
-                out,
-                format,
-            }) => {
-                let options = commands::report::Options {
-                    from,
-                    namespace,
-                    pod,
-                    process,
-                    since,
-                    until,
-                    out,
-                    format,
-                };
-                commands::report::run(options).await
-            }
+            Some(Command::Report(args)) => commands::report::run(args).await,
         }
     });
     match result {

@@ -201,33 +201,7 @@ pub enum Command {
     /// Write one page (HTML, self-contained) or text about the incidents memprof stored: the
     /// timeline up to the kill, flame graphs of the last profile and of what changed since the
     /// first, what grew, the memory accounting, the record's facts and the object keys.
-    Report {
-        /// Where the objects are: a local directory, or s3://bucket/prefix (the daemon's
-        /// credential chain; AWS_ENDPOINT_URL for an S3-compatible server).
-        #[arg(long)]
-        from: String,
-        /// Only this namespace.
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Only this pod.
-        #[arg(long)]
-        pod: Option<String>,
-        /// Only this process: a PID, or a container's or command's name.
-        #[arg(long)]
-        process: Option<String>,
-        /// Only captures at or after this time (RFC 3339) or age (90m, 6h, 2d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only captures at or before this time or age.
-        #[arg(long)]
-        until: Option<String>,
-        /// The page's file (default memprof-report.html).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        /// html: one self-contained page; text: the facts and top growers on the terminal.
-        #[arg(long, value_enum, default_value = "html")]
-        format: ReportFormat,
-    },
+    Report(ReportArgs),
     /// Check what memprof needs on this node, one line each (OK, WARN, FAIL) with what to fix;
     /// exits 0 when the eBPF detector loads and the sink takes profiles, 1 otherwise.
     Doctor {
@@ -243,4 +217,34 @@ pub enum Command {
 pub enum ReportFormat {
     Html,
     Text,
+}
+
+/// What `memprof report` is asked.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct ReportArgs {
+    /// Where the objects are: a local directory, or s3://bucket/prefix (the daemon's
+    /// credential chain; AWS_ENDPOINT_URL for an S3-compatible server).
+    #[arg(long)]
+    pub from: String,
+    /// Only this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this pod.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only this process: a PID, or a container's or command's name.
+    #[arg(long)]
+    pub process: Option<String>,
+    /// Only captures at or after this time (RFC 3339) or age (90m, 6h, 2d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only captures at or before this time or age.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The page's file (default memprof-report.html).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// html: one self-contained page; text: the facts and top growers on the terminal.
+    #[arg(long, value_enum, default_value = "html")]
+    pub format: ReportFormat,
 }

@@ -8,7 +8,7 @@ use crate::assess::scope::Scope;
 mod args;
 mod delivery;
 mod parse;
-pub use args::{Args, Command, ReportFormat};
+pub use args::{Args, Command, ReportArgs, ReportFormat};
 use parse::number;
 pub use parse::size;
 

@@ -15,21 +15,9 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::config::ReportFormat;
+use crate::config::{ReportArgs as Options, ReportFormat};
 use incident::Selection;
 use source::Source;
-
-/// What `memprof report` was asked.
-pub struct Options {
-    pub from: String,
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub process: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub out: Option<PathBuf>,
-    pub format: ReportFormat,
-}
 
 pub async fn run(o: Options) -> Result<ExitCode> {
     let (selection, out) = match check(&o) {
