@@ -83,8 +83,8 @@ pub struct Args {
     /// Webhooks (comma-separated) that get one JSON POST per OOM kill of a watched process: its
     /// record, with a Slack-compatible `text`. Retried from a spool of their own; the URLs are
     /// secrets and never logged (only scheme, host and port).
-    #[arg(long, env = "MEMPROF_WEBHOOK_URL", hide_env_values = true)]
-    pub webhook_url: Option<String>,
+    #[arg(long, env = "MEMPROF_WEBHOOK_URL", hide_env_values = true, value_parser = secret)]
+    pub webhook_url: Option<Secret>,
     /// Also POST to the webhooks for every stored profile.
     #[arg(
         long,
@@ -247,4 +247,19 @@ pub struct ReportArgs {
     /// html: one self-contained page; text: the facts and top growers on the terminal.
     #[arg(long, value_enum, default_value = "html")]
     pub format: ReportFormat,
+}
+
+/// A value that must not be printed (webhook URLs carry tokens): `{:?}` shows its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes, not shown>", self.0.len())
+    }
+}
+
+/// Never fails: clap's error would quote the value.
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(value.to_string()))
 }

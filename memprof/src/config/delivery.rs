@@ -49,8 +49,8 @@ fn encryption(a: &Args) -> Result<Option<Encryption>, ConfigError> {
 /// (a URL may be a secret: it is not printed).
 pub fn webhooks(a: &Args) -> Result<Vec<Url>, ConfigError> {
     a.webhook_url
-        .as_deref()
-        .unwrap_or("")
+        .as_ref()
+        .map_or("", |s| s.0.as_str())
         .split(',')
         .filter(|u| !u.trim().is_empty())
         .enumerate()

@@ -148,12 +148,15 @@ fn profile_stored(key: &str, meta: &Metadata) -> Value {
     let mut meta = meta.clone();
     meta.remove("cmdline");
     let meta = &meta;
+    // Numbers are memprof's own; printed only when they parse as numbers.
+    let pid = meta.get("pid").and_then(|p| p.parse::<u32>().ok());
+    let percent = meta.get("percent").and_then(|p| p.parse::<f64>().ok());
     let text = format!(
-        "Heap profile of {} (pid {}) in {} at {} % of its limit: {}",
+        "Heap profile of {} (pid {}) in {} at {} of its limit: {}",
         piece(meta.get("comm").unwrap_or("?")),
-        piece(meta.get("pid").unwrap_or("?")),
+        pid.map_or("?".into(), |p| p.to_string()),
         who(meta),
-        piece(meta.get("percent").unwrap_or("?")),
+        percent.map_or("?".into(), |p| format!("{p:.1} %")),
         piece(key),
     );
     json!({ "event": "profile_stored", "id": key, "text": text, "key": key, "metadata": meta })
@@ -199,7 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_kill_alert_reads_well_and_escapes_the_tenant() {
+    fn alerts_read_well_carry_no_command_line_and_escape_the_tenant() {
         let mut meta = Metadata::new();
         meta.set("namespace", "shop")
             .set("pod", "cart-1")
@@ -219,6 +222,19 @@ mod tests {
             "OOM kill: `&lt;!channel&gt;[31m` (pid 7) in `shop`/`cart-1`/`app` on `n1`, RSS 500 \
              MiB of its 512 MiB limit. 2 profile(s), taken before the kill. Grew most: \
              `main.leak` +54.6 MB (100 %). Record: `k/x_oom.record.json`"
+        );
+        meta.set("comm", "app")
+            .set("pid", "7")
+            .set("percent", "80.1");
+        meta.set("cmdline", "app --token=x");
+        let body = profile_stored("k/x_80pct.heap.pb.gz", &meta);
+        assert_eq!(body["event"], "profile_stored");
+        assert_eq!(body["metadata"]["pod"], "cart-1");
+        assert!(body["metadata"].get("cmdline").is_none(), "{body}");
+        assert_eq!(
+            body["text"],
+            "Heap profile of `app` (pid 7) in `shop`/`cart-1`/`app` at 80.1 % of its limit: \
+             `k/x_80pct.heap.pb.gz`"
         );
     }
 }
