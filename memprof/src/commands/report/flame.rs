@@ -11,10 +11,11 @@ use crate::capture::summary::Summary;
 /// Pixels of the SVG's coordinate system (it scales to the page's width).
 pub const WIDTH: f64 = 1200.0;
 const ROW: f64 = 17.0;
-/// Frames narrower than this fraction of the whole are left out (they are also out of reach
-/// of a click), as are any beyond `FRAMES_MAX`: a page stays small enough to open.
-const NARROWEST: f64 = 1.0 / 40_000.0;
-const FRAMES_MAX: usize = 30_000;
+/// Frames narrower than this fraction of the whole (a tenth of a pixel unzoomed) are left
+/// out, and past `FRAMES_MAX` the narrowest go first: a page of a service with tens of
+/// thousands of stacks stays a few megabytes.
+const NARROWEST: f64 = 1.0 / 12_000.0;
+const FRAMES_MAX: usize = 8_000;
 
 /// One function on one call path: its in-use bytes in the last profile and in the first.
 #[derive(Debug, Default)]
@@ -100,16 +101,15 @@ pub fn svg(root: &Node, id: &str, diff: bool) -> String {
     } else {
         1.0
     };
+    let narrowest = narrowest_kept(root, total);
     let mut frames = String::new();
-    let mut count = 0;
     let mut depth_max = 0;
     let mut stack = vec![(root, 0.0f64, 0usize)];
     while let Some((n, x, depth)) = stack.pop() {
         let w = n.bytes as f64 / total;
-        if w < NARROWEST || count >= FRAMES_MAX {
+        if w < narrowest {
             continue;
         }
-        count += 1;
         depth_max = depth_max.max(depth);
         let fill = if diff {
             diff_colour(n.bytes.saturating_sub(n.before) as f64 / biggest_change)
@@ -132,9 +132,13 @@ pub fn svg(root: &Node, id: &str, diff: bool) -> String {
         let (px, pw, py) = (x * WIDTH, w * WIDTH, depth as f64 * ROW);
         let _ = write!(
             frames,
-            r#"<g class="frame" data-name="{name}" data-x="{x:.6}" data-w="{w:.6}" data-d="{depth}" data-bytes="{bytes}" data-change="{change}"><title>{title}</title><rect x="{px:.2}" y="{py}" width="{pw:.2}" height="{h}" fill="{fill}"/><text x="{tx:.2}" y="{ty}">{label}</text></g>"#,
+            r#"<g class="frame" data-name="{name}" data-x="{x:.6}" data-w="{w:.6}" data-d="{depth}"{change}><title>{title}</title><rect x="{px:.2}" y="{py}" width="{pw:.2}" height="{h}" fill="{fill}"/><text x="{tx:.2}" y="{ty}">{label}</text></g>"#,
             name = esc(&n.name),
-            bytes = n.bytes,
+            change = if diff {
+                format!(r#" data-change="{change}""#)
+            } else {
+                String::new()
+            },
             title = esc(&title),
             h = ROW - 1.0,
             tx = px + 3.0,
@@ -157,6 +161,26 @@ pub fn svg(root: &Node, id: &str, diff: bool) -> String {
         id = esc(id),
         total = root.bytes,
     )
+}
+
+/// The narrowest width kept: `NARROWEST`, or wider where more than `FRAMES_MAX` frames are
+/// at least that wide (a callee is never wider than its caller: what is kept is a tree).
+fn narrowest_kept(root: &Node, total: f64) -> f64 {
+    let mut widths = Vec::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        let w = n.bytes as f64 / total;
+        if w >= NARROWEST {
+            widths.push(w);
+            stack.extend(&n.children);
+        }
+    }
+    if widths.len() <= FRAMES_MAX {
+        return NARROWEST;
+    }
+    widths.sort_unstable_by(|a, b| b.total_cmp(a));
+    // Strictly wider than the first one left out.
+    widths[FRAMES_MAX].next_up()
 }
 
 /// As much of `name` as fits in `width` pixels (the page's script redoes it on zoom).
@@ -225,5 +249,33 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains(r#"class="flame diff""#));
+    }
+
+    #[test]
+    fn a_graph_of_many_stacks_keeps_the_widest_frames() {
+        let names: Vec<[String; 2]> = (0..10_000)
+            .map(|i| [format!("leaf{i}"), format!("caller{i}")])
+            .collect();
+        let paths: Vec<([&str; 2], i64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, [a, b])| ([a.as_str(), b.as_str()], 1000 + i as i64))
+            .collect();
+        let paths: Vec<(&[&str], i64)> = paths.iter().map(|(p, b)| (&p[..], *b)).collect();
+        let root = tree(&Summary::from_paths(&paths), None);
+        let svg = svg(&root, "f", false);
+        let frames = svg.matches(r#"class="frame""#).count();
+        assert!(
+            (7_000..=FRAMES_MAX + 1).contains(&frames),
+            "{frames} frames"
+        );
+        assert!(
+            svg.contains(r#"data-name="leaf9999""#),
+            "the widest is kept"
+        );
+        assert!(
+            !svg.contains(r#"data-name="leaf5000""#),
+            "the narrow ones go first"
+        );
     }
 }

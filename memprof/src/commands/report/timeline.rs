@@ -152,7 +152,12 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
     };
     series(|p| p.working_set, "working-set", &mut out);
     series(|p| p.rss, "rss", &mut out);
+    // Each level named where it was first reached (a long series repeats it).
+    let mut named = std::collections::HashSet::new();
     for p in &points {
+        if !named.insert(p.level.as_str()) {
+            continue;
+        }
         if let (Some(t), Some(r)) = (p.time, p.rss) {
             let _ = write!(
                 out,
