@@ -46,7 +46,10 @@ fn an_oom_kill_is_alerted_and_reported() {
     ));
     let memprof = Memprof::spawn(&["--detector", "btf", "--go-heap", "memory"], &env);
     let cg = MemCgroup::new("memprof-report", 256 << 20);
-    let mut svc = cg.start(&go, &["-addr", "", "-rate", "100", "-delay", "1s"]);
+    // 16 MiB held from the start by a second function: a frame to zoom into, and one the
+    // difference shows unchanged.
+    let args = ["-addr", "", "-rate", "100", "-delay", "1s", "-cache", "16"];
+    let mut svc = cg.start(&go, &args);
     let pid = svc.id();
     // Stored while one webhook is down and the other fails: alerts hold back no delivery.
     let record_key = wait_key(&client, &format!("_pid-{pid}_oom.record.json"), &memprof);
@@ -185,6 +188,14 @@ fn in_a_browser(page: &Path) {
         grew.as_f64().unwrap() > 0.0,
         "the leak grew in the diff: {grew}"
     );
+    // The cache was there from the first profile: unchanged, but for sampling.
+    let same = b
+        .eval(r#"Number(document.querySelector('#diff-0 g.frame[data-name="main.fillCache"]').dataset.change)"#)
+        .unwrap();
+    assert!(
+        same.as_f64().unwrap().abs() < 4e6,
+        "the cache did not grow: {same}"
+    );
     let artifacts = target_dir().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     b.screenshot(&artifacts.join("report.png")).unwrap();
@@ -198,27 +209,31 @@ fn in_a_browser(page: &Path) {
         .unwrap();
     assert!(status.as_str().unwrap().ends_with("match"), "{status}");
 
-    // Zoom: the narrowest frame one can click spans the graph; its neighbours go; the top
-    // frame brings everything back.
+    // Zoom: the cache's frame, a few percent wide, spans the graph once clicked; the leak's
+    // goes; the top frame brings everything back.
+    let cache = r#"#flame-0 g.frame[data-name="main.fillCache"]"#;
     let narrow = b
-        .eval(
-            r#"(() => {
-                const frames = Array.from(document.querySelectorAll('#flame-0 g.frame'))
-                    .filter(g => g.dataset.d > 0 && g.getBoundingClientRect().width > 3);
-                frames.sort((a, b) => a.dataset.w - b.dataset.w);
-                frames[0].id = 'zoom-here';
-                return Number(frames[0].dataset.w);
-            })()"#,
-        )
+        .eval(&format!(
+            "Number(document.querySelector({cache:?}).dataset.w)"
+        ))
         .unwrap();
     assert!(
-        narrow.as_f64().unwrap() < 0.5,
-        "a frame narrow enough to zoom: {narrow}"
+        narrow.as_f64().unwrap() < 0.3,
+        "the cache's share: {narrow}"
     );
+    b.eval(&format!(
+        "document.querySelector({cache:?}).id = 'zoom-here'"
+    ))
+    .unwrap();
     b.click("#zoom-here").unwrap();
     let width = "Number(document.querySelector('#zoom-here rect').getAttribute('width'))";
     assert_eq!(b.eval(width).unwrap().as_f64(), Some(1200.0));
-    assert!(count(&mut b, "#flame-0 g.frame.hidden") >= 1);
+    assert!(
+        count(
+            &mut b,
+            r#"#flame-0 g.frame.hidden[data-name="main.leakyRetain"]"#
+        ) >= 1
+    );
     b.click(r#"#flame-0 g.frame[data-d="0"]"#).unwrap();
     assert!(b.eval(width).unwrap().as_f64().unwrap() < 600.0);
     assert_eq!(count(&mut b, "#flame-0 g.frame.hidden"), 0);

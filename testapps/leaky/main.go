@@ -33,6 +33,23 @@ func leakyRetain(n int) {
 	retained = append(retained, b)
 }
 
+// cached is what fillCache holds for the process's life (-cache).
+var cached [][]byte
+
+// fillCache allocates n bytes in 64 KiB pieces and keeps them: a steady consumer beside the
+// leak, which a profile shows and a comparison of two shows unchanged.
+//
+//go:noinline
+func fillCache(n int) {
+	for held := 0; held < n; held += 64 << 10 {
+		piece := make([]byte, 64<<10)
+		for i := 0; i < len(piece); i += 4096 {
+			piece[i] = 1
+		}
+		cached = append(cached, piece)
+	}
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "pprof listen address (empty: serve no endpoint)")
 	rate := flag.Float64("rate", 200, "MiB retained per second")
@@ -43,6 +60,7 @@ func main() {
 	failHeap := flag.Int("fail-heap", 0, "answer this many heap profile requests with 503 first (a service thrashing near its limit)")
 	outside := flag.Int("outside", 0, "MiB to map and touch outside Go's heap (as cgo or mmap'd buffers are) before leaking")
 	report := flag.Bool("report", false, "print the bytes the leak holds after every step (\"held N\")")
+	cache := flag.Int("cache", 0, "MiB held from the start by a second function (fillCache), beside the leak")
 	flag.Parse()
 	debug.SetGCPercent(*gcPercent)
 
@@ -89,6 +107,7 @@ func main() {
 		}
 		outsideHeap = buf
 	}
+	fillCache(*cache << 20)
 	time.Sleep(*delay)
 	const tick = 10 * time.Millisecond
 	chunk := int(*rate * (1 << 20) * tick.Seconds())
