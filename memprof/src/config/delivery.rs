@@ -106,3 +106,47 @@ pub fn shutdown_deadline(a: &Args) -> Result<Duration, ConfigError> {
     )
     .map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Args, Config, ConfigError};
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["memprof"];
+        argv.extend_from_slice(args);
+        Config::from_args(Args::try_parse_from(argv).expect("clap accepts strings"))
+    }
+
+    fn error(args: &[&str]) -> String {
+        parse(args).unwrap_err().0
+    }
+
+    #[test]
+    fn webhooks_are_checked_and_never_printed() {
+        let secret = "T0/B0/tok3n";
+        let two = format!(
+            "https://hooks.example/{secret}, http://127.0.0.1:9/x,https://hooks.example/{secret}"
+        );
+        let c = parse(&["--webhook-url", &two]).unwrap();
+        assert_eq!(
+            c.webhooks.len(),
+            2,
+            "one webhook named twice is alerted once"
+        );
+        let args = Args::try_parse_from(["memprof", "--webhook-url", &two]).unwrap();
+        for printed in [format!("{c:?}"), format!("{args:?}")] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let e = error(&[
+            "--webhook-url",
+            &format!("http://ok/{secret},hooks.example/{secret}"),
+        ]);
+        assert!(
+            e.starts_with("invalid MEMPROF_WEBHOOK_URL (--webhook-url): entry 2 is"),
+            "{e}"
+        );
+        assert!(!e.contains(secret), "{e}");
+    }
+}

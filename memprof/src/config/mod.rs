@@ -1,63 +1,16 @@
 //! Environment and flags → a validated `Config`. Every error names the variable and its flag.
 use std::{path::PathBuf, time::Duration};
 
-use clap::ValueEnum;
-
 use crate::assess::scope::Scope;
 
 mod args;
+mod choices;
 mod delivery;
 mod parse;
 pub use args::{Args, Command, ReportArgs, ReportFormat};
+pub use choices::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat};
 use parse::number;
 pub use parse::size;
-
-/// Which detector feeds the pipeline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DetectorChoice {
-    /// tp_btf, then the classic tracepoint, then polling, whichever loads first.
-    Auto,
-    /// BTF tracepoint only (fail if it cannot load).
-    Btf,
-    /// Classic `kmem/rss_stat` tracepoint only (fail if it cannot load).
-    Classic,
-    /// procfs polling every WATCH_TIME ms, no BPF.
-    Poll,
-}
-
-/// How log lines are written: the same fields either way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One line of text per event, `key=value` fields, control characters escaped.
-    Text,
-    /// One JSON object per line, for log pipelines: `timestamp`, `level`, `target`,
-    /// `message` and each field as a key of its own.
-    Json,
-}
-
-/// How the container trigger notices a container nearing its limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ContainerDetector {
-    /// cgroup v1 usage thresholds (eventfd), v2 `memory.events` and PSI triggers, with a
-    /// working-set poll beside them; the poll alone where the cgroup files are read-only.
-    Auto,
-    /// The working-set poll every WATCH_TIME ms only.
-    Poll,
-}
-
-/// Where Go heap profiles come from at the threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GoHeapMode {
-    /// The process's pprof endpoint; read from its memory when it has none or it fails.
-    Endpoint,
-    /// Only from the process's memory (no HTTP).
-    Memory,
-    /// Both, stored side by side (the memory read as `heap-memory`).
-    Both,
-    /// Only the endpoint: memprof reads no process's memory, at the threshold or at the kill
-    /// (the kernel's walk is not armed), for clusters whose review allows none.
-    EndpointOnly,
-}
 
 #[derive(Clone, Debug)]
 pub enum Destination {
