@@ -111,17 +111,10 @@ pub fn shutdown_deadline(a: &Args) -> Result<Duration, ConfigError> {
 mod tests {
     use clap::Parser;
 
-    use super::super::{Args, Config, ConfigError};
-
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["memprof"];
-        argv.extend_from_slice(args);
-        Config::from_args(Args::try_parse_from(argv).expect("clap accepts strings"))
-    }
-
-    fn error(args: &[&str]) -> String {
-        parse(args).unwrap_err().0
-    }
+    use super::super::{
+        tests::{error, parse},
+        Args,
+    };
 
     #[test]
     fn webhooks_are_checked_and_never_printed() {

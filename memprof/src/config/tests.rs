@@ -3,13 +3,13 @@ use super::*;
 use crate::deliver::sink::Encryption;
 use clap::Parser;
 
-fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+pub(super) fn parse(args: &[&str]) -> Result<Config, ConfigError> {
     let mut argv = vec!["memprof"];
     argv.extend_from_slice(args);
     Config::from_args(Args::try_parse_from(argv).expect("clap accepts strings"))
 }
 
-fn error(args: &[&str]) -> String {
+pub(super) fn error(args: &[&str]) -> String {
     parse(args).unwrap_err().0
 }
 
