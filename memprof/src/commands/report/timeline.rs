@@ -175,7 +175,7 @@ pub fn svg(points: &[Point], kill: Option<&Kill>) -> String {
             r#"<line class="kill" x1="{kx:.1}" y1="{TOP}" x2="{kx:.1}" y2="{b}"/><text class="kill" x="{tx:.1}" y="{ty}" text-anchor="end">OOM kill</text>"#,
             b = H - BOTTOM,
             tx = kx - 5.0,
-            ty = TOP + 12.0
+            ty = H - BOTTOM - 8.0
         );
         for (v, class) in [(k.rss, "rss"), (k.working_set, "working-set")] {
             if let Some(v) = v {
