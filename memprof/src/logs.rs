@@ -64,15 +64,21 @@ impl<'w> FormatFields<'w> for Escaped {
 pub fn escape(text: &str) -> String {
     text.chars()
         .map(|c| {
-            let moves = matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
-                || matches!(c, '\u{2066}'..='\u{2069}');
-            if c.is_control() || moves {
+            if unprintable(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// A control character, or one that moves or reorders the text around it (line and paragraph
+/// separators, bidirectional overrides and isolates): what no tenant's name may print as is.
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
+        || matches!(c, '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]

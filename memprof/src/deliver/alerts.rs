@@ -55,11 +55,6 @@ impl Alerts {
         Ok(Self { hooks, profiles })
     }
 
-    /// The webhooks, as they may be printed.
-    pub fn describe(&self) -> Vec<String> {
-        self.hooks.iter().map(|h| h.describe()).collect()
-    }
-
     /// Retries each webhook's spool for as long as memprof runs (background tasks).
     pub fn spawn_retries(&self) {
         for hook in &self.hooks {

@@ -13,7 +13,7 @@ pub mod metadata;
 pub mod naming;
 mod redeliver;
 mod retry;
-pub mod role;
+mod role;
 pub mod sink;
 pub mod spool;
 pub mod streaming;

@@ -52,9 +52,12 @@ impl Incident {
     }
 }
 
-/// The objects to read across `all`, for the progress bar.
+/// The reads `read` makes across `all`, for the progress bar: each object's metadata (the
+/// record's body instead of its metadata), and the first and last heap profiles.
 pub fn reads(all: &[Series]) -> u64 {
-    all.iter().map(|s| s.objects.len() as u64 + 2).sum()
+    all.iter()
+        .map(|s| (s.objects.len() + s.heaps().count().min(2)) as u64)
+        .sum()
 }
 
 pub fn progress(total: u64) -> ProgressBar {

@@ -130,16 +130,10 @@ pub fn series(keys: &[String], selection: &Selection) -> Vec<Series> {
         .filter_map(|k| Object::parse(k))
         .filter(|o| selection.admits(o))
         .collect();
-    let who = |o: &Object| {
-        (
-            o.prefix.clone(),
-            o.namespace.clone(),
-            o.pod.clone(),
-            o.name.clone(),
-            o.pid,
-        )
-    };
-    objects.sort_by_key(|o| (who(o), o.time, o.is_record()));
+    fn who(o: &Object) -> (&str, &str, &str, &str, u32) {
+        (&o.prefix, &o.namespace, &o.pod, &o.name, o.pid)
+    }
+    objects.sort_by(|a, b| (who(a), a.time, a.is_record()).cmp(&(who(b), b.time, b.is_record())));
     let mut out: Vec<Series> = Vec::new();
     for o in objects {
         let joins = out.last().is_some_and(|s| {

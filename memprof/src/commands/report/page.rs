@@ -24,12 +24,7 @@ pub fn esc(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             // Nor may a name move or reorder what is printed after it.
-            c if c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
-                || matches!(c, '\u{2066}'..='\u{2069}') =>
-            {
-                out.push('\u{fffd}')
-            }
+            c if crate::logs::unprintable(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
