@@ -13,8 +13,11 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 var retained [][]byte
@@ -61,6 +64,7 @@ func main() {
 	outside := flag.Int("outside", 0, "MiB to map and touch outside Go's heap (as cgo or mmap'd buffers are) before leaking")
 	report := flag.Bool("report", false, "print the bytes the leak holds after every step (\"held N\")")
 	cache := flag.Int("cache", 0, "MiB held from the start by a second function (fillCache), beside the leak")
+	steps := flag.Bool("steps", false, "print every step's CLOCK_MONOTONIC start and end (ns) and the RSS after it (\"step T0 T1 RSS\"), to time when a level was crossed")
 	flag.Parse()
 	debug.SetGCPercent(*gcPercent)
 
@@ -113,8 +117,12 @@ func main() {
 	chunk := int(*rate * (1 << 20) * tick.Seconds())
 	held := 0
 	for range time.Tick(tick) {
+		t0 := monotonicNs()
 		leakyRetain(chunk)
 		held += chunk
+		if *steps {
+			fmt.Fprintf(os.Stdout, "step %d %d %d\n", t0, monotonicNs(), rssBytes())
+		}
 		if *report {
 			fmt.Fprintf(os.Stdout, "held %d\n", held)
 		}
@@ -124,4 +132,27 @@ func main() {
 			debug.FreeOSMemory()
 		}
 	}
+}
+
+// monotonicNs reads CLOCK_MONOTONIC, the clock the kernel's BPF timestamps and a benchmark's
+// trace use (Go's own monotonic reading has another origin).
+func monotonicNs() int64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0)
+	return ts.Nano()
+}
+
+// rssBytes is the resident set as the kernel counts it for rss_stat (file, anonymous and
+// shared pages), from /proc/self/statm.
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return -1
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
 }

@@ -139,7 +139,7 @@ impl Drop for Guard {
     }
 }
 
-fn wait_line(log: &Path, needle: &str, timeout: Duration) -> Result<String> {
+pub(super) fn wait_line(log: &Path, needle: &str, timeout: Duration) -> Result<String> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -152,7 +152,7 @@ fn wait_line(log: &Path, needle: &str, timeout: Duration) -> Result<String> {
 }
 
 /// `…THH:MM:SS.ffffffZ` at the start of a log line, as seconds since midnight UTC.
-fn seconds_of_day(line: &str) -> Option<f64> {
+pub(super) fn seconds_of_day(line: &str) -> Option<f64> {
     let time = line.split('T').nth(1)?.split('Z').next()?;
     let mut parts = time.split(':');
     let h: f64 = parts.next()?.parse().ok()?;

@@ -11,11 +11,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, Killed, Results};
+use super::{
+    median,
+    s3::{free_port, BUCKET, S3},
+    Killed, Results,
+};
 use crate::workspace_root;
-
-const KEY_ID: &str = "memprof-bench";
-const SECRET: &str = "memprof-bench-secret";
 
 /// Mode name, body MiB, whether S3 (else a local directory).
 const MODES: [(&str, u64, bool); 4] = [
@@ -32,19 +33,7 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     );
     let dir = std::env::temp_dir().join(format!("memprof-bench-large-{}", std::process::id()));
     let s3_root = dir.join("s3");
-    std::fs::create_dir_all(s3_root.join("profiles"))?;
-    let s3_port = free_port()?;
-    let _s3 = Killed(
-        Command::new("s3s-fs")
-            .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
-            .args(["--access-key", KEY_ID, "--secret-key", SECRET])
-            .arg(&s3_root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting s3s-fs (cargo xtask setup installs it)")?,
-    );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let s3_server = S3::start(&s3_root)?;
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MODES.len()];
     for round in 0..runs {
         let mut order: Vec<usize> = (0..MODES.len()).collect();
@@ -53,10 +42,10 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
         }
         for i in order {
             let (_, mib, s3) = MODES[i];
-            let s3 = s3.then_some(s3_port);
+            let s3 = s3.then_some(&s3_server);
             samples[i].push(one(bin, &dir, mib, s3)?);
             // Objects do not pile up on disk between runs.
-            let _ = std::fs::remove_dir_all(s3_root.join("profiles/memprof"));
+            let _ = std::fs::remove_dir_all(s3_root.join(BUCKET).join("memprof"));
             let _ = std::fs::remove_dir_all(dir.join("profiles"));
         }
     }
@@ -75,7 +64,7 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
 }
 
 /// One capture: (milliseconds, peak RSS in MiB).
-fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<u16>) -> Result<(f64, f64)> {
+fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<&S3>) -> Result<(f64, f64)> {
     let port = free_port()?.to_string();
     let fixture = workspace_root().join("memprof/tests/fixtures/hostile_endpoint.py");
     let mut target = Command::new("/usr/bin/python3")
@@ -101,13 +90,8 @@ fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<u16>) -> Result<(f64, f64)> 
         .env("MEMPROF_SPOOL_MAX_BYTES", "8Gi")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if let Some(port) = s3 {
-        cmd.env("BUCKET", "profiles")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some(s3) = s3 {
+        s3.configure(&mut cmd);
     }
     let start = Instant::now();
     let child = cmd.spawn()?;
@@ -121,10 +105,4 @@ fn one(bin: &Path, dir: &Path, mib: u64, s3: Option<u16>) -> Result<(f64, f64)> 
         bail!("memprof capture of {mib} MiB failed (status {status})");
     }
     Ok((ms, usage.ru_maxrss as f64 / 1024.0))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

@@ -1,5 +1,9 @@
-//! Benchmarks, every mode side by side in one run:
+//! Benchmarks, every mode side by side in one run, printed and written to
+//! `docs/benchmarks.md` (`report.rs`):
 //!
+//! * the race against the OOM killer and the detection latency, eBPF vs polling at 500 and
+//!   100 ms (`race.rs`, `race_table.rs`);
+//! * each BPF program's cost per event, as the kernel counts it (`programs.rs`);
 //! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
 //!   no memprof, and with memprof running each detector, in ABBA order; and with 0, 1 and 8
 //!   sidecars, own or shared kernel programs (`shared.rs`);
@@ -25,8 +29,15 @@ mod fetch;
 mod footprint;
 mod kill;
 mod large;
+mod plots;
+mod programs;
+mod race;
+mod race_table;
+mod report;
 mod results;
+mod s3;
 mod shared;
+mod stamp;
 
 use results::Results;
 
@@ -46,6 +57,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut large_runs = 2;
     let mut footprint_runs = 3;
     let mut discovery_runs = 3;
+    let mut race_trials = 10;
+    let mut program_runs = 3;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -64,10 +77,12 @@ pub fn run(args: &[String]) -> Result<()> {
             "--large-runs" => large_runs = value()?,
             "--footprint-runs" => footprint_runs = value()?,
             "--discovery-runs" => discovery_runs = value()?,
+            "--race-trials" => race_trials = value()?,
+            "--program-runs" => program_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
                  --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
-                 --footprint-runs N, --discovery-runs N)"
+                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N)"
             ),
         }
     }
@@ -75,6 +90,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = build_release()?;
     let mut results = Results::default();
     let outcome = (|| {
+        if race_trials > 0 {
+            race::run(&bin, race_trials, &mut results)?;
+        }
         if footprint_runs > 0 {
             footprint::run(&bin, footprint_runs, &mut results)?;
         }
@@ -82,6 +100,9 @@ pub fn run(args: &[String]) -> Result<()> {
             page_fault_overhead(&bin, rounds, &mut results)?;
         }
         shared::run(&bin, sidecar_rounds, &mut results)?;
+        if program_runs > 0 {
+            programs::run(&bin, program_runs, &mut results)?;
+        }
         if latency_runs > 0 {
             latency(latency_runs, &mut results)?;
         }
@@ -101,6 +122,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })();
     // What was measured is shown also when a later measurement failed.
     results.print();
+    report::write(&results, args)?;
     outcome
 }
 

@@ -2,9 +2,7 @@
 //! one unit, optionally compared with a baseline mode of the same measurement), each group is
 //! printed as it completes, and the run ends with the whole table, dated and with the commit
 //! it measured, ready to be quoted in docs/costs.md.
-use std::process::Command;
-
-use crate::workspace_root;
+use super::stamp;
 
 struct Row {
     bench: &'static str,
@@ -19,6 +17,16 @@ struct Row {
 #[derive(Default)]
 pub struct Results {
     rows: Vec<Row>,
+    /// Tables of their own shape (the race table) and their figures.
+    pub sections: Vec<Section>,
+}
+
+/// A table in markdown under its title, and the SVG figures that go with it.
+pub struct Section {
+    pub title: String,
+    pub markdown: String,
+    /// File name, caption, document.
+    pub figures: Vec<(String, String, String)>,
 }
 
 impl Results {
@@ -48,6 +56,52 @@ impl Results {
         }
     }
 
+    /// A table of its own shape, in markdown, for the written report.
+    pub fn table(&mut self, title: &str, markdown: String) {
+        self.sections.push(Section {
+            title: title.to_string(),
+            markdown,
+            figures: Vec::new(),
+        });
+    }
+
+    /// A figure for the written report, shown under the table added last.
+    pub fn figure(&mut self, file: &str, caption: &str, svg: String) {
+        if let Some(section) = self.sections.last_mut() {
+            section
+                .figures
+                .push((file.to_string(), caption.to_string(), svg));
+        }
+    }
+
+    /// The rows as markdown tables, one per measurement, in the order they were measured.
+    pub fn markdown(&self) -> String {
+        let mut benches: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !benches.contains(&r.bench) {
+                benches.push(r.bench);
+            }
+        }
+        let mut out = String::new();
+        for bench in benches {
+            out += &format!(
+                "\n### {bench}\n\n| mode | n | median | min | max | unit | vs base | note |\n|---|---|---|---|---|---|---|---|\n"
+            );
+            for r in self.rows.iter().filter(|r| r.bench == bench) {
+                let (median, min, max) = summary(&r.samples);
+                out += &format!(
+                    "| {} | {} | {median:.2} | {min:.2} | {max:.2} | {} | {} | {} |\n",
+                    r.mode,
+                    r.samples.len(),
+                    r.unit,
+                    versus(r, median),
+                    r.note
+                );
+            }
+        }
+        out
+    }
+
     /// Prints the rows of one measurement.
     pub fn print_group(&self, bench: &str) {
         print_rows(self.rows.iter().filter(|r| r.bench == bench));
@@ -58,17 +112,7 @@ impl Results {
         if self.rows.is_empty() {
             return;
         }
-        let commit = Command::new("git")
-            .args(["describe", "--always", "--dirty"])
-            .current_dir(workspace_root())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let (date, commit) = (stamp::date(), stamp::commit());
         println!("\nall results, {date}, commit {commit}");
         print_rows(self.rows.iter());
     }
@@ -91,10 +135,7 @@ fn print_rows<'a>(rows: impl Iterator<Item = &'a Row>) {
     );
     for r in rows {
         let (median, min, max) = summary(&r.samples);
-        let vs = match r.base {
-            Some(base) if base > 0.0 => format!("{:+.1}%", (median / base - 1.0) * 100.0),
-            _ => String::new(),
-        };
+        let vs = versus(r, median);
         println!(
             "{:<18} {:<42} {:>4} {median:>10.2} {min:>10.2} {max:>10.2} {:<6} {vs:>8}  {}",
             r.bench,
@@ -103,5 +144,13 @@ fn print_rows<'a>(rows: impl Iterator<Item = &'a Row>) {
             r.unit,
             r.note
         );
+    }
+}
+
+/// The median against the baseline's, in percent.
+fn versus(r: &Row, median: f64) -> String {
+    match r.base {
+        Some(base) if base > 0.0 => format!("{:+.1}%", (median / base - 1.0) * 100.0),
+        _ => String::new(),
     }
 }

@@ -1,8 +1,8 @@
 //! What memprof sidecars cost the node: the page-fault loop of `bench.rs` with no memprof, one
-//! sidecar, eight sidecars each with its own kernel programs (`MEMPROF_BPFFS=off`, as without a
-//! bpffs mount), eight sharing one set through a bpffs, and that set once all eight were
-//! SIGKILLed (nothing holds its links: its programs must cost nothing); each sidecar in its
-//! own PID namespace, as in eight pods. ABBA order. Beside each time, how many `rss_stat`
+//! sidecar, eight and 32 sidecars each with its own kernel programs (`MEMPROF_BPFFS=off`, as
+//! without a bpffs mount), eight and 32 sharing one set through a bpffs, and the eight's set
+//! once all were SIGKILLed (nothing holds its links: its programs must cost nothing); each
+//! sidecar in its own PID namespace, as in that many pods. ABBA order. Beside each time, how many `rss_stat`
 //! programs memprof had loaded during the loop (an attached program is loaded; one no link
 //! holds is freed), so a time can be read against what the kernel ran.
 use std::{
@@ -16,12 +16,14 @@ use anyhow::{bail, Context, Result};
 use super::{fault_loop, median, started, Results};
 
 /// Name, sidecars, whether they share, whether they are SIGKILLed before the loop.
-const MODES: [(&str, usize, bool, bool); 5] = [
+const MODES: [(&str, usize, bool, bool); 7] = [
     ("none", 0, false, false),
     ("1 sidecar", 1, true, false),
     ("8 own", 8, false, false),
     ("8 shared", 8, true, false),
     ("8 killed", 8, true, true),
+    ("32 own", 32, false, false),
+    ("32 shared", 32, true, false),
 ];
 
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
