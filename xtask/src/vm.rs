@@ -62,24 +62,10 @@ pub fn finish(guest: Guest) -> Result<Vec<String>> {
 /// would cut into).
 pub fn start(live: bool) -> Result<Guest> {
     setup::all()?;
-    let kernel = kernel_6_1()?;
-    if !Command::new("vng")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        setup::step("installing virtme-ng");
-        sh(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))?;
-    }
     // The guest sees the host's files read-only: build the Go test programs here.
     setup::build_testapps()?;
-    let mut script = format!("export PATH='{}'; ", setup::path_with_cargo_bin());
-    script.push_str(
-        "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
-         echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
-         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20 MEMPROF_E2E_PODS=4 MEMPROF_E2E_CONTAINER_PCT=80; set +e; ",
-    );
     let exe = test_executable()?;
+    let mut script = String::new();
     for test in GUEST_TESTS {
         // A module's prefix runs all of its tests; a full name runs that one only.
         let exact = if test.ends_with("::") { "" } else { " --exact" };
@@ -89,6 +75,29 @@ pub fn start(live: bool) -> Result<Guest> {
         ));
     }
     script.push_str(&format!("echo '{DONE}'; "));
+    boot(&script, live)
+}
+
+/// Boots the 6.1 guest running `script` (after the set-up every guest run needs: tracefs,
+/// the memory controller for child cgroups, `CI=true`); with `live` false, what it prints goes
+/// to `target/vm-test.log` until the guest is finished.
+pub fn boot(commands: &str, live: bool) -> Result<Guest> {
+    let kernel = kernel_6_1()?;
+    if !Command::new("vng")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        setup::step("installing virtme-ng");
+        sh(Command::new("pip").args(["install", "--quiet", "virtme-ng"]))?;
+    }
+    let mut script = format!("export PATH='{}'; ", setup::path_with_cargo_bin());
+    script.push_str(
+        "set -e; mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true; \
+         echo +memory > /sys/fs/cgroup/cgroup.subtree_control; export CI=true; uname -r; \
+         export MEMPROF_E2E_LIMIT_MIB=256 MEMPROF_E2E_RATE_MIB_S=20 MEMPROF_E2E_PODS=4 MEMPROF_E2E_CONTAINER_PCT=80; set +e; ",
+    );
+    script.push_str(commands);
     // vng hands its command to the guest on the kernel command line, which holds 2 KiB on
     // x86: a longer script hangs the boot. The guest reads the host's files, so pass a file.
     let file = workspace_root().join("target/vm-test.sh");

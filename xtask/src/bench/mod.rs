@@ -41,6 +41,8 @@ mod stamp;
 
 use results::Results;
 
+pub use programs::guest;
+
 use crate::{build_release, cargo, workspace_root};
 
 const MODES: [&str; 4] = ["none", "btf", "classic", "poll"];
@@ -59,6 +61,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut discovery_runs = 3;
     let mut race_trials = 10;
     let mut program_runs = 3;
+    let mut vm_program_runs = 1;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -79,10 +82,11 @@ pub fn run(args: &[String]) -> Result<()> {
             "--discovery-runs" => discovery_runs = value()?,
             "--race-trials" => race_trials = value()?,
             "--program-runs" => program_runs = value()?,
+            "--vm-program-runs" => vm_program_runs = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
                  --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
-                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N)"
+                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N, --vm-program-runs N)"
             ),
         }
     }
@@ -101,7 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         shared::run(&bin, sidecar_rounds, &mut results)?;
         if program_runs > 0 {
-            programs::run(&bin, program_runs, &mut results)?;
+            programs::run(&bin, program_runs, vm_program_runs, &mut results)?;
         }
         if latency_runs > 0 {
             latency(latency_runs, &mut results)?;

@@ -24,18 +24,74 @@ fn snapshot() -> BTreeMap<u32, (String, u64, u64)> {
         .collect()
 }
 
-pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
+/// Measures here, then on 6.1 in the VM (`vm_runs` runs, none: skipped).
+pub fn run(bin: &Path, runs: usize, vm_runs: usize, results: &mut Results) -> Result<()> {
+    println!(
+        "\nper-event cost of each BPF program (kernel.bpf_stats_enabled), {runs} runs per hook"
+    );
+    for (mode, samples, events) in with_stats(|| measure(bin, runs))? {
+        results.add("per-event cost", &mode, "ns", &samples, None);
+        results.note(format!("{events} events counted"));
+    }
+    results.print_group("per-event cost");
+    if vm_runs > 0 {
+        on_6_1(bin, vm_runs, results)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench-guest MEMPROF RUNS`, in the 6.1 guest: the same measurement, printed
+/// one line per program for the host to read.
+pub fn guest(args: &[String]) -> Result<()> {
+    let [bin, runs] = args else {
+        anyhow::bail!("usage: bench-guest MEMPROF RUNS");
+    };
+    for (mode, samples, events) in with_stats(|| measure(Path::new(bin), runs.parse()?))? {
+        let samples: Vec<String> = samples.iter().map(|s| format!("{s:.2}")).collect();
+        println!("{GUEST_LINE}{mode}\t{}\t{events}", samples.join(","));
+    }
+    Ok(())
+}
+
+const GUEST_LINE: &str = "== per-event ";
+
+/// Boots the 6.1 guest (cgroup v2, emulated: no KVM here) and runs the measurement there.
+fn on_6_1(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
+    println!("\nthe same on 6.1 (the VM, emulated by qemu without KVM: times are inflated)");
+    let xtask = std::env::current_exe()?;
+    let guest = crate::vm::boot(
+        &format!("{} bench-guest {} {runs}; ", xtask.display(), bin.display()),
+        true,
+    )?;
+    let out = guest.finish(Duration::from_secs(20 * 60))?;
+    for line in out
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(GUEST_LINE))
+    {
+        let mut f = line.split('\t');
+        let (Some(mode), Some(samples), Some(events)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let samples: Vec<f64> = samples.split(',').filter_map(|s| s.parse().ok()).collect();
+        results.add("per-event cost, 6.1 (emulated)", mode, "ns", &samples, None);
+        results.note(format!("{events} events counted"));
+    }
+    results.print_group("per-event cost, 6.1 (emulated)");
+    Ok(())
+}
+
+/// Runs `f` with the kernel's BPF statistics on, and puts the setting back.
+fn with_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let was = std::fs::read_to_string(STATS).context("reading kernel.bpf_stats_enabled")?;
     std::fs::write(STATS, "1")?;
-    let outcome = measure(bin, runs, results);
+    let outcome = f();
     let _ = std::fs::write(STATS, was.trim());
     outcome
 }
 
-fn measure(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
-    println!(
-        "\nper-event cost of each BPF program (kernel.bpf_stats_enabled), {runs} runs per hook"
-    );
+/// Per program ("hook: name"): ns per event of each run, and the events counted in all.
+fn measure(bin: &Path, runs: usize) -> Result<Vec<(String, Vec<f64>, u64)>> {
+    let mut out = Vec::new();
     let dir = std::env::temp_dir().join(format!("memprof-bench-progs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for hook in HOOKS {
@@ -67,17 +123,9 @@ fn measure(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
             }
         }
         for (name, (samples, events)) in per_event {
-            results.add(
-                "per-event cost",
-                &format!("{hook}: {name}"),
-                "ns",
-                &samples,
-                None,
-            );
-            results.note(format!("{events} events counted"));
+            out.push((format!("{hook}: {name}"), samples, events));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    results.print_group("per-event cost");
-    Ok(())
+    Ok(out)
 }
