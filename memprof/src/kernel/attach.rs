@@ -10,7 +10,11 @@ use aya::{
 };
 use memprof_common::globals as g;
 
-use super::{btf::Btf, offsets, tenant, Hook};
+use super::{
+    btf::Btf,
+    gate::{self, Rss},
+    offsets, tenant, Hook,
+};
 
 /// The typedef a tp_btf program on `rss_stat` names as its target.
 const RSS_STAT_TRACE: &str = "btf_trace_rss_stat";
@@ -133,8 +137,14 @@ pub fn target_btf(id: u32) -> Result<AyaBtf> {
 
 /// Loads and attaches the programs on the kernel's hooks. When `shared`, every attachment
 /// must be a BPF link (the kind other instances can hold, see `links.rs`), and the tracepoint
-/// links are returned for the caller to hold; otherwise aya holds them all.
-pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, shared: bool) -> Result<Vec<FdLink>> {
+/// links are returned for the caller to hold; otherwise aya holds them all, and the `rss_stat`
+/// attachment is returned too, for the gate to take off its hook (`gate.rs`).
+pub fn all(
+    bpf: &mut Ebpf,
+    hook: Hook,
+    btf: Option<&AyaBtf>,
+    shared: bool,
+) -> Result<(Vec<FdLink>, Rss)> {
     let mut made = Vec::new();
     for (name, category, event) in [
         ("process_exec", "sched", "sched_process_exec"),
@@ -145,26 +155,13 @@ pub fn all(bpf: &mut Ebpf, hook: Hook, btf: Option<&AyaBtf>, shared: bool) -> Re
         made.extend(attach_tracepoint(bpf, name, category, event, shared)?);
     }
     debug_assert_eq!(tenant::ATTACHED.len(), 4);
-    match hook {
-        Hook::Btf => {
-            let prog: &mut BtfTracePoint = program(bpf, "rss_stat_btf")?.try_into()?;
-            prog.load("rss_stat", btf.context("tp_btf needs kernel BTF")?)
-                .context("verifying rss_stat_btf")?;
-            // Always a BPF link (a raw tracepoint's).
-            let link = prog.attach().context("attaching tp_btf/rss_stat")?;
-            if shared {
-                made.push(FdLink::from(prog.take_link(link)?));
-            }
-        }
-        Hook::Classic => made.extend(attach_tracepoint(
-            bpf,
-            "rss_stat_classic",
-            "kmem",
-            "rss_stat",
-            shared,
-        )?),
+    gate::load(bpf, hook, btf)?;
+    let link = gate::attach(bpf, hook)?;
+    if !shared {
+        return Ok((made, Rss::On(link)));
     }
-    Ok(made)
+    made.push(gate::take_shared(bpf, hook, link)?);
+    Ok((made, Rss::Shared))
 }
 
 /// Loads this instance's own programs: the event emitters and the heap walker.
@@ -180,7 +177,7 @@ pub fn load_own(bpf: &mut Ebpf, btf: Option<&AyaBtf>) -> Result<()> {
     Ok(())
 }
 
-fn program<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+pub(super) fn program<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     bpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
 }

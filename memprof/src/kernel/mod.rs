@@ -2,10 +2,12 @@
 //! `attach`), or joins the node's shared set (`shared_set`, `tenant`, `links`, `bpffs`), and
 //! hands out the maps userspace works through (`maps`: the armed levels, the Go processes to
 //! walk at the kill, the ring buffers). The stages use these handles; the events themselves are
-//! read by `detect::ring`.
+//! read by `detect::ring`. `gate` takes this instance's `rss_stat` program off its hook while
+//! no watched process is near its level, and puts it back.
 mod attach;
 mod bpffs;
 pub mod btf;
+mod gate;
 mod links;
 mod maps;
 pub mod offsets;
@@ -27,6 +29,7 @@ use memprof_common::Identity;
 use tracing::debug;
 
 use attach::globals;
+use gate::Rss;
 use links::Held;
 pub use maps::{Arm, GoTargets};
 use shared_set::Plan;
@@ -118,6 +121,8 @@ pub struct Kernel {
     bpf: Ebpf,
     arm: Arm,
     go: GoTargets,
+    /// Whether `rss_stat` is on its hook, and whether this instance may take it off.
+    rss: Rss,
     /// The shared set's attachments, alive while some instance holds them (`links.rs`).
     _links: Held,
 }
@@ -173,10 +178,11 @@ impl Kernel {
         }
         let mut bpf = loader.load(BPF_OBJECT).context("loading BPF object")?;
         let aya_btf = globals.rss_stat_trace.map(attach::target_btf).transpose()?;
-        let made = match plan {
-            Plan::Join(..) => Vec::new(),
+        let (made, rss) = match plan {
+            Plan::Join(..) => (Vec::new(), Rss::Shared),
             _ => attach::all(&mut bpf, hook, aya_btf.as_ref(), pins.is_some())?,
         };
+        crate::metrics::rss_stat_attached(true, false);
         attach::load_own(&mut bpf, aya_btf.as_ref())?;
         // The programs this instance loaded (a joined set's attached ones are another's).
         for (name, prog) in bpf.programs() {
@@ -230,6 +236,7 @@ impl Kernel {
             tenant,
             bpf,
             arm,
+            rss,
             _links: links,
         })
     }

@@ -57,6 +57,8 @@ struct Metrics {
     spool_bytes: Gauge,
     oom_kills: Family<Profiled, Counter>,
     stored_latency: Histogram,
+    rss_stat_attached: Gauge,
+    rss_stat_switches: Counter,
 }
 
 /// Detection to stored, in seconds: 5 ms to ~80 s, the span between an eBPF crossing of a
@@ -78,6 +80,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         spool_bytes: Gauge::default(),
         oom_kills: Family::default(),
         stored_latency: Histogram::new(latency_buckets()),
+        rss_stat_attached: Gauge::default(),
+        rss_stat_switches: Counter::default(),
     };
     let r = &mut m.registry;
     r.register(
@@ -133,6 +137,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "detection_to_stored_seconds",
         "From the detector noticing a process to its profile stored (spooled and sent)",
         m.stored_latency.clone(),
+    );
+    r.register(
+        "rss_stat_attached",
+        "1 while this instance's rss_stat program is on its hook (every page fault on the node \
+         pays for it), 0 while the gate holds it off (every watched process far from its level)",
+        m.rss_stat_attached.clone(),
+    );
+    r.register(
+        "rss_stat_switches",
+        "Times the gate put rss_stat on its hook or took it off",
+        m.rss_stat_switches.clone(),
     );
     r.register_collector(Box::new(bpf::Programs));
     // Series that alerts are written on exist at 0 from the start, so that `increase()` sees
@@ -204,6 +219,14 @@ pub fn oom_kill(profiled_before: bool) {
         .oom_kills
         .get_or_create(&Profiled { profiled_before })
         .inc();
+}
+
+/// Whether `rss_stat` is on its hook now; `switched`: the gate moved it.
+pub fn rss_stat_attached(attached: bool, switched: bool) {
+    METRICS.rss_stat_attached.set(attached as i64);
+    if switched {
+        METRICS.rss_stat_switches.inc();
+    }
 }
 
 pub fn stored_after(detection: Duration) {
