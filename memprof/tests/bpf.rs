@@ -38,7 +38,7 @@ pub(crate) fn load(hook: Hook, max_procs: u32) -> Option<Loaded> {
         .unwrap_or_else(|e| panic!("loading {hook}: {e:#}"));
     let arm = kernel.arm();
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    rt.spawn(ring::forward(kernel, tx));
+    rt.spawn(ring::forward(kernel, tx, None));
     Some(Loaded { rt, arm, rx })
 }
 

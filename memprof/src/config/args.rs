@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use super::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat};
+use super::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat, RssGate};
 
 /// Raw command line / environment. Numbers arrive as strings so that validation can name the
 /// variable in a single line instead of clap's multi-line usage error.
@@ -111,6 +111,15 @@ pub struct Args {
     /// Safety-net procfs scan interval in milliseconds while a BPF detector is active.
     #[arg(long, env = "MEMPROF_SAFETY_NET_MS", default_value = "10000")]
     pub safety_net_ms: String,
+    /// `auto`: take the kernel's rss_stat program off its hook (page faults then pay nothing
+    /// for it) while every watched memory cgroup is below half its processes' lowest level;
+    /// `off`: keep it on.
+    #[arg(long, env = "MEMPROF_RSS_GATE", value_enum, default_value = "auto")]
+    pub rss_gate: RssGate,
+    /// Milliseconds every watched cgroup must stay below the half mark before rss_stat is
+    /// taken off its hook.
+    #[arg(long, env = "MEMPROF_RSS_GATE_HOLD_MS", default_value = "10000")]
+    pub rss_gate_hold_ms: String,
     /// Minimum seconds between two profiles of the same process.
     #[arg(long, env = "MEMPROF_COOLDOWN_SECS", default_value = "300")]
     pub cooldown_secs: String,

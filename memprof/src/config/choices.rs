@@ -1,5 +1,5 @@
 //! The settings that choose between ways of working: the detector, the log format, the
-//! container trigger's detector, where Go heap profiles come from.
+//! container trigger's detector, where Go heap profiles come from, the `rss_stat` gate.
 use clap::ValueEnum;
 
 /// Which detector feeds the pipeline.
@@ -47,4 +47,14 @@ pub enum GoHeapMode {
     /// Only the endpoint: memprof reads no process's memory, at the threshold or at the kill
     /// (the kernel's walk is not armed), for clusters whose review allows none.
     EndpointOnly,
+}
+
+/// Whether `rss_stat` is taken off its hook while every watched process is far from its level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RssGate {
+    /// Off its hook while every watched memory cgroup's usage is below half the lowest level
+    /// of its processes; on as soon as one passes it.
+    Auto,
+    /// Always on its hook.
+    Off,
 }

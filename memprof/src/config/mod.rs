@@ -8,7 +8,7 @@ mod choices;
 mod delivery;
 mod parse;
 pub use args::{Args, Command, ReportArgs, ReportFormat};
-pub use choices::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat};
+pub use choices::{ContainerDetector, DetectorChoice, GoHeapMode, LogFormat, RssGate};
 use parse::number;
 pub use parse::size;
 
@@ -34,6 +34,9 @@ pub struct Config {
     pub container_detector: ContainerDetector,
     pub watch_interval: Duration,
     pub safety_net_interval: Duration,
+    pub rss_gate: RssGate,
+    /// How long every watched cgroup stays below the half mark before rss_stat goes off.
+    pub rss_gate_hold: Duration,
     pub cooldown: Duration,
     pub detector: DetectorChoice,
     pub destination: Destination,
@@ -140,6 +143,14 @@ impl Config {
             86_400_000,
             "milliseconds",
         )?;
+        let gate_hold_ms = number(
+            &a.rss_gate_hold_ms,
+            "MEMPROF_RSS_GATE_HOLD_MS",
+            "rss-gate-hold-ms",
+            0u64,
+            86_400_000,
+            "milliseconds",
+        )?;
         let cooldown = number(
             &a.cooldown_secs,
             "MEMPROF_COOLDOWN_SECS",
@@ -229,6 +240,8 @@ impl Config {
             container_detector: a.container_detector,
             watch_interval: Duration::from_millis(watch_ms),
             safety_net_interval: Duration::from_millis(safety_ms),
+            rss_gate: a.rss_gate,
+            rss_gate_hold: Duration::from_millis(gate_hold_ms),
             cooldown: Duration::from_secs(cooldown),
             detector: a.detector,
             destination,

@@ -3,7 +3,8 @@
 //! the policy, which may schedule a retry. `wire` builds the stages from the configuration,
 //! `processes` keeps one record per process and forgets processes everywhere, `outcome` arms
 //! the kernel and takes finished captures back, `container_trigger` runs the container
-//! trigger, `sweep` drops exited processes, `shutdown` finishes on SIGTERM.
+//! trigger, `rss_gate` watches cgroups for the `rss_stat` gate, `sweep` drops exited
+//! processes, `shutdown` finishes on SIGTERM.
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -29,6 +30,7 @@ use crate::{
     detect::{
         self,
         cgroup_watch::{ContainerEvent, WatchConfig},
+        floor::Floor,
         poll, Candidate, Source,
     },
     kernel::Arm,
@@ -56,9 +58,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (container_tx, mut container_rx) = mpsc::channel::<ContainerEvent>(1024);
     let (kernel, detector) = detect::start(&cfg, tx.clone())?;
-    let (arm, go_targets, heap_ring) = match kernel {
-        Some(k) => (Some(k.arm), Some(k.go), Some(k.heap)),
-        None => (None, None, None),
+    let (arm, go_targets, heap_ring, rss_gate) = match kernel {
+        Some(k) => (Some(k.arm), Some(k.go), Some(k.heap), k.rss_gate),
+        None => (None, None, None, None),
     };
     let deliverer = wire::deliverer(&cfg).await?;
     crate::metrics::health::spool_open(&cfg.spool_dir);
@@ -103,6 +105,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         refused: (0, 0),
         poll_every,
+        floor: rss_gate.map(|rss| Floor::start(cfg.rss_gate_hold, rss)),
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(Duration::from_secs(1));
@@ -136,6 +139,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 mod container_trigger;
 mod outcome;
 mod processes;
+mod rss_gate;
 mod shutdown;
 mod sweep;
 pub mod wire;
@@ -170,6 +174,8 @@ struct LoopState {
     /// Last seen counts of processes the kernel refused: its map full, their group's share.
     refused: (u64, u64),
     poll_every: Duration,
+    /// The cgroups watched for the `rss_stat` gate (`None`: rss_stat stays attached).
+    floor: Option<Floor<ProcKey>>,
 }
 
 impl LoopState {
@@ -197,6 +203,7 @@ impl LoopState {
                 // A new program: its policy, level, kernel identity and who it is start afresh
                 // (its mounts are final now).
                 self.forget(Forget::Exec(c.ns_pid));
+                self.exec_seen(c.ns_pid);
                 return;
             }
             _ => {}
@@ -223,6 +230,7 @@ impl LoopState {
             return;
         }
         self.note_container(key);
+        self.note_floor(&reading);
         let Some(record) = self.table.record(key) else {
             return;
         };

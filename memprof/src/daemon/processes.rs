@@ -1,7 +1,8 @@
 //! The loop's table of processes: one record per process it follows, and `forget`, the one
 //! place that lists every store keeping something per process — this table, the policy, the
-//! assessor's cgroup cache, the container trigger and capture's own (who each process was,
-//! its Go heap, its endpoint) — used alike after an exec and by the sweep of exited ones.
+//! assessor's cgroup cache, the container trigger, the `rss_stat` gate's cgroups and capture's
+//! own (who each process was, its Go heap, its endpoint) — used alike after an exec and by the
+//! sweep of exited ones.
 use std::collections::HashMap;
 
 use tracing::warn;
@@ -89,6 +90,10 @@ impl LoopState {
             if let Some(w) = self.watchers.remove(&path) {
                 w.abort();
             }
+        }
+        // An exec'd process keeps its key and cgroup: it is read again at once (`exec_seen`).
+        if let Some(floor) = self.floor.as_mut().filter(|_| !exec) {
+            floor.forget(gone);
         }
     }
 }

@@ -1,20 +1,22 @@
 //! Detect: notice that a process may be nearing its limit, and hand it on as a `Candidate`.
 //! The kernel's programs (`ring`) report armed crossings within microseconds; the procfs poll
 //! (`poll`) is the fallback when BPF is unavailable and a slow safety net beside it;
-//! `cgroup_watch` watches each container's working set, woken by the cgroup's notifications.
-//! `start` loads the kernel programs, falling back to the poll.
+//! `cgroup_watch` watches each container's working set, woken by the cgroup's notifications;
+//! `floor` tells when a process may be near its level at all, so that the kernel's `rss_stat`
+//! program is attached only then. `start` loads the kernel programs, falling back to the poll.
 pub mod cgroup_watch;
+pub mod floor;
 pub mod poll;
 pub mod ring;
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{Config, DetectorChoice},
+    config::{Config, DetectorChoice, RssGate},
     kernel::{Arm, GoTargets, Hook, Kernel, KernelProc},
 };
 use aya::maps::{MapData, RingBuf};
@@ -77,6 +79,8 @@ pub struct KernelHandles {
     pub arm: Arm,
     pub go: GoTargets,
     pub heap: RingBuf<MapData>,
+    /// Whether `rss_stat` must be attached (`floor` decides); `None`: always attached.
+    pub rss_gate: Option<watch::Sender<bool>>,
 }
 
 /// Loads the kernel detector the configuration asks for, falling back to polling under `auto`.
@@ -103,17 +107,27 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
                 } else {
                     info!("kernel programs: {}", kernel.sharing);
                 }
+                let gate = match (cfg.rss_gate, kernel.rss_switchable()) {
+                    (RssGate::Off, _) => None,
+                    (RssGate::Auto, Err(why)) => {
+                        info!("rss_stat gate off: {why}");
+                        None
+                    }
+                    (RssGate::Auto, Ok(())) => Some(watch::channel(true)),
+                };
+                let (rss_gate, gate_rx) = gate.unzip();
                 let handles = KernelHandles {
                     arm: kernel.arm(),
                     go: kernel.go_targets(),
                     heap: kernel.take_heap_ring()?,
+                    rss_gate,
                 };
                 let name = match kernel.rss_layout {
                     Some(layout) => format!("ebpf {} ({layout:?} counters)", kernel.hook),
                     None => format!("ebpf {}", kernel.hook),
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = ring::forward(kernel, tx).await {
+                    if let Err(e) = ring::forward(kernel, tx, gate_rx).await {
                         let why = format!(
                             "ring buffer reader stopped: {e:#}; only the safety-net poll remains"
                         );

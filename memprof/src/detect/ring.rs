@@ -2,14 +2,22 @@
 //! instance's ring buffer as the programs in `kernel` write them.
 use anyhow::{anyhow, Result};
 use memprof_common::{Event, EventKind};
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
 
 use super::{Candidate, Source};
 use crate::kernel::{monotonic_from_ktime, Kernel, KernelProc};
 
 /// Forwards ring-buffer events until the receiver goes away. Keeps `kernel` (and thereby the
-/// attached programs) alive for as long as it runs.
-pub async fn forward(mut kernel: Kernel, tx: mpsc::Sender<Candidate>) -> Result<()> {
+/// attached programs) alive for as long as it runs, and puts `rss_stat` on its hook or takes
+/// it off as `gate` says (`detect::floor`); on for good should the gate stop.
+pub async fn forward(
+    mut kernel: Kernel,
+    tx: mpsc::Sender<Candidate>,
+    mut gate: Option<watch::Receiver<bool>>,
+) -> Result<()> {
     let ring = kernel.take_events_ring()?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
     // AsyncFd (and the ring buffer inside it) is dropped.
@@ -23,6 +31,13 @@ pub async fn forward(mut kernel: Kernel, tx: mpsc::Sender<Candidate>) -> Result<
                 kernel.reap_dead();
                 continue;
             }
+            on = switched(&mut gate) => {
+                if on.is_none() {
+                    gate = None;
+                }
+                kernel.switch_rss(on.unwrap_or(true));
+                continue;
+            }
         };
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
@@ -34,6 +49,14 @@ pub async fn forward(mut kernel: Kernel, tx: mpsc::Sender<Candidate>) -> Result<
             }
         }
         guard.clear_ready();
+    }
+}
+
+/// The gate's next word: `None` once it has stopped; never while there is none.
+async fn switched(gate: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    match gate {
+        Some(rx) => rx.changed().await.ok().map(|()| *rx.borrow_and_update()),
+        None => std::future::pending().await,
     }
 }
 

@@ -126,6 +126,15 @@ impl<K: Copy + Eq + Hash> Policy<K> {
             .is_some_and(|p| p.next > 0 || p.in_flight.is_some())
     }
 
+    /// The first level of a process with `limit` bytes (`unlimited`: the node's memory, where
+    /// `MEMORY_CRITICAL_BYTES` applies when set), as `observe` and `observe_bytes` arm it.
+    pub fn lowest_level(&self, limit: u64, unlimited: bool) -> u64 {
+        match self.levels_bytes.first() {
+            Some(&bytes) if unlimited => bytes,
+            _ => (limit as u128 * self.levels_pct[0] as u128).div_ceil(100) as u64,
+        }
+    }
+
     /// Records that process `key` uses `rss` of `limit` bytes at `now`, and decides.
     pub fn observe(&mut self, key: K, rss: u64, limit: u64, now: Instant) -> Decision {
         let levels: Vec<u64> = self

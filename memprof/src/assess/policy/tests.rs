@@ -12,6 +12,16 @@ fn below_arms_at_threshold() {
 }
 
 #[test]
+fn the_lowest_level_is_the_first_one_armed() {
+    let p: Policy<u32> = Policy::new(vec![80, 95], Duration::ZERO);
+    assert_eq!(p.lowest_level(1000 * MIB, false), 800 * MIB);
+    assert_eq!(p.lowest_level(1000 * MIB, true), 800 * MIB, "of MemTotal");
+    let p = p.with_bytes(vec![300 * MIB, 600 * MIB]);
+    assert_eq!(p.lowest_level(1000 * MIB, true), 300 * MIB);
+    assert_eq!(p.lowest_level(1000 * MIB, false), 800 * MIB);
+}
+
+#[test]
 fn one_capture_per_crossing() {
     let mut p = Policy::new(vec![80], Duration::ZERO);
     let t = Instant::now();

@@ -20,7 +20,8 @@ use crate::{
     config::ContainerDetector,
 };
 
-mod notify;
+/// Also the `rss_stat` gate's (`detect::floor`).
+pub(super) mod notify;
 
 /// The poll interval while the working set is within twice the hysteresis of the level.
 const NEAR: Duration = Duration::from_millis(100);

@@ -60,6 +60,20 @@ impl Notifier {
         n
     }
 
+    /// A usage threshold at `threshold` bytes alone, on the first v1 view that allows it (v2
+    /// has none).
+    pub fn threshold(views: &[View], threshold: u64) -> Self {
+        let mut n = Self::none();
+        for v in views.iter().filter(|v| !v.v2()) {
+            n.threshold = note(&mut n.missing, usage_threshold(v, threshold));
+            if n.threshold.is_some() {
+                n.missing.clear();
+                break;
+            }
+        }
+        n
+    }
+
     /// Whether a usage threshold notifies (the timer can then be a slow safety net).
     pub fn thresholds(&self) -> bool {
         self.threshold.is_some()

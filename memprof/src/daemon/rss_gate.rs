@@ -1,0 +1,36 @@
+//! The `rss_stat` gate in the loop: each watched process's memory cgroup is watched against
+//! half the process's lowest level (`detect::floor`), from its first reading on; a process
+//! that runs exec is read at once, so that a new container's cgroup is watched before it can
+//! grow, also while `rss_stat` is detached and the kernel reports no first sighting.
+use super::LoopState;
+use crate::assess::{LimitSource, Reading};
+
+impl LoopState {
+    /// Watches the cgroup of a watched process against half its lowest level.
+    pub(super) fn note_floor(&mut self, reading: &Reading) {
+        let Some(floor) = &mut self.floor else {
+            return;
+        };
+        let key = reading.key;
+        let unlimited = reading.limit_source != LimitSource::Cgroup;
+        let level = self.policy.lowest_level(reading.limit, unlimited);
+        let path = self.assessor.cgroup_path(&key);
+        floor.note(key, &path, self.assessor.views(&key), level);
+    }
+
+    /// A process ran exec (a new program, maybe in a new container): its cgroup is watched
+    /// from now on if the process is.
+    pub(super) fn exec_seen(&mut self, pid: u32) {
+        if self.floor.is_none() || pid == 0 || pid == std::process::id() {
+            return;
+        }
+        let Some(reading) = self.assessor.read(pid) else {
+            return;
+        };
+        let assessor = &self.assessor;
+        let cgroup = || assessor.cgroup_of(&reading.key);
+        if self.capturer.saw(&reading, &self.scope, cgroup).0.is_ok() {
+            self.note_floor(&reading);
+        }
+    }
+}
