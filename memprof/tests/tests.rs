@@ -58,6 +58,8 @@ mod pod_recovery;
 mod privilege;
 /// The morning after: an OOM kill alerted to webhooks and reported as a page, read in chromium.
 mod report;
+/// The rss_stat gate: detached while idle, attached as a service nears its level, in time.
+mod rss_gate;
 /// The metrics and health server scraped while memprof works: readiness, counts, a held loop.
 mod serve;
 /// Many sidecars on one node sharing one set of kernel programs through a bpffs.

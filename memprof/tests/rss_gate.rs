@@ -1,0 +1,110 @@
+//! The `rss_stat` gate on real parts: memprof idle beside nothing near its level keeps its
+//! `rss_stat` program off its hook; a Go service growing in a memory cgroup past half its
+//! level gets it attached, its profile is stored while it still lives, and after the OOM
+//! kill the program is detached again.
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The hold below every mark before detaching, shortened from 10 s.
+const HOLD_MS: &str = "1000";
+
+/// Whether a `rss_stat_btf` program of process `pid` (one it holds a descriptor of) is
+/// attached by a BPF link now. Other memprofs on the machine have their own programs.
+fn rss_stat_attached(pid: u32) -> bool {
+    let held: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| !info.contains("link_id:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+        })
+        .collect();
+    let ours: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| held.contains(&p.id()) && p.name_as_str() == Some("rss_stat_btf"))
+        .map(|p| p.id())
+        .collect();
+    assert_eq!(ours.len(), 1, "memprof holds one rss_stat_btf program");
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .any(|l| ours.contains(&l.program_id()))
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn rss_stat_is_attached_only_while_a_service_nears_its_level() {
+    if !require(is_root(), "root (BPF, cgroups)")
+        || !require(MemCgroup::available(), "a memory cgroup controller")
+    {
+        return;
+    }
+    let Some(go) = go_service() else { return };
+    let env = [
+        ("MEMORY_CRITICAL_PERCENTAGE", "80".to_string()),
+        ("MEMPROF_RSS_GATE_HOLD_MS", HOLD_MS.to_string()),
+    ];
+    let m = Memprof::spawn(&["--detector", "btf"], &env);
+    let pid = m.child.id();
+    m.wait_for_log("rss_stat detached", Duration::from_secs(30));
+    assert!(
+        !rss_stat_attached(pid),
+        "rss_stat is still attached while memprof is idle"
+    );
+
+    let cg = MemCgroup::new("memprof-rss-gate", 512 << 20);
+    let mut service = cg.start(&go, &["-rate", "200", "-addr", "127.0.0.1:0"]);
+    let service_pid = service.id();
+    let attached = m.wait_for_log("rss_stat attached", Duration::from_secs(30));
+    assert!(
+        attached.contains("memprof-rss-gate"),
+        "attached for another cgroup: {attached}"
+    );
+    let profiles = m.log.parent().unwrap().join("profiles");
+    let marker = format!("_pid-{service_pid}_");
+    let mut stored_alive = false;
+    while cg.pids().contains(&service_pid) {
+        stored_alive |= find_file(&profiles, &marker, ".pb.gz").is_some();
+        if stored_alive {
+            assert!(
+                rss_stat_attached(pid),
+                "rss_stat is not attached while the service nears its level"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        stored_alive,
+        "no profile of pid {service_pid} in {} before the kill; memprof said:\n{}",
+        profiles.display(),
+        m.output()
+    );
+    wait_for("the OOM kill", Duration::from_secs(60), || {
+        !cg.pids().contains(&service_pid)
+    });
+    let _ = service.wait();
+    assert!(cg.oom_kills() >= 1, "the service was not OOM-killed");
+
+    wait_for(
+        "rss_stat detached after the kill",
+        Duration::from_secs(30),
+        || count(&m.output(), "rss_stat detached") >= 2,
+    );
+    assert!(
+        !rss_stat_attached(pid),
+        "rss_stat is still attached after the kill"
+    );
+    let (code, log) = m.stop();
+    assert_eq!(code, Some(0), "memprof should exit 0 on SIGTERM:\n{log}");
+    assert!(
+        log.contains(&format!("pid={service_pid}")) && log.contains("profile stored"),
+        "{log}"
+    );
+}
