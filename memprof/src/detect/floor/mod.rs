@@ -145,6 +145,8 @@ async fn watch_cgroup(path: String, views: Vec<View>, mut mark: watch::Receiver<
         }
         // Read after the threshold is set: a crossing in between is seen here.
         let reach = match cgroup::usage(&views) {
+            // Removed, or emptied: no process is left in it to grow.
+            None if !occupied(&views) => Reach::Far,
             None => Reach::Blind("its usage cannot be read".into()),
             Some(_) if v1 && !notifier.thresholds() => {
                 Reach::Blind(format!("no usage threshold: {}", notifier.describe()))
@@ -171,4 +173,13 @@ async fn watch_cgroup(path: String, views: Vec<View>, mut mark: watch::Receiver<
             changed = mark.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Whether a process may still be in the cgroup: its `cgroup.procs` lists one, or cannot be
+/// read for another reason than the cgroup being gone (ENOENT, ENODEV: removed).
+fn occupied(views: &[View]) -> bool {
+    views.iter().any(|v| match v.read_text("cgroup.procs") {
+        Ok(procs) => !procs.trim().is_empty(),
+        Err(e) => !e.ends_with("(os error 2)") && !e.ends_with("(os error 19)"),
+    })
 }
