@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::{fault_loop, start_memprof, stop, Results};
+use super::{fault_loop, start_gated, stop, Results};
 
 const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const HOOKS: [&str; 2] = ["btf", "classic"];
@@ -99,7 +99,8 @@ fn measure(bin: &Path, runs: usize) -> Result<Vec<(String, Vec<f64>, u64)>> {
         let mut per_event: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
         for _ in 0..runs {
             let others = snapshot();
-            let memprof = start_memprof(bin, hook, &dir)?;
+            // The gate off: each program is measured on its hook.
+            let (memprof, _) = start_gated(bin, hook, &dir, false)?;
             std::thread::sleep(Duration::from_secs(1));
             let before = snapshot();
             fault_loop();
