@@ -70,15 +70,40 @@ pub fn listening(pid: u32) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// The TCP listeners of the network namespace of `pid`, all of them (to `LISTENERS_MAX` per
+/// family), as one number that changes when one is opened or closed: their count and their
+/// inodes, mixed so that the order of the dump does not matter.
+pub fn namespace_listeners(pid: u32) -> io::Result<u64> {
+    let mut sum = 0u64;
+    let mut add = |l: Listener| {
+        let mixed = l.inode.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31);
+        sum = sum.wrapping_add(mixed).wrapping_add(1);
+    };
+    dump(pid, libc::AF_INET as u8, &mut add)?;
+    let _ = dump(pid, libc::AF_INET6 as u8, &mut add);
+    Ok(sum)
+}
+
 /// The TCP listeners of `family` in the network namespace of `pid` whose inode is in `own`.
 fn listeners(pid: u32, family: u8, own: &HashSet<u64>) -> io::Result<Vec<Listener>> {
+    let mut found = Vec::new();
+    dump(pid, family, &mut |l: Listener| {
+        if own.contains(&l.inode) {
+            found.push(l);
+        }
+    })?;
+    Ok(found)
+}
+
+/// Hands each TCP listener of `family` in the network namespace of `pid` to `each`.
+fn dump(pid: u32, family: u8, each: &mut dyn FnMut(Listener)) -> io::Result<()> {
     let sock = netns::socket_in(pid, libc::AF_NETLINK, libc::SOCK_DGRAM, NETLINK_SOCK_DIAG)?;
     let req = request(family);
     // SAFETY: req is a valid buffer of the given length; the kernel is the default destination.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let (mut found, mut read) = (Vec::new(), 0);
+    let mut read = 0;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: buf is a valid writable buffer of its length.
@@ -86,8 +111,8 @@ fn listeners(pid: u32, family: u8, own: &HashSet<u64>) -> io::Result<Vec<Listene
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if parse(&buf[..n as usize], own, &mut found, &mut read)? || read >= LISTENERS_MAX {
-            return Ok(found);
+        if parse(&buf[..n as usize], each, &mut read)? || read >= LISTENERS_MAX {
+            return Ok(());
         }
     }
 }
@@ -106,14 +131,9 @@ fn request(family: u8) -> Vec<u8> {
     m
 }
 
-/// Collects the listeners of one datagram whose inode is in `own`, counting in `read` every
-/// listener it holds; true once the dump is complete.
-fn parse(
-    mut data: &[u8],
-    own: &HashSet<u64>,
-    found: &mut Vec<Listener>,
-    read: &mut usize,
-) -> io::Result<bool> {
+/// Hands the listeners of one datagram to `each`, counting in `read` every listener it
+/// holds; true once the dump is complete.
+fn parse(mut data: &[u8], each: &mut dyn FnMut(Listener), read: &mut usize) -> io::Result<bool> {
     let u32_at = |d: &[u8], o: usize| u32::from_ne_bytes(d[o..o + 4].try_into().expect("4 bytes"));
     while data.len() >= NLMSG_HDR {
         let len = u32_at(data, 0) as usize;
@@ -136,8 +156,8 @@ fn parse(
             SOCK_DIAG_BY_FAMILY if payload.len() >= DIAG_MSG_LEN => {
                 *read += 1;
                 let inode = u32_at(payload, 68) as u64;
-                if let Some(addr) = connect_addr(payload).filter(|_| own.contains(&inode)) {
-                    found.push(Listener { addr, inode });
+                if let Some(addr) = connect_addr(payload) {
+                    each(Listener { addr, inode });
                 }
             }
             _ => {}
@@ -177,6 +197,15 @@ fn connect_addr(msg: &[u8]) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    /// Keeps the listeners whose inode is in `own`.
+    fn keep<'a>(own: &'a HashSet<u64>, found: &'a mut Vec<Listener>) -> impl FnMut(Listener) + 'a {
+        move |l| {
+            if own.contains(&l.inode) {
+                found.push(l);
+            }
+        }
+    }
+
     fn diag_msg(family: i32, ip: &[u8], port: u16, inode: u32) -> Vec<u8> {
         let mut payload = vec![0u8; DIAG_MSG_LEN];
         payload[0] = family as u8;
@@ -197,7 +226,7 @@ mod tests {
         data.extend(diag_msg(libc::AF_INET6, &[0; 16], 7070, 161803));
         let own = HashSet::from([271828, 314159, 161803]);
         let (mut found, mut read) = (Vec::new(), 0);
-        assert!(!parse(&data, &own, &mut found, &mut read).unwrap());
+        assert!(!parse(&data, &mut keep(&own, &mut found), &mut read).unwrap());
         let addrs: Vec<String> = found.iter().map(|l| l.addr.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:6060", "10.1.2.3:8014", "[::1]:7070"]);
         assert_eq!(found[0].inode, 271828);
@@ -207,7 +236,7 @@ mod tests {
             vec![0; 10],
         ]
         .concat();
-        assert!(parse(&done, &own, &mut found, &mut read).unwrap());
+        assert!(parse(&done, &mut keep(&own, &mut found), &mut read).unwrap());
         assert_eq!(read, 3);
     }
 
@@ -226,7 +255,8 @@ mod tests {
         }
         data.extend(diag_msg(libc::AF_INET, &[127, 0, 0, 1], 6060, 42));
         let (mut found, mut read) = (Vec::new(), 0);
-        assert!(!parse(&data, &HashSet::from([42]), &mut found, &mut read).unwrap());
+        let own = HashSet::from([42]);
+        assert!(!parse(&data, &mut keep(&own, &mut found), &mut read).unwrap());
         assert_eq!(read, 301);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].addr.to_string(), "127.0.0.1:6060");
@@ -244,5 +274,14 @@ mod tests {
         }
         drop(listener);
         assert!(!listening(std::process::id()).unwrap().contains(&addr));
+    }
+
+    #[test]
+    fn a_new_listener_changes_the_namespace_s_listeners() {
+        let me = std::process::id();
+        let before = namespace_listeners(me).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_ne!(namespace_listeners(me).unwrap(), before);
+        drop(listener);
     }
 }

@@ -5,8 +5,8 @@
 //! Only Go programs' ports are probed unless the ports are listed: a node's databases and
 //! caches are not sent HTTP requests they cannot answer.
 //! A fresh process usually binds its ports after memprof first sees it, so discovery is
-//! repeated with growing pauses, and on every sweep while nothing is found. The capture
-//! path only looks the result up.
+//! repeated with growing pauses, and on every sweep while nothing is found, unless nothing
+//! changed since (`settled`). The capture path only looks the result up.
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -48,6 +48,9 @@ struct Known {
     refused: HashSet<SocketAddr>,
     /// A probing round runs for this process: another one waits for the next round.
     probing: bool,
+    /// Its namespace's listeners when a round last looked at everything and found nothing
+    /// (see `settled`).
+    settled: Option<settled::Listeners>,
 }
 
 /// What is known of each process's endpoint.
@@ -118,25 +121,40 @@ impl Endpoints {
     /// One discovery: lists the process's listeners and tries the candidates; with `probe`
     /// false (the capture path) only the preferred port, which needs no probe.
     pub async fn find(&self, key: ProcKey, comm: &str, probe: bool) -> Option<SocketAddr> {
+        self.find_round(key, comm, probe).await.0
+    }
+
+    /// As `find`, and whether the round looked at everything it could: every listener tried
+    /// to an answer, the program known to be Go or not.
+    async fn find_round(
+        &self,
+        key: ProcKey,
+        comm: &str,
+        probe: bool,
+    ) -> (Option<SocketAddr>, bool) {
         {
             let mut known = self.lock();
             let entry = known.entry(key).or_default();
             if entry.addr.is_some() {
-                return entry.addr;
+                return (entry.addr, true);
             }
             entry.comm = comm.to_string();
         }
         // One round per process at a time (discovery's schedule, the sweep, `memprof top`),
         // taken before its sockets are listed; a capture (no probes) needs none.
         let _round = match probe {
-            true => Some(Round::begin(self, key)?),
+            true => match Round::begin(self, key) {
+                Some(round) => Some(round),
+                None => return (None, false),
+            },
             false => None,
         };
         let pid = key.pid;
         let started = std::time::Instant::now();
-        let listening = tokio::task::spawn_blocking(move || listener::listening(pid))
-            .await
-            .ok()?;
+        let Ok(listening) = tokio::task::spawn_blocking(move || listener::listening(pid)).await
+        else {
+            return (None, false);
+        };
         let listening = match listening {
             Ok(l) => l,
             Err(e) => {
@@ -147,7 +165,7 @@ impl Endpoints {
                 if first {
                     warn!(pid, comm, "cannot list the process's listening sockets, so no pprof endpoint can be found: {e}");
                 }
-                return None;
+                return (None, false);
             }
         };
         let mut candidates = self.candidates(key, listening);
@@ -176,7 +194,8 @@ impl Endpoints {
             );
         }
         candidates.retain(|(_, needs_probe)| may_probe || !needs_probe);
-        this_round(&mut candidates);
+        let mut all = go.is_some() || self.only.is_some();
+        all &= !this_round(&mut candidates);
         for (addr, probe) in candidates {
             let verdict = if probe {
                 self.pprof.probe(pid, addr, PROBE_TIMEOUT).await
@@ -191,19 +210,20 @@ impl Endpoints {
                     drop(known);
                     let took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
                     info!(pid, comm, %addr, path = self.pprof.path(), probed = probe, took_ms, "pprof endpoint found");
-                    return Some(addr);
+                    return (Some(addr), true);
                 }
                 Err(e) => {
                     debug!(pid, %addr, "not a pprof endpoint: {e}");
                     // One that answered otherwise is not asked again; a slow one is, at the
                     // next round.
-                    if matches!(e, NotServed::Answer(_)) {
-                        entry.refused.insert(addr);
+                    match e {
+                        NotServed::Answer(_) => _ = entry.refused.insert(addr),
+                        _ => all = false,
                     }
                 }
             }
         }
-        None
+        (None, all)
     }
 
     /// Addresses worth trying, the preferred port first (taken without a probe).
@@ -221,42 +241,20 @@ impl Endpoints {
         out
     }
 
-    /// Drops processes that are gone and discovers again for those still without an
-    /// endpoint (only ports not refused before are probed).
-    pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
-        let pending: Vec<(ProcKey, String)> = {
-            let mut known = self.lock();
-            known.retain(|k, _| alive(k));
-            known
-                .iter()
-                .filter(|(_, k)| k.addr.is_none())
-                .map(|(key, k)| (*key, k.comm.clone()))
-                .collect()
-        };
-        // One task each, a few at a time: a process whose ports hang delays only its own
-        // discovery, and a node of many processes does not fill the blocking pool.
-        for (key, comm) in pending {
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _turn = this.sweeping.acquire().await;
-                this.find(key, &comm, true).await
-            });
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProcKey, Known>> {
         self.known.lock().expect("endpoints lock")
     }
 }
 
 /// The candidates of one round: those needing no probe, and the first `PROBES_PER_ROUND` of
-/// the others.
-fn this_round(candidates: &mut Vec<(SocketAddr, bool)>) {
-    let mut probes = 0;
+/// the others. Whether some were left for the next round.
+fn this_round(candidates: &mut Vec<(SocketAddr, bool)>) -> bool {
+    let (mut probes, before) = (0, candidates.len());
     candidates.retain(|(_, needs_probe)| {
         probes += usize::from(*needs_probe);
         !needs_probe || probes <= PROBES_PER_ROUND
     });
+    candidates.len() < before
 }
 
 /// A probing round of one process, while it runs.
@@ -292,5 +290,6 @@ impl Drop for Round<'_> {
     }
 }
 
+mod settled;
 #[cfg(test)]
 mod tests;
