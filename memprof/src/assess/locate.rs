@@ -1,7 +1,7 @@
 //! Where a process's memory cgroup is: found through memprof's mounts and the process's own,
 //! verified (`cgroup::View`), and shared by every process of the cgroup; relocated from
 //! scratch when a reading through it fails. Every procfs file read here is bounded.
-use std::{io::Read, sync::Arc};
+use std::{collections::HashMap, io::Read, sync::Arc, time::Instant};
 
 use tracing::warn;
 
@@ -30,7 +30,43 @@ pub(super) struct Located {
     warned: bool,
 }
 
+/// Each cgroup's limit (as `Reading::limit`: the node's MemTotal when unlimited; `None`:
+/// unreadable) read in one round of the safety net, by where the cgroup was found. The finding
+/// is held for the round so that its address names no other while the round lasts.
+#[derive(Default)]
+pub(super) struct RoundLimits {
+    round: Option<Instant>,
+    read: HashMap<usize, (Arc<Found>, Option<u64>)>,
+}
+
 impl Assessor {
+    /// Whether the process's memory cgroup's limit still reads `limit`, as a reading gave it.
+    /// Read once per cgroup in the safety net's round `round`, however many processes it holds.
+    pub fn limit_reads(&mut self, key: &ProcKey, limit: u64, round: Instant) -> bool {
+        let Some(found) = self.located.get(key).map(|l| Arc::clone(&l.views)) else {
+            return false;
+        };
+        let round_limits = &mut self.round;
+        if round_limits.round != Some(round) {
+            *round_limits = RoundLimits {
+                round: Some(round),
+                read: HashMap::new(),
+            };
+        }
+        let mem_total = self.mem_total;
+        let (_, now) = round_limits
+            .read
+            .entry(Arc::as_ptr(&found) as usize)
+            .or_insert_with(|| {
+                let now = match &*found {
+                    Ok(views) => cgroup::limit(views).ok().map(|l| l.unwrap_or(mem_total)),
+                    Err(_) => None,
+                };
+                (found, now)
+            });
+        *now == Some(limit)
+    }
+
     /// The process's limit (`None`: unlimited), read from its own view of its cgroup. Where
     /// the cgroup is cannot change without `/proc/PID/cgroup` changing, so it is looked up
     /// once per process and cgroup; the limit itself is read every time (it can be resized).

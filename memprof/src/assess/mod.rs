@@ -23,7 +23,7 @@ use procfs::FromRead;
 pub use crate::cgroup::View as CgroupDir;
 use crate::cgroup::{self, hierarchy, View};
 use locate::{Found, Located};
-pub use process::{alive, Forget, ProcKey};
+pub use process::{alive, Forget, ProcKey, Running};
 
 /// Where `Reading::limit` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct Assessor {
     pods: Option<identity::PodsTree>,
     /// memprof runs in the node's PID namespace (one memprof for every pod).
     node_wide: bool,
+    /// Each cgroup's limit as read in the safety net's current round (see `limit_reads`).
+    round: locate::RoundLimits,
 }
 
 impl Assessor {
@@ -85,6 +87,7 @@ impl Assessor {
             by_cgroup: HashMap::new(),
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
             node_wide: crate::sys::pidns::own().ok() == Some(crate::sys::pidns::INITIAL),
+            round: Default::default(),
         })
     }
 
@@ -171,7 +174,7 @@ impl Assessor {
 
     /// Forgets where processes' cgroups are: an exec'd one's mounts are final now, and who it
     /// is is looked up afresh.
-    pub fn forget(&mut self, which: Forget) {
+    pub fn forget(&mut self, which: Forget<'_>) {
         self.retain(|k| !which.covers(k));
     }
 

@@ -82,9 +82,9 @@ impl Capturer {
     /// read afresh); its Go discovery and endpoint are checked again when asked (the
     /// registry compares the executable), and go with the process. Exited processes' Go
     /// entries linger one more sweep: their at-kill profile names what was stored before.
-    pub fn forget(&self, which: Forget) {
+    pub fn forget(&self, which: Forget<'_>) {
         let alive = |k: &ProcKey| !which.covers(k);
-        if which == Forget::Exited {
+        if matches!(which, Forget::Exited(_)) {
             self.goheap.sweep(alive);
             self.endpoints.sweep(alive);
             self.episodes.lock().expect("episodes").retain(alive);

@@ -1,10 +1,12 @@
 //! The pipeline: detectors feed candidates to one loop that assesses them, asks the policy, and
 //! hands captures to background tasks that capture and deliver; their outcomes come back to
 //! the policy, which may schedule a retry. `wire` builds the stages from the configuration,
-//! `processes` keeps one record per process and forgets processes everywhere, `outcome` arms
-//! the kernel and takes finished captures back, `container_trigger` runs the container
-//! trigger, `rss_gate` watches cgroups for the `rss_stat` gate, `sweep` drops exited
-//! processes, `shutdown` finishes on SIGTERM.
+//! `processes` keeps one record per process and forgets processes everywhere, `outcome` carries
+//! out decisions (arming the kernel, starting captures) and takes finished captures back,
+//! `container_trigger` runs the container trigger, `rss_gate` watches cgroups for the
+//! `rss_stat` gate, `oom_victim` records the OOM killer's choice, `safety_net` passes over the
+//! processes the kernel answers for, `sweep` drops exited processes, `shutdown` finishes on
+//! SIGTERM.
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -13,17 +15,17 @@ use std::{
 
 use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinSet};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::{
     assess::{
         self,
-        policy::{Decision, HoldReason, Outcome, Policy},
+        policy::{Outcome, Policy},
         rate::RateLimit,
         scope::Scope,
         Assessor, Forget, LimitSource, ProcKey,
     },
-    capture::{at_kill, oom_record::Kill, Capturer},
+    capture::{at_kill, Capturer},
     config::Config,
     daemon::processes::ProcessTable,
     deliver::Deliverer,
@@ -39,6 +41,8 @@ use crate::{
 
 /// How often state of exited processes is dropped and the kernel's counters are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Candidates handled in one turn of the loop.
+const DRAIN: usize = 1024;
 
 pub async fn run(cfg: Config) -> Result<()> {
     // Handled from the first moment: a pod deleted while memprof starts still gets a graceful
@@ -106,13 +110,22 @@ pub async fn run(cfg: Config) -> Result<()> {
         refused: (0, 0),
         poll_every,
         floor: rss_gate.map(|rss| Floor::start(cfg.rss_gate_hold, rss)),
+        round: Default::default(),
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = beat.tick() => crate::metrics::health::beat(),
-            Some(c) = rx.recv() => state.handle(c),
+            Some(c) = rx.recv() => {
+                state.handle(c);
+                // What else waits (a safety-net round queues every process at once, most of
+                // them passed over) is taken without a turn of the loop each, to a bound.
+                for _ in 0..DRAIN {
+                    let Ok(c) = rx.try_recv() else { break };
+                    state.handle(c);
+                }
+            }
             Some(e) = container_rx.recv() => state.container_event(e),
             _ = sweep.tick() => state.sweep(),
             Some(done) = state.captures.join_next(), if !state.captures.is_empty() => {
@@ -137,9 +150,11 @@ pub async fn run(cfg: Config) -> Result<()> {
 }
 
 mod container_trigger;
+mod oom_victim;
 mod outcome;
 mod processes;
 mod rss_gate;
+mod safety_net;
 mod shutdown;
 mod sweep;
 pub mod wire;
@@ -176,29 +191,16 @@ struct LoopState {
     poll_every: Duration,
     /// The cgroups watched for the `rss_stat` gate (`None`: rss_stat stays attached).
     floor: Option<Floor<ProcKey>>,
+    /// The safety net's round under way.
+    round: safety_net::Round,
 }
 
 impl LoopState {
     fn handle(&mut self, c: Candidate) {
         tracing::trace!(?c, "candidate");
         match c.source {
-            Source::OomVictim { anon, .. } => {
-                let host_pid = c.kernel.map(|k| k.host_pid);
-                let who = self.capturer.who(c.ns_pid);
-                info!(pid = c.ns_pid, host_pid, who, "OOM killer chose process");
-                let watched = self.capturer.newest(c.ns_pid);
-                if let Some((key, _)) = watched.filter(|(_, p)| p.scope.is_ok()) {
-                    // Read at once: the victim's memory leaves its cgroup as it exits.
-                    let charge = self.assessor.charge(&key);
-                    let mut kill =
-                        Kill::now(key, host_pid, self.assessor.working_set(&key), charge);
-                    kill.victim_anon = (anon > 0).then_some(anon);
-                    self.capturer.note_kill(&kill);
-                    let capturer = Arc::clone(&self.capturer);
-                    tokio::spawn(async move { capturer.record_oom(kill).await });
-                }
-                return;
-            }
+            Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
+            Source::Poll if self.quiet(c.ns_pid, c.detected) => return,
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
                 // (its mounts are final now).
@@ -215,6 +217,7 @@ impl LoopState {
             return;
         };
         let key = reading.key;
+        self.table.read(key);
         let assessor = &self.assessor;
         let cgroup = || assessor.cgroup_of(&key);
         let (scope, first) = self.capturer.saw(&reading, &self.scope, cgroup);
@@ -234,6 +237,7 @@ impl LoopState {
         let Some(record) = self.table.record(key) else {
             return;
         };
+        record.judged(&reading, &self.round);
         if !std::mem::replace(&mut record.discovered, true) {
             self.capturer.discover(key, reading.comm.clone());
         }
@@ -259,7 +263,7 @@ impl LoopState {
                 return;
             }
             // The kernel disarms a process when it reports it.
-            (record.kernel, record.armed) = (Some(k), None);
+            (record.kernel, record.armed, record.reported) = (Some(k), None, true);
         }
         let unlimited = reading.limit_source != LimitSource::Cgroup;
         let decision = if unlimited && self.policy.has_bytes() {
@@ -268,41 +272,7 @@ impl LoopState {
             self.policy
                 .observe(key, reading.rss, reading.limit, Instant::now())
         };
-        match decision {
-            Decision::Arm(level) => self.arm_level(key, level, &reading),
-            Decision::Capture => match self.rate.allow(Instant::now(), &self.assessor.tenant(&key))
-            {
-                Err(rule) => {
-                    crate::metrics::suppressed(rule);
-                    warn!(
-                        pid = key.pid,
-                        comm = reading.comm,
-                        rule,
-                        per_minute = self.rate.per_minute(),
-                        "capture suppressed by the capture rate limit"
-                    );
-                    self.finished(key, Outcome::Failed);
-                }
-                Ok(()) => {
-                    crate::metrics::detection(c.source.detector(), "process");
-                    let capturer = Arc::clone(&self.capturer);
-                    self.captures.spawn(async move {
-                        let outcome = capturer.capture(&c, &reading).await.outcome;
-                        (Trigger::Process(key), outcome)
-                    });
-                }
-            },
-            Decision::Hold(HoldReason::Cooldown) => {
-                crate::metrics::suppressed("MEMPROF_COOLDOWN_SECS");
-                info!(
-                    pid = key.pid,
-                    comm = reading.comm,
-                    rule = "MEMPROF_COOLDOWN_SECS",
-                    "capture suppressed: this level was captured within the cooldown"
-                )
-            }
-            Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
-        }
+        self.decided(c, reading, decision);
         // After the decision (a capture is already on its way): the container's working set,
         // for the OOM record should the process die.
         let working_set = self.assessor.working_set(&key);

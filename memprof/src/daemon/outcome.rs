@@ -1,19 +1,63 @@
-//! What follows a decision: arming the kernel at a level, and what a finished capture means
-//! for the policy (the next level, a retry, or nothing).
-use std::time::{Duration, Instant};
+//! What follows a decision: arming the kernel at a level or starting a capture, and what a
+//! finished capture means for the policy (the next level, a retry, or nothing).
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::LoopState;
+use super::{LoopState, Trigger};
 use crate::{
     assess::{
-        policy::{Outcome, Retry, RETRY_BACKOFF},
+        policy::{Decision, HoldReason, Outcome, Retry, RETRY_BACKOFF},
         ProcKey, Reading,
     },
     detect::{Candidate, Source},
 };
 
 impl LoopState {
+    /// Carries out the policy's decision on a reading: arms the kernel, or starts a capture
+    /// within the capture rate limit, or says why not.
+    pub(super) fn decided(&mut self, c: Candidate, reading: Reading, decision: Decision) {
+        let key = reading.key;
+        match decision {
+            Decision::Arm(level) => self.arm_level(key, level, &reading),
+            Decision::Capture => match self.rate.allow(Instant::now(), &self.assessor.tenant(&key))
+            {
+                Err(rule) => {
+                    crate::metrics::suppressed(rule);
+                    warn!(
+                        pid = key.pid,
+                        comm = reading.comm,
+                        rule,
+                        per_minute = self.rate.per_minute(),
+                        "capture suppressed by the capture rate limit"
+                    );
+                    self.finished(key, Outcome::Failed);
+                }
+                Ok(()) => {
+                    crate::metrics::detection(c.source.detector(), "process");
+                    let capturer = Arc::clone(&self.capturer);
+                    self.captures.spawn(async move {
+                        let outcome = capturer.capture(&c, &reading).await.outcome;
+                        (Trigger::Process(key), outcome)
+                    });
+                }
+            },
+            Decision::Hold(HoldReason::Cooldown) => {
+                crate::metrics::suppressed("MEMPROF_COOLDOWN_SECS");
+                info!(
+                    pid = key.pid,
+                    comm = reading.comm,
+                    rule = "MEMPROF_COOLDOWN_SECS",
+                    "capture suppressed: this level was captured within the cooldown"
+                )
+            }
+            Decision::Hold(reason) => debug!(pid = c.ns_pid, ?reason, "above threshold, holding"),
+        }
+    }
+
     pub(super) fn arm_level(&mut self, key: ProcKey, level: u64, reading: &Reading) {
         let record = self.table.get(&key);
         let (Some(arm), Some(k)) = (&self.arm, record.and_then(|r| r.kernel)) else {

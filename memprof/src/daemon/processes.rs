@@ -28,11 +28,18 @@ pub(super) struct Record {
     pub kernel: Option<KernelProc>,
     /// The level armed in the kernel now.
     pub armed: Option<u64>,
+    /// The kernel has reported the process (so it has an entry in the kernel's map).
+    pub reported: bool,
+    /// What the last reading's decision was made against (see `safety_net`).
+    pub last: Option<super::safety_net::LastRead>,
 }
 
 #[derive(Default)]
 pub(super) struct ProcessTable {
     records: HashMap<ProcKey, Record>,
+    /// The start time of the newest process read under each PID, followed or not: which
+    /// process a PID names now (the safety net's lookup, the sweep's `Running`).
+    newest: HashMap<u32, u64>,
     /// Whether a full table was logged since the last sweep.
     warned_full: bool,
 }
@@ -54,6 +61,17 @@ impl ProcessTable {
         false
     }
 
+    /// The process was just read.
+    pub fn read(&mut self, key: ProcKey) {
+        self.newest.insert(key.pid, key.start);
+    }
+
+    /// The newest process read under this PID.
+    pub fn newest(&self, pid: u32) -> Option<ProcKey> {
+        let start = *self.newest.get(&pid)?;
+        Some(ProcKey { pid, start })
+    }
+
     /// The process's record, made at first sight (`None`: no room, see `has_room_for`).
     pub fn record(&mut self, key: ProcKey) -> Option<&mut Record> {
         if self.records.len() >= MAX_RECORDS && !self.records.contains_key(&key) {
@@ -72,13 +90,15 @@ impl ProcessTable {
 
     fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool, sweep: bool) {
         self.records.retain(|k, _| !gone(k));
+        self.newest
+            .retain(|&pid, &mut start| !gone(&ProcKey { pid, start }));
         self.warned_full &= !sweep;
     }
 }
 
 impl LoopState {
     /// Forgets processes everywhere memprof keeps them.
-    pub(super) fn forget(&mut self, which: Forget) {
+    pub(super) fn forget(&mut self, which: Forget<'_>) {
         let gone = |k: &ProcKey| which.covers(k);
         let exec = matches!(which, Forget::Exec(_));
         self.table.forget(gone, !exec);
@@ -113,6 +133,16 @@ mod tests {
         assert_eq!(t.get(&key(7)).unwrap().armed, Some(42));
         t.forget(|k| k.pid == 7, true);
         assert!(t.get(&key(7)).is_none());
+    }
+
+    #[test]
+    fn a_pid_names_the_newest_process_read_under_it() {
+        let mut t = ProcessTable::default();
+        t.read(ProcKey { pid: 7, start: 1 });
+        t.read(ProcKey { pid: 7, start: 9 });
+        assert_eq!(t.newest(7), Some(ProcKey { pid: 7, start: 9 }));
+        t.forget(|k| k.start == 9, true);
+        assert_eq!(t.newest(7), None);
     }
 
     #[test]

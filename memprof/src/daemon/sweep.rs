@@ -3,11 +3,12 @@
 use tracing::warn;
 
 use super::LoopState;
-use crate::assess::Forget;
+use crate::assess::{Forget, Running};
 
 impl LoopState {
     pub(super) fn sweep(&mut self) {
-        self.forget(Forget::Exited);
+        let running = Running::now(|pid| self.table.newest(pid).map(|k| k.start));
+        self.forget(Forget::Exited(&running));
         if let Some(arm) = &self.arm {
             let (full, shared) = arm.refused();
             let (was_full, was_shared) = self.refused;

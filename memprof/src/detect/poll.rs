@@ -3,31 +3,23 @@
 //! catches what the kernel path cannot (idle processes that were already large at start-up,
 //! events lost to a full ring buffer, processes beyond the kernel map's capacity), re-reads
 //! the limits of armed processes (so a resize is noticed) and re-arms processes that fell back
-//! below the threshold.
+//! below the threshold. As a safety net its candidates are mostly passed over: the daemon
+//! reads only the processes the kernel does not answer for (`daemon::safety_net`).
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
 use super::{Candidate, Source};
 
-/// PIDs of all processes in memprof's /proc, except memprof itself.
-pub fn visible_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .collect()
-}
-
 pub async fn run(interval: Duration, tx: Sender<Candidate>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // One instant for the whole round: the daemon reads each cgroup's limit once per round.
         let detected = Instant::now();
-        for ns_pid in visible_pids() {
+        let me = std::process::id();
+        for ns_pid in crate::sys::pidns::listed().into_iter().filter(|&p| p != me) {
             let c = Candidate {
                 ns_pid,
                 kernel: None,

@@ -1,7 +1,8 @@
 //! Small system calls several stages need that std does not offer: `flock`, opening and
 //! reading files a watched process controls (`files`), which file system a descriptor is
-//! on, asked without reaching it (`mounts`), the PID namespace a process counts in
-//! (`pidns`), a thread that cannot open files (`no_open`), and giving freed heap back.
+//! on, asked without reaching it (`mounts`), the PID namespace a process counts in and the
+//! processes memprof's own holds (`pidns`), a thread that cannot open files (`no_open`), and
+//! giving freed heap back.
 use std::{io, os::fd::AsRawFd};
 
 pub mod files;

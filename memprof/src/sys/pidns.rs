@@ -2,6 +2,7 @@
 //! programs count it (`ProcState::group`): to a memprof in the initial PID namespace, the
 //! process's namespace at depth 1 (its container's); to a sidecar, its own (the pod's).
 //! Namespaces a tenant unshares inside stay in its group, so unsharing gains it nothing.
+//! Also: the processes memprof's own PID namespace holds (`listed`).
 use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -13,6 +14,16 @@ const NS_GET_PARENT: libc::c_ulong = 0xb702;
 pub const INITIAL: u64 = 0xEFFF_FFFC;
 /// PID namespaces nest at most 32 deep.
 const DEPTH_MAX: usize = 32;
+
+/// The PIDs memprof's /proc lists: every process of its PID namespace (threads are not
+/// listed), memprof included. One directory read, however many processes run.
+pub fn listed() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
 
 /// The inode of memprof's own PID namespace.
 pub fn own() -> std::io::Result<u64> {
@@ -52,6 +63,11 @@ pub fn group_of(pid: u32) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_process_is_listed() {
+        assert!(super::listed().contains(&std::process::id()));
+    }
+
     #[test]
     fn own_process_is_in_own_group() {
         assert_eq!(super::group_of(std::process::id()), super::own().ok());

@@ -229,6 +229,14 @@ impl<K: Copy + Eq + Hash> Policy<K> {
         }
     }
 
+    /// Whether the process was observed below its first level and nothing happened since: no
+    /// level captured, no capture running, failed or due.
+    pub fn untouched(&self, key: &K) -> bool {
+        self.procs.get(key).is_some_and(|p| {
+            p.next == 0 && p.in_flight.is_none() && p.failures == 0 && p.retry_due.is_none()
+        })
+    }
+
     /// Forgets processes (`gone`). After an exec (a new program starts afresh) one whose
     /// capture is under way is kept: the kernel's exec event can arrive after the new
     /// program's first reading started that capture, and a second would start beside it at

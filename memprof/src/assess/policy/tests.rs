@@ -219,3 +219,27 @@ fn processes_without_a_limit_use_the_absolute_levels() {
     assert_eq!(p.observe_bytes(1, 990 * MIB, t), Decision::Arm(2 * gib));
     assert_eq!(p.observe_bytes(1, 900 * MIB, t), Decision::Arm(gib));
 }
+
+#[test]
+fn untouched_until_a_capture_and_again_once_well_below() {
+    let mut p = Policy::new(vec![80, 90], Duration::ZERO);
+    let t = Instant::now();
+    assert!(!p.untouched(&1), "never observed");
+    p.observe(1, 100 * MIB, 1000 * MIB, t);
+    assert!(p.untouched(&1));
+    assert_eq!(p.observe(1, 810 * MIB, 1000 * MIB, t), Decision::Capture);
+    assert!(!p.untouched(&1), "a capture runs");
+    assert!(matches!(
+        p.failed(1, Outcome::Failed, t),
+        Retry::After { .. }
+    ));
+    assert!(!p.untouched(&1), "a retry is due");
+    p.observe(1, 810 * MIB, 1000 * MIB, t + Duration::from_secs(1));
+    p.stored(1, t);
+    assert!(!p.untouched(&1), "the first level is captured");
+    p.observe(1, 100 * MIB, 1000 * MIB, t);
+    assert!(
+        p.untouched(&1),
+        "fallen well below: the first level is due again"
+    );
+}
