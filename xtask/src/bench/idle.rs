@@ -1,0 +1,213 @@
+//! memprof's idle cost: its CPU time and peak RSS beside N idle processes (`sleep`, 10 to
+//! 5,000) and three idle Go services (endpoint discovery looks at Go programs: two serve pprof,
+//! one does not), all in a memory cgroup with a limit, as in a pod; for the eBPF detector
+//! (whose procfs poll is a slow safety net) and the procfs poll at its default `WATCH_TIME`.
+//! memprof runs in the host's PID namespace, so it also sees the machine's own processes, the
+//! same in every run. Its CPU time is read from a CPU accounting cgroup that holds memprof
+//! alone (nanoseconds, threads that ended included) over `WINDOW`, after `SETTLE`; its peak is
+//! the kernel's `VmHWM`.
+use std::{
+    fs::File,
+    io::Write,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{kill, median, results::Results};
+use crate::workspace_root;
+
+/// Idle processes beside memprof.
+const COUNTS: [usize; 4] = [10, 200, 1000, 5000];
+/// Detector flag, and the mode's name in the table.
+const MODES: [(&str, &str); 2] = [("btf", "ebpf"), ("poll", "poll 500 ms")];
+/// From "memprof started" to the window: discovery, the first safety-net rounds and sweeps.
+const SETTLE: Duration = Duration::from_secs(10);
+/// How long the CPU time is counted: six safety-net rounds and sweeps at their defaults.
+const WINDOW: Duration = Duration::from_secs(60);
+/// The idle processes' memory cgroup limit: room for 5,000 of them.
+const LIMIT: u64 = 4 << 30;
+
+pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
+    let leaky = workspace_root().join("target/testapps/go-system/leaky");
+    for (detector, mode) in MODES {
+        for n in COUNTS {
+            let (mut cpu, mut peak) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let m = measure(bin, &leaky, detector, n)?;
+                cpu.push(m.cpu_ms_per_min);
+                peak.push(m.peak_mib);
+            }
+            let name = format!("{mode}, {n} idle processes");
+            results.add("idle CPU", &name, "ms/min", &cpu, None);
+            // A minute holds 60,000 ms of one core.
+            results.note(format!("{:.3} % of a core", median(&cpu) / 600.0));
+            results.add("idle peak RSS", &name, "MiB", &peak, None);
+        }
+    }
+    results.print_group("idle CPU");
+    results.print_group("idle peak RSS");
+    Ok(())
+}
+
+struct Measured {
+    cpu_ms_per_min: f64,
+    peak_mib: f64,
+}
+
+fn measure(bin: &Path, leaky: &Path, detector: &str, n: usize) -> Result<Measured> {
+    let dir = std::env::temp_dir().join(format!("memprof-bench-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pod = kill::Cgroup::new("memprof-bench-idle", LIMIT)?;
+    let idle = Idle::start(n, leaky, &pod.0)?;
+    let cpu = CpuCgroup::new("memprof-bench-idle-cpu")?;
+    let log = dir.join("memprof.log");
+    let mut cmd = kill::daemon(bin, &dir, &log)?;
+    cmd.args(["--detector", detector]).stderr(Stdio::null());
+    let procs = cpu.procs()?;
+    // SAFETY: the child only writes to a descriptor opened before the fork (no allocation):
+    // "0" moves the writer, memprof before its exec, into the CPU cgroup.
+    unsafe {
+        cmd.pre_exec(move || (&procs).write_all(b"0"));
+    }
+    let mut memprof = cmd.spawn()?;
+    let measured = (|| {
+        wait_started(&log)?;
+        std::thread::sleep(SETTLE);
+        let (before, start) = (cpu.usage_ns()?, Instant::now());
+        std::thread::sleep(WINDOW);
+        let used = cpu.usage_ns()?.saturating_sub(before) as f64;
+        let per_min = used / 1e6 * 60.0 / start.elapsed().as_secs_f64();
+        Ok(Measured {
+            cpu_ms_per_min: per_min,
+            peak_mib: peak_mib(memprof.id())?,
+        })
+    })();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(memprof.id() as i32, libc::SIGTERM) };
+    let _ = memprof.wait();
+    drop(idle);
+    drop(cpu);
+    drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+fn wait_started(log: &Path) -> Result<()> {
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)?.contains("memprof started") {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("memprof did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `VmHWM` of the process, in MiB.
+fn peak_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmHWM in memprof's status")?;
+    Ok(kib / 1024.0)
+}
+
+/// A shell holding the idle processes in its process group, in the memory cgroup `cgroup`;
+/// all of them are killed on drop.
+struct Idle(Child);
+
+impl Idle {
+    fn start(n: usize, leaky: &Path, cgroup: &Path) -> Result<Self> {
+        let script = format!(
+            "echo $$ > {cg}/cgroup.procs && for i in $(seq {n}); do sleep 3600 & done; \
+             \"$0\" -rate 0 -addr 127.0.0.1:7401 & \"$0\" -rate 0 -addr 127.0.0.1:7402 & \
+             \"$0\" -rate 0 -addr '' & wait",
+            cg = cgroup.display()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .arg(leaky)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let idle = Self(child);
+        let children = format!("/proc/{0}/task/{0}/children", idle.0.id());
+        let start = Instant::now();
+        while std::fs::read_to_string(&children)?.split_whitespace().count() < n + 3 {
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("{n} idle processes did not start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(idle)
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the group is the shell's own.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A cgroup counting the CPU time of what joins it: v1's `cpuacct` where it is mounted,
+/// else v2's `cpu.stat`. Removed on drop.
+struct CpuCgroup {
+    dir: PathBuf,
+    v1: bool,
+}
+
+impl CpuCgroup {
+    fn new(name: &str) -> Result<Self> {
+        let v1 = Path::new("/sys/fs/cgroup/cpuacct");
+        let (dir, v1) = match v1.join("cpuacct.usage").exists() {
+            true => (v1.join(name), true),
+            false => (Path::new("/sys/fs/cgroup").join(name), false),
+        };
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir, v1 })
+    }
+
+    fn procs(&self) -> Result<File> {
+        Ok(File::options()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?)
+    }
+
+    /// CPU time used by its processes so far, in nanoseconds.
+    fn usage_ns(&self) -> Result<u64> {
+        if self.v1 {
+            let text = std::fs::read_to_string(self.dir.join("cpuacct.usage"))?;
+            return Ok(text.trim().parse()?);
+        }
+        let text = std::fs::read_to_string(self.dir.join("cpu.stat"))?;
+        let usec: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .context("usage_usec in cpu.stat")?
+            .trim()
+            .parse()?;
+        Ok(usec * 1000)
+    }
+}
+
+impl Drop for CpuCgroup {
+    /// Retries while memprof finishes exiting.
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
