@@ -24,10 +24,11 @@ use crate::workspace_root;
 const COUNTS: [usize; 4] = [10, 200, 1000, 5000];
 /// Detector flag, and the mode's name in the table.
 const MODES: [(&str, &str); 2] = [("btf", "ebpf"), ("poll", "poll 500 ms")];
-/// From "memprof started" to the window: discovery, the first safety-net rounds and sweeps.
-const SETTLE: Duration = Duration::from_secs(10);
-/// How long the CPU time is counted: six safety-net rounds and sweeps at their defaults.
-const WINDOW: Duration = Duration::from_secs(60);
+/// From "memprof started" to the window: discovery, the first safety-net rounds and the first
+/// endpoint sweep's full round (which a 12 s settle left inside the window).
+const SETTLE: Duration = Duration::from_secs(30);
+/// How long the CPU time is counted: three safety-net rounds and sweeps at their defaults.
+const WINDOW: Duration = Duration::from_secs(30);
 /// The idle processes' memory cgroup limit: room for 5,000 of them.
 const LIMIT: u64 = 4 << 30;
 
@@ -140,7 +141,11 @@ impl Idle {
         let idle = Self(child);
         let children = format!("/proc/{0}/task/{0}/children", idle.0.id());
         let start = Instant::now();
-        while std::fs::read_to_string(&children)?.split_whitespace().count() < n + 3 {
+        while std::fs::read_to_string(&children)?
+            .split_whitespace()
+            .count()
+            < n + 3
+        {
             if start.elapsed() > Duration::from_secs(120) {
                 bail!("{n} idle processes did not start");
             }

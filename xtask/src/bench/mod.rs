@@ -4,9 +4,13 @@
 //! * the race against the OOM killer and the detection latency, eBPF vs polling at 500 and
 //!   100 ms (`race.rs`, `race_table.rs`);
 //! * each BPF program's cost per event, as the kernel counts it (`programs.rs`);
+//! * the cost on a real Go HTTP service under load: requests per second, p50 and p99
+//!   (`service.rs`);
+//! * memprof's idle CPU and peak RSS beside 10 to 5,000 idle processes, per detector
+//!   (`idle.rs`);
 //! * page-fault overhead: a pure page-fault loop (fresh anonymous memory, 300 MiB × 7) with
-//!   no memprof, and with memprof running each detector, in ABBA order; and with 0, 1 and 8
-//!   sidecars, own or shared kernel programs (`shared.rs`);
+//!   no memprof, and with memprof running each detector, in ABBA order (`page_faults.rs`); and
+//!   with 0, 1, 8 and 32 sidecars, own or shared kernel programs (`shared.rs`);
 //! * detection-to-stored latency: the end-to-end scenarios (real Go service, memory cgroup,
 //!   S3 server, OOM killer) repeated, read from memprof's own "profile stored" log lines;
 //! * the Go heap walks at the kill and at the threshold (`kill.rs`);
@@ -17,7 +21,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -27,8 +31,10 @@ mod container;
 mod discovery;
 mod fetch;
 mod footprint;
+mod idle;
 mod kill;
 mod large;
+mod page_faults;
 mod plots;
 mod programs;
 mod race;
@@ -36,25 +42,17 @@ mod race_table;
 mod report;
 mod results;
 mod s3;
+mod service;
 mod shared;
 mod stamp;
 
 use results::Results;
 
+use page_faults::start_gated;
 pub use programs::guest;
 
 use crate::{build_release, cargo, workspace_root};
 
-/// The page-fault loop's modes: memprof's name for the detector, and whether the rss_stat
-/// gate may take the program off its hook (`btf` settles with it off: nothing here is near a
-/// level; the others keep it on, as the gate's `off` does and as a near process would).
-const MODES: [(&str, &str, bool); 5] = [
-    ("none", "", false),
-    ("btf, gated", "btf", true),
-    ("btf, always on", "btf", false),
-    ("classic, always on", "classic", false),
-    ("poll", "poll", false),
-];
 const CHUNK: usize = 300 << 20;
 const PAGE: usize = 4096;
 
@@ -71,6 +69,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut race_trials = 10;
     let mut program_runs = 3;
     let mut vm_program_runs = 1;
+    let mut idle_runs = 1;
+    let mut service_rounds = 12;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -92,10 +92,12 @@ pub fn run(args: &[String]) -> Result<()> {
             "--race-trials" => race_trials = value()?,
             "--program-runs" => program_runs = value()?,
             "--vm-program-runs" => vm_program_runs = value()?,
+            "--idle-runs" => idle_runs = value()?,
+            "--service-rounds" => service_rounds = value()?,
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
                  --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
-                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N, --vm-program-runs N)"
+                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N, --vm-program-runs N, --idle-runs N, --service-rounds N)"
             ),
         }
     }
@@ -110,9 +112,15 @@ pub fn run(args: &[String]) -> Result<()> {
             footprint::run(&bin, footprint_runs, &mut results)?;
         }
         if rounds > 0 {
-            page_fault_overhead(&bin, rounds, &mut results)?;
+            page_faults::run(&bin, rounds, &mut results)?;
         }
         shared::run(&bin, sidecar_rounds, &mut results)?;
+        if service_rounds > 0 {
+            service::run(&bin, service_rounds, &mut results)?;
+        }
+        if idle_runs > 0 {
+            idle::run(&bin, idle_runs, &mut results)?;
+        }
         if program_runs > 0 {
             programs::run(&bin, program_runs, vm_program_runs, &mut results)?;
         }
@@ -152,49 +160,6 @@ pub fn fault_loop() -> Duration {
     start.elapsed()
 }
 
-fn memprof_command(bin: &std::path::Path, detector: &str, dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.args(["--detector", detector])
-        .arg("--local-dir")
-        .arg(dir.join("profiles"))
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--spool-dir")
-        .arg(dir.join("spool"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    cmd
-}
-
-/// memprof with the rss_stat gate as `gated` says; a gated one is returned once it took the
-/// program off its hook (after a short hold: the default 10 s only delays the measurement),
-/// with whether it did within 30 s.
-fn start_gated(
-    bin: &std::path::Path,
-    detector: &str,
-    dir: &std::path::Path,
-    gated: bool,
-) -> Result<(Child, bool)> {
-    let mut cmd = memprof_command(bin, detector, dir);
-    if !gated {
-        cmd.env("MEMPROF_RSS_GATE", "off");
-        return Ok((started(cmd.spawn()?)?, false));
-    }
-    cmd.env("MEMPROF_RSS_GATE_HOLD_MS", "1000");
-    let mut child = cmd.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.by_ref().map_while(Result::ok) {
-            if line.contains("rss_stat detached") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let detached = rx.recv_timeout(Duration::from_secs(30)).is_ok();
-    Ok((child, detached))
-}
-
 /// Waits until `child` (memprof, its stdout piped) says it started, then keeps draining its
 /// output so it never blocks on a full pipe.
 pub fn started(mut child: Child) -> Result<Child> {
@@ -212,47 +177,6 @@ fn stop(mut child: Child) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-}
-
-fn page_fault_overhead(bin: &std::path::Path, rounds: usize, results: &mut Results) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("memprof-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    println!("page-fault loop (7 × 300 MiB fresh anonymous memory), {rounds} rounds, ABBA order");
-    fault_loop(); // warm-up
-    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut detached: BTreeMap<&str, usize> = BTreeMap::new();
-    for round in 0..rounds {
-        let mut order = MODES.to_vec();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for (mode, detector, gated) in order {
-            let memprof = match detector {
-                "" => None,
-                detector => {
-                    let (child, off) = start_gated(bin, detector, &dir, gated)?;
-                    *detached.entry(mode).or_default() += usize::from(off);
-                    Some(child)
-                }
-            };
-            let t = fault_loop();
-            if let Some(m) = memprof {
-                stop(m);
-            }
-            samples.entry(mode).or_default().push(t.as_secs_f64() * 1e3);
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let base = median(&samples["none"]);
-    for (mode, _, gated) in MODES {
-        results.add("page faults", mode, "ms", &samples[mode], Some(base));
-        if gated {
-            let off = detached.get(mode).copied().unwrap_or(0);
-            results.note(format!("rss_stat off its hook in {off} of {rounds} rounds"));
-        }
-    }
-    results.print_group("page faults");
-    Ok(())
 }
 
 /// A child process killed (and reaped) when dropped.

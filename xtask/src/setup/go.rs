@@ -40,14 +40,15 @@ pub(super) fn go_pypi() -> Result<()> {
 
 /// Builds the Go test programs where the tests look for them (`target/testapps/go-system/<app>`,
 /// `go-current/<app>`, the test service with the release in between, `go-middle/leaky`, and for
-/// arm64, `arm64-go-system/leaky` and `arm64-go-current/leaky`; see memprof/tests/common/go.rs).
+/// arm64, `arm64-go-system/leaky` and `arm64-go-current/leaky`; see memprof/tests/common/go.rs),
+/// and the benchmark's service and load generator (`cargo xtask bench`, bench/service.rs).
 pub fn build_testapps() -> Result<()> {
     let toolchains = [
         (PathBuf::from("go"), "go-system"),
         (go_bin(GO_MIDDLE), "go-middle"),
         (go_bin(GO_CURRENT), "go-current"),
     ];
-    for app in ["leaky", "stacks", "tenant"] {
+    for app in ["leaky", "stacks", "tenant", "service", "load"] {
         for (go, suffix) in &toolchains {
             if *suffix == "go-middle" && app != "leaky" {
                 continue;

@@ -1,0 +1,3 @@
+module memprof.test/load
+
+go 1.19

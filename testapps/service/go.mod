@@ -1,0 +1,3 @@
+module memprof.test/service
+
+go 1.19
