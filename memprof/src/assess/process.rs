@@ -43,10 +43,17 @@ impl Forget<'_> {
 pub struct Running(HashMap<u32, Option<u64>>);
 
 impl Running {
-    /// `newest`: the start time of the newest process read under a PID, if any was.
-    pub fn now(newest: impl Fn(u32) -> Option<u64>) -> Self {
-        let listed = crate::sys::pidns::listed().into_iter();
-        Self(listed.map(|pid| (pid, newest(pid))).collect())
+    /// `newest`: the start time of the newest process read under a PID, if any was. `None`
+    /// when /proc could not be listed: memprof lists itself, so an empty listing is a failed
+    /// one, and taking it for "every process exited" would forget them all.
+    pub fn now(newest: impl Fn(u32) -> Option<u64>) -> Option<Self> {
+        let listed = crate::sys::pidns::listed();
+        if listed.is_empty() {
+            return None;
+        }
+        Some(Self(
+            listed.into_iter().map(|pid| (pid, newest(pid))).collect(),
+        ))
     }
 
     fn runs(&self, key: &ProcKey) -> bool {
@@ -90,7 +97,7 @@ mod tests {
             pid: std::process::id(),
             start: start_time(std::process::id()).unwrap(),
         };
-        assert!(Running::now(|_| None).runs(&me));
+        assert!(Running::now(|_| None).unwrap().runs(&me));
         assert!(alive(me));
     }
 }

@@ -201,6 +201,7 @@ impl LoopState {
         match c.source {
             Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
             Source::Poll if self.quiet(c.ns_pid, c.detected) => return,
+            Source::Kernel { .. } => self.disarmed(c.ns_pid),
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
                 // (its mounts are final now).

@@ -6,7 +6,8 @@
 //! reports it the moment its RSS moves: at its armed level, or, never seen by the kernel (idle
 //! since before memprof started), at its first change (the kernel's first sight). Reading it
 //! anyway changed nothing, and beside thousands of idle processes it was most of memprof's idle
-//! CPU. A round's cost is then one /proc listing and one limit read per cgroup.
+//! CPU. A round's cost is then one /proc listing and one limit read per cgroup. Every
+//! `FULL_EVERY` rounds all are read anyway, bounding what the kernel could miss unseen.
 use std::time::Instant;
 
 use super::{processes::Record, LoopState};
@@ -21,12 +22,20 @@ pub(super) struct LastRead {
     refused: (u64, u64),
 }
 
+/// Every this many rounds (once a minute at the default 10 s) every process is read, quiet or
+/// not: what the kernel could miss without a trace (a process moved to another cgroup without
+/// exec, one the kernel cannot place in a PID namespace, a cgroup recreated at the same path,
+/// rss_stat failing to go back on its hook) is then seen within that time.
+const FULL_EVERY: u64 = 6;
+
 /// The round under way.
 #[derive(Default)]
 pub(super) struct Round {
     started: Option<Instant>,
     /// The kernel's counts of refused processes at its start.
     refused: (u64, u64),
+    /// Rounds begun so far.
+    count: u64,
 }
 
 impl Record {
@@ -41,6 +50,14 @@ impl Record {
 }
 
 impl LoopState {
+    /// The kernel disarms a process as it reports its crossing: from here on it does not answer
+    /// for it, also should the event go unhandled (the table full, the process unreadable).
+    pub(super) fn disarmed(&mut self, pid: u32) {
+        if let Some(record) = self.table.newest(pid).and_then(|k| self.table.get_mut(&k)) {
+            record.armed = None;
+        }
+    }
+
     /// Whether the safety net's round (the poll's candidates detected at `round`) may pass over
     /// this process (see the module's comment).
     pub(super) fn quiet(&mut self, pid: u32, round: Instant) -> bool {
@@ -51,7 +68,11 @@ impl LoopState {
             self.round = Round {
                 started: Some(round),
                 refused: arm.refused(),
+                count: self.round.count + 1,
             };
+        }
+        if self.round.count.is_multiple_of(FULL_EVERY) {
+            return false;
         }
         let refused = self.round.refused;
         let Some(key) = self.table.newest(pid) else {

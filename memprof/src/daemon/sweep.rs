@@ -7,8 +7,9 @@ use crate::assess::{Forget, Running};
 
 impl LoopState {
     pub(super) fn sweep(&mut self) {
-        let running = Running::now(|pid| self.table.newest(pid).map(|k| k.start));
-        self.forget(Forget::Exited(&running));
+        if let Some(running) = Running::now(|pid| self.table.newest(pid).map(|k| k.start)) {
+            self.forget(Forget::Exited(&running));
+        }
         if let Some(arm) = &self.arm {
             let (full, shared) = arm.refused();
             let (was_full, was_shared) = self.refused;

@@ -107,16 +107,23 @@ impl Kernel {
         }
     }
 
-    /// Puts `rss_stat` on its hook (`on`) or takes it off; a failure is logged and leaves it
-    /// on, as it was before the gate: no detection is traded for cost.
+    /// Attaches `rss_stat` with every CPU's cached process state to be read afresh: what
+    /// changed while the program was away is then seen. The epoch moves first, so that no
+    /// event runs against a stale cache.
+    fn attach_afresh(&mut self) -> Result<RssLink> {
+        self.arm.bump_epoch();
+        attach(&mut self.bpf, self.hook)
+    }
+
+    /// Puts `rss_stat` on its hook (`on`) or takes it off. A failure to take it off leaves it
+    /// off all the same (aya lets go of the link); a failure to put it back is logged and
+    /// tried again at the gate's next opening, the safety net's full rounds reading every
+    /// process meanwhile.
     pub fn switch_rss(&mut self, on: bool) {
         let was = std::mem::replace(&mut self.rss, Rss::Off);
         self.rss = match (was, on) {
-            (Rss::Off, true) => match attach(&mut self.bpf, self.hook) {
+            (Rss::Off, true) => match self.attach_afresh() {
                 Ok(link) => {
-                    // Every CPU's cached process state is read afresh: what changed while the
-                    // program was away is then seen, whatever bumped the epochs meanwhile.
-                    self.arm.bump_epoch();
                     crate::metrics::rss_stat_attached(true, true);
                     Rss::On(link)
                 }

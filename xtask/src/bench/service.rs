@@ -90,6 +90,8 @@ pub fn run(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
     let log = dir.join("memprof.log");
     // Per mode, per metric (in METRICS' order), one value per round.
     let mut samples: BTreeMap<&str, [Vec<f64>; 3]> = BTreeMap::new();
+    // Per mode, memprof's own CPU while the load ran, in % of a core.
+    let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         let mut order = MODES.to_vec();
         if round % 2 == 1 {
@@ -104,10 +106,16 @@ pub fn run(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
                     .args(flags)
                     .stderr(Stdio::inherit())
                     .spawn()?;
+                let pid = memprof.id();
                 let s =
                     wait_line(&log, "memprof started", Duration::from_secs(30)).and_then(|_| {
                         std::thread::sleep(SETTLE);
-                        load.measure("5s")
+                        let before = cpu_ns(pid);
+                        let s = load.measure("5s")?;
+                        // The load's 1 s warm-up and 5 s measured: 6 s of one core.
+                        let share = (cpu_ns(pid) - before) / 6e9 * 100.0;
+                        cpu.entry(mode).or_default().push(share);
+                        Ok(s)
                     });
                 super::stop(memprof);
                 s?
@@ -130,7 +138,24 @@ pub fn run(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
         }
         results.print_group(bench);
     }
+    // The service's own noise (~5 % per run here) hides a cost under 1 %; memprof's CPU time
+    // during the same window is what it takes from the service's cores, to 0.01 %.
+    for (mode, share) in &cpu {
+        results.add("service: memprof's CPU", mode, "% core", share, None);
+    }
+    results.print_group("service: memprof's CPU");
     Ok(())
+}
+
+/// CPU time of every thread of `pid`, in ns (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> f64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
 }
 
 struct Load {
