@@ -1,7 +1,8 @@
 //! The `rss_stat` gate on real parts: memprof idle beside nothing near its level keeps its
 //! `rss_stat` program off its hook; a Go service growing in a memory cgroup past half its
 //! level gets it attached, its profile is stored while it still lives, and after the OOM
-//! kill the program is detached again.
+//! kill the program is detached again; the same once more in the cgroup made again at its
+//! path.
 use std::time::Duration;
 
 use crate::common::*;
@@ -58,53 +59,61 @@ fn rss_stat_is_attached_only_while_a_service_nears_its_level() {
         "rss_stat is still attached while memprof is idle"
     );
 
-    let cg = MemCgroup::new("memprof-rss-gate", 512 << 20);
-    let mut service = cg.start(&go, &["-rate", "200", "-addr", "127.0.0.1:0"]);
-    let service_pid = service.id();
-    let attached = m.wait_for_log("rss_stat attached", Duration::from_secs(30));
-    assert!(
-        attached.contains("memprof-rss-gate"),
-        "attached for another cgroup: {attached}"
-    );
-    let profiles = m.log.parent().unwrap().join("profiles");
-    let marker = format!("_pid-{service_pid}_");
-    let mut stored_alive = false;
-    while cg.pids().contains(&service_pid) {
-        stored_alive |= find_file(&profiles, &marker, ".pb.gz").is_some();
-        if stored_alive {
-            assert!(
-                rss_stat_attached(pid),
-                "rss_stat is not attached while the service nears its level"
-            );
-            break;
+    // Twice, the second time in a cgroup made again at the same path while memprof still
+    // remembers the first (as a restarted service's is): its watcher must follow the new one.
+    let mut service_pids = Vec::new();
+    for round in 0..2 {
+        let cg = MemCgroup::new("memprof-rss-gate", 512 << 20);
+        let mut service = cg.start(&go, &["-rate", "200", "-addr", "127.0.0.1:0"]);
+        let service_pid = service.id();
+        let attached = m.wait_for_log("rss_stat attached", Duration::from_secs(30));
+        assert!(
+            attached.contains("memprof-rss-gate"),
+            "attached for another cgroup: {attached}"
+        );
+        let profiles = m.log.parent().unwrap().join("profiles");
+        let marker = format!("_pid-{service_pid}_");
+        let mut stored_alive = false;
+        while cg.pids().contains(&service_pid) {
+            stored_alive |= find_file(&profiles, &marker, ".pb.gz").is_some();
+            if stored_alive {
+                assert!(
+                    rss_stat_attached(pid),
+                    "rss_stat is not attached while the service nears its level"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        stored_alive,
-        "no profile of pid {service_pid} in {} before the kill; memprof said:\n{}",
-        profiles.display(),
-        m.output()
-    );
-    wait_for("the OOM kill", Duration::from_secs(60), || {
-        !cg.pids().contains(&service_pid)
-    });
-    let _ = service.wait();
-    assert!(cg.oom_kills() >= 1, "the service was not OOM-killed");
+        assert!(
+            stored_alive,
+            "no profile of pid {service_pid} in {} before the kill; memprof said:\n{}",
+            profiles.display(),
+            m.output()
+        );
+        wait_for("the OOM kill", Duration::from_secs(60), || {
+            !cg.pids().contains(&service_pid)
+        });
+        let _ = service.wait();
+        assert!(cg.oom_kills() >= 1, "the service was not OOM-killed");
 
-    wait_for(
-        "rss_stat detached after the kill",
-        Duration::from_secs(30),
-        || count(&m.output(), "rss_stat detached") >= 2,
-    );
-    assert!(
-        !rss_stat_attached(pid),
-        "rss_stat is still attached after the kill"
-    );
+        wait_for(
+            "rss_stat detached after the kill",
+            Duration::from_secs(30),
+            || count(&m.output(), "rss_stat detached") >= 2 + round,
+        );
+        assert!(
+            !rss_stat_attached(pid),
+            "rss_stat is still attached after the kill"
+        );
+        service_pids.push(service_pid);
+    }
     let (code, log) = m.stop();
     assert_eq!(code, Some(0), "memprof should exit 0 on SIGTERM:\n{log}");
-    assert!(
-        log.contains(&format!("pid={service_pid}")) && log.contains("profile stored"),
-        "{log}"
-    );
+    for service_pid in service_pids {
+        assert!(
+            log.contains(&format!("pid={service_pid}")) && log.contains("profile stored"),
+            "{log}"
+        );
+    }
 }

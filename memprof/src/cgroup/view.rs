@@ -13,7 +13,7 @@
 use std::{
     fmt,
     fs::File,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::{Component, Path, PathBuf},
     sync::Arc,
 };
@@ -96,6 +96,15 @@ impl View {
     pub fn open_file(&self, file: &str, flags: i32) -> Result<File, String> {
         files::open_file(self.dir.as_fd(), Path::new(file), flags, NO_LINKS_NO_MOUNTS)
             .map_err(|e| format!("{}/{file}: {e}", self.shown))
+    }
+
+    /// Which directory it is (device and inode): a cgroup removed and made again at the same
+    /// path is another directory, whose files this view no longer reaches.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one stat into `st`, from a descriptor this view owns.
+        let r = unsafe { libc::fstat(self.dir.as_raw_fd(), &mut st) };
+        (r == 0).then_some((st.st_dev, st.st_ino))
     }
 
     /// Where it was found (escaped), for messages.

@@ -47,6 +47,8 @@ pub struct Floor<K> {
 }
 
 struct Watched<K> {
+    /// The directories its watcher reads (see `View::identity`).
+    dirs: Vec<Option<(u64, u64)>>,
     /// Each process's half mark.
     members: HashMap<K, u64>,
     /// The lowest of them, where the watcher sets its threshold.
@@ -89,15 +91,28 @@ impl<K: Copy + Eq + Hash + Debug> Floor<K> {
             let _ = self.reports.send((blind(&key), Reach::Gone));
         }
         let mark = level / 2;
+        let dirs: Vec<_> = views.iter().map(View::identity).collect();
         if let Some(w) = self.cgroups.get_mut(path) {
             w.members.insert(key, mark);
-            w.update_mark();
-            return;
+            if w.dirs == dirs {
+                w.update_mark();
+                return;
+            }
+            // The cgroup was removed and made again at its path (a service restarted before
+            // the sweep forgot the old one): its watcher reads a directory that is gone, so a
+            // new one watches the new directory, for every member.
+            w.task.abort();
         }
-        let (tx, rx) = watch::channel(mark);
+        let members = match self.cgroups.remove(path) {
+            Some(w) => w.members,
+            None => HashMap::from([(key, mark)]),
+        };
+        let lowest = members.values().copied().min().unwrap_or(mark);
+        let (tx, rx) = watch::channel(lowest);
         let watcher = watch_cgroup(path.to_string(), views.to_vec(), rx, self.reports.clone());
         let w = Watched {
-            members: HashMap::from([(key, mark)]),
+            dirs,
+            members,
             mark: tx,
             task: tokio::spawn(watcher).abort_handle(),
         };
