@@ -30,61 +30,82 @@ pub(super) struct Located {
     warned: bool,
 }
 
-/// Each cgroup's limit (as `Reading::limit`: the node's MemTotal when unlimited; `None`:
-/// unreadable) read in one round of the safety net, by where the cgroup was found. The finding
-/// is held for the round so that its address names no other while the round lasts.
+/// Each cgroup's limit and working set read in one round of the safety net, by where the
+/// cgroup was found: read once per cgroup however many processes it holds (per process, they
+/// were most of a full round's reads). The finding is held for the round so that its address
+/// names no other while the round lasts.
+/// A cgroup's limit as `cgroup::limit` reads it.
+type Limit = Result<Option<u64>, Unreadable>;
+
 #[derive(Default)]
 pub(super) struct RoundLimits {
     round: Option<Instant>,
-    read: HashMap<usize, (Arc<Found>, Option<u64>)>,
+    read: HashMap<usize, (Arc<Found>, Limit)>,
+    working_set: HashMap<usize, (Arc<Found>, Option<u64>)>,
+}
+
+impl RoundLimits {
+    /// This round's cache, emptied when a new round begins.
+    fn at(&mut self, round: Instant) -> &mut Self {
+        if self.round != Some(round) {
+            *self = Self {
+                round: Some(round),
+                ..Default::default()
+            };
+        }
+        self
+    }
 }
 
 impl Assessor {
     /// Whether the process's memory cgroup's limit still reads `limit`, as a reading gave it.
     /// Read once per cgroup in the safety net's round `round`, however many processes it holds.
     pub fn limit_reads(&mut self, key: &ProcKey, limit: u64, round: Instant) -> bool {
-        let Some(found) = self.located.get(key).map(|l| Arc::clone(&l.views)) else {
+        if !self.located.contains_key(key) {
             return false;
-        };
-        let round_limits = &mut self.round;
-        if round_limits.round != Some(round) {
-            *round_limits = RoundLimits {
-                round: Some(round),
-                read: HashMap::new(),
-            };
         }
-        let mem_total = self.mem_total;
-        let (_, now) = round_limits
-            .read
+        let now = self.read_limit(key, Some(round));
+        now.map(|l| l.unwrap_or(self.mem_total)) == Ok(limit)
+    }
+
+    /// The working set of the process's memory cgroup (see `cgroup::working_set`), read once
+    /// per cgroup in the safety net's round `round` when there is one.
+    pub fn working_set_in(&mut self, key: &ProcKey, round: Option<Instant>) -> Option<u64> {
+        let found = Arc::clone(&self.located.get(key)?.views);
+        let read = |f: &Found| cgroup::working_set(f.as_ref().ok()?);
+        let Some(round) = round else {
+            return read(&found);
+        };
+        let cache = &mut self.round.at(round).working_set;
+        let (_, set) = cache
             .entry(Arc::as_ptr(&found) as usize)
-            .or_insert_with(|| {
-                let now = match &*found {
-                    Ok(views) => cgroup::limit(views).ok().map(|l| l.unwrap_or(mem_total)),
-                    Err(_) => None,
-                };
-                (found, now)
-            });
-        *now == Some(limit)
+            .or_insert_with(|| (Arc::clone(&found), read(&found)));
+        *set
     }
 
     /// The process's limit (`None`: unlimited), read from its own view of its cgroup. Where
     /// the cgroup is cannot change without `/proc/PID/cgroup` changing, so it is looked up
     /// once per process and cgroup; the limit itself is read every time (it can be resized).
-    pub(super) fn limit(&mut self, key: ProcKey, comm: &str) -> Result<Option<u64>, ()> {
+    pub(super) fn limit(
+        &mut self,
+        key: ProcKey,
+        comm: &str,
+        round: Option<Instant>,
+    ) -> Result<Option<u64>, ()> {
         let proc_cgroup = read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).ok_or(())?;
         let cached = self
             .located
             .get(&key)
             .is_some_and(|l| l.proc_cgroup == proc_cgroup);
         let shared = !cached && self.locate(key, proc_cgroup.clone(), false);
-        let mut limit = self.read_limit(&key);
+        let mut limit = self.read_limit(&key, round);
         if limit.is_err() && (cached || shared) {
             // The process may have changed its mounts since (a container runtime sets them
             // up after placing the process in its cgroup), or the cgroup was made anew at the
             // same path (another process's finding is then stale): look again, from scratch,
             // before giving up.
             self.locate(key, proc_cgroup, true);
-            limit = self.read_limit(&key);
+            limit = self.read_limit(&key, round);
         }
         let located = self.located.get_mut(&key).expect("just located");
         limit.map_err(|why| {
@@ -142,11 +163,22 @@ impl Assessor {
         shared
     }
 
-    fn read_limit(&self, key: &ProcKey) -> Result<Option<u64>, Unreadable> {
-        match &*self.located[key].views {
+    /// The limit through where the process's cgroup was found; read once per cgroup in the
+    /// safety net's round `round` when there is one.
+    fn read_limit(&mut self, key: &ProcKey, round: Option<Instant>) -> Limit {
+        let found = Arc::clone(&self.located[key].views);
+        let read = |f: &Found| match f {
             Ok(views) => cgroup::limit(views),
             Err(why) => Err(why.clone()),
-        }
+        };
+        let Some(round) = round else {
+            return read(&found);
+        };
+        let cache = &mut self.round.at(round).read;
+        let (_, limit) = cache
+            .entry(Arc::as_ptr(&found) as usize)
+            .or_insert_with(|| (Arc::clone(&found), read(&found)));
+        limit.clone()
     }
 }
 

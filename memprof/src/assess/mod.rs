@@ -15,6 +15,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Weak},
+    time::Instant,
 };
 
 use anyhow::{Context, Result};
@@ -93,13 +94,18 @@ impl Assessor {
 
     /// `None` when the process is gone or has no memory of its own (a kernel thread).
     pub fn read(&mut self, pid: u32) -> Option<Reading> {
+        self.read_in(pid, None)
+    }
+
+    /// As `read`, in the safety net's round `round`: each cgroup's limit is read once in it.
+    pub fn read_in(&mut self, pid: u32, round: Option<Instant>) -> Option<Reading> {
         let status = procfs::process::Status::from_read(open(pid, "status")?).ok()?;
         let (rss, counters) = rss_of(&status)?;
         let key = ProcKey {
             pid,
             start: start_time(pid)?,
         };
-        let (limit, limit_source) = match self.limit(key, &status.name) {
+        let (limit, limit_source) = match self.limit(key, &status.name, round) {
             Ok(Some(limit)) => (limit, LimitSource::Cgroup),
             Ok(None) => (self.mem_total, LimitSource::Unlimited),
             Err(()) => (self.mem_total, LimitSource::Unresolved),

@@ -80,7 +80,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.watch_interval
     };
     wire::announce(&cfg, &detector, poll_every, &deliverer.describe());
-    tokio::spawn(poll::run(poll_every, tx.clone()));
+    let list_every = match arm {
+        Some(_) => safety_net::LIST_EVERY,
+        None => 1,
+    };
+    tokio::spawn(poll::run(poll_every, list_every, tx.clone()));
     let retry = Arc::clone(&deliverer);
     tokio::spawn(async move { retry.retry_loop().await });
 
@@ -111,6 +115,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         poll_every,
         floor: rss_gate.map(|rss| Floor::start(cfg.rss_gate_hold, rss)),
         round: Default::default(),
+        sweeps: 0,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(Duration::from_secs(1));
@@ -193,6 +198,8 @@ struct LoopState {
     floor: Option<Floor<ProcKey>>,
     /// The safety net's round under way.
     round: safety_net::Round,
+    /// Sweeps so far.
+    sweeps: u64,
 }
 
 impl LoopState {
@@ -200,7 +207,8 @@ impl LoopState {
         tracing::trace!(?c, "candidate");
         match c.source {
             Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
-            Source::Poll if self.quiet(c.ns_pid, c.detected) => return,
+            Source::Known => return self.known_round(c.detected),
+            Source::Poll => self.begin_round(c.detected),
             Source::Kernel { .. } => self.disarmed(c.ns_pid),
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
@@ -214,7 +222,8 @@ impl LoopState {
         if c.ns_pid == 0 || c.ns_pid == std::process::id() || !self.table.has_room_for(c.ns_pid) {
             return;
         }
-        let Some(reading) = self.assessor.read(c.ns_pid) else {
+        let round = (c.source == Source::Poll).then_some(c.detected);
+        let Some(reading) = self.assessor.read_in(c.ns_pid, round) else {
             return;
         };
         let key = reading.key;
@@ -276,7 +285,7 @@ impl LoopState {
         self.decided(c, reading, decision);
         // After the decision (a capture is already on its way): the container's working set,
         // for the OOM record should the process die.
-        let working_set = self.assessor.working_set(&key);
+        let working_set = self.assessor.working_set_in(&key, round);
         self.capturer.note_working_set(key, working_set);
     }
 }

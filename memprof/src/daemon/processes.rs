@@ -42,6 +42,8 @@ pub(super) struct ProcessTable {
     newest: HashMap<u32, u64>,
     /// Whether a full table was logged since the last sweep.
     warned_full: bool,
+    /// Whether a process was read for the first time since the sweep last listed them.
+    grown: bool,
 }
 
 impl ProcessTable {
@@ -63,7 +65,17 @@ impl ProcessTable {
 
     /// The process was just read.
     pub fn read(&mut self, key: ProcKey) {
-        self.newest.insert(key.pid, key.start);
+        self.grown |= self.newest.insert(key.pid, key.start) != Some(key.start);
+    }
+
+    /// Whether a process was read for the first time since the last call.
+    pub fn take_grown(&mut self) -> bool {
+        std::mem::take(&mut self.grown)
+    }
+
+    /// Every PID a process was read under.
+    pub fn pids(&self) -> Vec<u32> {
+        self.newest.keys().copied().collect()
     }
 
     /// The newest process read under this PID.

@@ -6,12 +6,15 @@
 //! reports it the moment its RSS moves: at its armed level, or, never seen by the kernel (idle
 //! since before memprof started), at its first change (the kernel's first sight). Reading it
 //! anyway changed nothing, and beside thousands of idle processes it was most of memprof's idle
-//! CPU. A round's cost is then one /proc listing and one limit read per cgroup. Every
-//! `FULL_EVERY` rounds all are read anyway, bounding what the kernel could miss unseen.
+//! CPU. A round's cost is then a look at memprof's own table and one limit read per cgroup.
+//! Every `LIST_EVERY` rounds the processes are listed and all are read anyway, bounding what
+//! the kernel could miss unseen; the reads of a round share each cgroup's limit and working
+//! set.
 use std::time::Instant;
 
 use super::{processes::Record, LoopState};
 use crate::assess::{LimitSource, Reading};
+use crate::detect::{Candidate, Source};
 
 /// What a process's last reading was judged against.
 #[derive(Clone, Copy, Debug)]
@@ -22,11 +25,14 @@ pub(super) struct LastRead {
     refused: (u64, u64),
 }
 
-/// Every this many rounds (once a minute at the default 10 s) every process is read, quiet or
-/// not: what the kernel could miss without a trace (a process moved to another cgroup without
-/// exec, one the kernel cannot place in a PID namespace, a cgroup recreated at the same path,
-/// rss_stat failing to go back on its hook) is then seen within that time.
-const FULL_EVERY: u64 = 6;
+/// Every this many rounds (five minutes at the default 10 s) the processes are listed and
+/// every one is read, quiet or not; the rounds between read only the processes memprof knows
+/// and the kernel does not answer for. What the kernel could miss without a trace (a process
+/// moved to another cgroup without exec, one the kernel cannot place in a PID namespace, one
+/// forked while `rss_stat` was off its hook into a cgroup nobody watched) is then seen within
+/// that time. Listing /proc and reading every process was nearly all of memprof's idle CPU,
+/// and grew with the number of processes (the idle table in `docs/benchmarks.md`).
+pub(super) const LIST_EVERY: u64 = 30;
 
 /// The round under way.
 #[derive(Default)]
@@ -34,8 +40,6 @@ pub(super) struct Round {
     started: Option<Instant>,
     /// The kernel's counts of refused processes at its start.
     refused: (u64, u64),
-    /// Rounds begun so far.
-    count: u64,
 }
 
 impl Record {
@@ -58,20 +62,42 @@ impl LoopState {
         }
     }
 
-    /// Whether the safety net's round (the poll's candidates detected at `round`) may pass over
-    /// this process (see the module's comment).
-    pub(super) fn quiet(&mut self, pid: u32, round: Instant) -> bool {
-        let Some(arm) = &self.arm else {
-            return false;
-        };
+    /// A round's start (the poll's candidates detected at `round`): the kernel's counts of
+    /// refused processes are taken then.
+    pub(super) fn begin_round(&mut self, round: Instant) {
         if self.round.started != Some(round) {
             self.round = Round {
                 started: Some(round),
-                refused: arm.refused(),
-                count: self.round.count + 1,
+                refused: self.arm.as_ref().map_or((0, 0), |arm| arm.refused()),
             };
         }
-        if self.round.count.is_multiple_of(FULL_EVERY) {
+    }
+
+    /// A round that did not list the processes (`Source::Known`): each process read before is
+    /// read again unless quiet. Once the kernel has refused any process, the processes are
+    /// listed all the same: which ones it refused, nobody but the listing knows.
+    pub(super) fn known_round(&mut self, round: Instant) {
+        self.begin_round(round);
+        let pids = match self.round.refused {
+            (0, 0) => self.table.pids(),
+            _ => crate::sys::pidns::listed(),
+        };
+        let me = std::process::id();
+        for ns_pid in pids.into_iter().filter(|&p| p != me) {
+            if !self.quiet(ns_pid, round) {
+                self.handle(Candidate {
+                    ns_pid,
+                    kernel: None,
+                    detected: round,
+                    source: Source::Poll,
+                });
+            }
+        }
+    }
+
+    /// Whether a round may pass over this process (see the module's comment).
+    fn quiet(&mut self, pid: u32, round: Instant) -> bool {
+        if self.arm.is_none() {
             return false;
         }
         let refused = self.round.refused;

@@ -1,13 +1,23 @@
 //! Every `SWEEP_EVERY`: state of exited processes is dropped everywhere it is kept, and the
-//! kernel's process map is checked for refusals.
+//! kernel's process map is checked for refusals. The processes are listed for it only when
+//! some process was read for the first time since the last listing, or every `LIST_EVERY`
+//! sweeps: while nothing new is read, nothing new is kept, and exited processes' state waits
+//! a little longer (listing /proc every ten seconds was a share of memprof's idle CPU that
+//! grew with the number of processes).
 use tracing::warn;
 
 use super::LoopState;
 use crate::assess::{Forget, Running};
 
+/// At most this many sweeps pass without a listing (a minute at `SWEEP_EVERY`).
+const LIST_EVERY: u64 = 6;
+
 impl LoopState {
     pub(super) fn sweep(&mut self) {
-        if let Some(running) = Running::now(|pid| self.table.newest(pid).map(|k| k.start)) {
+        self.sweeps += 1;
+        let due = self.table.take_grown() || self.sweeps.is_multiple_of(LIST_EVERY);
+        let newest = |pid| self.table.newest(pid).map(|k| k.start);
+        if let Some(running) = due.then(|| Running::now(newest)).flatten() {
             self.forget(Forget::Exited(&running));
         }
         if let Some(arm) = &self.arm {

@@ -45,6 +45,8 @@ pub struct Deliverer {
     /// Keys a capture task is delivering right now; the retry loop leaves them alone so a
     /// profile is not sent twice.
     in_flight: Mutex<HashSet<String>>,
+    /// Whether the spool may hold anything (see `redeliver::Changes`).
+    changes: redeliver::Changes,
     role: Role,
 }
 
@@ -56,6 +58,7 @@ impl Deliverer {
             limits,
             schedule: Mutex::default(),
             in_flight: Mutex::default(),
+            changes: Default::default(),
             role: Role::Profiles,
         }
     }
@@ -178,6 +181,7 @@ impl Deliverer {
     }
 
     fn claim(&self, key: &str) {
+        self.changes.moved();
         self.in_flight
             .lock()
             .expect("in-flight lock")
@@ -186,6 +190,7 @@ impl Deliverer {
 
     fn release(&self, key: &str) {
         self.in_flight.lock().expect("in-flight lock").remove(key);
+        self.changes.moved();
     }
 
     /// Schedules the next attempt and returns the wait. A permanent error is logged once per

@@ -1,6 +1,9 @@
 //! The spool's leftovers: what a capture could not store at once is sent again when its wait
 //! (`retry`) is over, a few at a time, for as long as memprof runs, and all of it at shutdown.
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU64, Ordering::SeqCst},
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use tracing::{info, warn};
@@ -20,6 +23,7 @@ impl Deliverer {
 
     /// As `flush`, as if it were `now`.
     pub(super) async fn flush_due(&self, now: Instant) -> usize {
+        let seen = self.changes.count();
         let pending = match self.spool.pending() {
             Ok(p) => p,
             Err(e) => {
@@ -27,6 +31,9 @@ impl Deliverer {
                 return 0;
             }
         };
+        if pending.is_empty() {
+            self.changes.empty_at(seen);
+        }
         if self.role == Role::Profiles {
             crate::metrics::spool(pending.len(), pending.iter().map(|e| e.bytes).sum());
         }
@@ -126,8 +133,62 @@ impl Deliverer {
     /// Retries the spool for as long as memprof runs (a background task).
     pub async fn retry_loop(&self) {
         loop {
-            self.flush().await;
+            if self.changes.may_hold() {
+                self.flush().await;
+            }
             tokio::time::sleep(RETRY_TICK).await;
         }
+    }
+}
+
+/// Whether the spool may hold anything, so that the retry loop lists it only then (listing it
+/// every second was a steady share of memprof's idle CPU). Only this process's deliveries put
+/// anything there, each counted as it begins and as it ends; once a listing found the spool
+/// empty, it stays so until the count moves. What an earlier run left is found by the first
+/// listing.
+#[derive(Default)]
+pub(super) struct Changes {
+    count: AtomicU64,
+    /// The count, plus one, when a listing found the spool empty (0: never).
+    empty_at: AtomicU64,
+}
+
+impl Changes {
+    pub(super) fn moved(&self) {
+        self.count.fetch_add(1, SeqCst);
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(SeqCst)
+    }
+
+    /// A listing begun at `count` found nothing.
+    fn empty_at(&self, count: u64) {
+        self.empty_at.store(count + 1, SeqCst);
+    }
+
+    fn may_hold(&self) -> bool {
+        self.empty_at.load(SeqCst) != self.count() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Changes;
+
+    #[test]
+    fn the_spool_is_listed_again_once_a_delivery_began_or_ended() {
+        let c = Changes::default();
+        assert!(c.may_hold(), "never listed: an earlier run's leftovers");
+        let seen = c.count();
+        c.empty_at(seen);
+        assert!(!c.may_hold());
+        c.moved();
+        assert!(c.may_hold(), "a delivery began");
+        // A listing that began before a delivery ended says nothing of what it left.
+        let seen = c.count();
+        c.moved();
+        c.empty_at(seen);
+        assert!(c.may_hold());
     }
 }

@@ -39,6 +39,8 @@ pub enum Source {
     Kernel { rss: u64, level: u64 },
     /// The procfs poll.
     Poll,
+    /// A round of the safety net that did not list the processes: those known are looked at.
+    Known,
     /// The process's container reached the container level (`MEMORY_CONTAINER_PERCENTAGE`):
     /// its working set's percent of the limit in tenths, and what noticed it.
     Container {
@@ -63,7 +65,7 @@ impl Source {
     pub fn detector(&self) -> &'static str {
         match self {
             Source::Kernel { .. } => "ebpf",
-            Source::Poll => "poll",
+            Source::Poll | Source::Known => "poll",
             Source::Container { via, .. } => via,
             Source::Retry => "retry",
             Source::NextLevel => "next_level",

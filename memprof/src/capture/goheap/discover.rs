@@ -160,7 +160,14 @@ fn open_exe(pid: u32) -> Result<Result<File, String>> {
             );
         }
     }
-    let handle = handle.context("the executable")?;
+    // Refused for want of a capability: so it stays, and the process is settled (not looked
+    // at again by every sweep, which read its descriptors each time).
+    let handle = match handle {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(Err(format!("the executable cannot be opened: {e}")))
+        }
+        other => other.context("the executable")?,
+    };
     let mounts = Mounts::of(pid).context("the process's mounts")?;
     if let Err(e) = mounts.check(handle.as_fd()) {
         return Ok(Err(format!("the executable is {e}")));

@@ -50,7 +50,7 @@ struct Known {
     probing: bool,
     /// Its namespace's listeners when a round last looked at everything and found nothing
     /// (see `settled`).
-    settled: Option<settled::Listeners>,
+    settled: Option<settled::Settled>,
 }
 
 /// What is known of each process's endpoint.

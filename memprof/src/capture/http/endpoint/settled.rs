@@ -6,6 +6,8 @@
 //! process's descriptors — beside thousands of idle processes, that listing every ten seconds
 //! was most of memprof's idle CPU. A process that changes its network namespace without an
 //! exec is not followed there; the capture path still lists its sockets when it is captured.
+//! One whose namespace memprof may not read (a process that made itself non-dumpable) is
+//! settled on that: its descriptors, listed by each sweep, were a steady share of idle CPU.
 use std::collections::HashMap;
 
 use super::Endpoints;
@@ -21,11 +23,14 @@ pub(super) struct Listeners {
     sum: u64,
 }
 
+/// What a settled process's namespace listened on (`None`: its namespace cannot be read).
+pub(super) type Settled = Option<Listeners>;
+
 impl Endpoints {
     /// Drops processes that are gone and discovers again for those still without an
     /// endpoint and not settled (only ports not refused before are probed).
     pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
-        let pending: Vec<(ProcKey, String, Option<Listeners>)> = {
+        let pending: Vec<(ProcKey, String, Option<Settled>)> = {
             let mut known = self.lock();
             known.retain(|k, _| alive(k));
             known
@@ -43,14 +48,14 @@ impl Endpoints {
             // sweep's reading, so a process settled on this one is looked at again then.
             let places: Vec<(u32, Option<NetNs>)> = pending
                 .iter()
-                .map(|(key, _, settled)| (key.pid, settled.map(|s| s.netns)))
+                .map(|(key, _, settled)| (key.pid, settled.flatten().map(|s| s.netns)))
                 .collect();
             let now = tokio::task::spawn_blocking(move || listeners_now(&places))
                 .await
                 .unwrap_or_default();
             for (key, comm, settled) in pending {
                 let listeners = now.get(&key.pid).copied();
-                if settled.is_some() && settled == listeners {
+                if settled == Some(listeners) {
                     continue;
                 }
                 // One task each, a few at a time: a process whose ports hang delays only its
@@ -60,7 +65,7 @@ impl Endpoints {
                     let _turn = this.sweeping.acquire().await;
                     let (found, all) = this.find_round(key, &comm, true).await;
                     if let (None, Some(k)) = (found, this.lock().get_mut(&key)) {
-                        k.settled = listeners.filter(|_| all);
+                        k.settled = all.then_some(listeners);
                     }
                 });
             }
