@@ -78,6 +78,12 @@ impl Capturer {
         self.seen.memory(key, charge.map(|c| (c, memory)));
     }
 
+    /// Discovery's sweep for processes still without an endpoint, at a sweep that did not list
+    /// the processes (and so forgets none).
+    pub fn rediscover(&self) {
+        self.endpoints.sweep(|_| true);
+    }
+
     /// Forgets processes. After an exec only who it is goes (its command line and cgroup are
     /// read afresh); its Go discovery and endpoint are checked again when asked (the
     /// registry compares the executable), and go with the process. Exited processes' Go

@@ -81,7 +81,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     wire::announce(&cfg, &detector, poll_every, &deliverer.describe());
     let list_every = match arm {
-        Some(_) => safety_net::LIST_EVERY,
+        Some(_) => safety_net::list_every(poll_every),
         None => 1,
     };
     tokio::spawn(poll::run(poll_every, list_every, tx.clone()));
@@ -124,8 +124,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = beat.tick() => crate::metrics::health::beat(),
             Some(c) = rx.recv() => {
                 state.handle(c);
-                // What else waits (a safety-net round queues every process at once, most of
-                // them passed over) is taken without a turn of the loop each, to a bound.
+                // What else waits (a listed safety-net round queues every process at once)
+                // is taken without a turn of the loop each, to a bound.
                 for _ in 0..DRAIN {
                     let Ok(c) = rx.try_recv() else { break };
                     state.handle(c);

@@ -42,7 +42,8 @@ pub(super) struct ProcessTable {
     newest: HashMap<u32, u64>,
     /// Whether a full table was logged since the last sweep.
     warned_full: bool,
-    /// Whether a process was read for the first time since the sweep last listed them.
+    /// Whether a process was read for the first time, or refused for want of room, since the
+    /// sweep last listed them.
     grown: bool,
 }
 
@@ -54,6 +55,8 @@ impl ProcessTable {
         if self.records.len() < MAX_RECORDS || self.records.keys().any(|k| k.pid == pid) {
             return true;
         }
+        // The next sweep lists the processes, to make room.
+        self.grown = true;
         if !std::mem::replace(&mut self.warned_full, true) {
             warn!(
                 max = MAX_RECORDS,
@@ -68,9 +71,14 @@ impl ProcessTable {
         self.grown |= self.newest.insert(key.pid, key.start) != Some(key.start);
     }
 
-    /// Whether a process was read for the first time since the last call.
-    pub fn take_grown(&mut self) -> bool {
-        std::mem::take(&mut self.grown)
+    /// Whether a process was read for the first time, or refused, since the last listing.
+    pub fn grown(&self) -> bool {
+        self.grown
+    }
+
+    /// The sweep listed the processes.
+    pub fn listed(&mut self) {
+        self.grown = false;
     }
 
     /// Every PID a process was read under.
@@ -155,6 +163,24 @@ mod tests {
         assert_eq!(t.newest(7), Some(ProcKey { pid: 7, start: 9 }));
         t.forget(|k| k.start == 9, true);
         assert_eq!(t.newest(7), None);
+    }
+
+    #[test]
+    fn the_sweep_lists_again_after_a_new_process_or_a_refusal() {
+        let mut t = ProcessTable::default();
+        t.read(key(7));
+        assert!(t.grown(), "a new process");
+        t.listed();
+        t.read(key(7));
+        assert!(!t.grown(), "the same process read again");
+        t.read(ProcKey { pid: 7, start: 2 });
+        assert!(t.grown(), "its PID taken by another");
+        t.listed();
+        for pid in 0..MAX_RECORDS as u32 {
+            t.record(key(pid)).unwrap();
+        }
+        assert!(!t.has_room_for(u32::MAX));
+        assert!(t.grown(), "room is to be made");
     }
 
     #[test]

@@ -33,6 +33,9 @@ impl LoopState {
         let Some(reading) = self.assessor.read(pid) else {
             return;
         };
+        // The PID names this process again (an exec forgets it): the safety net's rounds that
+        // list nothing look at it.
+        self.table.read(reading.key);
         let assessor = &self.assessor;
         let cgroup = || assessor.cgroup_of(&reading.key);
         if self.capturer.saw(&reading, &self.scope, cgroup).0.is_err() {

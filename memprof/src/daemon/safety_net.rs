@@ -7,10 +7,10 @@
 //! since before memprof started), at its first change (the kernel's first sight). Reading it
 //! anyway changed nothing, and beside thousands of idle processes it was most of memprof's idle
 //! CPU. A round's cost is then a look at memprof's own table and one limit read per cgroup.
-//! Every `LIST_EVERY` rounds the processes are listed and all are read anyway, bounding what
+//! Every `LIST_PERIOD` the processes are listed and all are read anyway, bounding what
 //! the kernel could miss unseen; the reads of a round share each cgroup's limit and working
 //! set.
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{processes::Record, LoopState};
 use crate::assess::{LimitSource, Reading};
@@ -25,14 +25,20 @@ pub(super) struct LastRead {
     refused: (u64, u64),
 }
 
-/// Every this many rounds (five minutes at the default 10 s) the processes are listed and
-/// every one is read, quiet or not; the rounds between read only the processes memprof knows
-/// and the kernel does not answer for. What the kernel could miss without a trace (a process
-/// moved to another cgroup without exec, one the kernel cannot place in a PID namespace, one
-/// forked while `rss_stat` was off its hook into a cgroup nobody watched) is then seen within
-/// that time. Listing /proc and reading every process was nearly all of memprof's idle CPU,
-/// and grew with the number of processes (the idle table in `docs/benchmarks.md`).
-pub(super) const LIST_EVERY: u64 = 30;
+/// How often the processes are listed and every one is read, quiet or not (in rounds: every
+/// 30th at the default 10 s); the rounds between read only the processes memprof knows and the
+/// kernel does not answer for. What the kernel could miss without a trace (a process moved to
+/// another cgroup without exec, one the kernel cannot place in a PID namespace, one forked
+/// while `rss_stat` was off its hook into a cgroup nobody watched) is then seen within that
+/// time. Listing /proc and reading every process was nearly all of memprof's idle CPU, and
+/// grew with the number of processes (the idle table in `docs/benchmarks.md`).
+const LIST_PERIOD: Duration = Duration::from_secs(300);
+
+/// Every how many rounds of `every` the safety net lists the processes.
+pub(super) fn list_every(every: Duration) -> u64 {
+    let every = every.as_millis().max(1);
+    LIST_PERIOD.as_millis().div_ceil(every).max(1) as u64
+}
 
 /// The round under way.
 #[derive(Default)]
@@ -118,5 +124,18 @@ impl LoopState {
             && record.announced
             && self.policy.untouched(&key)
             && self.assessor.limit_reads(&key, last.limit, round)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_processes_are_listed_every_five_minutes_whatever_the_interval() {
+        assert_eq!(list_every(Duration::from_secs(10)), 30);
+        assert_eq!(list_every(Duration::from_secs(60)), 5);
+        assert_eq!(list_every(Duration::from_secs(7)), 43);
+        assert_eq!(list_every(Duration::from_secs(600)), 1);
     }
 }

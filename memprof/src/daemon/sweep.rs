@@ -1,9 +1,10 @@
 //! Every `SWEEP_EVERY`: state of exited processes is dropped everywhere it is kept, and the
 //! kernel's process map is checked for refusals. The processes are listed for it only when
-//! some process was read for the first time since the last listing, or every `LIST_EVERY`
+//! some process was read for the first time (or refused for want of room) since the last
+//! listing, or every `LIST_EVERY`
 //! sweeps: while nothing new is read, nothing new is kept, and exited processes' state waits
 //! a little longer (listing /proc every ten seconds was a share of memprof's idle CPU that
-//! grew with the number of processes).
+//! grew with the number of processes). Endpoint discovery's sweep runs every time.
 use tracing::warn;
 
 use super::LoopState;
@@ -15,10 +16,15 @@ const LIST_EVERY: u64 = 6;
 impl LoopState {
     pub(super) fn sweep(&mut self) {
         self.sweeps += 1;
-        let due = self.table.take_grown() || self.sweeps.is_multiple_of(LIST_EVERY);
+        let due = self.table.grown() || self.sweeps.is_multiple_of(LIST_EVERY);
         let newest = |pid| self.table.newest(pid).map(|k| k.start);
-        if let Some(running) = due.then(|| Running::now(newest)).flatten() {
-            self.forget(Forget::Exited(&running));
+        match due.then(|| Running::now(newest)).flatten() {
+            Some(running) => {
+                self.table.listed();
+                self.forget(Forget::Exited(&running));
+            }
+            // Endpoints are still looked for every sweep: a service may bind its port late.
+            None => self.capturer.rediscover(),
         }
         if let Some(arm) = &self.arm {
             let (full, shared) = arm.refused();

@@ -1,8 +1,11 @@
 //! The spool's leftovers: what a capture could not store at once is sent again when its wait
 //! (`retry`) is over, a few at a time, for as long as memprof runs, and all of it at shutdown.
 use std::{
-    sync::atomic::{AtomicU64, Ordering::SeqCst},
-    time::{Duration, Instant},
+    sync::{
+        atomic::{AtomicU64, Ordering::SeqCst},
+        Mutex,
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures_util::StreamExt;
@@ -14,6 +17,8 @@ use super::{sink::Body, spool::Entry, Deliverer, Role};
 const FLUSH_PARALLEL: usize = 4;
 /// How often the spool is checked for objects whose wait is over.
 const RETRY_TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks the spool is listed whatever `Changes` says.
+const LIST_EVERY: u64 = 60;
 
 impl Deliverer {
     /// Sends the spooled profiles whose wait is over; returns how many were stored.
@@ -23,7 +28,7 @@ impl Deliverer {
 
     /// As `flush`, as if it were `now`.
     pub(super) async fn flush_due(&self, now: Instant) -> usize {
-        let seen = self.changes.count();
+        let seen = (self.changes.count(), self.spool.stamp());
         let pending = match self.spool.pending() {
             Ok(p) => p,
             Err(e) => {
@@ -132,8 +137,8 @@ impl Deliverer {
 
     /// Retries the spool for as long as memprof runs (a background task).
     pub async fn retry_loop(&self) {
-        loop {
-            if self.changes.may_hold() {
+        for tick in 0u64.. {
+            if tick.is_multiple_of(LIST_EVERY) || self.changes.may_hold(self.spool.stamp()) {
                 self.flush().await;
             }
             tokio::time::sleep(RETRY_TICK).await;
@@ -142,15 +147,17 @@ impl Deliverer {
 }
 
 /// Whether the spool may hold anything, so that the retry loop lists it only then (listing it
-/// every second was a steady share of memprof's idle CPU). Only this process's deliveries put
-/// anything there, each counted as it begins and as it ends; once a listing found the spool
-/// empty, it stays so until the count moves. What an earlier run left is found by the first
-/// listing.
+/// every second was a steady share of memprof's idle CPU). This process's deliveries are
+/// counted as they begin and as they end; anything else that puts a profile there (`memprof
+/// capture`, a former instance) changes the directory's modification time. Once a listing
+/// found the spool empty, it stays so until one of them moves; what a coarse clock could hide
+/// is found by the listing every `LIST_EVERY` ticks, and what an earlier run left by the
+/// first.
 #[derive(Default)]
 pub(super) struct Changes {
     count: AtomicU64,
-    /// The count, plus one, when a listing found the spool empty (0: never).
-    empty_at: AtomicU64,
+    /// The count and the directory's time when a listing found the spool empty.
+    empty_at: Mutex<Option<(u64, Option<SystemTime>)>>,
 }
 
 impl Changes {
@@ -162,33 +169,42 @@ impl Changes {
         self.count.load(SeqCst)
     }
 
-    /// A listing begun at `count` found nothing.
-    fn empty_at(&self, count: u64) {
-        self.empty_at.store(count + 1, SeqCst);
+    /// A listing begun at `seen` (the count, the directory's time) found nothing.
+    fn empty_at(&self, seen: (u64, Option<SystemTime>)) {
+        *self.empty_at.lock().expect("spool changes") = Some(seen);
     }
 
-    fn may_hold(&self) -> bool {
-        self.empty_at.load(SeqCst) != self.count() + 1
+    /// Whether the spool may hold anything, its directory's time being `stamp` now.
+    fn may_hold(&self, stamp: Option<SystemTime>) -> bool {
+        let empty_at = *self.empty_at.lock().expect("spool changes");
+        stamp.is_none() || empty_at != Some((self.count(), stamp))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::Changes;
 
     #[test]
-    fn the_spool_is_listed_again_once_a_delivery_began_or_ended() {
+    fn the_spool_is_listed_again_once_anything_may_have_put_a_profile_there() {
         let c = Changes::default();
-        assert!(c.may_hold(), "never listed: an earlier run's leftovers");
-        let seen = c.count();
-        c.empty_at(seen);
-        assert!(!c.may_hold());
+        let t = Some(SystemTime::UNIX_EPOCH);
+        assert!(c.may_hold(t), "never listed: an earlier run's leftovers");
+        c.empty_at((c.count(), t));
+        assert!(!c.may_hold(t));
+        assert!(
+            c.may_hold(t.map(|t| t + Duration::from_millis(1))),
+            "another process wrote to the directory"
+        );
+        assert!(c.may_hold(None), "the directory's time unknown");
         c.moved();
-        assert!(c.may_hold(), "a delivery began");
+        assert!(c.may_hold(t), "a delivery began");
         // A listing that began before a delivery ended says nothing of what it left.
-        let seen = c.count();
+        let seen = (c.count(), t);
         c.moved();
         c.empty_at(seen);
-        assert!(c.may_hold());
+        assert!(c.may_hold(t));
     }
 }

@@ -125,6 +125,12 @@ impl Spool {
         super::durable::sync_dir(&self.dir).await
     }
 
+    /// The directory's modification time (`None`: unreadable): a profile renamed into it, by
+    /// whatever process, moves it.
+    pub fn stamp(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok()
+    }
+
     /// Objects still waiting for delivery, oldest first. A file whose header cannot be read
     /// is skipped with an error in the log, and kept.
     pub fn pending(&self) -> Result<Vec<Entry>> {

@@ -4,7 +4,7 @@
 //! (whose procfs poll is a slow safety net) and the procfs poll at its default `WATCH_TIME`.
 //! memprof runs in the host's PID namespace, so it also sees the machine's own processes, the
 //! same in every run. Its CPU time is read from a CPU accounting cgroup that holds memprof
-//! alone (nanoseconds, threads that ended included) over `WINDOW`, after `SETTLE`; its peak is
+//! alone (nanoseconds, threads that ended included) over its mode's window, after `SETTLE`; its peak is
 //! the kernel's `VmHWM`.
 use std::{
     fs::File,
@@ -22,23 +22,27 @@ use crate::workspace_root;
 
 /// Idle processes beside memprof.
 const COUNTS: [usize; 4] = [10, 200, 1000, 5000];
-/// Detector flag, and the mode's name in the table.
-const MODES: [(&str, &str); 2] = [("btf", "ebpf"), ("poll", "poll 500 ms")];
+/// Detector flag, the mode's name in the table, and how long its CPU time is counted: for the
+/// eBPF detector one whole period of the safety net's listing (every 30th round of 10 s, when
+/// every process is read), so that each window holds one such round and the figure is the
+/// long-run average; the poll's rounds are all alike.
+const MODES: [(&str, &str, Duration); 2] = [
+    ("btf", "ebpf", Duration::from_secs(300)),
+    ("poll", "poll 500 ms", Duration::from_secs(30)),
+];
 /// From "memprof started" to the window: discovery, the first safety-net rounds and the first
 /// endpoint sweep's full round (which a 12 s settle left inside the window).
 const SETTLE: Duration = Duration::from_secs(30);
-/// How long the CPU time is counted: three safety-net rounds and sweeps at their defaults.
-const WINDOW: Duration = Duration::from_secs(30);
 /// The idle processes' memory cgroup limit: room for 5,000 of them.
 const LIMIT: u64 = 4 << 30;
 
 pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     let leaky = workspace_root().join("target/testapps/go-system/leaky");
-    for (detector, mode) in MODES {
+    for (detector, mode, window) in MODES {
         for n in COUNTS {
             let (mut cpu, mut peak) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                let m = measure(bin, &leaky, detector, n)?;
+                let m = measure(bin, &leaky, detector, n, window)?;
                 cpu.push(m.cpu_ms_per_min);
                 peak.push(m.peak_mib);
             }
@@ -59,7 +63,13 @@ struct Measured {
     peak_mib: f64,
 }
 
-fn measure(bin: &Path, leaky: &Path, detector: &str, n: usize) -> Result<Measured> {
+fn measure(
+    bin: &Path,
+    leaky: &Path,
+    detector: &str,
+    n: usize,
+    window: Duration,
+) -> Result<Measured> {
     let dir = std::env::temp_dir().join(format!("memprof-bench-idle-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pod = kill::Cgroup::new("memprof-bench-idle", LIMIT)?;
@@ -79,7 +89,7 @@ fn measure(bin: &Path, leaky: &Path, detector: &str, n: usize) -> Result<Measure
         wait_started(&log)?;
         std::thread::sleep(SETTLE);
         let (before, start) = (cpu.usage_ns()?, Instant::now());
-        std::thread::sleep(WINDOW);
+        std::thread::sleep(window);
         let used = cpu.usage_ns()?.saturating_sub(before) as f64;
         let per_min = used / 1e6 * 60.0 / start.elapsed().as_secs_f64();
         Ok(Measured {

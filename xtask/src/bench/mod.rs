@@ -1,5 +1,5 @@
 //! Benchmarks, every mode side by side in one run, printed and written to
-//! `docs/benchmarks.md` (`report.rs`):
+//! `docs/benchmarks.md`, or another file there given by `--report` (`report.rs`):
 //!
 //! * the race against the OOM killer and the detection latency, eBPF vs polling at 500 and
 //!   100 ms (`race.rs`, `race_table.rs`);
@@ -71,8 +71,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut vm_program_runs = 1;
     let mut idle_runs = 1;
     let mut service_rounds = 12;
+    let mut report = "benchmarks.md".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--report" {
+            report = it.next().context("missing value")?.clone();
+            if report.contains('/') || !report.ends_with(".md") {
+                bail!("--report takes a file name in docs/ ending in .md, not {report}");
+            }
+            continue;
+        }
         let mut value = || {
             it.next()
                 .context("missing value")?
@@ -97,7 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!(
                 "unknown bench option {other} (use --rounds N, --latency-runs N, --kill-runs N, \
                  --fetch-runs N, --container-runs N, --sidecar-rounds N, --large-runs N, \
-                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N, --vm-program-runs N, --idle-runs N, --service-rounds N)"
+                 --footprint-runs N, --discovery-runs N, --race-trials N, --program-runs N, --vm-program-runs N, --idle-runs N, --service-rounds N, --report FILE)"
             ),
         }
     }
@@ -143,7 +151,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })();
     // What was measured is shown also when a later measurement failed.
     results.print();
-    report::write(&results, args)?;
+    report::write(&results, args, &report)?;
     outcome
 }
 

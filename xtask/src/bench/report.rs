@@ -6,7 +6,9 @@ use anyhow::Result;
 use super::{stamp, Results};
 use crate::workspace_root;
 
-pub fn write(results: &Results, args: &[String]) -> Result<()> {
+/// Writes `docs/{file}` (`--report`, `benchmarks.md` unless given: a run of some groups only
+/// can be written beside the full one).
+pub fn write(results: &Results, args: &[String], file: &str) -> Result<()> {
     let docs = workspace_root().join("docs");
     std::fs::create_dir_all(docs.join("bench"))?;
     let command = match args.is_empty() {
@@ -32,7 +34,7 @@ pub fn write(results: &Results, args: &[String]) -> Result<()> {
     md += "\n## Every measurement\n\nMedian, least and greatest of each mode's samples; \
            \"vs base\" compares a median with the baseline mode of the same measurement.\n";
     md += &results.markdown();
-    let path = docs.join("benchmarks.md");
+    let path = docs.join(file);
     std::fs::write(&path, md)?;
     println!("\nreport written to {}", path.display());
     Ok(())

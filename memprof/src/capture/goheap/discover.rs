@@ -88,6 +88,9 @@ pub enum Discovery {
     /// An executable memprof does not parse, and why (too large, sparse, too many sections,
     /// on a file system a process serves).
     Refused(String),
+    /// An executable memprof may not open (without CAP_SYS_PTRACE, or a process that made
+    /// itself non-dumpable); said once in the log, not once per process.
+    Denied,
 }
 
 pub fn discover(pid: u32) -> Result<Discovery> {
@@ -99,7 +102,8 @@ pub fn discover(pid: u32) -> Result<Discovery> {
 pub fn discover_with(pid: u32, reads: bool) -> Result<Discovery> {
     let exe = match open_exe(pid)? {
         Ok(exe) => exe,
-        Err(why) => return Ok(Discovery::Refused(why)),
+        Err(None) => return Ok(Discovery::Denied),
+        Err(Some(why)) => return Ok(Discovery::Refused(why)),
     };
     let p = match program::of(&exe)? {
         Ok(p) => p,
@@ -146,8 +150,9 @@ pub fn discover_with(pid: u32, reads: bool) -> Result<Discovery> {
 }
 
 /// The process's executable, opened once it is known not to be on a file system a process
-/// serves (FUSE: an open or a page fault there waits for the tenant); why not otherwise.
-fn open_exe(pid: u32) -> Result<Result<File, String>> {
+/// serves (FUSE: an open or a page fault there waits for the tenant); why not otherwise
+/// (`None`: memprof may not open it).
+fn open_exe(pid: u32) -> Result<Result<File, Option<String>>> {
     let link = format!("/proc/{pid}/exe");
     let handle = files::open_path(Path::new(&link));
     if let Err(e) = &handle {
@@ -163,14 +168,12 @@ fn open_exe(pid: u32) -> Result<Result<File, String>> {
     // Refused for want of a capability: so it stays, and the process is settled (not looked
     // at again by every sweep, which read its descriptors each time).
     let handle = match handle {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Ok(Err(format!("the executable cannot be opened: {e}")))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(Err(None)),
         other => other.context("the executable")?,
     };
     let mounts = Mounts::of(pid).context("the process's mounts")?;
     if let Err(e) = mounts.check(handle.as_fd()) {
-        return Ok(Err(format!("the executable is {e}")));
+        return Ok(Err(Some(format!("the executable is {e}"))));
     }
     let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
     Ok(Ok(File::open(reopen).context("opening the executable")?))

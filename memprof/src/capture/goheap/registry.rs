@@ -147,7 +147,7 @@ impl Registry {
             Ok(Discovery::Go(go)) => {
                 return Some(self.add(key, exe, comm.to_string(), go, started.elapsed()))
             }
-            Ok(Discovery::NotGo) => {
+            Ok(Discovery::NotGo | Discovery::Denied) => {
                 settle(false);
             }
             Ok(Discovery::Refused(why)) => {

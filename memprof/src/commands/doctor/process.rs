@@ -119,6 +119,14 @@ async fn go_check(
             );
             (check, None)
         }
+        Ok(Discovery::Denied) => {
+            let check = Check::warn(
+                "Go",
+                "its executable could not be read: permission denied",
+                "memprof needs SYS_PTRACE to open another container's executable",
+            );
+            (check, None)
+        }
         Err(e) => {
             let check = Check::warn(
                 "Go",
