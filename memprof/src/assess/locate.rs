@@ -30,18 +30,21 @@ pub(super) struct Located {
     warned: bool,
 }
 
-/// Each cgroup's limit and working set read in one round of the safety net, by where the
-/// cgroup was found: read once per cgroup however many processes it holds (per process, they
-/// were most of a full round's reads). The finding is held for the round so that its address
-/// names no other while the round lasts.
 /// A cgroup's limit as `cgroup::limit` reads it.
 type Limit = Result<Option<u64>, Unreadable>;
 
+/// What was read of each cgroup in a round, by where it was found; the finding is held for the
+/// round so that its address names no other while the round lasts.
+type ByFinding<T> = HashMap<usize, (Arc<Found>, T)>;
+
+/// Each cgroup's limit and working set read in one round of the safety net: read once per
+/// cgroup however many processes it holds (per process, they were most of a full round's
+/// reads).
 #[derive(Default)]
 pub(super) struct RoundLimits {
     round: Option<Instant>,
-    read: HashMap<usize, (Arc<Found>, Limit)>,
-    working_set: HashMap<usize, (Arc<Found>, Option<u64>)>,
+    read: ByFinding<Limit>,
+    working_set: ByFinding<Option<u64>>,
 }
 
 impl RoundLimits {
@@ -72,15 +75,8 @@ impl Assessor {
     /// per cgroup in the safety net's round `round` when there is one.
     pub fn working_set_in(&mut self, key: &ProcKey, round: Option<Instant>) -> Option<u64> {
         let found = Arc::clone(&self.located.get(key)?.views);
-        let read = |f: &Found| cgroup::working_set(f.as_ref().ok()?);
-        let Some(round) = round else {
-            return read(&found);
-        };
-        let cache = &mut self.round.at(round).working_set;
-        let (_, set) = cache
-            .entry(Arc::as_ptr(&found) as usize)
-            .or_insert_with(|| (Arc::clone(&found), read(&found)));
-        *set
+        let cache = round.map(|r| &mut self.round.at(r).working_set);
+        once_per_round(cache, found, |f| cgroup::working_set(f.as_ref().ok()?))
     }
 
     /// The process's limit (`None`: unlimited), read from its own view of its cgroup. Where
@@ -167,19 +163,31 @@ impl Assessor {
     /// safety net's round `round` when there is one.
     fn read_limit(&mut self, key: &ProcKey, round: Option<Instant>) -> Limit {
         let found = Arc::clone(&self.located[key].views);
-        let read = |f: &Found| match f {
+        let cache = round.map(|r| &mut self.round.at(r).read);
+        once_per_round(cache, found, |f| match f {
             Ok(views) => cgroup::limit(views),
             Err(why) => Err(why.clone()),
-        };
-        let Some(round) = round else {
-            return read(&found);
-        };
-        let cache = &mut self.round.at(round).read;
-        let (_, limit) = cache
-            .entry(Arc::as_ptr(&found) as usize)
-            .or_insert_with(|| (Arc::clone(&found), read(&found)));
-        limit.clone()
+        })
     }
+}
+
+/// `read` of the cgroup at `found`: from the round's `cache`, read into it the first time;
+/// read now when there is no round.
+fn once_per_round<T: Clone>(
+    cache: Option<&mut ByFinding<T>>,
+    found: Arc<Found>,
+    read: impl FnOnce(&Found) -> T,
+) -> T {
+    let Some(cache) = cache else {
+        return read(&found);
+    };
+    let (_, value) = cache
+        .entry(Arc::as_ptr(&found) as usize)
+        .or_insert_with(|| {
+            let value = read(&found);
+            (found, value)
+        });
+    value.clone()
 }
 
 /// Up to `max` bytes of a procfs file of the process, cut after its last whole line.

@@ -119,26 +119,18 @@ async fn go_check(
             );
             (check, None)
         }
-        Ok(Discovery::Denied) => {
-            let check = Check::warn(
-                "Go",
-                "its executable could not be read: permission denied",
-                "memprof needs SYS_PTRACE to open another container's executable",
-            );
-            (check, None)
-        }
-        Err(e) => {
-            let check = Check::warn(
-                "Go",
-                format!(
-                    "its executable could not be read: {}",
-                    escape(&format!("{e:#}"))
-                ),
-                "memprof needs SYS_PTRACE to open another container's executable",
-            );
-            (check, None)
-        }
+        Ok(Discovery::Denied) => (exe_unread("permission denied"), None),
+        Err(e) => (exe_unread(&escape(&format!("{e:#}"))), None),
     }
+}
+
+/// The process's executable could not be read, and why (escaped).
+fn exe_unread(why: &str) -> Check {
+    Check::warn(
+        "Go",
+        format!("its executable could not be read: {why}"),
+        "memprof needs SYS_PTRACE to open another container's executable",
+    )
 }
 
 fn limit(assessor: &Assessor, r: &Reading) -> Check {
