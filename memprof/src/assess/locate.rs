@@ -3,6 +3,8 @@
 //! scratch when a reading through it fails. Every procfs file read here is bounded.
 use std::{collections::HashMap, io::Read, sync::Arc, time::Instant};
 
+use procfs::{process::Stat, FromRead};
+
 use tracing::warn;
 
 use super::{identity, open, Assessor, ProcKey};
@@ -69,6 +71,25 @@ impl Assessor {
         }
         let now = self.read_limit(key, Some(round));
         now.map(|l| l.unwrap_or(self.mem_total)) == Ok(limit)
+    }
+
+    /// A glance at a process read before: whether it is still the same process, in the same
+    /// cgroup, with less than `below` bytes resident. Two small reads (`/proc/PID/stat` and
+    /// `/proc/PID/cgroup`) where a whole reading takes its status, stat, cgroup and limit:
+    /// beside thousands of idle processes the safety net's listed round was most of memprof's
+    /// idle CPU, nearly half of it parsing `status`.
+    pub fn unchanged(&self, key: &ProcKey, below: u64) -> bool {
+        let Some(located) = self.located.get(key) else {
+            return false;
+        };
+        let Some(stat) = open(key.pid, "stat").and_then(|f| Stat::from_read(f).ok()) else {
+            return false;
+        };
+        // `rss` counts what `VmRSS` does (file, anonymous and shared memory pages).
+        stat.starttime == key.start
+            && stat.rss.saturating_mul(procfs::page_size()) < below
+            && read_proc(key.pid, "cgroup", PROC_CGROUP_MAX)
+                .is_some_and(|c| c == located.proc_cgroup)
     }
 
     /// The working set of the process's memory cgroup (see `cgroup::working_set`), read once

@@ -238,6 +238,20 @@ mod tests {
     }
 
     #[test]
+    fn a_glance_passes_over_a_process_only_below_its_level() {
+        let mut assessor = Assessor::new(None).unwrap();
+        let reading = assessor.read(std::process::id()).unwrap();
+        let key = reading.key;
+        assert!(assessor.unchanged(&key, u64::MAX));
+        assert!(!assessor.unchanged(&key, reading.rss / 2), "past the level");
+        let unread = ProcKey {
+            start: key.start + 1,
+            ..key
+        };
+        assert!(!assessor.unchanged(&unread, u64::MAX), "never read");
+    }
+
+    #[test]
     fn percent_of_limit() {
         let r = Reading {
             key: ProcKey { pid: 1, start: 1 },

@@ -118,7 +118,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         sweeps: 0,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut beat = tokio::time::interval(crate::metrics::health::BEAT_EVERY);
     loop {
         tokio::select! {
             _ = beat.tick() => crate::metrics::health::beat(),
@@ -208,7 +208,12 @@ impl LoopState {
         match c.source {
             Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
             Source::Known => return self.known_round(c.detected),
-            Source::Poll => self.begin_round(c.detected),
+            Source::Poll => {
+                self.begin_round(c.detected);
+                if self.unchanged(c.ns_pid, c.detected) {
+                    return;
+                }
+            }
             Source::Kernel { .. } => self.disarmed(c.ns_pid),
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
@@ -244,10 +249,11 @@ impl LoopState {
         }
         self.note_container(key);
         self.note_floor(&reading);
+        let level = self.first_level(&reading);
         let Some(record) = self.table.record(key) else {
             return;
         };
-        record.judged(&reading, &self.round);
+        record.judged(&reading, level, &self.round);
         if !std::mem::replace(&mut record.discovered, true) {
             self.capturer.discover(key, reading.comm.clone());
         }

@@ -9,14 +9,19 @@ use crate::assess::{LimitSource, Reading};
 impl LoopState {
     /// Watches the cgroup of a watched process against half its lowest level.
     pub(super) fn note_floor(&mut self, reading: &Reading) {
+        let level = self.first_level(reading);
         let Some(floor) = &mut self.floor else {
             return;
         };
         let key = reading.key;
-        let unlimited = reading.limit_source != LimitSource::Cgroup;
-        let level = self.policy.lowest_level(reading.limit, unlimited);
         let path = self.assessor.cgroup_path(&key);
         floor.note(key, &path, self.assessor.views(&key), level);
+    }
+
+    /// The process's first level, as its reading stands.
+    pub(super) fn first_level(&self, reading: &Reading) -> u64 {
+        let unlimited = reading.limit_source != LimitSource::Cgroup;
+        self.policy.lowest_level(reading.limit, unlimited)
     }
 
     /// A process ran exec (a new program, maybe in a new container): if it is watched, its

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::{processes::Record, LoopState};
-use crate::assess::{LimitSource, Reading};
+use crate::assess::{LimitSource, ProcKey, Reading};
 use crate::detect::{Candidate, Source};
 
 /// What a process's last reading was judged against.
@@ -23,6 +23,9 @@ pub(super) struct LastRead {
     limit: u64,
     /// The kernel's counts of refused processes when it was read.
     refused: (u64, u64),
+    /// Its first level then: a listed round passes over a quiet process that has not reached
+    /// it (`LoopState::unchanged`).
+    level: u64,
 }
 
 /// How often the processes are listed and every one is read, quiet or not (in rounds: every
@@ -51,10 +54,11 @@ pub(super) struct Round {
 impl Record {
     /// Notes what the reading was judged against. An unresolved limit is not noted: such a
     /// process is read every round, its cgroup looked for again.
-    pub fn judged(&mut self, reading: &Reading, round: &Round) {
+    pub fn judged(&mut self, reading: &Reading, level: u64, round: &Round) {
         self.last = (reading.limit_source != LimitSource::Unresolved).then_some(LastRead {
             limit: reading.limit,
             refused: round.refused,
+            level,
         });
     }
 }
@@ -90,7 +94,7 @@ impl LoopState {
         };
         let me = std::process::id();
         for ns_pid in pids.into_iter().filter(|&p| p != me) {
-            if !self.quiet(ns_pid, round) {
+            if self.quiet(ns_pid, round).is_none() {
                 self.handle(Candidate {
                     ns_pid,
                     kernel: None,
@@ -101,29 +105,31 @@ impl LoopState {
         }
     }
 
-    /// Whether a round may pass over this process (see the module's comment).
-    fn quiet(&mut self, pid: u32, round: Instant) -> bool {
-        if self.arm.is_none() {
-            return false;
-        }
+    /// In a listed round: whether the process may be passed over all the same, being quiet
+    /// and, at a glance, the same process in the same cgroup, below its first level. What the
+    /// listing is there to bound (see `LIST_PERIOD`) changes one of those.
+    pub(super) fn unchanged(&mut self, pid: u32, round: Instant) -> bool {
+        self.quiet(pid, round)
+            .is_some_and(|(key, level)| self.assessor.unchanged(&key, level))
+    }
+
+    /// Whether a round may pass over this process (see the module's comment): its key and its
+    /// first level when it may.
+    fn quiet(&mut self, pid: u32, round: Instant) -> Option<(ProcKey, u64)> {
+        self.arm.as_ref()?;
         let refused = self.round.refused;
-        let Some(key) = self.table.newest(pid) else {
-            return false;
-        };
-        let Some(record) = self.table.get(&key) else {
-            return false;
-        };
-        let Some(last) = record.last.filter(|l| l.refused == refused) else {
-            return false;
-        };
+        let key = self.table.newest(pid)?;
+        let record = self.table.get(&key)?;
+        let last = record.last.filter(|l| l.refused == refused)?;
         // Never reported: the kernel has not seen it yet, unless it refused it (then only the
         // safety net watches it; which ones it refused is not known, so none is passed over
         // once the kernel has refused any).
         let followed = record.armed.is_some() || (!record.reported && refused == (0, 0));
-        followed
+        let quiet = followed
             && record.announced
             && self.policy.untouched(&key)
-            && self.assessor.limit_reads(&key, last.limit, round)
+            && self.assessor.limit_reads(&key, last.limit, round);
+        quiet.then_some((key, last.level))
     }
 }
 

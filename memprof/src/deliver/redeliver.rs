@@ -15,10 +15,14 @@ use super::{sink::Body, spool::Entry, Deliverer, Role};
 
 /// Spooled objects sent at the same time by one flush.
 const FLUSH_PARALLEL: usize = 4;
-/// How often the spool is checked for objects whose wait is over.
+/// How often the spool is checked for objects whose wait is over, while it may hold any.
 const RETRY_TICK: Duration = Duration::from_secs(1);
-/// Every this many ticks the spool is listed whatever `Changes` says.
-const LIST_EVERY: u64 = 60;
+/// While the spool is known to be empty, how often its directory's time is looked at: what
+/// another process puts there waits at most this long (this process's deliveries wake the loop
+/// at once).
+const STAMP_EVERY: Duration = Duration::from_secs(5);
+/// The spool is listed at least this often whatever `Changes` says.
+const LIST_PERIOD: Duration = Duration::from_secs(60);
 
 impl Deliverer {
     /// Sends the spooled profiles whose wait is over; returns how many were stored.
@@ -137,11 +141,21 @@ impl Deliverer {
 
     /// Retries the spool for as long as memprof runs (a background task).
     pub async fn retry_loop(&self) {
-        for tick in 0u64.. {
-            if tick.is_multiple_of(LIST_EVERY) || self.changes.may_hold(self.spool.stamp()) {
+        let mut listed: Option<Instant> = None;
+        loop {
+            let mut may_hold = self.changes.may_hold(self.spool.stamp());
+            if may_hold || listed.is_none_or(|t| t.elapsed() >= LIST_PERIOD) {
+                listed = Some(Instant::now());
                 self.flush().await;
+                may_hold = self.changes.may_hold(self.spool.stamp());
             }
-            tokio::time::sleep(RETRY_TICK).await;
+            // Ticking every second while the spool is empty was a share of memprof's idle CPU
+            // (each tick a wakeup).
+            let wait = if may_hold { RETRY_TICK } else { STAMP_EVERY };
+            tokio::select! {
+                _ = self.changes.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }
@@ -151,11 +165,12 @@ impl Deliverer {
 /// counted as they begin and as they end; anything else that puts a profile there (`memprof
 /// capture`, a former instance) changes the directory's modification time. Once a listing
 /// found the spool empty, it stays so until one of them moves; what a coarse clock could hide
-/// is found by the listing every `LIST_EVERY` ticks, and what an earlier run left by the
-/// first.
+/// is found by the listing every `LIST_PERIOD`, and what an earlier run left by the first.
 #[derive(Default)]
 pub(super) struct Changes {
     count: AtomicU64,
+    /// Woken when the count moves: the retry loop, waiting while the spool is empty.
+    wake: tokio::sync::Notify,
     /// The count and the directory's time when a listing found the spool empty.
     empty_at: Mutex<Option<(u64, Option<SystemTime>)>>,
 }
@@ -163,6 +178,7 @@ pub(super) struct Changes {
 impl Changes {
     pub(super) fn moved(&self) {
         self.count.fetch_add(1, SeqCst);
+        self.wake.notify_one();
     }
 
     fn count(&self) -> u64 {

@@ -1,5 +1,5 @@
 //! What the probes answer. Alive: the daemon's loop turned within `STALLED` (it beats every
-//! second; a loop held that long misses every kernel event meanwhile, and restarting is the
+//! `BEAT_EVERY`; a loop held that long misses every kernel event meanwhile, and restarting is the
 //! cure), or start-up is still within `STARTING`. Ready: a detector is running and the spool,
 //! where every profile first lands, takes a file.
 use std::{
@@ -15,6 +15,9 @@ use std::{
 
 /// How long the loop may go without a beat before memprof counts as stuck.
 pub const STALLED: Duration = Duration::from_secs(10);
+/// How often the loop beats: often enough that a loop turning never looks stalled, seldom
+/// enough that the beat is not a share of memprof's idle CPU (each is a wakeup).
+pub const BEAT_EVERY: Duration = Duration::from_millis(2500);
 /// How long start-up may take (waiting for the node's shared programs, loading the kernel's,
 /// the first credentials) before memprof counts as stuck in it.
 const STARTING: Duration = Duration::from_secs(120);

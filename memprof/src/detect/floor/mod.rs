@@ -93,9 +93,13 @@ impl<K: Copy + Eq + Hash + Debug> Floor<K> {
         let mark = level / 2;
         let dirs: Vec<_> = views.iter().map(View::identity).collect();
         if let Some(w) = self.cgroups.get_mut(path) {
-            w.members.insert(key, mark);
+            let was = w.members.insert(key, mark);
             if w.dirs == dirs {
-                w.update_mark();
+                // Each process is noted at every reading: the lowest mark is looked for (over
+                // every member) only when one moved.
+                if was != Some(mark) {
+                    w.update_mark();
+                }
                 return;
             }
             // The cgroup was removed and made again at its path (a service restarted before
