@@ -1,7 +1,13 @@
 //! Where a process's memory cgroup is: found through memprof's mounts and the process's own,
 //! verified (`cgroup::View`), and shared by every process of the cgroup; relocated from
 //! scratch when a reading through it fails. Every procfs file read here is bounded.
-use std::{collections::HashMap, io::Read, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    io::Read,
+    sync::Arc,
+    time::Instant,
+};
 
 use procfs::{process::Stat, FromRead};
 
@@ -73,23 +79,25 @@ impl Assessor {
         now.map(|l| l.unwrap_or(self.mem_total)) == Ok(limit)
     }
 
-    /// A glance at a process read before: whether it is still the same process, in the same
-    /// cgroup, with less than `below` bytes resident. Two small reads (`/proc/PID/stat` and
-    /// `/proc/PID/cgroup`) where a whole reading takes its status, stat, cgroup and limit:
-    /// beside thousands of idle processes the safety net's listed round was most of memprof's
-    /// idle CPU, nearly half of it parsing `status`.
-    pub fn unchanged(&self, key: &ProcKey, below: u64) -> bool {
-        let Some(located) = self.located.get(key) else {
-            return false;
-        };
-        let Some(stat) = open(key.pid, "stat").and_then(|f| Stat::from_read(f).ok()) else {
-            return false;
-        };
+    /// A glance at a process read before: its resident bytes, when it is still the same
+    /// process, in the cgroup its `/proc/PID/cgroup` named then (`cgroup`, its
+    /// `cgroup_stamp`), with less than `below` bytes resident. Two small reads
+    /// (`/proc/PID/stat` and `/proc/PID/cgroup`) where a whole reading takes its status, stat,
+    /// cgroup and limit: beside thousands of idle processes the safety net's listed round was
+    /// most of memprof's idle CPU, nearly half of it parsing `status`.
+    pub fn glance(key: &ProcKey, below: u64, cgroup: u64) -> Option<u64> {
+        let stat = Stat::from_read(open(key.pid, "stat")?).ok()?;
         // `rss` counts what `VmRSS` does (file, anonymous and shared memory pages).
-        stat.starttime == key.start
-            && stat.rss.saturating_mul(procfs::page_size()) < below
-            && read_proc(key.pid, "cgroup", PROC_CGROUP_MAX)
-                .is_some_and(|c| c == located.proc_cgroup)
+        let rss = stat.rss.saturating_mul(procfs::page_size());
+        let same = stat.starttime == key.start
+            && rss < below
+            && read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).is_some_and(|c| stamp(&c) == cgroup);
+        same.then_some(rss)
+    }
+
+    /// A stamp of what `/proc/PID/cgroup` read when the process was last located.
+    pub fn cgroup_stamp(&self, key: &ProcKey) -> Option<u64> {
+        self.located.get(key).map(|l| stamp(&l.proc_cgroup))
     }
 
     /// The working set of the process's memory cgroup (see `cgroup::working_set`), read once
@@ -212,6 +220,12 @@ fn once_per_round<T: Clone>(
 }
 
 /// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
+fn stamp(text: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
     let mut bytes = Vec::new();
     open(pid, file)?.take(max).read_to_end(&mut bytes).ok()?;

@@ -238,17 +238,27 @@ mod tests {
     }
 
     #[test]
-    fn a_glance_passes_over_a_process_only_below_its_level() {
+    fn a_glance_passes_over_a_process_only_as_it_was_and_below_its_level() {
         let mut assessor = Assessor::new(None).unwrap();
         let reading = assessor.read(std::process::id()).unwrap();
         let key = reading.key;
-        assert!(assessor.unchanged(&key, u64::MAX));
-        assert!(!assessor.unchanged(&key, reading.rss / 2), "past the level");
-        let unread = ProcKey {
+        let cgroup = assessor.cgroup_stamp(&key).unwrap();
+        assert!(Assessor::glance(&key, u64::MAX, cgroup).is_some_and(|rss| rss > 0));
+        assert_eq!(Assessor::glance(&key, 1, cgroup), None, "past its level");
+        assert_eq!(
+            Assessor::glance(&key, u64::MAX, cgroup ^ 1),
+            None,
+            "in another cgroup"
+        );
+        let other = ProcKey {
             start: key.start + 1,
             ..key
         };
-        assert!(!assessor.unchanged(&unread, u64::MAX), "never read");
+        assert_eq!(
+            Assessor::glance(&other, u64::MAX, cgroup),
+            None,
+            "another process under its PID"
+        );
     }
 
     #[test]

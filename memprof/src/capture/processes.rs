@@ -57,6 +57,13 @@ impl Capturer {
         self.seen.working_set(key, bytes);
     }
 
+    /// A glance found the process as it was (`LoopState::unchanged`): its RSS now, and its
+    /// container's working set.
+    pub fn glanced(&self, key: ProcKey, rss: u64, working_set: Option<u64>) {
+        self.seen.rss(key, rss);
+        self.seen.working_set(key, working_set);
+    }
+
     /// Reads, at one moment, the container's charge (`memory.stat`) and, for a discovered Go
     /// process, the Go runtime's own statistics (24 words, a `process_vm_readv` each six), for
     /// the memory accounting in the capture's metadata. Nothing of a process's memory is read

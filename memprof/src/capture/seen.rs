@@ -95,6 +95,13 @@ impl Seen {
         (verdict, true)
     }
 
+    /// Records the process's RSS as just read.
+    pub fn rss(&self, key: ProcKey, bytes: u64) {
+        if let Some(p) = self.lock().get_mut(&key) {
+            p.rss = bytes;
+        }
+    }
+
     /// Records the container's working set as just read.
     pub fn working_set(&self, key: ProcKey, bytes: Option<u64>) {
         if let (Some(p), Some(b)) = (self.lock().get_mut(&key), bytes) {

@@ -224,6 +224,11 @@ impl LoopState {
             }
             _ => {}
         }
+        self.assess(c);
+    }
+
+    /// Reads the process a candidate names, and decides.
+    fn assess(&mut self, c: Candidate) {
         if c.ns_pid == 0 || c.ns_pid == std::process::id() || !self.table.has_room_for(c.ns_pid) {
             return;
         }
@@ -250,10 +255,11 @@ impl LoopState {
         self.note_container(key);
         self.note_floor(&reading);
         let level = self.first_level(&reading);
+        let cgroup_stamp = self.assessor.cgroup_stamp(&key);
         let Some(record) = self.table.record(key) else {
             return;
         };
-        record.judged(&reading, level, &self.round);
+        record.judged(&reading, level, cgroup_stamp, &self.round);
         if !std::mem::replace(&mut record.discovered, true) {
             self.capturer.discover(key, reading.comm.clone());
         }

@@ -7,13 +7,14 @@
 //! since before memprof started), at its first change (the kernel's first sight). Reading it
 //! anyway changed nothing, and beside thousands of idle processes it was most of memprof's idle
 //! CPU. A round's cost is then a look at memprof's own table and one limit read per cgroup.
-//! Every `LIST_PERIOD` the processes are listed and all are read anyway, bounding what
-//! the kernel could miss unseen; the reads of a round share each cgroup's limit and working
-//! set.
+//! Every `LIST_PERIOD` the processes are listed and every one is looked at, bounding what
+//! the kernel could miss unseen: a quiet one at a glance (the same process, in the same
+//! cgroup, below its first level; two small reads), any other read whole. The reads of a
+//! round share each cgroup's limit and working set.
 use std::time::{Duration, Instant};
 
 use super::{processes::Record, LoopState};
-use crate::assess::{LimitSource, ProcKey, Reading};
+use crate::assess::{Assessor, LimitSource, ProcKey, Reading};
 use crate::detect::{Candidate, Source};
 
 /// What a process's last reading was judged against.
@@ -23,13 +24,14 @@ pub(super) struct LastRead {
     limit: u64,
     /// The kernel's counts of refused processes when it was read.
     refused: (u64, u64),
-    /// Its first level then: a listed round passes over a quiet process that has not reached
-    /// it (`LoopState::unchanged`).
+    /// Its first level then, and a stamp of its `/proc/PID/cgroup`: a listed round passes
+    /// over a quiet process still in that cgroup and below that level (`unchanged`).
     level: u64,
+    cgroup: u64,
 }
 
-/// How often the processes are listed and every one is read, quiet or not (in rounds: every
-/// 30th at the default 10 s); the rounds between read only the processes memprof knows and the
+/// How often the processes are listed and every one is looked at, quiet or not (in rounds:
+/// every 30th at the default 10 s); the rounds between read only the processes memprof knows and the
 /// kernel does not answer for. What the kernel could miss without a trace (a process moved to
 /// another cgroup without exec, one the kernel cannot place in a PID namespace, one forked
 /// while `rss_stat` was off its hook into a cgroup nobody watched) is then seen within that
@@ -52,13 +54,16 @@ pub(super) struct Round {
 }
 
 impl Record {
-    /// Notes what the reading was judged against. An unresolved limit is not noted: such a
-    /// process is read every round, its cgroup looked for again.
-    pub fn judged(&mut self, reading: &Reading, level: u64, round: &Round) {
-        self.last = (reading.limit_source != LimitSource::Unresolved).then_some(LastRead {
+    /// Notes what the reading was judged against: its first `level` and its cgroup's stamp
+    /// (`Assessor::cgroup_stamp`). An unresolved limit is not noted: such a process is read
+    /// every round, its cgroup looked for again.
+    pub fn judged(&mut self, reading: &Reading, level: u64, cgroup: Option<u64>, round: &Round) {
+        let resolved = reading.limit_source != LimitSource::Unresolved;
+        self.last = cgroup.filter(|_| resolved).map(|cgroup| LastRead {
             limit: reading.limit,
             refused: round.refused,
             level,
+            cgroup,
         });
     }
 }
@@ -95,7 +100,7 @@ impl LoopState {
         let me = std::process::id();
         for ns_pid in pids.into_iter().filter(|&p| p != me) {
             if self.quiet(ns_pid, round).is_none() {
-                self.handle(Candidate {
+                self.assess(Candidate {
                     ns_pid,
                     kernel: None,
                     detected: round,
@@ -109,13 +114,22 @@ impl LoopState {
     /// and, at a glance, the same process in the same cgroup, below its first level. What the
     /// listing is there to bound (see `LIST_PERIOD`) changes one of those.
     pub(super) fn unchanged(&mut self, pid: u32, round: Instant) -> bool {
-        self.quiet(pid, round)
-            .is_some_and(|(key, level)| self.assessor.unchanged(&key, level))
+        let Some((key, last)) = self.quiet(pid, round) else {
+            return false;
+        };
+        let Some(rss) = Assessor::glance(&key, last.level, last.cgroup) else {
+            return false;
+        };
+        // What the OOM record says should the process die: as fresh as a reading's (the
+        // working set is read once per cgroup in the round).
+        let working_set = self.assessor.working_set_in(&key, Some(round));
+        self.capturer.glanced(key, rss, working_set);
+        true
     }
 
-    /// Whether a round may pass over this process (see the module's comment): its key and its
-    /// first level when it may.
-    fn quiet(&mut self, pid: u32, round: Instant) -> Option<(ProcKey, u64)> {
+    /// Whether a round may pass over this process (see the module's comment): its key and
+    /// what it was last judged against when it may.
+    fn quiet(&mut self, pid: u32, round: Instant) -> Option<(ProcKey, LastRead)> {
         self.arm.as_ref()?;
         let refused = self.round.refused;
         let key = self.table.newest(pid)?;
@@ -129,7 +143,7 @@ impl LoopState {
             && record.announced
             && self.policy.untouched(&key)
             && self.assessor.limit_reads(&key, last.limit, round);
-        quiet.then_some((key, last.level))
+        quiet.then_some((key, last))
     }
 }
 

@@ -18,8 +18,8 @@ const FLUSH_PARALLEL: usize = 4;
 /// How often the spool is checked for objects whose wait is over, while it may hold any.
 const RETRY_TICK: Duration = Duration::from_secs(1);
 /// While the spool is known to be empty, how often its directory's time is looked at: what
-/// another process puts there waits at most this long (this process's deliveries wake the loop
-/// at once).
+/// another process puts there is found then, or, should a coarse clock hide the change, by the
+/// listing every `LIST_PERIOD` (this process's deliveries wake the loop at once).
 const STAMP_EVERY: Duration = Duration::from_secs(5);
 /// The spool is listed at least this often whatever `Changes` says.
 const LIST_PERIOD: Duration = Duration::from_secs(60);
