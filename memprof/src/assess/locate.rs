@@ -219,13 +219,14 @@ fn once_per_round<T: Clone>(
     value.clone()
 }
 
-/// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
+/// A stamp of a `/proc/PID/cgroup` text, kept per process instead of the text.
 fn stamp(text: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
 }
 
+/// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
 fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
     let mut bytes = Vec::new();
     open(pid, file)?.take(max).read_to_end(&mut bytes).ok()?;
