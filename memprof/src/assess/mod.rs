@@ -49,6 +49,9 @@ pub struct Reading {
     pub limit_source: LimitSource,
     /// Namespace, pod and container, when the process runs in Kubernetes.
     pub identity: Arc<identity::Identity>,
+    /// When the reading was complete: the decision follows it at once, so the time from
+    /// detection to here is what deciding took (logged with every profile stored).
+    pub at: Instant,
 }
 
 impl Reading {
@@ -123,6 +126,7 @@ impl Assessor {
             limit,
             limit_source,
             identity,
+            at: Instant::now(),
         })
     }
 
@@ -271,6 +275,7 @@ mod tests {
             limit: 512 << 20,
             limit_source: LimitSource::Cgroup,
             identity: Default::default(),
+            at: Instant::now(),
         };
         assert!((r.percent() - 78.125).abs() < 1e-9);
     }

@@ -184,6 +184,7 @@ mod tests {
             limit,
             limit_source,
             identity: Arc::default(),
+            at: std::time::Instant::now(),
         }
     }
 

@@ -279,6 +279,7 @@ impl Capturer {
             source,
             detector = detector.as_str(),
             detect_to_stored_ms = ms(c.detected, Instant::now()),
+            decide_ms = ms(c.detected, reading.at),
             assess_ms = ms(c.detected, fetch_start),
             fetch_ms = format!("{:.2}", d.fetched.as_secs_f64() * 1e3),
             "profile stored"

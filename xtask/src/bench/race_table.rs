@@ -17,6 +17,13 @@ pub struct Outcome {
     pub stored: Option<f64>,
 }
 
+impl Outcome {
+    /// From the crossing to the decision, ms.
+    fn latency(&self) -> Option<f64> {
+        Some((self.decided? - self.crossed?) * 1e3)
+    }
+}
+
 pub struct Trial {
     pub mode: &'static str,
     pub rate: u32,
@@ -37,7 +44,11 @@ impl Trial {
 
     pub fn line(&self) -> String {
         let each = |i: usize| match (self.margin(i), self.levels[i].stored) {
-            (Some(m), _) => format!("{}% {m:.0} ms before", LEVELS[i]),
+            (Some(m), _) => format!(
+                "{}% {m:.0} ms before (decided {:.1} ms after the crossing)",
+                LEVELS[i],
+                self.levels[i].latency().unwrap_or(f64::NAN)
+            ),
             (None, Some(_)) => format!("{}% after the kill", LEVELS[i]),
             (None, None) => format!("{}% none", LEVELS[i]),
         };
