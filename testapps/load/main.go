@@ -1,13 +1,19 @@
 // load is a closed-loop load generator: -conns workers, each on its own keep-alive
 // connection, send GET <url>?id=N (N uniform in [0, -ids)) one after the other for -warmup
 // and then -duration, and one JSON line reports what the measured part did:
-// {"requests":…,"rps":…,"p50_us":…,"p99_us":…,"errors":…}. Every latency is kept and the
+// {"requests":…,"rps":…,"p50_us":…,"p99_us":…,"errors":…,"sent":…} ("sent": the warm-up's
+// requests too). With -stdin it stays running and
+// does one such run per line read from its standard input (the line names the measured part's
+// duration), over the same connections: a client that comes and goes would be met anew by
+// whatever watches the machine's processes, and that first sight is not what a running
+// service pays. Every latency is kept and the
 // percentiles are read from them sorted: the costs compared are fractions of a percent, and a
 // histogram's buckets would be coarser than that. `cargo xtask bench` drives testapps/service
 // with it.
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -30,9 +36,11 @@ type report struct {
 	P50      float64 `json:"p50_us"`
 	P99      float64 `json:"p99_us"`
 	Errors   int     `json:"errors"`
+	Sent     int     `json:"sent"`
 }
 
 type worker struct {
+	sent      int
 	latencies []time.Duration
 	errors    int
 	lastEnd   time.Time
@@ -52,6 +60,7 @@ func (w *worker) run(client *http.Client, url string, ids int, seed int64, measu
 		}
 		ok := get(client, fmt.Sprintf("%s%sid=%d", url, sep, rng.Intn(ids)))
 		end := time.Now()
+		w.sent++
 		if start.Before(measureFrom) {
 			continue
 		}
@@ -93,6 +102,7 @@ func main() {
 	ids := flag.Int("ids", 16384, "ids are drawn uniformly from [0, ids)")
 	duration := flag.Duration("duration", 5*time.Second, "how long the measured part lasts")
 	warmup := flag.Duration("warmup", time.Second, "how long requests are sent, uncounted, first")
+	stdin := flag.Bool("stdin", false, "stay running: one run per line of standard input, each line the measured part's duration (e.g. 5s)")
 	flag.Parse()
 	if *url == "" || *conns < 1 || *ids < 1 {
 		log.Fatal("-url is required; -conns and -ids must be at least 1")
@@ -100,25 +110,43 @@ func main() {
 
 	transport := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
 	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
-	measureFrom := time.Now().Add(*warmup)
-	stop := measureFrom.Add(*duration)
-	workers := make([]worker, *conns)
+	if !*stdin {
+		measure(client, *url, *conns, *ids, *warmup, *duration, 1)
+		return
+	}
+	lines := bufio.NewScanner(os.Stdin)
+	for run := int64(0); lines.Scan(); run++ {
+		d, err := time.ParseDuration(strings.TrimSpace(lines.Text()))
+		if err != nil || d <= 0 {
+			log.Fatalf("a line of standard input must be a duration such as 5s, not %q", lines.Text())
+		}
+		// Each run draws other ids, as separate invocations would.
+		measure(client, *url, *conns, *ids, *warmup, d, run*int64(*conns)+1)
+	}
+}
+
+// measure runs the workers for warmup and then duration, and prints the report line.
+func measure(client *http.Client, url string, conns, ids int, warmup, duration time.Duration, seed int64) {
+	measureFrom := time.Now().Add(warmup)
+	stop := measureFrom.Add(duration)
+	workers := make([]worker, conns)
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Add(1)
 		go func(w *worker, seed int64) {
 			defer wg.Done()
-			w.run(client, *url, *ids, seed, measureFrom, stop)
-		}(&workers[i], int64(i+1))
+			w.run(client, url, ids, seed, measureFrom, stop)
+		}(&workers[i], seed+int64(i))
 	}
 	wg.Wait()
 
 	var all []time.Duration
-	errors := 0
+	errors, sent := 0, 0
 	end := measureFrom
 	for _, w := range workers {
 		all = append(all, w.latencies...)
 		errors += w.errors
+		sent += w.sent
 		if w.lastEnd.After(end) {
 			end = w.lastEnd
 		}
@@ -131,6 +159,6 @@ func main() {
 	if elapsed > 0 {
 		rps = float64(len(all)) / elapsed
 	}
-	out, _ := json.Marshal(report{len(all), rps, percentile(all, 50), percentile(all, 99), errors})
+	out, _ := json.Marshal(report{len(all), rps, percentile(all, 50), percentile(all, 99), errors, sent})
 	fmt.Fprintln(os.Stdout, string(out))
 }

@@ -78,12 +78,7 @@ fn measure(
     let log = dir.join("memprof.log");
     let mut cmd = kill::daemon(bin, &dir, &log)?;
     cmd.args(["--detector", detector]).stderr(Stdio::null());
-    let procs = cpu.procs()?;
-    // SAFETY: the child only writes to a descriptor opened before the fork (no allocation):
-    // "0" moves the writer, memprof before its exec, into the CPU cgroup.
-    unsafe {
-        cmd.pre_exec(move || (&procs).write_all(b"0"));
-    }
+    cpu.join(&mut cmd)?;
     let mut memprof = cmd.spawn()?;
     let measured = (|| {
         wait_started(&log)?;
@@ -175,13 +170,13 @@ impl Drop for Idle {
 
 /// A cgroup counting the CPU time of what joins it: v1's `cpuacct` where it is mounted,
 /// else v2's `cpu.stat`. Removed on drop.
-struct CpuCgroup {
+pub(super) struct CpuCgroup {
     dir: PathBuf,
     v1: bool,
 }
 
 impl CpuCgroup {
-    fn new(name: &str) -> Result<Self> {
+    pub(super) fn new(name: &str) -> Result<Self> {
         let v1 = Path::new("/sys/fs/cgroup/cpuacct");
         let (dir, v1) = match v1.join("cpuacct.usage").exists() {
             true => (v1.join(name), true),
@@ -192,14 +187,21 @@ impl CpuCgroup {
         Ok(Self { dir, v1 })
     }
 
-    fn procs(&self) -> Result<File> {
-        Ok(File::options()
+    /// Makes `cmd`'s process join this cgroup before its exec.
+    pub(super) fn join(&self, cmd: &mut Command) -> Result<()> {
+        let procs = File::options()
             .write(true)
-            .open(self.dir.join("cgroup.procs"))?)
+            .open(self.dir.join("cgroup.procs"))?;
+        // SAFETY: the child only writes to a descriptor opened before the fork (no
+        // allocation): "0" moves the writer, before its exec, into the CPU cgroup.
+        unsafe {
+            cmd.pre_exec(move || (&procs).write_all(b"0"));
+        }
+        Ok(())
     }
 
     /// CPU time used by its processes so far, in nanoseconds.
-    fn usage_ns(&self) -> Result<u64> {
+    pub(super) fn usage_ns(&self) -> Result<u64> {
         if self.v1 {
             let text = std::fs::read_to_string(self.dir.join("cpuacct.usage"))?;
             return Ok(text.trim().parse()?);

@@ -13,7 +13,7 @@ const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const HOOKS: [&str; 2] = ["btf", "classic"];
 
 /// Kernel program id → (name, run time ns, runs).
-fn snapshot() -> BTreeMap<u32, (String, u64, u64)> {
+pub(super) fn snapshot() -> BTreeMap<u32, (String, u64, u64)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .map(|p| {
@@ -81,7 +81,7 @@ fn on_6_1(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
 }
 
 /// Runs `f` with the kernel's BPF statistics on, and puts the setting back.
-fn with_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn with_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let was = std::fs::read_to_string(STATS).context("reading kernel.bpf_stats_enabled")?;
     std::fs::write(STATS, "1")?;
     let outcome = f();
