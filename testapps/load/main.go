@@ -123,6 +123,9 @@ func main() {
 		// Each run draws other ids, as separate invocations would.
 		measure(client, *url, *conns, *ids, *warmup, d, run*int64(*conns)+1)
 	}
+	if err := lines.Err(); err != nil {
+		log.Fatalf("reading standard input: %v", err)
+	}
 }
 
 // measure runs the workers for warmup and then duration, and prints the report line.

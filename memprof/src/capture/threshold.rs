@@ -262,7 +262,12 @@ impl Capturer {
             }
             What::Download(addr) => self.download(s, addr, taken).await?,
         };
-        let ms = |from: Instant, to: Instant| format!("{:.2}", (to - from).as_secs_f64() * 1e3);
+        let ms = |from: Instant, to: Instant| {
+            format!(
+                "{:.2}",
+                to.saturating_duration_since(from).as_secs_f64() * 1e3
+            )
+        };
         if !d.delivered {
             return Ok(None);
         }

@@ -94,7 +94,7 @@ pub fn run(bin: &Path, trials: usize, results: &mut Results) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir(TRACE);
-    eprintln!("KEEP {}", dir.display()); // let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
     super::race_table::report(&all, results);
     Ok(())
 }

@@ -19,14 +19,14 @@
 //! The service's requests per second vary by ~5 % from one window to the next, more than the
 //! cost looked for; two figures resolve less than that. Each round's ratio to the round's own
 //! run without memprof (paired, so drift between rounds cancels), and the service's CPU time
-//! per request (its threads' schedstat: what the kernel programs cost it is spent in its own
-//! context and shows there, while memprof's own CPU is measured beside it).
+//! per request (from its cgroup's CPU accounting: what the kernel programs cost it is spent in
+//! its own context and shows there, while memprof's own CPU is measured beside it).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Lines, Write},
     path::Path,
     process::{ChildStdin, ChildStdout, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -124,28 +124,31 @@ fn measure(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
                 let mut cmd = daemon(bin, &dir, &log)?;
                 cmd.args(flags).stderr(Stdio::inherit());
                 memprof_cpu.join(&mut cmd)?;
-                let others = programs::snapshot();
                 let memprof = cmd.spawn()?;
-                // The run time of the programs memprof loaded (those not there before it).
-                let kernel_ns = || -> u64 {
-                    programs::snapshot()
-                        .into_iter()
-                        .filter(|(id, _)| !others.contains_key(id))
-                        .map(|(_, (_, ns, _))| ns)
-                        .sum()
-                };
+                let pid = memprof.id();
                 let s =
                     wait_line(&log, "memprof started", Duration::from_secs(30)).and_then(|_| {
                         std::thread::sleep(SETTLE);
+                        // memprof's programs, by the descriptors it holds; their run time is
+                        // every run of them on the machine (the service's faults and the load
+                        // generator's alike), the kernel's accounting on (a little more each).
+                        let mine = program_ids(pid);
+                        let kernel_ns = || -> u64 {
+                            programs::snapshot()
+                                .into_iter()
+                                .filter(|(id, _)| mine.contains(id))
+                                .map(|(_, (_, ns, _))| ns)
+                                .sum()
+                        };
                         let before = (memprof_cpu.usage_ns()?, service_cpu.usage_ns()?);
-                        let programs_before = kernel_ns();
+                        let (programs_before, start) = (kernel_ns(), Instant::now());
                         let s = load.measure("5s")?;
                         let used = (memprof_cpu.usage_ns()? - before.0) as f64
                             + kernel_ns().saturating_sub(programs_before) as f64;
+                        let window = start.elapsed().as_secs_f64();
                         let served = (service_cpu.usage_ns()? - before.1) as f64;
                         let (core, of_service) = cpu.entry(mode).or_default();
-                        // The load's 1 s warm-up and 5 s measured: 6 s of one core.
-                        core.push(used / 6e9 * 100.0);
+                        core.push(used / 1e9 / window * 100.0);
                         of_service.push(used / served * 100.0);
                         Ok(s)
                     });
@@ -188,8 +191,22 @@ fn measure(bin: &Path, rounds: usize, results: &mut Results) -> Result<()> {
     Ok(())
 }
 
+/// The ids of the BPF programs `pid` holds (its descriptors' `prog_id`).
+fn program_ids(pid: u32) -> BTreeSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+        })
+        .collect()
+}
+
 /// Each round's change from the same round's run without memprof: their median, and the
-/// middle half of them.
+/// middle half of them (between the lower and upper quartiles, nearest rank).
 fn paired(mode: &[f64], none: &[f64]) -> String {
     let mut change: Vec<f64> = mode
         .iter()
@@ -197,12 +214,15 @@ fn paired(mode: &[f64], none: &[f64]) -> String {
         .map(|(m, n)| (m / n - 1.0) * 100.0)
         .collect();
     change.sort_by(f64::total_cmp);
-    let quartile = |q: usize| change[(change.len() * q / 4).min(change.len() - 1)];
+    let n = change.len();
+    if n == 0 {
+        return String::new();
+    }
+    let median = (change[(n - 1) / 2] + change[n / 2]) / 2.0;
     format!(
-        "paired: {:+.1}% (middle half {:+.1} to {:+.1}%)",
-        quartile(2),
-        quartile(1),
-        quartile(3)
+        "paired: {median:+.1}% (middle half {:+.1} to {:+.1}%)",
+        change[n / 4],
+        change[n - 1 - n / 4]
     )
 }
 
@@ -242,10 +262,7 @@ impl<'a> Load<'a> {
         writeln!(self.to, "{duration}")?;
         let line = match self.from.next() {
             Some(line) => line?,
-            None => bail!(
-                "the load generator ended ({:?})",
-                self.child.0.try_wait().ok().flatten()
-            ),
+            None => bail!("the load generator ended ({:?})", self.child.0.wait()),
         };
         // The service's CPU over the warm-up and the measured part, per request of both.
         let cpu_ns = (self.service.usage_ns()? - before) as f64;
