@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     io::Read,
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::Instant,
 };
 
@@ -24,6 +24,22 @@ use crate::{
 const MOUNTINFO_MAX: u64 = 1 << 20;
 /// `/proc/PID/cgroup`: one line per hierarchy, its path at most a few KiB.
 const PROC_CGROUP_MAX: u64 = 64 << 10;
+
+/// How far the kernel's shared RSS count (`/proc/PID/stat`'s `rss`, and what the `rss_stat`
+/// program reads) can trail the exact one (`VmRSS`): each CPU holds back less than a batch
+/// of pages, `max(32, 2 × CPUs)` (per thread, 64 before 6.2). A process stopped just past its
+/// level can stay below it in the shared count, and so unreported by the kernel; the glance
+/// leaves a process that close to its level to a whole reading.
+static COUNT_LAG: LazyLock<u64> = LazyLock::new(|| {
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
+    cpus * (2 * cpus).max(64) * procfs::page_size()
+});
+
+/// Whether `rss` from the shared count is below `level` even should it trail by `lag`.
+fn clear_of(rss: u64, level: u64, lag: u64) -> bool {
+    rss.saturating_add(lag) < level
+}
 
 /// Where a memory cgroup was found: shared by every process in it (one descriptor per place,
 /// however many processes a cgroup holds).
@@ -87,10 +103,11 @@ impl Assessor {
     /// most of memprof's idle CPU, nearly half of it parsing `status`.
     pub fn glance(key: &ProcKey, below: u64, cgroup: u64) -> Option<u64> {
         let stat = Stat::from_read(open(key.pid, "stat")?).ok()?;
-        // `rss` counts what `VmRSS` does (file, anonymous and shared memory pages).
+        // `rss` counts the pages `VmRSS` counts (file, anonymous, shared), from the kernel's
+        // shared count: up to `count_lag` short of `VmRSS`, which sums every CPU's part.
         let rss = stat.rss.saturating_mul(procfs::page_size());
         let same = stat.starttime == key.start
-            && rss < below
+            && clear_of(rss, below, *COUNT_LAG)
             && read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).is_some_and(|c| stamp(&c) == cgroup);
         same.then_some(rss)
     }
@@ -257,4 +274,22 @@ fn find_cgroup(
         return Err(Unreadable::NoFiles(why));
     }
     Ok(views)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_glance_leaves_a_process_within_the_counts_lag_of_its_level_to_a_reading() {
+        let (level, lag) = (1 << 30, 512 << 10);
+        assert!(clear_of(level - lag - 1, level, lag));
+        assert!(
+            !clear_of(level - lag, level, lag),
+            "may be past it in VmRSS"
+        );
+        assert!(!clear_of(level, level, lag));
+        assert!(!clear_of(u64::MAX, level, lag));
+        assert!(*COUNT_LAG >= 64 * procfs::page_size());
+    }
 }
