@@ -104,7 +104,7 @@ impl Assessor {
     pub fn glance(key: &ProcKey, below: u64, cgroup: u64) -> Option<u64> {
         let stat = Stat::from_read(open(key.pid, "stat")?).ok()?;
         // `rss` counts the pages `VmRSS` counts (file, anonymous, shared), from the kernel's
-        // shared count: up to `count_lag` short of `VmRSS`, which sums every CPU's part.
+        // shared count: up to `COUNT_LAG` short of `VmRSS`, which sums every CPU's part.
         let rss = stat.rss.saturating_mul(procfs::page_size());
         let same = stat.starttime == key.start
             && clear_of(rss, below, *COUNT_LAG)
