@@ -126,6 +126,31 @@ pub struct Event {
     pub ktime_ns: u64,
 }
 
+/// One process of the kernel's listing (`list_processes`, a task iterator): every process of
+/// the reading memprof's PID namespace, as the kernel holds it, without a file of the process
+/// opened. What the safety net's listed round needs to pass over a quiet process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// PID in the reader's namespace.
+    pub ns_pid: u32,
+    /// `LISTED_*` bits.
+    pub flags: u32,
+    /// `start_boottime` of the process, in nanoseconds (`/proc/PID/stat`'s start time is this
+    /// in clock ticks).
+    pub start_ns: u64,
+    /// Resident bytes in the kernel's shared count (what `/proc/PID/stat`'s rss shows).
+    pub rss: u64,
+    /// The kernfs id of its memory cgroup's directory (that directory's inode number).
+    pub memcg: u64,
+}
+
+/// `Listed::flags`: the process has an address space (`rss` is its own; a kernel thread or
+/// an exiting process has none).
+pub const LISTED_MM: u32 = 1;
+/// `Listed::flags`: `memcg` was read.
+pub const LISTED_MEMCG: u32 = 2;
+
 /// Go processes whose heap the kernel may walk at the kill (`GO_PROCS`, keyed by `go_key`), and OOM victims among them waiting for their SIGKILL (`VICTIMS`).
 pub const MAX_GO_PROCS: u32 = 4096;
 pub const MAX_VICTIMS: u32 = 256;
@@ -280,6 +305,14 @@ pub mod globals {
     pub const TP_OOM_SHMEM_OFF: &str = "TP_OOM_SHMEM_OFF";
     /// `signal/signal_deliver` record: offset of `sig`.
     pub const TP_SIG_OFF: &str = "TP_SIG_OFF";
+    /// The memory cgroup of a task (the kernel's listing): `task_struct.cgroups`, the
+    /// memory controller's slot in `css_set.subsys[]`, `cgroup_subsys_state.cgroup`,
+    /// `cgroup.kn` and `kernfs_node.id` (0 where the kernel has no memory controller).
+    pub const TASK_CGROUPS_OFF: &str = "TASK_CGROUPS_OFF";
+    pub const CSS_SET_MEMORY_OFF: &str = "CSS_SET_MEMORY_OFF";
+    pub const CSS_CGROUP_OFF: &str = "CSS_CGROUP_OFF";
+    pub const CGROUP_KN_OFF: &str = "CGROUP_KN_OFF";
+    pub const KERNFS_ID_OFF: &str = "KERNFS_ID_OFF";
     /// The most `PROCS` entries one group may hold (0: no share, as without BTF).
     pub const GROUP_SHARE: &str = "GROUP_SHARE";
 }

@@ -167,6 +167,11 @@ globals! {
     TP_OOM_SHMEM_OFF: u64,
     TP_SIG_OFF: u64,
     GROUP_SHARE: u64,
+    TASK_CGROUPS_OFF: u64,
+    CSS_SET_MEMORY_OFF: u64,
+    CSS_CGROUP_OFF: u64,
+    CGROUP_KN_OFF: u64,
+    KERNFS_ID_OFF: u64,
 }
 
 /// Adds one to `STATS[idx]`.

@@ -38,7 +38,7 @@ fn on_btf_event(ctx: &BtfTracePointContext, mm: *const u8) -> Option<()> {
     if cache.level == DISARMED {
         return None;
     }
-    let rss = mm_rss(mm);
+    let rss = mm_rss(mm, g::RSS_PROBE_READ() != 0);
     if rss >= cache.level {
         let identity = Identity {
             mm: cache.mm,
@@ -51,16 +51,13 @@ fn on_btf_event(ctx: &BtfTracePointContext, mm: *const u8) -> Option<()> {
     }
     Some(())
 }
-/// Sum of the resident counters. Plain loads where the verifier allows them (`mm` is a typed
-/// BTF pointer and the offsets are frozen constants); 6.1's verifier cannot walk its atomic
-/// counter array, so there the (slower) probe read is used.
+/// Sum of the resident counters, in bytes. Plain loads where the verifier allows them (`mm`
+/// is a typed BTF pointer and the offsets are frozen constants); 6.1's verifier cannot walk
+/// its atomic counter array, and an `mm` read from memory is no typed pointer, so there
+/// (`probe`) the slower probe read is used.
 #[inline(always)]
-fn mm_rss(mm: *const u8) -> u64 {
-    let (base, stride, probe) = (
-        g::RSS_COUNT_OFF(),
-        g::RSS_STRIDE(),
-        g::RSS_PROBE_READ() != 0,
-    );
+pub fn mm_rss(mm: *const u8, probe: bool) -> u64 {
+    let (base, stride) = (g::RSS_COUNT_OFF(), g::RSS_STRIDE());
     let mut pages: i64 = 0;
     for member in RSS_MEMBERS {
         // SAFETY: offset of `rss_stat[member]`'s count in the running kernel's `mm_struct`.

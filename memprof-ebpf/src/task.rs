@@ -1,14 +1,15 @@
-//! Who a task is: its host tgid, and which tenant (memprof instance) watches it under which PID.
+//! Who a task is: its host tgid, which tenant (memprof instance) watches it under which PID,
+//! the PID the reading memprof knows it by, and its memory cgroup.
 //!
 //! Rust BPF has no CO-RE, so every offset comes from the running kernel's BTF via the
 //! `.rodata` globals in `maps::g`. These reads happen once per newly seen process (a cache or
 //! map miss), so they use `bpf_probe_read_kernel`, which works on any pointer.
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 use crate::maps::{g, TENANTS};
 
 #[inline(always)]
-fn read<T>(base: u64, off: u64) -> Option<T> {
+pub fn read<T>(base: u64, off: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel faults safely on a bad address and returns an error.
     unsafe { bpf_probe_read_kernel((base + off) as *const T) }.ok()
 }
@@ -98,6 +99,38 @@ pub fn tenant_of(task: u64, host_pid: u32) -> Option<(u32, u32, u32)> {
         }
     }
     None
+}
+
+/// The PID the task's process has in the PID namespace of the task running this program (a
+/// memprof reading the kernel's listing), `None` when it has none there.
+#[inline(always)]
+pub fn pid_seen_by_current(task: u64) -> Option<u32> {
+    // SAFETY: helper without preconditions.
+    let me = unsafe { bpf_get_current_task() };
+    let (mine, depth) = leader_pid(me)?;
+    let (pid, level) = leader_pid(task)?;
+    if level < depth {
+        return None;
+    }
+    let (mine, theirs) = (upid(mine, depth), upid(pid, depth));
+    if read::<u64>(theirs, g::UPID_NS_OFF())? != read::<u64>(mine, g::UPID_NS_OFF())? {
+        return None;
+    }
+    read::<i32>(theirs, g::UPID_NR_OFF()).map(|nr| nr as u32)
+}
+
+/// The kernfs id (inode number) of the directory of the task's memory cgroup, `None` where
+/// the kernel has no memory controller.
+#[inline(always)]
+pub fn memcg_id(task: u64) -> Option<u64> {
+    if g::TASK_CGROUPS_OFF() == 0 {
+        return None;
+    }
+    let css_set = read::<u64>(task, g::TASK_CGROUPS_OFF())?;
+    let css = read::<u64>(css_set, g::CSS_SET_MEMORY_OFF()).filter(|&c| c != 0)?;
+    let cgroup = read::<u64>(css, g::CSS_CGROUP_OFF())?;
+    let kn = read::<u64>(cgroup, g::CGROUP_KN_OFF())?;
+    read::<u64>(kn, g::KERNFS_ID_OFF())
 }
 
 /// Deepest PID namespace nesting searched for a tenant's namespace.

@@ -1,6 +1,7 @@
 //! `memprof doctor` as an engineer on a node runs it: all green with the eBPF detector and a
 //! local directory or the S3 server; a bucket that does not exist; the poll fallback without
-//! the BPF capabilities; `--pid` on the Go service in a memory cgroup of its own.
+//! the BPF capabilities; `--pid` on the Go service in a memory cgroup of its own; the
+//! kernel's listing of processes in a PID namespace of its own.
 use std::path::Path;
 
 use crate::common::{outage::prerequisites, *};
@@ -214,5 +215,32 @@ fn pid_of_a_go_service_in_its_own_memory_cgroup() {
     assert!(
         heap.contains("readable: variables found in the symbol table, MemProfileRate 524288, bucket list readable"),
         "{heap}"
+    );
+}
+
+/// In a PID namespace of its own (a sidecar's, in a pod), the kernel's listing names every
+/// process by the PID it has there, PID 1 included, as /proc does.
+#[test]
+fn the_kernels_listing_lists_a_pid_namespace_as_its_proc_does() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ns = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        "sleep 60 & sleep 60 & exec \"$@\"",
+        "sh",
+    ];
+    let (_, out, _) = doctor(dir.path(), &ns, &[], &[]);
+    let (status, line) = check(&out, "listing");
+    assert_eq!(status, "OK", "{out}");
+    assert!(
+        line.contains("the kernel lists the 3 processes /proc lists in this PID namespace"),
+        "{line}"
     );
 }

@@ -44,6 +44,8 @@ mod hostile;
 mod image;
 /// A 1 GiB profile streams through the spool to S3 while memprof's RSS stays small.
 mod large;
+/// The kernel's listing of processes, against procfs and the cgroup file system.
+mod listing;
 /// One memprof per node watching a pod laid out as the kubelet lays it out.
 mod node;
 /// memprof as a sidecar in a pod: the service's own limit, two pods kept apart.

@@ -1,15 +1,7 @@
 //! Where a process's memory cgroup is: found through memprof's mounts and the process's own,
 //! verified (`cgroup::View`), and shared by every process of the cgroup; relocated from
 //! scratch when a reading through it fails. Every procfs file read here is bounded.
-use std::{
-    collections::HashMap,
-    hash::{Hash, Hasher},
-    io::Read,
-    sync::{Arc, LazyLock},
-    time::Instant,
-};
-
-use procfs::{process::Stat, FromRead};
+use std::{collections::HashMap, io::Read, sync::Arc, time::Instant};
 
 use tracing::warn;
 
@@ -23,23 +15,7 @@ use crate::{
 /// a cgroup mount past it is not found, and only that process's limit is unknown.
 const MOUNTINFO_MAX: u64 = 1 << 20;
 /// `/proc/PID/cgroup`: one line per hierarchy, its path at most a few KiB.
-const PROC_CGROUP_MAX: u64 = 64 << 10;
-
-/// How far the kernel's shared RSS count (`/proc/PID/stat`'s `rss`, and what the `rss_stat`
-/// program reads) can trail the exact one (`VmRSS`): each CPU holds back less than a batch
-/// of pages, `max(32, 2 × CPUs)` (per thread, 64 before 6.2). A process stopped just past its
-/// level can stay below it in the shared count, and so unreported by the kernel; the glance
-/// leaves a process that close to its level to a whole reading.
-static COUNT_LAG: LazyLock<u64> = LazyLock::new(|| {
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
-    cpus * (2 * cpus).max(64) * procfs::page_size()
-});
-
-/// Whether `rss` from the shared count is below `level` even should it trail by `lag`.
-fn clear_of(rss: u64, level: u64, lag: u64) -> bool {
-    rss.saturating_add(lag) < level
-}
+pub(super) const PROC_CGROUP_MAX: u64 = 64 << 10;
 
 /// Where a memory cgroup was found: shared by every process in it (one descriptor per place,
 /// however many processes a cgroup holds).
@@ -50,6 +26,8 @@ pub(super) struct Located {
     pub(super) proc_cgroup: String,
     pub(super) views: Arc<Found>,
     pub(super) identity: Arc<identity::Identity>,
+    /// The inode number of the cgroup's directory: the id the kernel's listing gives it.
+    pub(super) memcg: Option<u64>,
     /// Whether the failure to find the limit has been logged (once per process).
     warned: bool,
 }
@@ -93,28 +71,6 @@ impl Assessor {
         }
         let now = self.read_limit(key, Some(round));
         now.map(|l| l.unwrap_or(self.mem_total)) == Ok(limit)
-    }
-
-    /// A glance at a process read before: its resident bytes, when it is still the same
-    /// process, in the cgroup its `/proc/PID/cgroup` named then (`cgroup`, its
-    /// `cgroup_stamp`), with less than `below` bytes resident. Two small reads
-    /// (`/proc/PID/stat` and `/proc/PID/cgroup`) where a whole reading takes its status, stat,
-    /// cgroup and limit: beside thousands of idle processes the safety net's listed round was
-    /// most of memprof's idle CPU, nearly half of it parsing `status`.
-    pub fn glance(key: &ProcKey, below: u64, cgroup: u64) -> Option<u64> {
-        let stat = Stat::from_read(open(key.pid, "stat")?).ok()?;
-        // `rss` counts the pages `VmRSS` counts (file, anonymous, shared), from the kernel's
-        // shared count: up to `COUNT_LAG` short of `VmRSS`, which sums every CPU's part.
-        let rss = stat.rss.saturating_mul(procfs::page_size());
-        let same = stat.starttime == key.start
-            && clear_of(rss, below, *COUNT_LAG)
-            && read_proc(key.pid, "cgroup", PROC_CGROUP_MAX).is_some_and(|c| stamp(&c) == cgroup);
-        same.then_some(rss)
-    }
-
-    /// A stamp of what `/proc/PID/cgroup` read when the process was last located.
-    pub fn cgroup_stamp(&self, key: &ProcKey) -> Option<u64> {
-        self.located.get(key).map(|l| stamp(&l.proc_cgroup))
     }
 
     /// The working set of the process's memory cgroup (see `cgroup::working_set`), read once
@@ -197,6 +153,11 @@ impl Assessor {
             key,
             Located {
                 proc_cgroup,
+                memcg: views
+                    .as_ref()
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| Some(v.first()?.identity()?.1)),
                 views,
                 identity,
                 warned,
@@ -236,15 +197,8 @@ fn once_per_round<T: Clone>(
     value.clone()
 }
 
-/// A stamp of a `/proc/PID/cgroup` text, kept per process instead of the text.
-fn stamp(text: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
 /// Up to `max` bytes of a procfs file of the process, cut after its last whole line.
-fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
+pub(super) fn read_proc(pid: u32, file: &str, max: u64) -> Option<String> {
     let mut bytes = Vec::new();
     open(pid, file)?.take(max).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 == max {
@@ -274,22 +228,4 @@ fn find_cgroup(
         return Err(Unreadable::NoFiles(why));
     }
     Ok(views)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_glance_leaves_a_process_within_the_counts_lag_of_its_level_to_a_reading() {
-        let (level, lag) = (1 << 30, 512 << 10);
-        assert!(clear_of(level - lag - 1, level, lag));
-        assert!(
-            !clear_of(level - lag, level, lag),
-            "may be past it in VmRSS"
-        );
-        assert!(!clear_of(level, level, lag));
-        assert!(!clear_of(u64::MAX, level, lag));
-        assert!(*COUNT_LAG >= 64 * procfs::page_size());
-    }
 }

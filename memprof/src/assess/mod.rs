@@ -2,8 +2,10 @@
 //! `Reading`), say who it is in Kubernetes terms (`identity`), and decide: `policy` (levels,
 //! hysteresis, cooldown, retries), `container` (the container trigger), `scope` (which
 //! processes are watched), `rate` (captures per minute). `process` names a process (`ProcKey`)
-//! and which ones every store forgets (`Forget`).
+//! and which ones every store forgets (`Forget`); `glance` tells whether a process read before
+//! is as it was, for the safety net to pass over.
 pub mod container;
+pub mod glance;
 pub mod identity;
 mod locate;
 pub mod policy;
@@ -239,30 +241,6 @@ mod tests {
         let text = include_bytes!("../../tests/fixtures/proc-status.kthread");
         let status = procfs::process::Status::from_read(&text[..]).unwrap();
         assert!(rss_of(&status).is_none());
-    }
-
-    #[test]
-    fn a_glance_passes_over_a_process_only_as_it_was_and_below_its_level() {
-        let mut assessor = Assessor::new(None).unwrap();
-        let reading = assessor.read(std::process::id()).unwrap();
-        let key = reading.key;
-        let cgroup = assessor.cgroup_stamp(&key).unwrap();
-        assert!(Assessor::glance(&key, u64::MAX, cgroup).is_some_and(|rss| rss > 0));
-        assert_eq!(Assessor::glance(&key, 1, cgroup), None, "past its level");
-        assert_eq!(
-            Assessor::glance(&key, u64::MAX, cgroup ^ 1),
-            None,
-            "in another cgroup"
-        );
-        let other = ProcKey {
-            start: key.start + 1,
-            ..key
-        };
-        assert_eq!(
-            Assessor::glance(&other, u64::MAX, cgroup),
-            None,
-            "another process under its PID"
-        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Forget<'_> {
     }
 }
 
-/// The processes running at a sweep: the PIDs memprof's /proc lists, each with the start time
+/// The processes running at a sweep: the PIDs listed (by the kernel or /proc), each with the start time
 /// of the newest process memprof read under it. One listing answers for every process: asking
 /// each one's start time (`alive`) cost a `/proc/PID/stat` read per process and per store at
 /// every sweep, most of memprof's idle CPU beside thousands of processes. A PID taken by
@@ -43,11 +43,11 @@ impl Forget<'_> {
 pub struct Running(HashMap<u32, Option<u64>>);
 
 impl Running {
-    /// `newest`: the start time of the newest process read under a PID, if any was. `None`
-    /// when /proc could not be listed: memprof lists itself, so an empty listing is a failed
-    /// one, and taking it for "every process exited" would forget them all.
-    pub fn now(newest: impl Fn(u32) -> Option<u64>) -> Option<Self> {
-        let listed = crate::sys::pidns::listed();
+    /// `listed`: the PIDs of memprof's namespace; `newest`: the start time of the newest
+    /// process read under a PID, if any was. `None` when the listing failed: memprof lists
+    /// itself, so an empty listing is a failed one, and taking it for "every process exited"
+    /// would forget them all.
+    pub fn of(listed: Vec<u32>, newest: impl Fn(u32) -> Option<u64>) -> Option<Self> {
         if listed.is_empty() {
             return None;
         }
@@ -97,7 +97,12 @@ mod tests {
             pid: std::process::id(),
             start: start_time(std::process::id()).unwrap(),
         };
-        assert!(Running::now(|_| None).unwrap().runs(&me));
+        let listed = crate::sys::pidns::listed();
+        assert!(Running::of(listed, |_| None).unwrap().runs(&me));
+        assert!(
+            Running::of(Vec::new(), |_| None).is_none(),
+            "a failed listing"
+        );
         assert!(alive(me));
     }
 }

@@ -28,6 +28,7 @@ pub async fn run(cfg: &Config, pid: u32) -> Result<()> {
         kernel: None,
         detected: Instant::now(),
         source: Source::Manual,
+        listed: None,
     };
     let captured = capturer.capture(&candidate, &reading).await;
     if captured.keys.is_empty() {

@@ -128,6 +128,7 @@ impl LoopState {
                 percent_tenths: (percent * 10.0) as u32,
                 via: r.via,
             },
+            listed: None,
         };
         crate::metrics::detection(r.via, "container");
         let (capturer, path) = (Arc::clone(&self.capturer), r.path);

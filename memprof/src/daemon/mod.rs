@@ -35,7 +35,7 @@ use crate::{
         floor::Floor,
         poll, Candidate, Source,
     },
-    kernel::Arm,
+    kernel::{Arm, Listing},
     serve,
 };
 
@@ -62,9 +62,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<Candidate>(8192);
     let (container_tx, mut container_rx) = mpsc::channel::<ContainerEvent>(1024);
     let (kernel, detector) = detect::start(&cfg, tx.clone())?;
-    let (arm, go_targets, heap_ring, rss_gate) = match kernel {
-        Some(k) => (Some(k.arm), Some(k.go), Some(k.heap), k.rss_gate),
-        None => (None, None, None, None),
+    let (arm, go_targets, heap_ring, rss_gate, listing) = match kernel {
+        Some(k) => (Some(k.arm), Some(k.go), Some(k.heap), k.rss_gate, k.listing),
+        None => (None, None, None, None, None),
     };
     let deliverer = wire::deliverer(&cfg).await?;
     crate::metrics::health::spool_open(&cfg.spool_dir);
@@ -84,7 +84,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(_) => safety_net::list_every(poll_every),
         None => 1,
     };
-    tokio::spawn(poll::run(poll_every, list_every, tx.clone()));
+    tokio::spawn(poll::run(
+        poll_every,
+        list_every,
+        listing.clone(),
+        tx.clone(),
+    ));
     let retry = Arc::clone(&deliverer);
     tokio::spawn(async move { retry.retry_loop().await });
 
@@ -95,6 +100,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         scope: cfg.scope.clone(),
         rate: RateLimit::new(cfg.max_captures_per_minute),
         arm,
+        listing,
         table: ProcessTable::default(),
         captures: JoinSet::new(),
         capturer,
@@ -177,6 +183,8 @@ struct LoopState {
     scope: Scope,
     rate: RateLimit,
     arm: Option<Arm>,
+    /// The kernel's listing of processes (`None`: /proc is listed).
+    listing: Option<Listing>,
     /// One record per process followed (see `processes` for every per-process store).
     table: ProcessTable,
     captures: JoinSet<(Trigger, Outcome)>,
@@ -210,7 +218,7 @@ impl LoopState {
             Source::Known => return self.known_round(c.detected),
             Source::Poll => {
                 self.begin_round(c.detected);
-                if self.unchanged(c.ns_pid, c.detected) {
+                if self.unchanged(c.ns_pid, c.detected, c.listed) {
                     return;
                 }
             }
@@ -255,11 +263,11 @@ impl LoopState {
         self.note_container(key);
         self.note_floor(&reading);
         let level = self.first_level(&reading);
-        let cgroup_stamp = self.assessor.cgroup_stamp(&key);
+        let placed = self.assessor.placed(&key);
         let Some(record) = self.table.record(key) else {
             return;
         };
-        record.judged(&reading, level, cgroup_stamp, &self.round);
+        record.judged(&reading, level, placed, &self.round);
         if !std::mem::replace(&mut record.discovered, true) {
             self.capturer.discover(key, reading.comm.clone());
         }

@@ -134,6 +134,7 @@ impl LoopState {
                 kernel: None,
                 detected: Instant::now(),
                 source,
+                listed: None,
             };
             let _ = tx.send(c).await;
         });

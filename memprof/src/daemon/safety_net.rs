@@ -14,8 +14,12 @@
 use std::time::{Duration, Instant};
 
 use super::{processes::Record, LoopState};
-use crate::assess::{Assessor, LimitSource, ProcKey, Reading};
+use crate::assess::{
+    glance::{glance_listed, Placed, Sighting},
+    Assessor, LimitSource, ProcKey, Reading,
+};
 use crate::detect::{Candidate, Source};
+use crate::kernel::ListedProc;
 
 /// What a process's last reading was judged against.
 #[derive(Clone, Copy, Debug)]
@@ -24,10 +28,10 @@ pub(super) struct LastRead {
     limit: u64,
     /// The kernel's counts of refused processes when it was read.
     refused: (u64, u64),
-    /// Its first level then, and a stamp of its `/proc/PID/cgroup`: a listed round passes
-    /// over a quiet process still in that cgroup and below that level (`unchanged`).
+    /// Its first level then, and where it was: a listed round passes over a quiet process
+    /// still there and below that level (`unchanged`).
     level: u64,
-    cgroup: u64,
+    placed: Placed,
 }
 
 /// How often the processes are listed and every one is looked at, quiet or not (in rounds:
@@ -54,16 +58,16 @@ pub(super) struct Round {
 }
 
 impl Record {
-    /// Notes what the reading was judged against: its first `level` and its cgroup's stamp
-    /// (`Assessor::cgroup_stamp`). An unresolved limit is not noted: such a process is read
-    /// every round, its cgroup looked for again.
-    pub fn judged(&mut self, reading: &Reading, level: u64, cgroup: Option<u64>, round: &Round) {
+    /// Notes what the reading was judged against: its first `level` and where it was
+    /// (`Assessor::placed`). An unresolved limit is not noted: such a process is read every
+    /// round, its cgroup looked for again.
+    pub fn judged(&mut self, reading: &Reading, level: u64, placed: Option<Placed>, round: &Round) {
         let resolved = reading.limit_source != LimitSource::Unresolved;
-        self.last = cgroup.filter(|_| resolved).map(|cgroup| LastRead {
+        self.last = placed.filter(|_| resolved).map(|placed| LastRead {
             limit: reading.limit,
             refused: round.refused,
             level,
-            cgroup,
+            placed,
         });
     }
 }
@@ -105,6 +109,7 @@ impl LoopState {
                     kernel: None,
                     detected: round,
                     source: Source::Poll,
+                    listed: None,
                 });
             }
         }
@@ -112,12 +117,30 @@ impl LoopState {
 
     /// In a listed round: whether the process may be passed over all the same, being quiet
     /// and, at a glance, the same process in the same cgroup, below its first level. What the
-    /// listing is there to bound (see `LIST_PERIOD`) changes one of those.
-    pub(super) fn unchanged(&mut self, pid: u32, round: Instant) -> bool {
+    /// listing is there to bound (see `LIST_PERIOD`) changes one of those. The glance is at
+    /// what the kernel's listing held of it (`listed`), else at its procfs files.
+    pub(super) fn unchanged(
+        &mut self,
+        pid: u32,
+        round: Instant,
+        listed: Option<ListedProc>,
+    ) -> bool {
         let Some((key, last)) = self.quiet(pid, round) else {
             return false;
         };
-        let Some(rss) = Assessor::glance(&key, last.level, last.cgroup) else {
+        let rss = match listed {
+            Some(ListedProc {
+                start,
+                rss: Some(rss),
+                memcg,
+                ..
+            }) => {
+                let seen = Sighting { start, rss, memcg };
+                glance_listed(&key, last.level, last.placed, seen)
+            }
+            _ => Assessor::glance(&key, last.level, last.placed),
+        };
+        let Some(rss) = rss else {
             return false;
         };
         // What the OOM record says should the process die: as fresh as a reading's (the

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Config, DetectorChoice, RssGate},
-    kernel::{Arm, GoTargets, Hook, Kernel, KernelProc},
+    kernel::{Arm, GoTargets, Hook, Kernel, KernelProc, ListedProc, Listing},
 };
 use aya::maps::{MapData, RingBuf};
 
@@ -31,6 +31,8 @@ pub struct Candidate {
     /// When the detector noticed.
     pub detected: Instant,
     pub source: Source,
+    /// What the kernel's listing held of the process, when the safety net listed it so.
+    pub listed: Option<ListedProc>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub struct KernelHandles {
     pub heap: RingBuf<MapData>,
     /// Whether `rss_stat` must be attached (`floor` decides); `None`: always attached.
     pub rss_gate: Option<watch::Sender<bool>>,
+    /// The kernel's listing of processes, where it loaded (else the safety net lists /proc).
+    pub listing: Option<Listing>,
 }
 
 /// Loads the kernel detector the configuration asks for, falling back to polling under `auto`.
@@ -123,6 +127,7 @@ pub fn start(cfg: &Config, tx: mpsc::Sender<Candidate>) -> Result<(Option<Kernel
                     go: kernel.go_targets(),
                     heap: kernel.take_heap_ring()?,
                     rss_gate,
+                    listing: kernel.listing(),
                 };
                 let name = match kernel.rss_layout {
                     Some(layout) => format!("ebpf {} ({layout:?} counters)", kernel.hook),

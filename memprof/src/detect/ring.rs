@@ -93,5 +93,6 @@ fn parse_event(bytes: &[u8]) -> Option<Candidate> {
         }),
         detected: monotonic_from_ktime(e.ktime_ns),
         source,
+        listed: None,
     })
 }

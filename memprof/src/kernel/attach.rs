@@ -9,9 +9,10 @@ use aya::{
     Btf as AyaBtf, Ebpf,
 };
 use memprof_common::globals as g;
+use tracing::debug;
 
 use super::{
-    btf::Btf,
+    btf::{self, Btf},
     gate::{self, Rss},
     offsets, tenant, Hook,
 };
@@ -19,12 +20,17 @@ use super::{
 /// The typedef a tp_btf program on `rss_stat` names as its target.
 const RSS_STAT_TRACE: &str = "btf_trace_rss_stat";
 
-/// The `.rodata` values, how the running kernel keeps its RSS counters, and (for the tp_btf
-/// hook) the id of the programs' target in the kernel's BTF.
+/// The function a task iterator names as its target.
+const ITER_TASK: &str = "bpf_iter_task";
+
+/// The `.rodata` values, how the running kernel keeps its RSS counters, (for the tp_btf hook)
+/// the id of the programs' target in the kernel's BTF, and that of the task iterator's (where
+/// the kernel has BTF).
 pub struct Globals {
     pub values: Vec<(&'static str, u64)>,
     pub rss_layout: Option<offsets::RssLayout>,
     pub rss_stat_trace: Option<u32>,
+    pub iter_task: Option<u32>,
 }
 
 pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
@@ -34,10 +40,25 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         (g::PIDNS_IS_INIT, init_pidns as u64),
         (g::PAGE_SHIFT, offsets::page_shift()),
     ];
-    let (mut rss_layout, mut rss_stat_trace) = (None, None);
+    let (mut rss_layout, mut rss_stat_trace, mut iter_task) = (None, None, None);
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
             values.extend(offsets::task_offsets(&btf)?);
+            // The kernel's listing reads the counters whichever hook follows them.
+            let rss = offsets::rss_offsets(&btf)?;
+            values.push((g::RSS_COUNT_OFF, rss.count_off));
+            values.push((g::RSS_STRIDE, rss.stride));
+            values.push((
+                g::RSS_PROBE_READ,
+                (rss.layout == offsets::RssLayout::AtomicArray) as u64,
+            ));
+            // Without them the listing says nothing of cgroups, and the safety net opens
+            // each process's /proc/PID/cgroup as it did before.
+            match offsets::memcg_offsets(&btf) {
+                Ok(memcg) => values.extend(memcg),
+                Err(e) => debug!("the kernel's listing carries no memory cgroup: {e:#}"),
+            }
+            iter_task = btf.func_id(ITER_TASK).ok();
             Some(btf)
         }
         // The classic hook attributes events to `current`; in the initial PID namespace no
@@ -49,15 +70,8 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
     };
     match hook {
         Hook::Btf => {
-            let rss = offsets::rss_offsets(btf.as_ref().context("tp_btf needs kernel BTF")?)?;
-            values.push((g::RSS_COUNT_OFF, rss.count_off));
-            values.push((g::RSS_STRIDE, rss.stride));
-            values.push((
-                g::RSS_PROBE_READ,
-                (rss.layout == offsets::RssLayout::AtomicArray) as u64,
-            ));
-            rss_layout = Some(rss.layout);
             let btf = btf.as_ref().context("tp_btf needs kernel BTF")?;
+            rss_layout = Some(offsets::rss_offsets(btf)?.layout);
             rss_stat_trace = Some(btf.typedef_id(RSS_STAT_TRACE)?);
         }
         Hook::Classic => {
@@ -98,18 +112,27 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         values,
         rss_layout,
         rss_stat_trace,
+        iter_task,
     })
 }
 
-/// aya finds a tp_btf program's target by the name of its typedef in the BTF it is given and
-/// hands the kernel that typedef's id, which the kernel checks. Parsing the whole of the
-/// kernel's BTF for that one lookup costs aya ~30 MiB at start-up (memprof's peak); this BTF
-/// holds only the tracepoint's typedef at the kernel's `id`, after placeholder pointers the
-/// lookup passes over.
-pub fn target_btf(id: u32) -> Result<AyaBtf> {
-    let name = RSS_STAT_TRACE;
+/// The BTF a tp_btf program on `rss_stat` is loaded with (see `target_btf`).
+pub fn rss_stat_btf(id: u32) -> Result<AyaBtf> {
+    target_btf(id, RSS_STAT_TRACE, btf::KIND_TYPEDEF)
+}
+
+/// The BTF the task iterator is loaded with (see `target_btf`).
+pub fn iter_task_btf(id: u32) -> Result<AyaBtf> {
+    target_btf(id, ITER_TASK, btf::KIND_FUNC)
+}
+
+/// aya finds a tracing program's target by its name and kind in the BTF it is given (a
+/// tp_btf program's typedef, an iterator's function) and hands the kernel that type's id,
+/// which the kernel checks. Parsing the whole of the kernel's BTF for that one lookup costs
+/// aya ~30 MiB at start-up (memprof's peak); this BTF holds only the target, `name` of
+/// `kind` at the kernel's `id`, after placeholder pointers the lookup passes over.
+fn target_btf(id: u32, name: &str, kind: u32) -> Result<AyaBtf> {
     const KIND_PTR: u32 = 2;
-    const KIND_TYPEDEF: u32 = 8;
     const HEADER_LEN: u32 = 24;
     let placeholders = id.checked_sub(1).context("a typedef with id 0")? as usize;
     let mut types = Vec::with_capacity((placeholders + 1) * 12);
@@ -119,7 +142,7 @@ pub fn target_btf(id: u32) -> Result<AyaBtf> {
             types.extend_from_slice(&u32::to_ne_bytes(word));
         }
     }
-    for word in [1, KIND_TYPEDEF << 24, 0] {
+    for word in [1, kind << 24, 0] {
         types.extend_from_slice(&u32::to_ne_bytes(word));
     }
     let strings = [b"\0", name.as_bytes(), b"\0"].concat();

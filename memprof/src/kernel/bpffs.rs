@@ -1,11 +1,12 @@
-//! BPF and bpffs helpers the shared kernel programs need and aya 0.14 does not offer: a
-//! descriptor of another instance's link (aya lists links but keeps their descriptors), and
-//! telling a bpffs mount from a plain directory.
+//! BPF and bpffs helpers memprof needs and aya 0.14 does not offer: a descriptor of another
+//! instance's link (aya lists links but keeps their descriptors), an iterator's link and a
+//! new iteration of it (aya makes one iteration per link), and telling a bpffs mount from a
+//! plain directory.
 use std::{
     ffi::CString,
     io,
     os::{
-        fd::{FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -13,6 +14,10 @@ use std::{
 
 /// `BPF_LINK_GET_FD_BY_ID` (uapi/linux/bpf.h).
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+/// `BPF_LINK_CREATE`, `BPF_ITER_CREATE` and `BPF_TRACE_ITER` (uapi/linux/bpf.h).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u64 = 28;
 /// `statfs.f_type` of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -46,6 +51,28 @@ pub fn link_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     let mut attr = Attr::default();
     attr.words[0] = id as u64;
     let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A link of the iterator program `prog` (a task iterator over every task: no `iter_info`).
+pub fn iter_link(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // `{ prog_fd, target_fd = 0, attach_type, flags = 0, iter_info = NULL, iter_info_len = 0 }`
+    let mut attr = Attr::default();
+    attr.words[0] = prog.as_raw_fd() as u64;
+    attr.words[1] = BPF_TRACE_ITER;
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new iteration of the iterator `link`: reading it runs the program over the tasks of the
+/// caller's PID namespace.
+pub fn iter_new(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // `{ link_fd, flags = 0 }`
+    let mut attr = Attr::default();
+    attr.words[0] = link.as_raw_fd() as u64;
+    let fd = bpf(BPF_ITER_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

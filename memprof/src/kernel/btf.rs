@@ -14,10 +14,11 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
-const KIND_TYPEDEF: u32 = 8;
+pub const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+pub const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -165,6 +166,26 @@ impl Btf {
     pub fn typedef_id(&self, name: &str) -> Result<u32> {
         self.id_of(KIND_TYPEDEF, name)
             .with_context(|| format!("typedef {name} not in the kernel's BTF"))
+    }
+
+    /// The id of the function called `name` (an iterator's `bpf_iter_<kind>`, which an
+    /// iterator program names as its target).
+    pub fn func_id(&self, name: &str) -> Result<u32> {
+        self.id_of(KIND_FUNC, name)
+            .with_context(|| format!("function {name} not in the kernel's BTF"))
+    }
+
+    /// The value of `variant` in the enum called `name`.
+    pub fn enum_value(&self, name: &str, variant: &str) -> Result<u64> {
+        let t = self.get(
+            self.id_of(KIND_ENUM, name)
+                .with_context(|| format!("enum {name} not in the kernel's BTF"))?,
+        )?;
+        (0..t.vlen as usize)
+            .map(|i| t.extra + 8 * i)
+            .find(|&e| self.name(self.u32_at(e)) == variant.as_bytes())
+            .map(|e| u64::from(self.u32_at(e + 4)))
+            .with_context(|| format!("{variant} not in enum {name}"))
     }
 
     /// Follows typedefs and qualifiers to the underlying type.

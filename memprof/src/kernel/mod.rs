@@ -1,14 +1,16 @@
 //! The kernel side: loads memprof-ebpf with the offsets this kernel needs (`btf`, `offsets`,
 //! `attach`), or joins the node's shared set (`shared_set`, `tenant`, `links`, `bpffs`), and
 //! hands out the maps userspace works through (`maps`: the armed levels, the Go processes to
-//! walk at the kill, the ring buffers). The stages use these handles; the events themselves are
-//! read by `detect::ring`. `gate` takes this instance's `rss_stat` program off its hook while
-//! no watched process is near its level, and puts it back.
+//! walk at the kill, the ring buffers) and the kernel's listing of processes (`listing`). The
+//! stages use these handles; the events themselves are read by `detect::ring`. `gate` takes
+//! this instance's `rss_stat` program off its hook while no watched process is near its
+//! level, and puts it back.
 mod attach;
 mod bpffs;
 pub mod btf;
 mod gate;
 mod links;
+mod listing;
 mod maps;
 pub mod offsets;
 mod shared_set;
@@ -26,11 +28,12 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use memprof_common::Identity;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use attach::globals;
 use gate::Rss;
 use links::Held;
+pub use listing::{ListedProc, Listing};
 pub use maps::{Arm, GoTargets};
 use shared_set::Plan;
 use tenant::Tenant;
@@ -45,10 +48,15 @@ pub struct KernelProc {
 impl KernelProc {
     /// The start time in clock ticks, as `/proc/PID/stat` gives it, when the kernel knew it.
     pub fn start_ticks(&self) -> Option<u64> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        (self.identity.start_ns != 0).then(|| self.identity.start_ns / (1_000_000_000 / hz))
+        (self.identity.start_ns != 0).then(|| ticks(self.identity.start_ns))
     }
+}
+
+/// A task's `start_boottime` (ns) in clock ticks, as `/proc/PID/stat` gives its start time.
+fn ticks(start_ns: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    start_ns / (1_000_000_000 / hz)
 }
 
 /// The most entries of the kernel's process map one group may hold (a container in node mode,
@@ -123,6 +131,8 @@ pub struct Kernel {
     go: GoTargets,
     /// Whether `rss_stat` is on its hook, and whether this instance may take it off.
     rss: Rss,
+    /// The kernel's listing of processes, where it loaded.
+    listing: Option<Listing>,
     /// The shared set's attachments, alive while some instance holds them (`links.rs`).
     _links: Held,
 }
@@ -177,13 +187,22 @@ impl Kernel {
             loader.map_pin_path(name, path.as_path());
         }
         let mut bpf = loader.load(BPF_OBJECT).context("loading BPF object")?;
-        let aya_btf = globals.rss_stat_trace.map(attach::target_btf).transpose()?;
+        let aya_btf = globals
+            .rss_stat_trace
+            .map(attach::rss_stat_btf)
+            .transpose()?;
         let (made, rss) = match plan {
             Plan::Join(..) => (Vec::new(), Rss::Shared),
             _ => attach::all(&mut bpf, hook, aya_btf.as_ref(), pins.is_some())?,
         };
         crate::metrics::rss_stat_attached(true, false);
         attach::load_own(&mut bpf, aya_btf.as_ref())?;
+        // Not needed to watch: without it the safety net lists /proc, at a higher idle cost.
+        let listing = globals.iter_task.and_then(|id| {
+            Listing::load(&mut bpf, id)
+                .map_err(|e| warn!("the safety net lists /proc: no kernel listing: {e:#}"))
+                .ok()
+        });
         // The programs this instance loaded (a joined set's attached ones are another's).
         for (name, prog) in bpf.programs() {
             if let Ok(info) = prog.info() {
@@ -237,12 +256,17 @@ impl Kernel {
             bpf,
             arm,
             rss,
+            listing,
             _links: links,
         })
     }
 
     pub fn arm(&self) -> Arm {
         self.arm.clone()
+    }
+
+    pub fn listing(&self) -> Option<Listing> {
+        self.listing.clone()
     }
 
     pub fn go_targets(&self) -> GoTargets {

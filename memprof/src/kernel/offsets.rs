@@ -85,6 +85,29 @@ pub fn task_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
     ])
 }
 
+/// Offsets that lead from a task to the directory of its memory cgroup (the kernel's listing
+/// of processes); an error where the kernel has no memory controller.
+pub fn memcg_offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>> {
+    let memory = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+    let pointer = 8;
+    Ok(vec![
+        (
+            g::TASK_CGROUPS_OFF,
+            btf.offset_of("task_struct", "cgroups")?,
+        ),
+        (
+            g::CSS_SET_MEMORY_OFF,
+            btf.offset_of("css_set", "subsys")? + memory * pointer,
+        ),
+        (
+            g::CSS_CGROUP_OFF,
+            btf.offset_of("cgroup_subsys_state", "cgroup")?,
+        ),
+        (g::CGROUP_KN_OFF, btf.offset_of("cgroup", "kn")?),
+        (g::KERNFS_ID_OFF, btf.offset_of("kernfs_node", "id")?),
+    ])
+}
+
 pub use crate::sys::pidns::INITIAL as INIT_PIDNS_INUM;
 
 /// Inode number of memprof's own PID namespace.
@@ -189,6 +212,7 @@ mod tests {
         assert!(task_offsets(&btf)
             .unwrap()
             .iter()
+            .chain(&memcg_offsets(&btf).unwrap())
             .all(|(_, off)| *off < 16384));
     }
 }

@@ -66,7 +66,7 @@ pub async fn run(cfg: &Config, pid: Option<u32>) -> ExitCode {
     let detector = detector::check(cfg).await;
     let mut sections: Vec<Section> = vec![
         ("host".into(), host),
-        ("detector".into(), vec![detector]),
+        ("detector".into(), detector),
         ("sink".into(), sink::checks(cfg).await),
     ];
     if let Some(pid) = pid {
