@@ -1,7 +1,12 @@
 //! Where a process's memory cgroup is: found through memprof's mounts and the process's own,
 //! verified (`cgroup::View`), and shared by every process of the cgroup; relocated from
 //! scratch when a reading through it fails. Every procfs file read here is bounded.
-use std::{collections::HashMap, io::Read, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    io::Read,
+    sync::{Arc, Weak},
+    time::Instant,
+};
 
 use tracing::warn;
 
@@ -71,6 +76,24 @@ impl Assessor {
         }
         let now = self.read_limit(key, Some(round));
         now.map(|l| l.unwrap_or(self.mem_total)) == Ok(limit)
+    }
+
+    /// Whether any cgroup's limit reads otherwise than at the last call: each read once in the
+    /// safety net's round `round` (shared with `limit_reads`). A cgroup found for the first
+    /// time has not moved: no process in it was judged against an older limit.
+    pub fn limits_moved(&mut self, round: Instant) -> bool {
+        let found: Vec<Arc<Found>> = self.by_cgroup.values().filter_map(Weak::upgrade).collect();
+        let mut now = HashMap::with_capacity(found.len());
+        for found in found {
+            let at = Arc::as_ptr(&found) as usize;
+            let cache = Some(&mut self.round.at(round).read);
+            let limit = once_per_round(cache, found, read_limit_of);
+            now.insert(at, limit.ok());
+        }
+        let seen = std::mem::replace(&mut self.seen_limits, now);
+        self.seen_limits
+            .iter()
+            .any(|(at, limit)| seen.get(at).is_some_and(|was| was != limit))
     }
 
     /// The working set of the process's memory cgroup (see `cgroup::working_set`), read once
@@ -171,10 +194,15 @@ impl Assessor {
     fn read_limit(&mut self, key: &ProcKey, round: Option<Instant>) -> Limit {
         let found = Arc::clone(&self.located[key].views);
         let cache = round.map(|r| &mut self.round.at(r).read);
-        once_per_round(cache, found, |f| match f {
-            Ok(views) => cgroup::limit(views),
-            Err(why) => Err(why.clone()),
-        })
+        once_per_round(cache, found, read_limit_of)
+    }
+}
+
+/// The limit of the cgroup at `found`, read now.
+fn read_limit_of(found: &Found) -> Limit {
+    match found {
+        Ok(views) => cgroup::limit(views),
+        Err(why) => Err(why.clone()),
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Assessor {
     node_wide: bool,
     /// Each cgroup's limit as read in the safety net's current round (see `limit_reads`).
     round: locate::RoundLimits,
+    /// Each cgroup's limit as `limits_moved` last read it, by where it was found.
+    seen_limits: HashMap<usize, Option<Option<u64>>>,
 }
 
 impl Assessor {
@@ -94,6 +96,7 @@ impl Assessor {
             pods: pods_dir.filter(|d| d.is_dir()).map(identity::PodsTree::new),
             node_wide: crate::sys::pidns::own().ok() == Some(crate::sys::pidns::INITIAL),
             round: Default::default(),
+            seen_limits: HashMap::new(),
         })
     }
 

@@ -8,7 +8,7 @@
 //! processes the kernel answers for, `sweep` drops exited processes, `shutdown` finishes on
 //! SIGTERM.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -121,6 +121,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         poll_every,
         floor: rss_gate.map(|rss| Floor::start(cfg.rss_gate_hold, rss)),
         round: Default::default(),
+        quiet_since: HashSet::new(),
         sweeps: 0,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -206,6 +207,8 @@ struct LoopState {
     floor: Option<Floor<ProcKey>>,
     /// The safety net's round under way.
     round: safety_net::Round,
+    /// Processes a round found quiet, and nothing has happened to since (`known_round`).
+    quiet_since: HashSet<ProcKey>,
     /// Sweeps so far.
     sweeps: u64,
 }
@@ -213,6 +216,7 @@ struct LoopState {
 impl LoopState {
     fn handle(&mut self, c: Candidate) {
         tracing::trace!(?c, "candidate");
+        self.stirred(c.ns_pid);
         match c.source {
             Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
             Source::Known => return self.known_round(c.detected),

@@ -92,6 +92,7 @@ impl LoopState {
 
     /// A capture task ended: tell the policy, and schedule a retry if it asks for one.
     pub(super) fn finished(&mut self, key: ProcKey, outcome: Outcome) {
+        self.quiet_since.remove(&key);
         let now = Instant::now();
         if outcome == Outcome::Stored {
             self.policy.stored(key, now);

@@ -3,7 +3,7 @@
 //! assessor's cgroup cache, the container trigger, the `rss_stat` gate's cgroups and capture's
 //! own (who each process was, its Go heap, its endpoint) — used alike after an exec and by the
 //! sweep of exited ones.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
@@ -86,6 +86,15 @@ impl ProcessTable {
         self.newest.keys().copied().collect()
     }
 
+    /// Every PID a process was read under, but those whose newest process is in `but`.
+    pub fn pids_but(&self, but: &HashSet<ProcKey>) -> Vec<u32> {
+        self.newest
+            .iter()
+            .filter(|&(&pid, &start)| !but.contains(&ProcKey { pid, start }))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
     /// The newest process read under this PID.
     pub fn newest(&self, pid: u32) -> Option<ProcKey> {
         let start = *self.newest.get(&pid)?;
@@ -122,6 +131,7 @@ impl LoopState {
         let gone = |k: &ProcKey| which.covers(k);
         let exec = matches!(which, Forget::Exec(_));
         self.table.forget(gone, !exec);
+        self.quiet_since.retain(|k| !gone(k));
         self.policy.forget(gone, exec);
         self.assessor.forget(which);
         self.capturer.forget(which);
@@ -163,6 +173,22 @@ mod tests {
         assert_eq!(t.newest(7), Some(ProcKey { pid: 7, start: 9 }));
         t.forget(|k| k.start == 9, true);
         assert_eq!(t.newest(7), None);
+    }
+
+    #[test]
+    fn a_round_looks_at_every_pid_but_the_newest_processes_passed_over() {
+        let mut t = ProcessTable::default();
+        for (pid, start) in [(7, 1), (8, 1), (8, 2), (9, 1)] {
+            t.read(ProcKey { pid, start });
+        }
+        let passed = HashSet::from([key(7), ProcKey { pid: 8, start: 1 }]);
+        let mut pids = t.pids_but(&passed);
+        pids.sort_unstable();
+        assert_eq!(
+            pids,
+            [8, 9],
+            "PID 8 names a newer process than the one passed over"
+        );
     }
 
     #[test]

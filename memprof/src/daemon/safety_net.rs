@@ -6,11 +6,12 @@
 //! reports it the moment its RSS moves: at its armed level, or, never seen by the kernel (idle
 //! since before memprof started), at its first change (the kernel's first sight). Reading it
 //! anyway changed nothing, and beside thousands of idle processes it was most of memprof's idle
-//! CPU. A round's cost is then a look at memprof's own table and one limit read per cgroup.
+//! CPU. A process found quiet is not looked at again until something happens to it or a limit
+//! moves: a round's cost is then a lookup per process and one limit read per cgroup.
 //! Every `LIST_PERIOD` the processes are listed and every one is looked at, bounding what
 //! the kernel could miss unseen: a quiet one at a glance (the same process, in the same
-//! cgroup, below its first level; two small reads), any other read whole. The reads of a
-//! round share each cgroup's limit and working set.
+//! cgroup, below its first level: from the kernel's listing, else two small reads), any other
+//! read whole. The reads of a round share each cgroup's limit and working set.
 use std::time::{Duration, Instant};
 
 use super::{processes::Record, LoopState};
@@ -93,25 +94,47 @@ impl LoopState {
     }
 
     /// A round that did not list the processes (`Source::Known`): each process read before is
-    /// read again unless quiet. Once the kernel has refused any process, the processes are
-    /// listed all the same: which ones it refused, nobody but the listing knows.
+    /// read again unless quiet. One found quiet stays passed over (`quiet_since`) until
+    /// something happens to it (a candidate names it, a capture of it ends, it is forgotten)
+    /// or some cgroup's limit moves: a round then costs a lookup per process and a limit read
+    /// per cgroup, not a look at each (most of memprof's idle CPU beside thousands of idle
+    /// processes). Once the kernel has refused any process, the processes are listed all the
+    /// same: which ones it refused, nobody but the listing knows.
     pub(super) fn known_round(&mut self, round: Instant) {
         self.begin_round(round);
         let pids = match self.round.refused {
-            (0, 0) => self.table.pids(),
-            _ => crate::sys::pidns::listed(),
+            (0, 0) => {
+                if self.assessor.limits_moved(round) {
+                    self.quiet_since.clear();
+                }
+                self.table.pids_but(&self.quiet_since)
+            }
+            _ => {
+                self.quiet_since.clear();
+                crate::sys::pidns::listed()
+            }
         };
         let me = std::process::id();
         for ns_pid in pids.into_iter().filter(|&p| p != me) {
-            if self.quiet(ns_pid, round).is_none() {
-                self.assess(Candidate {
+            match self.quiet(ns_pid, round) {
+                Some((key, _)) => {
+                    self.quiet_since.insert(key);
+                }
+                None => self.assess(Candidate {
                     ns_pid,
                     kernel: None,
                     detected: round,
                     source: Source::Poll,
                     listed: None,
-                });
+                }),
             }
+        }
+    }
+
+    /// Something happened to the process under `pid`: the next round looks at it again.
+    pub(super) fn stirred(&mut self, pid: u32) {
+        if let Some(key) = self.table.newest(pid) {
+            self.quiet_since.remove(&key);
         }
     }
 
