@@ -1,9 +1,10 @@
 //! memprof's kernel programs. Each file holds one concern:
 //! `rss.rs` follows per-process RSS on `rss_stat` and reports armed crossings,
 //! `lifecycle.rs` forgets processes on exec and exit, `oom.rs` reports OOM-killer victims,
-//! `listing.rs` lists the processes for the safety net, `goheap.rs` walks a Go victim's heap profile when its SIGKILL arrives,
-//! `procs.rs` admits processes and reports crossings, `task.rs` resolves a task's tgid and
-//! its tenant, `emit.rs` hands events to the tenant's own programs (shared programs).
+//! `listing.rs` lists the processes for the safety net, `goheap.rs` walks a Go victim's heap
+//! profile when its SIGKILL arrives, `procs.rs` admits processes and reports crossings,
+//! `task.rs` resolves a task's tgid, its tenant and its memory cgroup, `emit.rs` hands events
+//! to the tenant's own programs (shared programs).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `lock xadd` (maps::add) is written as inline assembly.

@@ -3,7 +3,8 @@
 //!
 //! Rust BPF has no CO-RE, so every offset comes from the running kernel's BTF via the
 //! `.rodata` globals in `maps::g`. These reads happen once per newly seen process (a cache or
-//! map miss), so they use `bpf_probe_read_kernel`, which works on any pointer.
+//! map miss) and once per process for each listing of the safety net, so they use
+//! `bpf_probe_read_kernel`, which works on any pointer.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 use crate::maps::{g, TENANTS};

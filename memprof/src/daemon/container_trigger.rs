@@ -47,6 +47,7 @@ impl LoopState {
                 containers.lost(&path);
                 // Another process of the container (or the same one, relocated) lends its view.
                 for key in containers.members(&path) {
+                    self.quiet_since.remove(&key);
                     if self.assessor.read(key.pid).is_some_and(|r| r.key == key) {
                         self.note_container(key);
                     }
@@ -116,6 +117,7 @@ impl LoopState {
             self.container_done(&r.path, Outcome::NoProfile);
             return;
         }
+        self.quiet_since.remove(&chosen.key);
         let Some(reading) = self.assessor.read(chosen.key.pid) else {
             self.container_done(&r.path, Outcome::Failed);
             return;
@@ -154,6 +156,8 @@ impl LoopState {
         let keys = self.containers.as_ref().map(|c| c.members(path));
         let mut members = Vec::new();
         for key in keys.unwrap_or_default() {
+            // A reading may locate its cgroup anew: the safety net looks at it again.
+            self.quiet_since.remove(&key);
             let Some(r) = self.assessor.read(key.pid).filter(|r| r.key == key) else {
                 continue;
             };

@@ -1,21 +1,21 @@
 //! The pipeline: detectors feed candidates to one loop that assesses them, asks the policy, and
 //! hands captures to background tasks that capture and deliver; their outcomes come back to
 //! the policy, which may schedule a retry. `wire` builds the stages from the configuration,
-//! `processes` keeps one record per process and forgets processes everywhere, `outcome` carries
-//! out decisions (arming the kernel, starting captures) and takes finished captures back,
-//! `container_trigger` runs the container trigger, `rss_gate` watches cgroups for the
-//! `rss_stat` gate, `oom_victim` records the OOM killer's choice, `safety_net` passes over the
-//! processes the kernel answers for, `sweep` drops exited processes, `shutdown` finishes on
-//! SIGTERM.
+//! `candidate` reads the process a candidate names and decides, `processes` keeps one record
+//! per process and forgets processes everywhere, `outcome` carries out decisions (arming the
+//! kernel, starting captures) and takes finished captures back, `container_trigger` runs the
+//! container trigger, `rss_gate` watches cgroups for the `rss_stat` gate, `oom_victim` records
+//! the OOM killer's choice, `safety_net` passes over the processes the kernel answers for,
+//! `sweep` drops exited processes, `shutdown` finishes on SIGTERM.
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinSet};
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use crate::{
     assess::{
@@ -23,7 +23,7 @@ use crate::{
         policy::{Outcome, Policy},
         rate::RateLimit,
         scope::Scope,
-        Assessor, Forget, LimitSource, ProcKey,
+        Assessor, LimitSource, ProcKey,
     },
     capture::{at_kill, Capturer},
     config::Config,
@@ -33,7 +33,7 @@ use crate::{
         self,
         cgroup_watch::{ContainerEvent, WatchConfig},
         floor::Floor,
-        poll, Candidate, Source,
+        poll, Candidate,
     },
     kernel::{Arm, Listing},
     serve,
@@ -161,6 +161,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+mod candidate;
 mod container_trigger;
 mod oom_victim;
 mod outcome;
@@ -211,105 +212,4 @@ struct LoopState {
     quiet_since: HashSet<ProcKey>,
     /// Sweeps so far.
     sweeps: u64,
-}
-
-impl LoopState {
-    fn handle(&mut self, c: Candidate) {
-        tracing::trace!(?c, "candidate");
-        self.stirred(c.ns_pid);
-        match c.source {
-            Source::OomVictim { anon, .. } => return self.oom_victim(&c, anon),
-            Source::Known => return self.known_round(c.detected),
-            Source::Poll => {
-                self.begin_round(c.detected);
-                if self.unchanged(c.ns_pid, c.detected, c.listed) {
-                    return;
-                }
-            }
-            Source::Kernel { .. } => self.disarmed(c.ns_pid),
-            Source::Exec => {
-                // A new program: its policy, level, kernel identity and who it is start afresh
-                // (its mounts are final now).
-                self.forget(Forget::Exec(c.ns_pid));
-                self.exec_seen(c.ns_pid);
-                return;
-            }
-            _ => {}
-        }
-        self.assess(c);
-    }
-
-    /// Reads the process a candidate names, and decides.
-    fn assess(&mut self, c: Candidate) {
-        if c.ns_pid == 0 || c.ns_pid == std::process::id() || !self.table.has_room_for(c.ns_pid) {
-            return;
-        }
-        let round = (c.source == Source::Poll).then_some(c.detected);
-        let Some(reading) = self.assessor.read_in(c.ns_pid, round) else {
-            return;
-        };
-        let key = reading.key;
-        self.table.read(key);
-        let assessor = &self.assessor;
-        let cgroup = || assessor.cgroup_of(&key);
-        let (scope, first) = self.capturer.saw(&reading, &self.scope, cgroup);
-        if let Err(rule) = scope {
-            if first {
-                info!(
-                    pid = key.pid,
-                    comm = reading.comm,
-                    rule = rule.as_str(),
-                    "not watched"
-                );
-            }
-            return;
-        }
-        self.note_container(key);
-        self.note_floor(&reading);
-        let level = self.first_level(&reading);
-        let placed = self.assessor.placed(&key);
-        let Some(record) = self.table.record(key) else {
-            return;
-        };
-        record.judged(&reading, level, placed, &self.round);
-        if !std::mem::replace(&mut record.discovered, true) {
-            self.capturer.discover(key, reading.comm.clone());
-        }
-        // Once per process, from the safety net's scan (so short-lived helpers such as exec
-        // probes stay out of the log): what it is measured against, for operators to check.
-        if c.source == Source::Poll && !std::mem::replace(&mut record.announced, true) {
-            info!(
-                pid = key.pid,
-                comm = reading.comm,
-                rss = reading.rss,
-                limit = reading.limit,
-                limit_source = ?reading.limit_source,
-                who = self.capturer.who_of(&reading.identity),
-                "watching process"
-            );
-        }
-        if let Some(k) = c.kernel {
-            if k.start_ticks().is_some_and(|start| start != key.start) {
-                debug!(
-                    pid = c.ns_pid,
-                    "event for a process that has since exited; its PID is reused"
-                );
-                return;
-            }
-            // The kernel disarms a process when it reports it.
-            (record.kernel, record.armed, record.reported) = (Some(k), None, true);
-        }
-        let unlimited = reading.limit_source != LimitSource::Cgroup;
-        let decision = if unlimited && self.policy.has_bytes() {
-            self.policy.observe_bytes(key, reading.rss, Instant::now())
-        } else {
-            self.policy
-                .observe(key, reading.rss, reading.limit, Instant::now())
-        };
-        self.decided(c, reading, decision);
-        // After the decision (a capture is already on its way): the container's working set,
-        // for the OOM record should the process die.
-        let working_set = self.assessor.working_set_in(&key, round);
-        self.capturer.note_working_set(key, working_set);
-    }
 }

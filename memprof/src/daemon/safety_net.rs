@@ -36,8 +36,8 @@ pub(super) struct LastRead {
 }
 
 /// How often the processes are listed and every one is looked at, quiet or not (in rounds:
-/// every 30th at the default 10 s); the rounds between read only the processes memprof knows and the
-/// kernel does not answer for. What the kernel could miss without a trace (a process moved to
+/// every 30th at the default 10 s); the rounds between read only the processes memprof knows
+/// and the kernel does not answer for. What the kernel could miss without a trace (a process moved to
 /// another cgroup without exec, one the kernel cannot place in a PID namespace, one forked
 /// while `rss_stat` was off its hook into a cgroup nobody watched) is then seen within that
 /// time. Listing /proc and reading every process was nearly all of memprof's idle CPU, and
@@ -151,6 +151,9 @@ impl LoopState {
         let Some((key, last)) = self.quiet(pid, round) else {
             return false;
         };
+        // Where the listing cannot tell (no memory cgroup listed, or one that is not the
+        // process's own: cgroup v2 without the controller below it), its files can.
+        let procfs = || Assessor::glance(&key, last.level, last.placed);
         let rss = match listed {
             Some(ListedProc {
                 start,
@@ -159,9 +162,9 @@ impl LoopState {
                 ..
             }) => {
                 let seen = Sighting { start, rss, memcg };
-                glance_listed(&key, last.level, last.placed, seen)
+                glance_listed(&key, last.level, last.placed, seen).or_else(procfs)
             }
-            _ => Assessor::glance(&key, last.level, last.placed),
+            _ => procfs(),
         };
         let Some(rss) = rss else {
             return false;

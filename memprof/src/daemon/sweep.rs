@@ -6,11 +6,11 @@
 //! sweeps: while nothing new is read, nothing new is kept, and exited processes' state waits
 //! a little longer (listing /proc every ten seconds was a share of memprof's idle CPU that
 //! grew with the number of processes). Endpoint discovery's sweep runs every time.
+use std::collections::HashSet;
+
 use tracing::warn;
 
 use super::LoopState;
-use std::collections::HashSet;
-
 use crate::assess::{alive, Forget, Running};
 
 /// At most this many sweeps pass without a listing (a minute at `SWEEP_EVERY`).
@@ -18,9 +18,9 @@ const LIST_EVERY: u64 = 6;
 
 impl LoopState {
     /// The PIDs of memprof's namespace: from the kernel's listing where it loaded (nothing
-    /// opened, a few loads a process), with any process memprof follows that it left out but
-    /// /proc still has (see `poll::processes`); else from /proc.
-    pub(super) fn listed(&self) -> Vec<u32> {
+    /// opened, a few loads a process), with any process memprof follows that it left out
+    /// but that still runs (see `poll::processes`); else from /proc.
+    pub(super) fn running_pids(&self) -> Vec<u32> {
         let listed = self.listing.as_ref().map(|l| l.list());
         let Some(Ok(listed)) = listed else {
             return crate::sys::pidns::listed();
@@ -40,7 +40,7 @@ impl LoopState {
     pub(super) fn sweep(&mut self) {
         self.sweeps += 1;
         let due = self.table.grown() || self.sweeps.is_multiple_of(LIST_EVERY);
-        let listed = if due { self.listed() } else { Vec::new() };
+        let listed = if due { self.running_pids() } else { Vec::new() };
         let newest = |pid| self.table.newest(pid).map(|k| k.start);
         match Running::of(listed, newest) {
             Some(running) => {

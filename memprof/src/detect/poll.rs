@@ -59,9 +59,10 @@ pub async fn run(
 }
 
 /// The processes to look at: the PIDs /proc lists, each with what the kernel's listing holds
-/// of it. /proc names the processes, so that one the kernel's listing misses is still looked
-/// at (it misses none but PID 1 of a machine's initial namespace on some hosts), read at its
-/// procfs files. Processes the kernel lists without an address space (kernel threads) have no
+/// of it. /proc names the processes, so that one the kernel's listing leaves out is still
+/// looked at, at its procfs files: on the project's test machines the task iterator does not
+/// visit PID 1 of the initial namespace (a supervisor whose namespace links even root may not
+/// read; why, is not known), while in a PID namespace of its own it lists PID 1 too. Processes the kernel lists without an address space (kernel threads) have no
 /// memory to watch and are left out.
 fn processes(listing: Option<&Listing>) -> Vec<(u32, Option<ListedProc>)> {
     let mut kernel: HashMap<u32, ListedProc> = match listing.map(Listing::list) {

@@ -44,21 +44,24 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
             values.extend(offsets::task_offsets(&btf)?);
-            // The kernel's listing reads the counters whichever hook follows them.
-            let rss = offsets::rss_offsets(&btf)?;
-            values.push((g::RSS_COUNT_OFF, rss.count_off));
-            values.push((g::RSS_STRIDE, rss.stride));
-            values.push((
-                g::RSS_PROBE_READ,
-                (rss.layout == offsets::RssLayout::AtomicArray) as u64,
-            ));
-            // Without them the listing says nothing of cgroups, and the safety net opens
-            // each process's /proc/PID/cgroup as it did before.
+            // The kernel's listing reads the counters whichever hook follows them; without
+            // them (a layout memprof does not know) there is no listing, and only the tp_btf
+            // hook fails (below).
+            if let Ok(rss) = offsets::rss_offsets(&btf) {
+                values.push((g::RSS_COUNT_OFF, rss.count_off));
+                values.push((g::RSS_STRIDE, rss.stride));
+                values.push((
+                    g::RSS_PROBE_READ,
+                    (rss.layout == offsets::RssLayout::AtomicArray) as u64,
+                ));
+                iter_task = btf.func_id(ITER_TASK).ok();
+            }
+            // Without them the listing names no memory cgroup, and the safety net reads each
+            // quiet process's /proc/PID/cgroup instead.
             match offsets::memcg_offsets(&btf) {
                 Ok(memcg) => values.extend(memcg),
                 Err(e) => debug!("the kernel's listing carries no memory cgroup: {e:#}"),
             }
-            iter_task = btf.func_id(ITER_TASK).ok();
             Some(btf)
         }
         // The classic hook attributes events to `current`; in the initial PID namespace no

@@ -39,7 +39,8 @@ pub struct ListedProc {
 pub struct Listing(Arc<OwnedFd>);
 
 impl Listing {
-    /// Loads the iterator program, whose target is the kernel's BTF type `iter_task`.
+    /// Loads the iterator program, whose target is the kernel's function `bpf_iter_task`
+    /// (`iter_task`: its BTF id).
     pub(super) fn load(bpf: &mut Ebpf, iter_task: u32) -> Result<Self> {
         let btf = attach::iter_task_btf(iter_task)?;
         let prog: &mut Iter = attach::program(bpf, "list_processes")?.try_into()?;
@@ -87,16 +88,16 @@ fn record(b: &[u8]) -> ListedProc {
 mod tests {
     use super::*;
 
+    /// The records as the kernel writes them: each struct's memory.
     fn bytes(records: &[Listed]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in records {
-            out.extend_from_slice(&r.ns_pid.to_ne_bytes());
-            out.extend_from_slice(&r.flags.to_ne_bytes());
-            for v in [r.start_ns, r.rss, r.memcg] {
-                out.extend_from_slice(&v.to_ne_bytes());
-            }
-        }
-        out
+        // SAFETY: `Listed` is `repr(C)` plain integers without padding (`RECORD` is checked).
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                records.as_ptr().cast::<u8>(),
+                std::mem::size_of_val(records),
+            )
+        };
+        raw.to_vec()
     }
 
     #[test]
