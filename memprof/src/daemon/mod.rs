@@ -35,7 +35,7 @@ use crate::{
         floor::Floor,
         poll, Candidate,
     },
-    kernel::{Arm, Listing},
+    kernel::Arm,
     serve,
 };
 
@@ -84,12 +84,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(_) => safety_net::list_every(poll_every),
         None => 1,
     };
-    tokio::spawn(poll::run(
-        poll_every,
-        list_every,
-        listing.clone(),
-        tx.clone(),
-    ));
+    tokio::spawn(poll::run(poll_every, list_every, listing, tx.clone()));
     let retry = Arc::clone(&deliverer);
     tokio::spawn(async move { retry.retry_loop().await });
 
@@ -100,7 +95,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         scope: cfg.scope.clone(),
         rate: RateLimit::new(cfg.max_captures_per_minute),
         arm,
-        listing,
         table: ProcessTable::default(),
         captures: JoinSet::new(),
         capturer,
@@ -185,8 +179,6 @@ struct LoopState {
     scope: Scope,
     rate: RateLimit,
     arm: Option<Arm>,
-    /// The kernel's listing of processes (`None`: /proc is listed).
-    listing: Option<Listing>,
     /// One record per process followed (see `processes` for every per-process store).
     table: ProcessTable,
     captures: JoinSet<(Trigger, Outcome)>,

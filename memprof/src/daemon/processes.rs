@@ -81,11 +81,6 @@ impl ProcessTable {
         self.grown = false;
     }
 
-    /// Every PID a process was read under.
-    pub fn pids(&self) -> Vec<u32> {
-        self.newest.keys().copied().collect()
-    }
-
     /// Every PID a process was read under, but those whose newest process is in `but`.
     pub fn pids_but(&self, but: &HashSet<ProcKey>) -> Vec<u32> {
         self.newest

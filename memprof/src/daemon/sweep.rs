@@ -1,46 +1,29 @@
 //! Every `SWEEP_EVERY`: state of exited processes is dropped everywhere it is kept, and the
-//! kernel's process map is checked for refusals. The processes are listed for it (by the
-//! kernel where its listing loaded, else from /proc) only when
+//! kernel's process map is checked for refusals. The processes are listed for it only when
 //! some process was read for the first time (or refused for want of room) since the last
 //! listing, or every `LIST_EVERY`
 //! sweeps: while nothing new is read, nothing new is kept, and exited processes' state waits
 //! a little longer (listing /proc every ten seconds was a share of memprof's idle CPU that
 //! grew with the number of processes). Endpoint discovery's sweep runs every time.
-use std::collections::HashSet;
-
 use tracing::warn;
 
 use super::LoopState;
-use crate::assess::{alive, Forget, Running};
+use crate::assess::{Forget, Running};
 
 /// At most this many sweeps pass without a listing (a minute at `SWEEP_EVERY`).
 const LIST_EVERY: u64 = 6;
 
 impl LoopState {
-    /// The PIDs of memprof's namespace: from the kernel's listing where it loaded (nothing
-    /// opened, a few loads a process), with any process memprof follows that it left out
-    /// but that still runs (see `poll::processes`); else from /proc.
-    pub(super) fn running_pids(&self) -> Vec<u32> {
-        let listed = self.listing.as_ref().map(|l| l.list());
-        let Some(Ok(listed)) = listed else {
-            return crate::sys::pidns::listed();
-        };
-        let mut pids: HashSet<u32> = listed.into_iter().map(|p| p.ns_pid).collect();
-        let missed: Vec<u32> = self
-            .table
-            .pids()
-            .into_iter()
-            .filter(|pid| !pids.contains(pid))
-            .filter(|&pid| self.table.newest(pid).is_some_and(alive))
-            .collect();
-        pids.extend(missed);
-        pids.into_iter().collect()
-    }
-
     pub(super) fn sweep(&mut self) {
         self.sweeps += 1;
         let due = self.table.grown() || self.sweeps.is_multiple_of(LIST_EVERY);
-        let listed = if due { self.running_pids() } else { Vec::new() };
+        // /proc, not the kernel's listing: a directory read costs less a process than the
+        // iterator's reads.
+        let listed = if due {
+            crate::sys::pidns::listed()
+        } else {
+            Vec::new()
+        };
         let newest = |pid| self.table.newest(pid).map(|k| k.start);
         match Running::of(listed, newest) {
             Some(running) => {

@@ -30,13 +30,15 @@ impl Endpoints {
     /// Drops processes that are gone and discovers again for those still without an
     /// endpoint and not settled (only ports not refused before are probed).
     pub fn sweep(&self, alive: impl Fn(&ProcKey) -> bool) {
-        let pending: Vec<(ProcKey, String, Option<Settled>)> = {
+        // Names are cloned only for the processes looked at again: beside thousands of
+        // settled ones, cloning every name each sweep was a share of memprof's idle CPU.
+        let pending: Vec<(ProcKey, Option<Settled>)> = {
             let mut known = self.lock();
             known.retain(|k, _| alive(k));
             known
                 .iter()
                 .filter(|(_, k)| k.addr.is_none())
-                .map(|(key, k)| (*key, k.comm.clone(), k.settled))
+                .map(|(key, k)| (*key, k.settled))
                 .collect()
         };
         if pending.is_empty() {
@@ -48,16 +50,19 @@ impl Endpoints {
             // sweep's reading, so a process settled on this one is looked at again then.
             let places: Vec<(u32, Option<NetNs>)> = pending
                 .iter()
-                .map(|(key, _, settled)| (key.pid, settled.flatten().map(|s| s.netns)))
+                .map(|(key, settled)| (key.pid, settled.flatten().map(|s| s.netns)))
                 .collect();
             let now = tokio::task::spawn_blocking(move || listeners_now(&places))
                 .await
                 .unwrap_or_default();
-            for (key, comm, settled) in pending {
+            for (key, settled) in pending {
                 let listeners = now.get(&key.pid).copied();
                 if settled == Some(listeners) {
                     continue;
                 }
+                let Some(comm) = this.lock().get(&key).map(|k| k.comm.clone()) else {
+                    continue;
+                };
                 // One task each, a few at a time: a process whose ports hang delays only its
                 // own discovery, and a node of many processes does not fill the blocking pool.
                 let this = this.clone();
