@@ -12,11 +12,13 @@ use crate::{cargo, guest::Guest, setup, sh, workspace_root};
 /// end-to-end test, the sidecar in a pod layout and a node-level memprof beside one, which on
 /// cgroup v2 give each container its own cgroup namespace, a container's working set read
 /// from v2's files, the Go heap read from memory at the threshold and by 6.1's
-/// verifier-checked `bpf_loop` walk at the kill, the node's shared set on 6.1's links, and a
-/// fork storm's share of the kernel's process map, counted with 6.1's atomic adds.
+/// verifier-checked `bpf_loop` walk at the kill, the node's shared set on 6.1's links, a
+/// fork storm's share of the kernel's process map, counted with 6.1's atomic adds, and the
+/// kernel's listing of processes (6.1's atomic counters, v2's cgroup inodes).
 const GUEST_TESTS: &[&str] = &[
     "bpf::",
     "bpf_groups::",
+    "listing::",
     "e2e::ebpf_profile_beats_the_oom_killer",
     "pod::sidecar_in_a_pod_profiles_against_the_service_limit",
     "node::node_memprof_profiles_a_pod_behind_its_own_loopback",

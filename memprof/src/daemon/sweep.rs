@@ -1,17 +1,19 @@
 //! Every `SWEEP_EVERY`: state of exited processes is dropped everywhere it is kept, and the
 //! kernel's process map is checked for refusals. The processes are listed for it only when
 //! some process was read for the first time (or refused for want of room) since the last
-//! listing, or every `LIST_EVERY`
-//! sweeps: while nothing new is read, nothing new is kept, and exited processes' state waits
-//! a little longer (listing /proc every ten seconds was a share of memprof's idle CPU that
-//! grew with the number of processes). Endpoint discovery's sweep runs every time.
+//! listing, or every `LIST_EVERY` sweeps: while nothing new is read, nothing new is kept, and
+//! exited processes' state waits a little longer (listing /proc, and looking up every process
+//! in every store, were a share of memprof's idle CPU that grew with the number of processes).
+//! Endpoint discovery's sweep runs every time.
 use tracing::warn;
 
 use super::LoopState;
 use crate::assess::{Forget, Running};
 
-/// At most this many sweeps pass without a listing (a minute at `SWEEP_EVERY`).
-const LIST_EVERY: u64 = 6;
+/// At most this many sweeps pass without a listing (five minutes at `SWEEP_EVERY`, the safety
+/// net's listing period). A node where processes come and go lists at the sweep after each new
+/// one; an idle one keeps what its exited processes left for at most this long.
+const LIST_EVERY: u64 = 30;
 
 impl LoopState {
     pub(super) fn sweep(&mut self) {
