@@ -52,6 +52,17 @@ fn the_kernel_lists_every_process_as_procfs_and_cgroupfs_give_it() {
         missing.is_empty(),
         "/proc lists {missing:?}, the kernel does not"
     );
+    // A process that started and ended between the two /proc scans is the kernel's alone; one
+    // still running was in the second scan.
+    let foreign: Vec<_> = pids
+        .iter()
+        .filter(|&&p| !before.contains(&p) && !after.contains(&p))
+        .filter(|&&p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "the kernel lists {foreign:?}, /proc does not"
+    );
     let pid = sleep.id();
     let seen = listed
         .iter()

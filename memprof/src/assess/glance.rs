@@ -1,7 +1,8 @@
 //! A glance at a process read before: whether it is still the same process, in the memory
 //! cgroup it was read in, and clear below its first level. The safety net's listed round
 //! passes over such a process without a whole reading: from what the kernel's listing holds
-//! of it (nothing opened), or from two small procfs reads where there is no listing.
+//! of it (nothing opened), or from two small procfs reads where there is no listing or it
+//! cannot tell.
 use std::{
     hash::{Hash, Hasher},
     sync::LazyLock,
@@ -77,8 +78,10 @@ impl Assessor {
 
 /// The same glance from what the kernel's listing holds of the process (`seen`): nothing is
 /// read. Its memory cgroup is compared by inode; a process whose memory is charged to an
-/// ancestor (cgroup v2 without the controller enabled below it) never matches, and is read
-/// whole.
+/// ancestor (cgroup v2 without the controller enabled below it) never matches here, and the
+/// caller glances at its files instead. (A process that left its cgroup and came back to one
+/// made again at the same path has the same `/proc/PID/cgroup` text; the limit read through
+/// the directory it was found in fails then, and it is read whole before any glance.)
 pub fn glance_listed(key: &ProcKey, below: u64, placed: Placed, seen: Sighting) -> Option<u64> {
     let same = seen.start == key.start
         && placed.memcg.is_some()

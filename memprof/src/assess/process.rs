@@ -33,8 +33,8 @@ impl Forget<'_> {
     }
 }
 
-/// The processes running at a sweep: the PIDs listed (by the kernel or /proc), each with the
-/// start time of the newest process memprof read under it. One listing answers for every process: asking
+/// The processes running at a sweep: the PIDs /proc lists, each with the start time of the
+/// newest process memprof read under it. One listing answers for every process: asking
 /// each one's start time (`alive`) cost a `/proc/PID/stat` read per process and per store at
 /// every sweep, most of memprof's idle CPU beside thousands of processes. A PID taken by
 /// another process is told apart by the newer start time read when the kernel reported, or

@@ -94,7 +94,8 @@ impl Capturer {
     /// Forgets processes. After an exec only who it is goes (its command line and cgroup are
     /// read afresh); its Go discovery and endpoint are checked again when asked (the
     /// registry compares the executable), and go with the process. Exited processes' Go
-    /// entries linger one more sweep: their at-kill profile names what was stored before.
+    /// entries linger one more listing sweep: their at-kill profile names what was stored
+    /// before.
     pub fn forget(&self, which: Forget<'_>) {
         let alive = |k: &ProcKey| !which.covers(k);
         if matches!(which, Forget::Exited(_)) {

@@ -62,8 +62,9 @@ pub async fn run(
 /// of it. /proc names the processes, so that one the kernel's listing leaves out is still
 /// looked at, at its procfs files: on the project's test machines the task iterator does not
 /// visit PID 1 of the initial namespace (a supervisor whose namespace links even root may not
-/// read; why, is not known), while in a PID namespace of its own it lists PID 1 too. Processes the kernel lists without an address space (kernel threads) have no
-/// memory to watch and are left out.
+/// read; why, is not known), while in a PID namespace of its own it lists PID 1 too. Processes
+/// the kernel lists without an address space (kernel threads) have no memory to watch and are
+/// left out.
 fn processes(listing: Option<&Listing>) -> Vec<(u32, Option<ListedProc>)> {
     let mut kernel: HashMap<u32, ListedProc> = match listing.map(Listing::list) {
         Some(Ok(listed)) => listed.into_iter().map(|p| (p.ns_pid, p)).collect(),

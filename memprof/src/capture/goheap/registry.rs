@@ -1,6 +1,6 @@
 //! The Go processes memprof discovered, shared by the daemon (which discovers them at first
 //! sight and forgets them after they exit), the captures that read them, and the at-kill
-//! assembler, which needs them after they died: an entry outlives its process by one sweep.
+//! assembler, which needs them after they died: an entry outlives its process by one sweep that lists the processes.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
