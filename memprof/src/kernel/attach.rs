@@ -41,13 +41,16 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
         (g::PAGE_SHIFT, offsets::page_shift()),
     ];
     let (mut rss_layout, mut rss_stat_trace, mut iter_task) = (None, None, None);
+    // Read once: the listing's counters and the tp_btf hook's layout.
+    let mut rss_found = None;
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
             values.extend(offsets::task_offsets(&btf)?);
             // The kernel's listing reads the counters whichever hook follows them; without
             // them (a layout memprof does not know) there is no listing, and only the tp_btf
             // hook fails (below).
-            if let Ok(rss) = offsets::rss_offsets(&btf) {
+            let rss = offsets::rss_offsets(&btf);
+            if let Ok(rss) = &rss {
                 values.push((g::RSS_COUNT_OFF, rss.count_off));
                 values.push((g::RSS_STRIDE, rss.stride));
                 values.push((
@@ -56,6 +59,7 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
                 ));
                 iter_task = btf.func_id(ITER_TASK).ok();
             }
+            rss_found = Some(rss);
             // Without them the listing names no memory cgroup, and the safety net reads each
             // quiet process's /proc/PID/cgroup instead.
             match offsets::memcg_offsets(&btf) {
@@ -74,7 +78,7 @@ pub fn globals(hook: Hook, own_pidns: u64) -> Result<Globals> {
     match hook {
         Hook::Btf => {
             let btf = btf.as_ref().context("tp_btf needs kernel BTF")?;
-            rss_layout = Some(offsets::rss_offsets(btf)?.layout);
+            rss_layout = Some(rss_found.context("tp_btf needs kernel BTF")??.layout);
             rss_stat_trace = Some(btf.typedef_id(RSS_STAT_TRACE)?);
         }
         Hook::Classic => {
