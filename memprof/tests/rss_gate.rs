@@ -2,7 +2,8 @@
 //! `rss_stat` program off its hook; a Go service growing in a memory cgroup past half its
 //! level gets it attached, its profile is stored while it still lives, and after the OOM
 //! kill the program is detached again; the same once more in the cgroup made again at its
-//! path.
+//! path. A program started in a cgroup the gate watches already is read only once it has
+//! lived a moment, so a short-lived one costs nothing.
 use std::time::Duration;
 
 use crate::common::*;
@@ -120,4 +121,66 @@ fn rss_stat_is_attached_only_while_a_service_nears_its_level() {
             "{log}"
         );
     }
+}
+
+/// Whether the log has a line with `needle` for process `pid` (its `pid=` field exactly).
+fn logged_for(log: &str, needle: &str, pid: u32) -> bool {
+    log.lines()
+        .any(|l| l.contains(needle) && l.split_whitespace().any(|f| f == format!("pid={pid}")))
+}
+
+#[test]
+fn a_program_started_where_the_gate_watches_is_read_once_it_has_lived_a_moment() {
+    if !require(is_root(), "root (BPF, cgroups)")
+        || !require(MemCgroup::available(), "a memory cgroup controller")
+    {
+        return;
+    }
+    let Some(go) = go_service() else { return };
+    let cg = MemCgroup::new("memprof-rss-settle", 512 << 20);
+    let args = ["-rate", "0", "-addr", "127.0.0.1:0"];
+    // Read at memprof's start: from then on its cgroup is watched.
+    let mut first = cg.start(&go, &args);
+    let env = [
+        ("MEMPROF_RSS_GATE_HOLD_MS", HOLD_MS.to_string()),
+        ("MEMPROF_INCLUDE_CGROUP", "memprof-rss-settle".to_string()),
+    ];
+    let m = Memprof::spawn(&["--detector", "btf"], &env);
+    m.wait_for_log("rss_stat detached", Duration::from_secs(30));
+    m.wait_for_line(
+        "the first service discovered",
+        Duration::from_secs(30),
+        |l| logged_for(l, "Go heap readable", first.id()),
+    );
+
+    // A program that ends at once (as an exec probe does) is never read; one that stays is,
+    // a moment after its exec.
+    let mut brief = cg.start(&go, &args);
+    let brief_pid = brief.id();
+    brief.kill().unwrap();
+    let _ = brief.wait();
+    let mut second = cg.start(&go, &args);
+    m.wait_for_line(
+        "the second service discovered",
+        Duration::from_secs(30),
+        |l| logged_for(l, "Go heap readable", second.id()),
+    );
+    let log = m.output();
+    assert!(
+        !log.lines().any(|l| l
+            .split_whitespace()
+            .any(|f| f == format!("pid={brief_pid}"))),
+        "the program that ended at once was read:\n{log}"
+    );
+    assert_eq!(
+        count(&log, "rss_stat attached"),
+        0,
+        "rss_stat went back on its hook:\n{log}"
+    );
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (code, log) = m.stop();
+    assert_eq!(code, Some(0), "memprof should exit 0 on SIGTERM:\n{log}");
 }

@@ -26,7 +26,7 @@ use procfs::FromRead;
 pub use crate::cgroup::View as CgroupDir;
 use crate::cgroup::{self, hierarchy, View};
 use locate::{Found, Located};
-pub use process::{alive, Forget, ProcKey, Running};
+pub use process::{alive, memory_cgroup_now, Forget, ProcKey, Running};
 
 /// Where `Reading::limit` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,11 @@
 //! processes forget through one list (the daemon's `processes`).
 use std::collections::HashMap;
 
-use super::start_time;
+use super::{
+    hierarchy,
+    locate::{read_proc, PROC_CGROUP_MAX},
+    start_time,
+};
 
 /// A process, as distinct from its PID: the PID in memprof's namespace and its start time
 /// (clock ticks since boot, `/proc/PID/stat`), so a reused PID is another process.
@@ -67,6 +71,13 @@ impl Running {
 /// now from its `/proc/PID/stat`.
 pub fn alive(key: ProcKey) -> bool {
     start_time(key.pid) == Some(key.start)
+}
+
+/// The memory cgroup `/proc/PID/cgroup` names now, as memprof's cgroup namespace sees it (one
+/// small read: neither mounts nor limits); `None` once the process is gone.
+pub fn memory_cgroup_now(pid: u32) -> Option<String> {
+    let text = read_proc(pid, "cgroup", PROC_CGROUP_MAX)?;
+    hierarchy::parse_proc_cgroup(&text).map(|(_, path)| path)
 }
 
 #[cfg(test)]

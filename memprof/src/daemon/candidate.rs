@@ -27,8 +27,12 @@ impl LoopState {
             Source::Kernel { .. } => self.disarmed(c.ns_pid),
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
-                // (its mounts are final now).
-                self.forget(Forget::Exec(c.ns_pid));
+                // (its mounts are final now). A PID never read is in no store (each takes a
+                // process only once the table has read it): a short-lived program then costs
+                // no pass over them.
+                if self.table.newest(c.ns_pid).is_some() {
+                    self.forget(Forget::Exec(c.ns_pid));
+                }
                 self.exec_seen(c.ns_pid);
                 return;
             }

@@ -4,7 +4,8 @@
 //! `candidate` reads the process a candidate names and decides, `processes` keeps one record
 //! per process and forgets processes everywhere, `outcome` carries out decisions (arming the
 //! kernel, starting captures) and takes finished captures back, `container_trigger` runs the
-//! container trigger, `rss_gate` watches cgroups for the `rss_stat` gate, `oom_victim` records
+//! container trigger, `rss_gate` watches cgroups for the `rss_stat` gate (`exec_settle` holds
+//! back the reading of programs started where it watches already), `oom_victim` records
 //! the OOM killer's choice, `safety_net` passes over the processes the kernel answers for,
 //! `sweep` drops exited processes, `shutdown` finishes on SIGTERM.
 use std::{
@@ -116,13 +117,22 @@ pub async fn run(cfg: Config) -> Result<()> {
         floor: rss_gate.map(|rss| Floor::start(cfg.rss_gate_hold, rss)),
         round: Default::default(),
         quiet_since: HashSet::new(),
+        settling: Default::default(),
         sweeps: 0,
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(crate::metrics::health::BEAT_EVERY);
     loop {
+        let settle_at = state.settling.next_due();
+        let settled = async {
+            match settle_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = beat.tick() => crate::metrics::health::beat(),
+            _ = settled => state.settled(),
             Some(c) = rx.recv() => {
                 state.handle(c);
                 // What else waits (a listed safety-net round queues every process at once)
@@ -157,6 +167,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
 mod candidate;
 mod container_trigger;
+mod exec_settle;
 mod oom_victim;
 mod outcome;
 mod processes;
@@ -202,6 +213,8 @@ struct LoopState {
     round: safety_net::Round,
     /// Processes a round found quiet, and nothing has happened to since (`known_round`).
     quiet_since: HashSet<ProcKey>,
+    /// Programs started in a watched cgroup, read once they have lived a moment.
+    settling: exec_settle::Settling,
     /// Sweeps so far.
     sweeps: u64,
 }

@@ -2,9 +2,11 @@
 //! half the process's lowest level (`detect::floor`), from its first reading on; a process
 //! that runs exec is read at once, so that a new container's cgroup is watched (and the
 //! process discovered) before it can grow, also while `rss_stat` is detached and the kernel
-//! reports no first sighting.
+//! reports no first sighting. In a cgroup watched already, the read waits (`exec_settle`).
+use std::time::Instant;
+
 use super::LoopState;
-use crate::assess::{LimitSource, Reading};
+use crate::assess::{self, LimitSource, Reading};
 
 impl LoopState {
     /// Watches the cgroup of a watched process against half its lowest level.
@@ -14,8 +16,13 @@ impl LoopState {
             return;
         };
         let key = reading.key;
-        let path = self.assessor.cgroup_path(&key);
-        floor.note(key, &path, self.assessor.views(&key), level);
+        let (path, views) = (self.assessor.cgroup_path(&key), self.assessor.views(&key));
+        // A process that exited while it was read has no cgroup left to find; taken for
+        // blind, it would hold `rss_stat` on until the sweep forgot it.
+        if views.is_none() && !assess::alive(key) {
+            return;
+        }
+        floor.note(key, &path, views, level);
     }
 
     /// The process's first level, as its reading stands.
@@ -29,9 +36,28 @@ impl LoopState {
     /// out now, as at a first sighting, not only once `rss_stat` is back and the process may
     /// already be near its level.
     pub(super) fn exec_seen(&mut self, pid: u32) {
-        if self.floor.is_none() || pid == 0 || pid == std::process::id() {
+        let Some(floor) = &self.floor else {
+            return;
+        };
+        if pid == 0 || pid == std::process::id() {
             return;
         }
+        let watched = assess::memory_cgroup_now(pid).is_some_and(|path| floor.watches(&path));
+        if watched && self.settling.defer(pid, Instant::now()) {
+            return;
+        }
+        self.read_started(pid);
+    }
+
+    /// Reads the programs whose wait in a watched cgroup has ended (those still running).
+    pub(super) fn settled(&mut self) {
+        for pid in self.settling.take_due(Instant::now()) {
+            self.read_started(pid);
+        }
+    }
+
+    /// Reads a program that ran exec: its cgroup is watched, and it is discovered.
+    fn read_started(&mut self, pid: u32) {
         if !self.table.has_room_for(pid) {
             return;
         }

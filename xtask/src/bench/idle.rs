@@ -5,7 +5,12 @@
 //! memprof runs in the host's PID namespace, so it also sees the machine's own processes, the
 //! same in every run. Its CPU time is read from a CPU accounting cgroup that holds memprof
 //! alone (nanoseconds, threads that ended included) over its mode's window, after `SETTLE`; its peak is
-//! the kernel's `VmHWM`.
+//! the kernel's `VmHWM`. Each row notes how many programs the machine started in its window:
+//! memprof is woken by each exec, so a window where other work ran reads high.
+//!
+//! Then churn: the same pod with 200 idle processes and, as exec probes and shells do, a loop
+//! starting a short-lived program (`/bin/true`, then `sleep 0.1`) about ten times a second,
+//! for the eBPF detector (the poll does not hear of execs); its CPU per program started.
 use std::{
     fs::File,
     io::Write,
@@ -35,31 +40,56 @@ const MODES: [(&str, &str, Duration); 2] = [
 const SETTLE: Duration = Duration::from_secs(30);
 /// The idle processes' memory cgroup limit: room for 5,000 of them.
 const LIMIT: u64 = 4 << 30;
+/// The churn row: idle processes beside the loop, and its window.
+const CHURN_PROCESSES: usize = 200;
+const CHURN_WINDOW: Duration = Duration::from_secs(60);
 
 pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
     let leaky = workspace_root().join("target/testapps/go-system/leaky");
     for (detector, mode, window) in MODES {
         for n in COUNTS {
             let (mut cpu, mut peak) = (Vec::new(), Vec::new());
+            let (mut started, mut ms) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                let m = measure(bin, &leaky, detector, n, window)?;
+                let m = measure(bin, &leaky, detector, n, window, false)?;
                 cpu.push(m.cpu_ms_per_min);
                 peak.push(m.peak_mib);
+                started.push(m.started.to_string());
+                ms.push(m.cpu_ms);
             }
             let name = format!("{mode}, {n} idle processes");
             results.add("idle CPU", &name, "ms/min", &cpu, None);
             // A minute holds 60,000 ms of one core.
-            results.note(format!("{:.3} % of a core", median(&cpu) / 600.0));
+            results.note(format!(
+                "{:.3} % of a core; programs started in the window: {}",
+                median(&cpu) / 600.0,
+                started.join(", ")
+            ));
             results.add("idle peak RSS", &name, "MiB", &peak, None);
         }
     }
-    results.print_group("idle CPU");
-    results.print_group("idle peak RSS");
+    let (mut cpu, mut per_program) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let m = measure(bin, &leaky, "btf", CHURN_PROCESSES, CHURN_WINDOW, true)?;
+        cpu.push(m.cpu_ms_per_min);
+        per_program.push(m.cpu_ms * 1000.0 / m.started.max(1) as f64);
+    }
+    let name = format!("ebpf, {CHURN_PROCESSES} idle processes, a program started every 50 ms");
+    results.add("churn CPU", &name, "ms/min", &cpu, None);
+    results.note(format!("{:.3} % of a core", median(&cpu) / 600.0));
+    results.add("churn CPU", &name, "µs/program", &per_program, None);
+    results.note("memprof's CPU in the window over the programs the machine started in it".into());
+    for group in ["idle CPU", "idle peak RSS", "churn CPU"] {
+        results.print_group(group);
+    }
     Ok(())
 }
 
 struct Measured {
     cpu_ms_per_min: f64,
+    /// CPU time over the window, and the programs the machine started in it.
+    cpu_ms: f64,
+    started: u64,
     peak_mib: f64,
 }
 
@@ -69,11 +99,12 @@ fn measure(
     detector: &str,
     n: usize,
     window: Duration,
+    churn: bool,
 ) -> Result<Measured> {
     let dir = std::env::temp_dir().join(format!("memprof-bench-idle-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pod = kill::Cgroup::new("memprof-bench-idle", LIMIT)?;
-    let idle = Idle::start(n, leaky, &pod.0)?;
+    let idle = Idle::start(n, leaky, &pod.0, churn)?;
     let cpu = CpuCgroup::new("memprof-bench-idle-cpu")?;
     let log = dir.join("memprof.log");
     let mut cmd = kill::daemon(bin, &dir, &log)?;
@@ -83,12 +114,13 @@ fn measure(
     let measured = (|| {
         wait_started(&log)?;
         std::thread::sleep(SETTLE);
-        let (before, start) = (cpu.usage_ns()?, Instant::now());
+        let (before, forked, start) = (cpu.usage_ns()?, forks()?, Instant::now());
         std::thread::sleep(window);
-        let used = cpu.usage_ns()?.saturating_sub(before) as f64;
-        let per_min = used / 1e6 * 60.0 / start.elapsed().as_secs_f64();
+        let cpu_ms = cpu.usage_ns()?.saturating_sub(before) as f64 / 1e6;
         Ok(Measured {
-            cpu_ms_per_min: per_min,
+            cpu_ms_per_min: cpu_ms * 60.0 / start.elapsed().as_secs_f64(),
+            cpu_ms,
+            started: forks()?.saturating_sub(forked),
             peak_mib: peak_mib(memprof.id())?,
         })
     })();
@@ -113,6 +145,18 @@ fn wait_started(log: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Processes the machine has started since boot (`/proc/stat`'s `processes`: forks, each
+/// program's exec follows one).
+fn forks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .context("processes in /proc/stat")?
+        .trim()
+        .parse()
+        .context("processes in /proc/stat")
+}
+
 /// `VmHWM` of the process, in MiB.
 fn peak_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -124,17 +168,21 @@ fn peak_mib(pid: u32) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// A shell holding the idle processes in its process group, in the memory cgroup `cgroup`;
-/// all of them are killed on drop.
+/// A shell holding the idle processes in its process group, in the memory cgroup `cgroup`,
+/// and with `churn` a loop starting short-lived programs; all of them are killed on drop.
 struct Idle(Child);
 
 impl Idle {
-    fn start(n: usize, leaky: &Path, cgroup: &Path) -> Result<Self> {
+    fn start(n: usize, leaky: &Path, cgroup: &Path, churn: bool) -> Result<Self> {
         let script = format!(
             "echo $$ > {cg}/cgroup.procs && for i in $(seq {n}); do sleep 3600 & done; \
              \"$0\" -rate 0 -addr 127.0.0.1:7401 & \"$0\" -rate 0 -addr 127.0.0.1:7402 & \
-             \"$0\" -rate 0 -addr '' & wait",
-            cg = cgroup.display()
+             \"$0\" -rate 0 -addr '' & {loop} wait",
+            cg = cgroup.display(),
+            loop = match churn {
+                true => "while :; do /bin/true; sleep 0.1; done &",
+                false => "",
+            }
         );
         let child = Command::new("sh")
             .args(["-c", &script])

@@ -123,6 +123,11 @@ impl<K: Copy + Eq + Hash + Debug> Floor<K> {
         self.cgroups.insert(path.to_string(), w);
     }
 
+    /// Whether the cgroup at `path` is watched (some process in it was noted).
+    pub fn watches(&self, path: &str) -> bool {
+        self.cgroups.contains_key(path)
+    }
+
     /// Stops watching for processes that are `gone`, and cgroups left without any.
     pub fn forget(&mut self, gone: impl Fn(&K) -> bool) {
         let reports = &self.reports;
