@@ -3,7 +3,7 @@
 //! level gets it attached, its profile is stored while it still lives, and after the OOM
 //! kill the program is detached again; the same once more in the cgroup made again at its
 //! path. A program started in a cgroup the gate watches already is read only once it has
-//! lived a moment, so a short-lived one costs nothing.
+//! lived a moment, so that a short-lived one costs no read.
 use std::time::Duration;
 
 use crate::common::*;
@@ -153,25 +153,27 @@ fn a_program_started_where_the_gate_watches_is_read_once_it_has_lived_a_moment()
         |l| logged_for(l, "Go heap readable", first.id()),
     );
 
-    // A program that ends at once (as an exec probe does) is never read; one that stays is,
-    // a moment after its exec.
-    let mut brief = cg.start(&go, &args);
-    let brief_pid = brief.id();
-    brief.kill().unwrap();
-    let _ = brief.wait();
+    // A program started there is read once it has lived a moment (its wait,
+    // `daemon::exec_settle::SETTLE`, 250 ms), not at its exec: a program that ends sooner (an
+    // exec probe) is never read.
+    let started = chrono::Utc::now();
     let mut second = cg.start(&go, &args);
-    m.wait_for_line(
+    let line = m.wait_for_line(
         "the second service discovered",
         Duration::from_secs(30),
         |l| logged_for(l, "Go heap readable", second.id()),
     );
-    let log = m.output();
+    let read_at = line
+        .split_whitespace()
+        .next()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("no time on {line}"));
+    let waited = read_at.signed_duration_since(started);
     assert!(
-        !log.lines().any(|l| l
-            .split_whitespace()
-            .any(|f| f == format!("pid={brief_pid}"))),
-        "the program that ended at once was read:\n{log}"
+        waited >= chrono::TimeDelta::milliseconds(250),
+        "read {waited} after its start, not after its wait:\n{line}"
     );
+    let log = m.output();
     assert_eq!(
         count(&log, "rss_stat attached"),
         0,

@@ -107,6 +107,11 @@ impl View {
         (r == 0).then_some((st.st_dev, st.st_ino))
     }
 
+    /// Whether the directory is still there: a removed cgroup's files cannot be opened.
+    pub fn present(&self) -> bool {
+        self.open_file("cgroup.procs", libc::O_RDONLY).is_ok()
+    }
+
     /// Where it was found (escaped), for messages.
     pub fn shown(&self) -> &str {
         &self.shown

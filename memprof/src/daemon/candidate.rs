@@ -27,13 +27,15 @@ impl LoopState {
             Source::Kernel { .. } => self.disarmed(c.ns_pid),
             Source::Exec => {
                 // A new program: its policy, level, kernel identity and who it is start afresh
-                // (its mounts are final now). A PID never read is in no store (each takes a
-                // process only once the table has read it): a short-lived program then costs
-                // no pass over them.
-                if self.table.newest(c.ns_pid).is_some() {
+                // (its mounts are final now). A PID the table never read is in no store (each
+                // takes a process once it was read, and the table keeps a PID across its
+                // execs until the sweep forgets it everywhere): a program started and gone
+                // unread costs no pass over them.
+                let known = self.table.newest(c.ns_pid).is_some();
+                if known {
                     self.forget(Forget::Exec(c.ns_pid));
                 }
-                self.exec_seen(c.ns_pid);
+                self.exec_seen(c.ns_pid, known);
                 return;
             }
             _ => {}

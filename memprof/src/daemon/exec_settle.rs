@@ -5,14 +5,17 @@
 //! half a millisecond of CPU a program. The read at exec is there so that a new container's
 //! cgroup is watched before its process can grow (`rss_gate`); where the cgroup is watched
 //! already, its threshold stands for the new process too, so the read waits until the
-//! program has lived `SETTLE`, and a program gone by then costs nothing more.
+//! program has lived `SETTLE`, and a program gone by then costs nothing more. The wait is
+//! short: the read also finds a Go program's heap and endpoint, which a capture of a
+//! program that grows from its start needs early.
 use std::{
     collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
-/// How long a program in a watched cgroup runs before it is read.
-pub(super) const SETTLE: Duration = Duration::from_secs(1);
+/// How long a program in a watched cgroup runs before it is read: longer than most probes
+/// and shells live.
+pub(super) const SETTLE: Duration = Duration::from_millis(250);
 /// Programs waiting at most: beyond it (an exec storm), a program is read at once, as before.
 const MAX_WAITING: usize = 1 << 16;
 
@@ -41,10 +44,13 @@ impl Settling {
         self.due.front().map(|&(at, _)| at)
     }
 
-    /// The PIDs whose wait has ended by `now`.
-    pub fn take_due(&mut self, now: Instant) -> Vec<u32> {
+    /// Up to `max` of the PIDs whose wait has ended by `now` (the rest stay due).
+    pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<u32> {
         let mut pids = Vec::new();
         while let Some(&(at, pid)) = self.due.front().filter(|(at, _)| *at <= now) {
+            if pids.len() == max {
+                break;
+            }
             self.due.pop_front();
             // An earlier entry of a PID whose wait restarted is passed over.
             if self.waiting.get(&pid) == Some(&at) {
@@ -65,8 +71,8 @@ mod tests {
         let (mut s, t0) = (Settling::default(), Instant::now());
         assert!(s.defer(7, t0));
         assert_eq!(s.next_due(), Some(t0 + SETTLE));
-        assert!(s.take_due(t0 + SETTLE / 2).is_empty());
-        assert_eq!(s.take_due(t0 + SETTLE), vec![7]);
+        assert!(s.take_due(t0 + SETTLE / 2, 9).is_empty());
+        assert_eq!(s.take_due(t0 + SETTLE, 9), vec![7]);
         assert_eq!(s.next_due(), None);
     }
 
@@ -76,10 +82,21 @@ mod tests {
         s.defer(7, t0);
         s.defer(8, t0 + SETTLE / 4);
         s.defer(7, t0 + SETTLE / 2);
-        assert_eq!(s.take_due(t0 + SETTLE), Vec::<u32>::new());
-        assert_eq!(s.take_due(t0 + SETTLE + SETTLE / 4), vec![8]);
-        assert_eq!(s.take_due(t0 + 2 * SETTLE), vec![7]);
+        assert_eq!(s.take_due(t0 + SETTLE, 9), Vec::<u32>::new());
+        assert_eq!(s.take_due(t0 + SETTLE + SETTLE / 4, 9), vec![8]);
+        assert_eq!(s.take_due(t0 + 2 * SETTLE, 9), vec![7]);
         assert_eq!(s.next_due(), None);
+    }
+
+    #[test]
+    fn a_turn_takes_at_most_its_share_and_the_rest_stay_due() {
+        let (mut s, t0) = (Settling::default(), Instant::now());
+        for pid in 0..5 {
+            s.defer(pid, t0);
+        }
+        assert_eq!(s.take_due(t0 + SETTLE, 2), vec![0, 1]);
+        assert_eq!(s.next_due(), Some(t0 + SETTLE), "still due");
+        assert_eq!(s.take_due(t0 + SETTLE, 9), vec![2, 3, 4]);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub(super) struct Record {
 pub(super) struct ProcessTable {
     records: HashMap<ProcKey, Record>,
     /// The start time of the newest process read under each PID, followed or not: which
-    /// process a PID names now (the safety net's lookup, the sweep's `Running`).
+    /// process a PID names now (the safety net's lookup, the sweep's `Running`), and so
+    /// which PIDs any store may hold (an exec of one that is not here forgets nothing).
     newest: HashMap<u32, u64>,
     /// Whether a full table was logged since the last sweep.
     warned_full: bool,
@@ -112,10 +113,14 @@ impl ProcessTable {
         self.records.get_mut(key)
     }
 
+    /// Drops the records of the processes `gone`; the sweep also drops which process their
+    /// PIDs name, which an exec leaves as it is (the key stays: see `newest`).
     fn forget(&mut self, gone: impl Fn(&ProcKey) -> bool, sweep: bool) {
         self.records.retain(|k, _| !gone(k));
-        self.newest
-            .retain(|&pid, &mut start| !gone(&ProcKey { pid, start }));
+        if sweep {
+            self.newest
+                .retain(|&pid, &mut start| !gone(&ProcKey { pid, start }));
+        }
         self.warned_full &= !sweep;
     }
 }
@@ -136,7 +141,7 @@ impl LoopState {
                 w.abort();
             }
         }
-        // An exec'd process keeps its key and cgroup: it is read again at once (`exec_seen`).
+        // An exec'd process keeps its key and cgroup: it is read again (`exec_seen`).
         if let Some(floor) = self.floor.as_mut().filter(|_| !exec) {
             floor.forget(gone);
         }

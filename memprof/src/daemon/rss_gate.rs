@@ -33,26 +33,34 @@ impl LoopState {
 
     /// A process ran exec (a new program, maybe in a new container): if it is watched, its
     /// cgroup is watched from now on, and whether it is Go and where its endpoint is is found
-    /// out now, as at a first sighting, not only once `rss_stat` is back and the process may
-    /// already be near its level.
-    pub(super) fn exec_seen(&mut self, pid: u32) {
+    /// out when it is read, as at a first sighting, not only once `rss_stat` is back and the
+    /// process may already be near its level.
+    /// `known`: memprof had read the process before this exec (a wrapper's `exec app`): it
+    /// is read at once, as is a process in a cgroup nobody watches yet (a new container's);
+    /// any other waits (`exec_settle`).
+    pub(super) fn exec_seen(&mut self, pid: u32, known: bool) {
         let Some(floor) = &self.floor else {
             return;
         };
         if pid == 0 || pid == std::process::id() {
             return;
         }
-        let watched = assess::memory_cgroup_now(pid).is_some_and(|path| floor.watches(&path));
+        let watched =
+            !known && assess::memory_cgroup_now(pid).is_some_and(|path| floor.watches(&path));
         if watched && self.settling.defer(pid, Instant::now()) {
             return;
         }
         self.read_started(pid);
     }
 
-    /// Reads the programs whose wait in a watched cgroup has ended (those still running).
+    /// Reads the programs whose wait in a watched cgroup has ended, a turn's worth at a time:
+    /// those still running, and not read since (the kernel's first sighting, while
+    /// `rss_stat` is on its hook, reads a new program at once).
     pub(super) fn settled(&mut self) {
-        for pid in self.settling.take_due(Instant::now()) {
-            self.read_started(pid);
+        for pid in self.settling.take_due(Instant::now(), super::DRAIN) {
+            if self.table.newest(pid).is_none() {
+                self.read_started(pid);
+            }
         }
     }
 

@@ -5,12 +5,14 @@
 //! memprof runs in the host's PID namespace, so it also sees the machine's own processes, the
 //! same in every run. Its CPU time is read from a CPU accounting cgroup that holds memprof
 //! alone (nanoseconds, threads that ended included) over its mode's window, after `SETTLE`; its peak is
-//! the kernel's `VmHWM`. Each row notes how many programs the machine started in its window:
-//! memprof is woken by each exec, so a window where other work ran reads high.
+//! the kernel's `VmHWM`. Each row notes how many processes (and threads: `/proc/stat`'s
+//! `processes`) the machine started in its window: memprof is woken by each exec, so a window
+//! where other work ran reads high.
 //!
 //! Then churn: the same pod with 200 idle processes and, as exec probes and shells do, a loop
-//! starting a short-lived program (`/bin/true`, then `sleep 0.1`) about ten times a second,
-//! for the eBPF detector (the poll does not hear of execs); its CPU per program started.
+//! starting short-lived programs (`/bin/true`, then `sleep 0.1`: two each pass, about 20 a
+//! second), for the eBPF detector (the poll does not hear of execs); its CPU per process the
+//! machine started.
 use std::{
     fs::File,
     io::Write,
@@ -61,7 +63,7 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
             results.add("idle CPU", &name, "ms/min", &cpu, None);
             // A minute holds 60,000 ms of one core.
             results.note(format!(
-                "{:.3} % of a core; programs started in the window: {}",
+                "{:.3} % of a core; processes started in the window: {}",
                 median(&cpu) / 600.0,
                 started.join(", ")
             ));
@@ -74,11 +76,11 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
         cpu.push(m.cpu_ms_per_min);
         per_program.push(m.cpu_ms * 1000.0 / m.started.max(1) as f64);
     }
-    let name = format!("ebpf, {CHURN_PROCESSES} idle processes, a program started every 50 ms");
+    let name = format!("ebpf, {CHURN_PROCESSES} idle processes, ~20 programs started a second");
     results.add("churn CPU", &name, "ms/min", &cpu, None);
     results.note(format!("{:.3} % of a core", median(&cpu) / 600.0));
-    results.add("churn CPU", &name, "µs/program", &per_program, None);
-    results.note("memprof's CPU in the window over the programs the machine started in it".into());
+    results.add("churn CPU", &name, "µs/process", &per_program, None);
+    results.note("memprof's CPU in the window over the processes the machine started in it".into());
     for group in ["idle CPU", "idle peak RSS", "churn CPU"] {
         results.print_group(group);
     }
@@ -87,7 +89,7 @@ pub fn run(bin: &Path, runs: usize, results: &mut Results) -> Result<()> {
 
 struct Measured {
     cpu_ms_per_min: f64,
-    /// CPU time over the window, and the programs the machine started in it.
+    /// CPU time over the window, and the processes the machine started in it.
     cpu_ms: f64,
     started: u64,
     peak_mib: f64,

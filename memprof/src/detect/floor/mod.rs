@@ -47,7 +47,8 @@ pub struct Floor<K> {
 }
 
 struct Watched<K> {
-    /// The directories its watcher reads (see `View::identity`).
+    /// The directories its watcher reads, and which they are (see `View::identity`).
+    views: Vec<View>,
     dirs: Vec<Option<(u64, u64)>>,
     /// Each process's half mark.
     members: HashMap<K, u64>,
@@ -115,6 +116,7 @@ impl<K: Copy + Eq + Hash + Debug> Floor<K> {
         let (tx, rx) = watch::channel(lowest);
         let watcher = watch_cgroup(path.to_string(), views.to_vec(), rx, self.reports.clone());
         let w = Watched {
+            views: views.to_vec(),
             dirs,
             members,
             mark: tx,
@@ -123,9 +125,12 @@ impl<K: Copy + Eq + Hash + Debug> Floor<K> {
         self.cgroups.insert(path.to_string(), w);
     }
 
-    /// Whether the cgroup at `path` is watched (some process in it was noted).
+    /// Whether the cgroup at `path` is watched (some process in it was noted), and the
+    /// directory watched is still the one there (not removed, maybe made again).
     pub fn watches(&self, path: &str) -> bool {
-        self.cgroups.contains_key(path)
+        self.cgroups
+            .get(path)
+            .is_some_and(|w| w.views.iter().all(View::present))
     }
 
     /// Stops watching for processes that are `gone`, and cgroups left without any.
