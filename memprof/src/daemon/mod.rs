@@ -123,13 +123,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(crate::metrics::health::BEAT_EVERY);
     loop {
-        let settle_at = state.settling.next_due();
-        let settled = async {
-            match settle_at {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let settled = crate::sys::sleep_until(state.settling.next_due());
         tokio::select! {
             _ = beat.tick() => crate::metrics::health::beat(),
             _ = settled => state.settled(),

@@ -77,13 +77,7 @@ pub async fn run(
 ) {
     let mut gate = Hold::new(hold, Instant::now());
     loop {
-        let off_at = gate.off_at();
-        let off = async {
-            match off_at {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let off = crate::sys::sleep_until(gate.off_at());
         tokio::select! {
             report = reports.recv() => {
                 let Some((source, reach)) = report else { return };
